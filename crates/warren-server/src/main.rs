@@ -1,0 +1,2 @@
+//! The `warren` broker binary (not built yet).
+fn main() {}
