@@ -171,8 +171,30 @@ pub fn encode_method(buf: &mut BytesMut, channel: u16, method: &Method) {
 
 /// Appends a content header frame.
 pub fn encode_header(buf: &mut BytesMut, channel: u16, header: &ContentHeader) {
+    encode_content_header(
+        buf,
+        channel,
+        header.class_id,
+        header.body_size,
+        &header.properties,
+    );
+}
+
+/// Appends a content header frame from its parts, so a sender holding the
+/// properties of a stored message need not clone them into a
+/// [`ContentHeader`].
+pub fn encode_content_header(
+    buf: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    body_size: u64,
+    properties: &BasicProperties,
+) {
     let at = begin(buf, FRAME_HEADER, channel);
-    header.encode(buf);
+    buf.put_u16(class_id);
+    buf.put_u16(0);
+    buf.put_u64(body_size);
+    properties.encode(buf);
     end(buf, at);
 }
 
@@ -195,12 +217,13 @@ pub fn encode_content(
     frame_max: usize,
 ) {
     encode_method(buf, channel, method);
-    let header = ContentHeader {
-        class_id: method.class_id(),
-        body_size: body.len() as u64,
-        properties: properties.clone(),
-    };
-    encode_header(buf, channel, &header);
+    encode_content_header(
+        buf,
+        channel,
+        method.class_id(),
+        body.len() as u64,
+        properties,
+    );
     let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1);
     for piece in body.chunks(chunk) {
         encode_body(buf, channel, piece);
