@@ -1,1 +1,14 @@
-//! placeholder
+//! The `warren` broker process: configuration, the TCP listener, one task
+//! per connection driving a [`warren_core::Connection`], and shutdown.
+//!
+//! # Layout
+//! - [`config`]: the TOML file and its defaults.
+//! - [`server`]: [`run`], the accept loop and the per-connection driver.
+//!
+//! Tests start a broker with [`run`] on `127.0.0.1:0` in-process.
+
+pub mod config;
+pub mod server;
+
+pub use config::Config;
+pub use server::{Server, run};

@@ -1,2 +1,81 @@
-//! The `warren` broker binary (not built yet).
-fn main() {}
+//! `warren`: the broker binary. Parses flags and the config file, sets up
+//! logging, binds the listener and runs until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use warren_server::{Config, Server};
+
+/// Warren, an AMQP 0-9-1 message broker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file; without one, the built-in defaults apply.
+    #[arg(short, long, env = "WARREN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, overriding the file (e.g. 127.0.0.1:5672).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory, overriding the file.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log filter, overriding the file (e.g. `debug`, `warren_core=trace`).
+    #[arg(long)]
+    log: Option<String>,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = args.log {
+        config.log = l;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        tracing::info!(listen = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "warren started");
+        let server = Server::new(config);
+        warren_server::run(listener, server, shutdown_signal()).await;
+        tracing::info!("warren stopped");
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,191 @@
+//! The broker: virtual hosts, users and limits, shared by every connection.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use warren_codec::ShortStr;
+
+use crate::queue::ConnId;
+use crate::vhost::VHost;
+
+/// A user who may log in.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Password (compared in constant time).
+    pub password: String,
+    /// Virtual hosts the user may open.
+    pub vhosts: Vec<String>,
+    /// May connect only from a loopback address (RabbitMQ's rule for guest).
+    pub loopback_only: bool,
+}
+
+/// Limits a connection negotiates within.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame we accept and propose, overhead included.
+    pub frame_max: u32,
+    /// Channels per connection we propose.
+    pub channel_max: u16,
+    /// Heartbeat interval we propose, in seconds (0 disables).
+    pub heartbeat: u16,
+    /// Largest message body accepted, in bytes.
+    pub max_message_size: u64,
+    /// Time allowed from TCP accept to `connection.open`, in milliseconds.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 128 * 1024 * 1024,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Everything a broker is built from.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Virtual hosts to create.
+    pub vhosts: Vec<String>,
+    /// Users.
+    pub users: Vec<User>,
+    /// Connection limits.
+    pub limits: Limits,
+    /// `product` in server-properties.
+    pub product: String,
+    /// `version` in server-properties.
+    pub version: String,
+}
+
+impl Default for BrokerConfig {
+    /// One vhost `/` and the user `guest`/`guest`, loopback only.
+    fn default() -> Self {
+        BrokerConfig {
+            vhosts: vec!["/".to_string()],
+            users: vec![User {
+                name: "guest".to_string(),
+                password: "guest".to_string(),
+                vhosts: vec!["/".to_string()],
+                loopback_only: true,
+            }],
+            limits: Limits::default(),
+            product: "Warren".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// Why a login failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefused {
+    /// Unknown user or wrong password.
+    BadCredentials,
+    /// A loopback-only user connected from elsewhere.
+    NotFromLoopback,
+}
+
+/// The broker.
+#[derive(Debug)]
+pub struct Broker {
+    /// Configuration it was built with.
+    pub config: BrokerConfig,
+    // DashMap: read on every connection.open, written only by admin actions.
+    vhosts: DashMap<String, Arc<VHost>>,
+    users: HashMap<String, User>,
+    next_conn: AtomicU64,
+    names: std::collections::hash_map::RandomState,
+    name_counter: AtomicU64,
+}
+
+impl Broker {
+    /// A broker with the configured vhosts and users.
+    pub fn new(config: BrokerConfig) -> Arc<Self> {
+        let vhosts = DashMap::new();
+        for v in &config.vhosts {
+            vhosts.insert(v.clone(), VHost::new(v));
+        }
+        let users = config
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.clone()))
+            .collect();
+        Arc::new(Broker {
+            config,
+            vhosts,
+            users,
+            next_conn: AtomicU64::new(1),
+            names: std::collections::hash_map::RandomState::new(),
+            name_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The virtual host called `name`.
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.get(name).map(|v| Arc::clone(&v))
+    }
+
+    /// Every virtual host.
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        self.vhosts.iter().map(|v| Arc::clone(v.value())).collect()
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Checks a login.
+    pub fn authenticate(
+        &self,
+        user: &str,
+        password: &[u8],
+        from_loopback: bool,
+    ) -> Result<&User, LoginRefused> {
+        let u = self.users.get(user).ok_or(LoginRefused::BadCredentials)?;
+        if !constant_time_eq(u.password.as_bytes(), password) {
+            return Err(LoginRefused::BadCredentials);
+        }
+        if u.loopback_only && !from_loopback {
+            return Err(LoginRefused::NotFromLoopback);
+        }
+        Ok(u)
+    }
+
+    /// A random name with a prefix, as RabbitMQ's `amq.gen-…` and
+    /// `amq.ctag-…`: the prefix and 22 URL-safe base64 characters.
+    pub fn generate_name(&self, prefix: &str) -> ShortStr {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut s = String::with_capacity(prefix.len() + 22);
+        s.push_str(prefix);
+        let n = self.name_counter.fetch_add(1, Ordering::Relaxed);
+        let mut bits = 0u128;
+        for i in 0..2u64 {
+            let mut h = self.names.build_hasher();
+            h.write_u64(n);
+            h.write_u64(i);
+            bits = (bits << 64) | u128::from(h.finish());
+        }
+        for _ in 0..22 {
+            s.push(char::from(ALPHABET[(bits & 63) as usize]));
+            bits >>= 6;
+        }
+        ShortStr::from(s)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

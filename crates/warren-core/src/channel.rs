@@ -1,0 +1,877 @@
+//! One channel: content assembly, the channel's methods, consumers,
+//! unacknowledged deliveries, publisher confirms and transactions.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use warren_codec::{
+    BasicAck, BasicCancelOk, BasicConsumeOk, BasicDeliver, BasicGetEmpty, BasicGetOk, BasicNack,
+    BasicProperties, BasicPublish, BasicQosOk, BasicRecoverOk, BasicReturn, CLASS_BASIC,
+    ConfirmSelectOk, ContentHeader, ExchangeBindOk, ExchangeDeclareOk, ExchangeDeleteOk,
+    ExchangeUnbindOk, Frame, Method, QueueBindOk, QueueDeclareOk, QueueDeleteOk, QueuePurgeOk,
+    QueueUnbindOk, ReplyCode, ShortStr, TxCommitOk, TxRollbackOk, TxSelectOk, encode_body,
+    encode_content_header, encode_method,
+};
+
+use crate::connection::Ctx;
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueuedMessage};
+use crate::vhost::{QueueDeclare, VHost};
+
+/// Content being received after `basic.publish`.
+#[derive(Debug, Default)]
+enum Content {
+    #[default]
+    Idle,
+    Header(BasicPublish),
+    Body {
+        publish: BasicPublish,
+        header: Box<ContentHeader>,
+        first: Option<Bytes>,
+        rest: BytesMut,
+        received: u64,
+    },
+}
+
+/// A delivery awaiting ack.
+#[derive(Debug)]
+struct Unacked {
+    tag: u64,
+    queue: Arc<Queue>,
+    message: QueuedMessage,
+    /// `None` for `basic.get`.
+    consumer: Option<ShortStr>,
+}
+
+#[derive(Debug)]
+struct ChanConsumer {
+    queue: Arc<Queue>,
+}
+
+/// Publisher-confirm state.
+#[derive(Debug)]
+struct Confirms {
+    next: u64,
+    /// Sequence numbers settled since the last flush: (seq, ack?).
+    settled: Vec<(u64, bool)>,
+}
+
+/// A message routed inside a transaction, waiting for commit.
+#[derive(Debug)]
+struct TxPublish {
+    message: Arc<Message>,
+    queues: Vec<Arc<Queue>>,
+    mandatory: bool,
+}
+
+#[derive(Debug)]
+enum TxAck {
+    Ack {
+        tag: u64,
+        multiple: bool,
+    },
+    Reject {
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Tx {
+    publishes: Vec<TxPublish>,
+    acks: Vec<TxAck>,
+}
+
+/// One open channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    id: u16,
+    closing: bool,
+    max_message_size: u64,
+    content: Content,
+    consumers: HashMap<ShortStr, ChanConsumer>,
+    unacked: VecDeque<Unacked>,
+    next_tag: u64,
+    prefetch: u32,
+    credit: Arc<Credit>,
+    confirm: Option<Confirms>,
+    tx: Option<Tx>,
+    last_queue: Option<ShortStr>,
+}
+
+impl Channel {
+    pub(crate) fn new(id: u16, max_message_size: u64) -> Self {
+        Channel {
+            id,
+            closing: false,
+            max_message_size,
+            content: Content::Idle,
+            consumers: HashMap::new(),
+            unacked: VecDeque::new(),
+            next_tag: 1,
+            prefetch: 0,
+            credit: Arc::new(Credit::default()),
+            confirm: None,
+            tx: None,
+            last_queue: None,
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    pub(crate) fn start_closing(&mut self) {
+        self.closing = true;
+        self.content = Content::Idle;
+    }
+
+    /// Cancels consumers and requeues unacked messages (channel close,
+    /// channel error, connection end).
+    pub(crate) fn release(&mut self, conn: ConnId, vhost: &VHost) {
+        for (tag, c) in self.consumers.drain() {
+            let removed = c.queue.remove_consumer(conn, self.id, &tag);
+            if removed.auto_delete_now {
+                vhost.remove_queue(&c.queue);
+            }
+        }
+        let all: Vec<Unacked> = self.unacked.drain(..).collect();
+        self.settle(conn, all, true);
+        self.tx = None;
+        self.confirm = None;
+        self.content = Content::Idle;
+    }
+
+    /// The queue went away: forget the consumer. Returns whether it existed.
+    pub(crate) fn forget_consumer(&mut self, tag: &ShortStr) -> bool {
+        self.consumers.remove(tag).is_some()
+    }
+
+    fn send(&self, ctx: &mut Ctx<'_>, method: impl Into<Method>) {
+        encode_method(ctx.out, self.id, &method.into());
+    }
+
+    pub(crate) fn handle_frame(&mut self, ctx: &mut Ctx<'_>, frame: Frame) -> Result<()> {
+        match (std::mem::take(&mut self.content), frame) {
+            (Content::Idle, Frame::Method { method, .. }) => self.handle_method(ctx, method),
+            (Content::Idle, Frame::Header { header, .. }) => Err(unexpected(format!(
+                "unexpected content header for class {}",
+                header.class_id
+            ))),
+            (Content::Idle, Frame::Body { .. }) => Err(unexpected("unexpected content body frame")),
+            (Content::Header(_), Frame::Method { .. } | Frame::Body { .. }) => Err(unexpected(
+                "expected content header for class 60, got non content header frame instead",
+            )),
+            (Content::Header(publish), Frame::Header { header, .. }) => {
+                if header.class_id != CLASS_BASIC {
+                    return Err(unexpected(format!(
+                        "expected content header for class 60, got one for class {}",
+                        header.class_id
+                    )));
+                }
+                if header.body_size > self.max_message_size {
+                    return Err(Error::precondition(format!(
+                        "message size {} is larger than configured max size {}",
+                        header.body_size, self.max_message_size
+                    )));
+                }
+                if header.body_size == 0 {
+                    return self.publish(ctx, publish, header.properties, Bytes::new());
+                }
+                self.content = Content::Body {
+                    publish,
+                    header,
+                    first: None,
+                    rest: BytesMut::new(),
+                    received: 0,
+                };
+                Ok(())
+            }
+            (Content::Body { .. }, Frame::Method { .. } | Frame::Header { .. }) => Err(unexpected(
+                "expected content body, got non content body frame instead",
+            )),
+            (
+                Content::Body {
+                    publish,
+                    header,
+                    mut first,
+                    mut rest,
+                    received,
+                },
+                Frame::Body { payload, .. },
+            ) => {
+                let received = received.saturating_add(payload.len() as u64);
+                if received > header.body_size {
+                    return Err(Error::connection(
+                        ReplyCode::FrameError,
+                        format!("content body exceeds declared size {}", header.body_size),
+                    ));
+                }
+                // One frame: keep the zero-copy slice. Several: one copy.
+                match &first {
+                    None if rest.is_empty() => first = Some(payload),
+                    _ => {
+                        if let Some(f) = first.take() {
+                            rest.extend_from_slice(&f);
+                        }
+                        rest.extend_from_slice(&payload);
+                    }
+                }
+                if received == header.body_size {
+                    let body = first.unwrap_or_else(|| rest.freeze());
+                    let ContentHeader { properties, .. } = *header;
+                    return self.publish(ctx, publish, properties, body);
+                }
+                self.content = Content::Body {
+                    publish,
+                    header,
+                    first,
+                    rest,
+                    received,
+                };
+                Ok(())
+            }
+            (_, Frame::Heartbeat { .. }) => Ok(()),
+        }
+    }
+
+    fn queue_name(&self, name: ShortStr) -> Result<ShortStr> {
+        if !name.is_empty() {
+            return Ok(name);
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| Error::not_found("no previously declared queue"))
+    }
+
+    fn handle_method(&mut self, ctx: &mut Ctx<'_>, method: Method) -> Result<()> {
+        match method {
+            Method::ChannelFlow(m) => {
+                if !m.active {
+                    return Err(Error::not_implemented("active=false"));
+                }
+                self.send(ctx, warren_codec::ChannelFlowOk { active: true });
+            }
+            Method::ChannelFlowOk(_) => {}
+            Method::AccessRequest(_) => self.send(ctx, warren_codec::AccessRequestOk { ticket: 1 }),
+            Method::ExchangeDeclare(m) => {
+                ctx.vhost.declare_exchange(
+                    &m.exchange,
+                    &m.kind,
+                    m.passive,
+                    m.durable,
+                    m.auto_delete,
+                    m.internal,
+                    &m.arguments,
+                )?;
+                if !m.nowait {
+                    self.send(ctx, ExchangeDeclareOk);
+                }
+            }
+            Method::ExchangeDelete(m) => {
+                ctx.vhost.delete_exchange(&m.exchange, m.if_unused)?;
+                if !m.nowait {
+                    self.send(ctx, ExchangeDeleteOk);
+                }
+            }
+            Method::ExchangeBind(m) => {
+                ctx.vhost
+                    .bind_exchange(&m.destination, &m.source, m.routing_key, m.arguments)?;
+                if !m.nowait {
+                    self.send(ctx, ExchangeBindOk);
+                }
+            }
+            Method::ExchangeUnbind(m) => {
+                ctx.vhost.unbind_exchange(
+                    &m.destination,
+                    &m.source,
+                    &m.routing_key,
+                    &m.arguments,
+                )?;
+                if !m.nowait {
+                    self.send(ctx, ExchangeUnbindOk);
+                }
+            }
+            Method::QueueDeclare(m) => {
+                let d = QueueDeclare {
+                    name: m.queue,
+                    passive: m.passive,
+                    durable: m.durable,
+                    exclusive: m.exclusive,
+                    auto_delete: m.auto_delete,
+                    arguments: m.arguments,
+                };
+                let broker = ctx.broker;
+                let (q, messages, consumers) = ctx
+                    .vhost
+                    .declare_queue(ctx.conn, &d, || broker.generate_name("amq.gen-"))?;
+                if q.spec.exclusive_owner == Some(ctx.conn)
+                    && !ctx.exclusive_queues.iter().any(|e| Arc::ptr_eq(e, &q))
+                {
+                    ctx.exclusive_queues.push(Arc::clone(&q));
+                }
+                self.last_queue = Some(q.name().clone());
+                if !m.nowait {
+                    self.send(
+                        ctx,
+                        QueueDeclareOk {
+                            queue: q.name().clone(),
+                            message_count: messages,
+                            consumer_count: consumers,
+                        },
+                    );
+                }
+            }
+            Method::QueueBind(m) => {
+                let name = self.queue_name(m.queue)?;
+                ctx.vhost
+                    .bind_queue(ctx.conn, &name, &m.exchange, m.routing_key, m.arguments)?;
+                if !m.nowait {
+                    self.send(ctx, QueueBindOk);
+                }
+            }
+            Method::QueueUnbind(m) => {
+                let name = self.queue_name(m.queue)?;
+                ctx.vhost.unbind_queue(
+                    ctx.conn,
+                    &name,
+                    &m.exchange,
+                    &m.routing_key,
+                    &m.arguments,
+                )?;
+                self.send(ctx, QueueUnbindOk);
+            }
+            Method::QueuePurge(m) => {
+                let name = self.queue_name(m.queue)?;
+                let q = ctx.vhost.queue_for(ctx.conn, &name)?;
+                let n = q.purge();
+                if !m.nowait {
+                    self.send(ctx, QueuePurgeOk { message_count: n });
+                }
+            }
+            Method::QueueDelete(m) => {
+                let name = self.queue_name(m.queue)?;
+                let n = ctx
+                    .vhost
+                    .delete_queue(ctx.conn, &name, m.if_unused, m.if_empty)?;
+                ctx.exclusive_queues.retain(|q| !q.is_deleted());
+                if !m.nowait {
+                    self.send(ctx, QueueDeleteOk { message_count: n });
+                }
+            }
+            Method::BasicQos(m) => {
+                if m.prefetch_size != 0 {
+                    return Err(Error::not_implemented(format!(
+                        "prefetch_size!=0 ({})",
+                        m.prefetch_size
+                    )));
+                }
+                if m.global {
+                    self.credit.set_limit(u32::from(m.prefetch_count));
+                    self.redispatch();
+                } else {
+                    self.prefetch = u32::from(m.prefetch_count);
+                }
+                self.send(ctx, BasicQosOk);
+            }
+            Method::BasicConsume(m) => {
+                let name = self.queue_name(m.queue)?;
+                let q = ctx.vhost.queue_for(ctx.conn, &name)?;
+                let tag = if m.consumer_tag.is_empty() {
+                    ctx.broker.generate_name("amq.ctag-")
+                } else if self.consumers.contains_key(&m.consumer_tag) {
+                    return Err(Error::connection(
+                        ReplyCode::NotAllowed,
+                        format!("attempt to reuse consumer tag '{}'", m.consumer_tag),
+                    ));
+                } else {
+                    m.consumer_tag
+                };
+                let priority = match m.arguments.get("x-priority") {
+                    None => 0,
+                    Some(v) => v.as_i64().ok_or_else(|| {
+                        Error::precondition(format!(
+                            "invalid arg 'x-priority' for consumer '{tag}': {{unacceptable_type,{}}}",
+                            v.type_name()
+                        ))
+                    })?,
+                };
+                let consumer = Consumer::new(
+                    tag.clone(),
+                    ctx.conn,
+                    self.id,
+                    Arc::clone(ctx.mailbox),
+                    !m.no_ack,
+                    self.prefetch,
+                    Arc::clone(&self.credit),
+                    m.exclusive,
+                    priority,
+                );
+                // Register first: consume-ok must not be sent for a refused
+                // consumer. Deliveries wait in the mailbox until after it.
+                match q.add_consumer(consumer) {
+                    Ok(()) => {}
+                    Err(ConsumeRefused::ExclusiveInUse) => {
+                        return Err(Error::access_refused(format!(
+                            "queue '{name}' in vhost '{}' in exclusive use",
+                            ctx.vhost.name
+                        )));
+                    }
+                    Err(ConsumeRefused::Deleted) => {
+                        return Err(Error::not_found(format!(
+                            "no queue '{name}' in vhost '{}'",
+                            ctx.vhost.name
+                        )));
+                    }
+                }
+                self.consumers
+                    .insert(tag.clone(), ChanConsumer { queue: q });
+                if !m.nowait {
+                    self.send(ctx, BasicConsumeOk { consumer_tag: tag });
+                }
+            }
+            Method::BasicCancel(m) => {
+                if let Some(c) = self.consumers.remove(&m.consumer_tag) {
+                    let removed = c.queue.remove_consumer(ctx.conn, self.id, &m.consumer_tag);
+                    if removed.auto_delete_now {
+                        ctx.vhost.remove_queue(&c.queue);
+                    }
+                }
+                if !m.nowait {
+                    self.send(
+                        ctx,
+                        BasicCancelOk {
+                            consumer_tag: m.consumer_tag,
+                        },
+                    );
+                }
+            }
+            Method::BasicPublish(m) => {
+                if m.immediate {
+                    return Err(Error::not_implemented("immediate=true"));
+                }
+                self.content = Content::Header(m);
+            }
+            Method::BasicGet(m) => {
+                let name = self.queue_name(m.queue)?;
+                let q = ctx.vhost.queue_for(ctx.conn, &name)?;
+                match q.get() {
+                    None => self.send(
+                        ctx,
+                        BasicGetEmpty {
+                            cluster_id: ShortStr::empty(),
+                        },
+                    ),
+                    Some((message, remaining)) => {
+                        let tag = self.next_tag;
+                        self.next_tag += 1;
+                        let msg = &message.message;
+                        let get_ok = BasicGetOk {
+                            delivery_tag: tag,
+                            redelivered: message.redelivered,
+                            exchange: msg.exchange.clone(),
+                            routing_key: msg.routing_key.clone(),
+                            message_count: remaining,
+                        };
+                        write_content(ctx.out, self.id, &Method::from(get_ok), msg, ctx.frame_max);
+                        if !m.no_ack {
+                            self.unacked.push_back(Unacked {
+                                tag,
+                                queue: q,
+                                message,
+                                consumer: None,
+                            });
+                        }
+                    }
+                }
+            }
+            Method::BasicAck(m) => {
+                if let Some(tx) = &mut self.tx {
+                    tx.acks.push(TxAck::Ack {
+                        tag: m.delivery_tag,
+                        multiple: m.multiple,
+                    });
+                } else {
+                    self.ack(ctx.conn, m.delivery_tag, m.multiple, None)?;
+                }
+            }
+            Method::BasicReject(m) => {
+                if let Some(tx) = &mut self.tx {
+                    tx.acks.push(TxAck::Reject {
+                        tag: m.delivery_tag,
+                        multiple: false,
+                        requeue: m.requeue,
+                    });
+                } else {
+                    self.ack(ctx.conn, m.delivery_tag, false, Some(m.requeue))?;
+                }
+            }
+            Method::BasicNack(m) => {
+                if let Some(tx) = &mut self.tx {
+                    tx.acks.push(TxAck::Reject {
+                        tag: m.delivery_tag,
+                        multiple: m.multiple,
+                        requeue: m.requeue,
+                    });
+                } else {
+                    self.ack(ctx.conn, m.delivery_tag, m.multiple, Some(m.requeue))?;
+                }
+            }
+            Method::BasicRecover(m) => {
+                if !m.requeue {
+                    return Err(Error::not_implemented("requeue=false"));
+                }
+                let all: Vec<Unacked> = self.unacked.drain(..).collect();
+                self.settle(ctx.conn, all, true);
+                self.send(ctx, BasicRecoverOk);
+            }
+            Method::BasicRecoverAsync(m) => {
+                if !m.requeue {
+                    return Err(Error::not_implemented("requeue=false"));
+                }
+                let all: Vec<Unacked> = self.unacked.drain(..).collect();
+                self.settle(ctx.conn, all, true);
+            }
+            Method::ConfirmSelect(m) => {
+                if self.tx.is_some() {
+                    return Err(Error::precondition("cannot switch from tx to confirm mode"));
+                }
+                if self.confirm.is_none() {
+                    self.confirm = Some(Confirms {
+                        next: 1,
+                        settled: Vec::new(),
+                    });
+                }
+                if !m.nowait {
+                    self.send(ctx, ConfirmSelectOk);
+                }
+            }
+            Method::TxSelect(_) => {
+                if self.confirm.is_some() {
+                    return Err(Error::precondition("cannot switch from confirm to tx mode"));
+                }
+                if self.tx.is_none() {
+                    self.tx = Some(Tx::default());
+                }
+                self.send(ctx, TxSelectOk);
+            }
+            Method::TxCommit(_) => {
+                let Some(tx) = self.tx.replace(Tx::default()) else {
+                    return Err(Error::precondition("channel is not transactional"));
+                };
+                for p in tx.publishes {
+                    self.enqueue(ctx, p.message, p.queues, p.mandatory);
+                }
+                for a in tx.acks {
+                    match a {
+                        TxAck::Ack { tag, multiple } => self.ack(ctx.conn, tag, multiple, None)?,
+                        TxAck::Reject {
+                            tag,
+                            multiple,
+                            requeue,
+                        } => self.ack(ctx.conn, tag, multiple, Some(requeue))?,
+                    }
+                }
+                self.send(ctx, TxCommitOk);
+            }
+            Method::TxRollback(_) => {
+                if self.tx.replace(Tx::default()).is_none() {
+                    return Err(Error::precondition("channel is not transactional"));
+                }
+                self.send(ctx, TxRollbackOk);
+            }
+            // channel.open/close are handled by the connection; anything
+            // else is a server-to-client method or a connection method.
+            _ => {
+                return Err(Error::connection(
+                    ReplyCode::CommandInvalid,
+                    "unimplemented method",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A complete message arrived: check it, route it, then enqueue it now
+    /// or at commit.
+    fn publish(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        publish: BasicPublish,
+        properties: BasicProperties,
+        body: Bytes,
+    ) -> Result<()> {
+        let ex = ctx.vhost.exchange_or_404(&publish.exchange)?;
+        if ex.spec.internal {
+            return Err(Error::access_refused(format!(
+                "cannot publish to internal exchange '{}' in vhost '{}'",
+                publish.exchange, ctx.vhost.name
+            )));
+        }
+        if let Some(exp) = &properties.expiration {
+            check_expiration(exp)?;
+        }
+        if let Some(uid) = &properties.user_id
+            && uid.as_bytes() != ctx.user.as_bytes()
+        {
+            return Err(Error::precondition(format!(
+                "user_id property set to '{uid}' but authenticated user was '{}'",
+                ctx.user
+            )));
+        }
+        ctx.scratch.clear();
+        ctx.vhost.route(
+            &ex,
+            &publish.routing_key,
+            properties.headers.as_ref(),
+            ctx.scratch,
+        );
+        let message = Arc::new(Message {
+            exchange: publish.exchange,
+            routing_key: publish.routing_key,
+            properties,
+            body,
+        });
+        if let Some(tx) = &mut self.tx {
+            tx.publishes.push(TxPublish {
+                message,
+                queues: ctx.scratch.drain(..).collect(),
+                mandatory: publish.mandatory,
+            });
+            return Ok(());
+        }
+        let queues = std::mem::take(ctx.scratch);
+        let queues = self.enqueue(ctx, message, queues, publish.mandatory);
+        *ctx.scratch = queues;
+        if let Some(c) = &mut self.confirm {
+            c.settled.push((c.next, true));
+            c.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Puts a routed message on its queues, or returns it if mandatory and
+    /// unroutable. Hands the (emptied) queue list back for reuse.
+    fn enqueue(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        message: Arc<Message>,
+        mut queues: Vec<Arc<Queue>>,
+        mandatory: bool,
+    ) -> Vec<Arc<Queue>> {
+        if queues.is_empty() {
+            if mandatory {
+                let ret = BasicReturn {
+                    reply_code: ReplyCode::NoRoute.code(),
+                    reply_text: ShortStr::from_static("NO_ROUTE"),
+                    exchange: message.exchange.clone(),
+                    routing_key: message.routing_key.clone(),
+                };
+                write_content(
+                    ctx.out,
+                    self.id,
+                    &Method::from(ret),
+                    &message,
+                    ctx.frame_max,
+                );
+            }
+            return queues;
+        }
+        for q in queues.drain(..) {
+            q.publish(Arc::clone(&message));
+        }
+        queues
+    }
+
+    /// Writes a delivery for one of this channel's consumers.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one delivery event")]
+    pub(crate) fn deliver(
+        &mut self,
+        out: &mut BytesMut,
+        frame_max: u32,
+        conn: ConnId,
+        consumer_tag: ShortStr,
+        ack: bool,
+        queue: Arc<Queue>,
+        message: QueuedMessage,
+    ) {
+        if self.closing || !self.consumers.contains_key(&consumer_tag) {
+            // Dispatched just before a cancel or close: give it back unread.
+            if ack {
+                self.credit.release(1);
+                queue.settle(conn, self.id, Some(&consumer_tag), 1, [message]);
+            }
+            return;
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let msg = &message.message;
+        let deliver = BasicDeliver {
+            consumer_tag: consumer_tag.clone(),
+            delivery_tag: tag,
+            redelivered: message.redelivered,
+            exchange: msg.exchange.clone(),
+            routing_key: msg.routing_key.clone(),
+        };
+        write_content(out, self.id, &Method::from(deliver), msg, frame_max);
+        if ack {
+            self.unacked.push_back(Unacked {
+                tag,
+                queue,
+                message,
+                consumer: Some(consumer_tag),
+            });
+        }
+    }
+
+    /// ack (`requeue` None) or reject/nack (`Some(requeue)`).
+    fn ack(&mut self, conn: ConnId, tag: u64, multiple: bool, requeue: Option<bool>) -> Result<()> {
+        let taken: Vec<Unacked> = if multiple && tag == 0 {
+            self.unacked.drain(..).collect()
+        } else {
+            let Ok(pos) = self.unacked.binary_search_by_key(&tag, |u| u.tag) else {
+                return Err(Error::precondition(format!("unknown delivery tag {tag}")));
+            };
+            if multiple {
+                self.unacked.drain(..=pos).collect()
+            } else {
+                self.unacked.remove(pos).into_iter().collect()
+            }
+        };
+        self.settle(conn, taken, requeue.unwrap_or(false));
+        Ok(())
+    }
+
+    /// Settles deliveries with their queues, grouped by queue and consumer.
+    fn settle(&mut self, conn: ConnId, mut taken: Vec<Unacked>, requeue: bool) {
+        if taken.is_empty() {
+            return;
+        }
+        let consumer_deliveries = taken.iter().filter(|u| u.consumer.is_some()).count();
+        self.credit
+            .release(u32::try_from(consumer_deliveries).unwrap_or(u32::MAX));
+        // Usually all from one queue and consumer: settle runs of equal keys.
+        while !taken.is_empty() {
+            let first = &taken[0];
+            let (queue, consumer) = (Arc::clone(&first.queue), first.consumer.clone());
+            let mut group = Vec::new();
+            let mut i = 0;
+            while i < taken.len() {
+                if Arc::ptr_eq(&taken[i].queue, &queue) && taken[i].consumer == consumer {
+                    group.push(taken.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            let settled = if consumer.is_some() {
+                u32::try_from(group.len()).unwrap_or(u32::MAX)
+            } else {
+                0
+            };
+            let back = group.into_iter().filter(|_| requeue).map(|u| {
+                let mut m = u.message;
+                m.redelivered = true;
+                m
+            });
+            let mut back: Vec<QueuedMessage> = back.collect();
+            back.sort_by_key(|m| m.seq);
+            queue.settle(conn, self.id, consumer.as_ref(), settled, back);
+        }
+        if self.credit.is_limited() {
+            self.redispatch();
+        }
+    }
+
+    /// With a channel-wide window, freed credit may unblock any queue this
+    /// channel consumes from.
+    fn redispatch(&self) {
+        let mut seen: Vec<&Arc<Queue>> = Vec::new();
+        for c in self.consumers.values() {
+            if !seen.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
+                seen.push(&c.queue);
+                c.queue.dispatch();
+            }
+        }
+    }
+
+    /// Writes the confirms settled since the last call, coalescing runs
+    /// into `multiple` acks.
+    pub(crate) fn flush_confirms(&mut self, out: &mut BytesMut, channel: u16) {
+        let Some(c) = &mut self.confirm else { return };
+        if c.settled.is_empty() {
+            return;
+        }
+        // Confirms settle in order here, so each run of acks is one
+        // `multiple` ack up to its last sequence number.
+        let mut i = 0;
+        let settled = std::mem::take(&mut c.settled);
+        while i < settled.len() {
+            let (seq, ok) = settled[i];
+            let mut j = i;
+            while j + 1 < settled.len()
+                && settled[j + 1].1 == ok
+                && settled[j + 1].0 == settled[j].0 + 1
+            {
+                j += 1;
+            }
+            let last = settled[j].0;
+            let multiple = j > i;
+            let m = if ok {
+                Method::from(BasicAck {
+                    delivery_tag: last,
+                    multiple,
+                })
+            } else {
+                Method::from(BasicNack {
+                    delivery_tag: last,
+                    multiple,
+                    requeue: false,
+                })
+            };
+            let _ = seq;
+            encode_method(out, channel, &m);
+            i = j + 1;
+        }
+        c.settled = settled;
+        c.settled.clear();
+    }
+}
+
+fn unexpected(text: impl std::fmt::Display) -> Error {
+    Error::connection(ReplyCode::UnexpectedFrame, text)
+}
+
+/// `expiration` must be a non-negative integer of milliseconds.
+fn check_expiration(exp: &ShortStr) -> Result<()> {
+    let text = exp.to_lossy();
+    match text.parse::<i64>() {
+        Ok(n) if n < 0 => Err(Error::precondition(format!(
+            "invalid expiration '{text}': {{value_negative,{n}}}"
+        ))),
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::precondition(format!(
+            "invalid expiration '{text}': no_integer"
+        ))),
+    }
+}
+
+/// Writes a method with content: method, header and body frames.
+fn write_content(out: &mut BytesMut, channel: u16, method: &Method, msg: &Message, frame_max: u32) {
+    encode_method(out, channel, method);
+    encode_content_header(
+        out,
+        channel,
+        CLASS_BASIC,
+        msg.body.len() as u64,
+        &msg.properties,
+    );
+    let chunk = (frame_max as usize)
+        .saturating_sub(warren_codec::FRAME_OVERHEAD)
+        .max(1);
+    for piece in msg.body.chunks(chunk) {
+        encode_body(out, channel, piece);
+    }
+}

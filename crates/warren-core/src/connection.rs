@@ -1,0 +1,909 @@
+//! The AMQP connection state machine, without IO.
+//!
+//! Inputs are `handle_*` (socket bytes, mailbox events, timer expiry) and
+//! outputs are the bytes in [`Connection::take_output`] and the deadline in
+//! [`Connection::poll_timeout`]. Time is always a parameter, so tests drive
+//! a connection with scripted frames and a fake clock.
+//!
+//! ```text
+//!  Header --AMQP 0-9-1--> StartOk --start-ok--> TuneOk --tune-ok--> Open
+//!                                                                     |
+//!          Closed <--close-ok/timeout-- Closing <--error-- Running <--open
+//! ```
+//! Errors before `Running` close the socket without a close frame (as
+//! RabbitMQ does), except a refused login when the client advertised
+//! `authentication_failure_close`, and a refused vhost at `connection.open`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use warren_codec::{
+    ConnectionClose, ConnectionCloseOk, ConnectionOpenOk, ConnectionStart, ConnectionTune,
+    ConnectionUpdateSecretOk, DecodeError, FieldTable, FieldValue, Frame, FrameDecoder, LongStr,
+    Method, PROTOCOL_HEADER, ProtocolHeader, ReplyCode, ShortStr, decode_protocol_header,
+    encode_method,
+};
+
+use crate::broker::{Broker, LoginRefused};
+use crate::channel::Channel;
+use crate::error::{AmqpError, ConnectionError, Error};
+use crate::mailbox::{Event, Mailbox};
+use crate::queue::{ConnId, Queue};
+use crate::vhost::VHost;
+
+/// Frame limit before `tune-ok` (RabbitMQ 4.1's `initial_frame_max`).
+pub const PRE_TUNE_FRAME_MAX: u32 = 8192;
+/// Smallest `frame_max` a client may negotiate (the 0-9-1 minimum).
+pub const MIN_FRAME_MAX: u32 = 4096;
+/// How long we wait for `close-ok` after sending `connection.close`.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Facts about the peer the IO layer knows.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Printable peer address.
+    pub peer: String,
+    /// Whether the peer connected from a loopback address.
+    pub loopback: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Header,
+    StartOk,
+    TuneOk,
+    Open,
+    Running,
+    /// We sent `connection.close`; only close/close-ok matter now.
+    Closing,
+    Closed,
+}
+
+/// Capabilities the client advertised in `start-ok`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClientCaps {
+    pub(crate) consumer_cancel_notify: bool,
+    pub(crate) authentication_failure_close: bool,
+}
+
+/// What a channel handler needs from its connection.
+pub(crate) struct Ctx<'a> {
+    pub(crate) broker: &'a Arc<Broker>,
+    pub(crate) vhost: &'a Arc<VHost>,
+    pub(crate) conn: ConnId,
+    pub(crate) mailbox: &'a Arc<Mailbox>,
+    pub(crate) out: &'a mut BytesMut,
+    pub(crate) frame_max: u32,
+    pub(crate) user: &'a str,
+    pub(crate) exclusive_queues: &'a mut Vec<Arc<Queue>>,
+    pub(crate) scratch: &'a mut Vec<Arc<Queue>>,
+}
+
+/// One AMQP connection.
+pub struct Connection {
+    id: ConnId,
+    broker: Arc<Broker>,
+    info: ConnInfo,
+    state: State,
+    decoder: FrameDecoder,
+    out: BytesMut,
+    mailbox: Arc<Mailbox>,
+    events: VecDeque<Event>,
+    channels: HashMap<u16, Channel>,
+    vhost: Option<Arc<VHost>>,
+    user: String,
+    caps: ClientCaps,
+    channel_max: u16,
+    frame_max: u32,
+    heartbeat: Duration,
+    started: Instant,
+    last_recv: Instant,
+    last_send: Instant,
+    close_deadline: Option<Instant>,
+    exclusive_queues: Vec<Arc<Queue>>,
+    scratch: Vec<Arc<Queue>>,
+    /// Why the connection ended, for the log.
+    close_reason: Option<String>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A connection that has just been accepted.
+    pub fn new(broker: Arc<Broker>, info: ConnInfo, mailbox: Arc<Mailbox>, now: Instant) -> Self {
+        let id = broker.next_conn_id();
+        let limits = &broker.config.limits;
+        let (channel_max, frame_max) = (limits.channel_max, limits.frame_max);
+        Connection {
+            id,
+            broker,
+            info,
+            state: State::Header,
+            decoder: FrameDecoder::new(PRE_TUNE_FRAME_MAX),
+            out: BytesMut::with_capacity(16 * 1024),
+            mailbox,
+            events: VecDeque::new(),
+            channels: HashMap::new(),
+            vhost: None,
+            user: String::new(),
+            caps: ClientCaps::default(),
+            channel_max,
+            frame_max,
+            heartbeat: Duration::ZERO,
+            started: now,
+            last_recv: now,
+            last_send: now,
+            close_deadline: None,
+            exclusive_queues: Vec::new(),
+            scratch: Vec::new(),
+            close_reason: None,
+        }
+    }
+
+    /// The broker-wide id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer, as given.
+    pub fn peer(&self) -> &str {
+        &self.info.peer
+    }
+
+    /// Whether the connection is finished: flush the output, then close the socket.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Whether the handshake has completed and the connection is in use.
+    pub fn is_running(&self) -> bool {
+        self.state == State::Running
+    }
+
+    /// Why it ended, once it has.
+    pub fn close_reason(&self) -> Option<&str> {
+        self.close_reason.as_deref()
+    }
+
+    /// Bytes to write to the socket, in order.
+    pub fn take_output(&mut self) -> BytesMut {
+        self.out.split()
+    }
+
+    /// Whether there is output waiting.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Consumes as many whole frames from `buf` as it holds.
+    pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) {
+        if !buf.is_empty() {
+            self.last_recv = now;
+        }
+        let before = self.out.len();
+        loop {
+            match self.state {
+                State::Closed => {
+                    buf.clear();
+                    break;
+                }
+                State::Header => match decode_protocol_header(buf) {
+                    ProtocolHeader::Incomplete => break,
+                    ProtocolHeader::Mismatch => {
+                        self.out.put_slice(PROTOCOL_HEADER);
+                        self.finish("protocol header mismatch".to_string());
+                        buf.clear();
+                        break;
+                    }
+                    ProtocolHeader::Amqp091 => {
+                        let _ = buf.split_to(PROTOCOL_HEADER.len());
+                        self.send_start();
+                        self.state = State::StartOk;
+                    }
+                },
+                _ => match self.decoder.decode(buf) {
+                    Ok(None) => break,
+                    Ok(Some(frame)) => self.handle_frame(frame, now),
+                    Err(e) => {
+                        self.decode_error(e);
+                        buf.clear();
+                        break;
+                    }
+                },
+            }
+        }
+        self.flush_confirms();
+        if self.out.len() != before {
+            self.last_send = now;
+        }
+    }
+
+    fn decode_error(&mut self, e: DecodeError) {
+        if self.state == State::Running {
+            tracing::warn!(conn = self.id, error = %e, "peer sent a malformed frame");
+            self.close_with(ConnectionError(AmqpError {
+                class_id: e.class_id,
+                method_id: e.method_id,
+                ..AmqpError::new(e.reply_code(), e)
+            }));
+        } else {
+            self.finish(format!("malformed frame during handshake: {e}"));
+        }
+    }
+
+    /// Delivers what queues have put in the mailbox.
+    pub fn handle_events(&mut self, now: Instant) {
+        self.mailbox.drain_into(&mut self.events);
+        if self.events.is_empty() {
+            return;
+        }
+        let before = self.out.len();
+        while let Some(ev) = self.events.pop_front() {
+            self.handle_event(ev);
+        }
+        if self.out.len() != before {
+            self.last_send = now;
+        }
+    }
+
+    fn handle_event(&mut self, ev: Event) {
+        match ev {
+            Event::Deliver {
+                channel,
+                consumer_tag,
+                ack,
+                queue,
+                message,
+            } => {
+                let live = self.state == State::Running;
+                match self.channels.get_mut(&channel) {
+                    Some(ch) if live => ch.deliver(
+                        &mut self.out,
+                        self.frame_max,
+                        self.id,
+                        consumer_tag,
+                        ack,
+                        queue,
+                        message,
+                    ),
+                    _ => {
+                        if ack {
+                            queue.settle(self.id, channel, Some(&consumer_tag), 1, [message]);
+                        }
+                    }
+                }
+            }
+            Event::Cancelled {
+                channel,
+                consumer_tag,
+            } => {
+                if let Some(ch) = self.channels.get_mut(&channel)
+                    && ch.forget_consumer(&consumer_tag)
+                    && self.caps.consumer_cancel_notify
+                    && self.state == State::Running
+                {
+                    encode_method(
+                        &mut self.out,
+                        channel,
+                        &Method::from(warren_codec::BasicCancel {
+                            consumer_tag,
+                            nowait: true,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    /// When [`Connection::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            State::Closing => self.close_deadline,
+            State::Running => {
+                if self.heartbeat.is_zero() {
+                    None
+                } else {
+                    Some(
+                        (self.last_send + self.heartbeat / 2)
+                            .min(self.last_recv + self.heartbeat * 2),
+                    )
+                }
+            }
+            _ => Some(
+                self.started
+                    + Duration::from_millis(self.broker.config.limits.handshake_timeout_ms),
+            ),
+        }
+    }
+
+    /// Acts on deadlines that have passed: heartbeats to send, a silent
+    /// peer, a handshake or close that took too long.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closed => {}
+            State::Closing => {
+                if self.close_deadline.is_some_and(|d| now >= d) {
+                    self.finish("no close-ok in time".to_string());
+                }
+            }
+            State::Running => {
+                if self.heartbeat.is_zero() {
+                    return;
+                }
+                if now >= self.last_recv + self.heartbeat * 2 {
+                    tracing::warn!(
+                        conn = self.id,
+                        "missed heartbeats from client, timeout: {:?}",
+                        self.heartbeat
+                    );
+                    self.finish("missed heartbeats from client".to_string());
+                    return;
+                }
+                if now >= self.last_send + self.heartbeat / 2 {
+                    Frame::Heartbeat { channel: 0 }.encode(&mut self.out);
+                    self.last_send = now;
+                }
+            }
+            _ => {
+                if now
+                    >= self.started
+                        + Duration::from_millis(self.broker.config.limits.handshake_timeout_ms)
+                {
+                    self.finish("handshake timeout".to_string());
+                }
+            }
+        }
+    }
+
+    /// Closes the connection from our side with 320 CONNECTION_FORCED, as
+    /// on broker shutdown.
+    pub fn force_close(&mut self, reason: &str, now: Instant) {
+        match self.state {
+            State::Running | State::Open => {
+                self.close_with(ConnectionError(AmqpError::new(
+                    ReplyCode::ConnectionForced,
+                    format!("broker forced connection closure with reason '{reason}'"),
+                )));
+                self.close_deadline = Some(now + CLOSE_TIMEOUT);
+            }
+            State::Closing | State::Closed => {}
+            _ => self.finish(reason.to_string()),
+        }
+    }
+
+    /// Releases everything the connection holds: unacked messages are
+    /// requeued, consumers cancelled, exclusive queues deleted. Call once,
+    /// when the socket is gone.
+    pub fn on_disconnect(&mut self) {
+        for (_, mut ch) in self.channels.drain() {
+            if let Some(vh) = &self.vhost {
+                ch.release(self.id, vh);
+            }
+        }
+        // Deliveries that raced with the close go back to their queues.
+        self.mailbox.drain_into(&mut self.events);
+        for ev in self.events.drain(..) {
+            if let Event::Deliver {
+                channel,
+                consumer_tag,
+                ack: true,
+                queue,
+                message,
+            } = ev
+            {
+                queue.settle(self.id, channel, Some(&consumer_tag), 1, [message]);
+            }
+        }
+        if let Some(vh) = &self.vhost {
+            for q in self.exclusive_queues.drain(..) {
+                vh.remove_queue(&q);
+            }
+        }
+        self.state = State::Closed;
+    }
+
+    fn finish(&mut self, reason: String) {
+        if self.close_reason.is_none() {
+            self.close_reason = Some(reason);
+        }
+        self.state = State::Closed;
+    }
+
+    fn send(&mut self, channel: u16, method: impl Into<Method>) {
+        encode_method(&mut self.out, channel, &method.into());
+    }
+
+    /// Sends `connection.close` and waits for `close-ok`.
+    fn close_with(&mut self, err: ConnectionError) {
+        let e = err.0;
+        tracing::debug!(conn = self.id, reply_code = e.code.code(), text = %e.text, "closing connection");
+        if self.close_reason.is_none() {
+            self.close_reason = Some(e.text.clone());
+        }
+        self.send(
+            0,
+            ConnectionClose {
+                reply_code: e.code.code(),
+                reply_text: ShortStr::truncating(&e.text),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            },
+        );
+        self.state = State::Closing;
+        // The deadline is set from the next clock reading we get.
+        self.close_deadline = Some(self.last_recv.max(self.last_send) + CLOSE_TIMEOUT);
+    }
+
+    fn send_start(&mut self) {
+        let caps = [
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "connection.blocked",
+            "consumer_priorities",
+            "authentication_failure_close",
+            "per_consumer_qos",
+            "direct_reply_to",
+        ];
+        // Only what works is advertised: clients switch features on from this.
+        let works = |c: &str| !matches!(c, "connection.blocked" | "direct_reply_to");
+        let mut capabilities = FieldTable::new();
+        for c in caps {
+            if works(c) {
+                capabilities.insert(c, FieldValue::Bool(true));
+            }
+        }
+        let cfg = &self.broker.config;
+        let props = FieldTable::new()
+            .with("capabilities", FieldValue::Table(capabilities))
+            .with("cluster_name", FieldValue::LongStr("warren".into()))
+            .with(
+                "copyright",
+                FieldValue::LongStr("Copyright (c) the Warren authors".into()),
+            )
+            .with(
+                "information",
+                FieldValue::LongStr("Licensed under the Apache License 2.0".into()),
+            )
+            .with("platform", FieldValue::LongStr("Rust".into()))
+            .with(
+                "product",
+                FieldValue::LongStr(LongStr::from(cfg.product.as_str())),
+            )
+            .with(
+                "version",
+                FieldValue::LongStr(LongStr::from(cfg.version.as_str())),
+            );
+        self.send(
+            0,
+            ConnectionStart {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: props,
+                mechanisms: "PLAIN AMQPLAIN".into(),
+                locales: "en_US".into(),
+            },
+        );
+    }
+
+    fn handle_frame(&mut self, frame: Frame, now: Instant) {
+        match self.state {
+            State::Closed => {}
+            State::Closing => {
+                if let Frame::Method { channel: 0, method } = frame {
+                    match method {
+                        Method::ConnectionCloseOk(_) => self.finish("closed".to_string()),
+                        Method::ConnectionClose(_) => {
+                            self.send(0, ConnectionCloseOk);
+                            self.finish("closed".to_string());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            State::Running => self.handle_running(frame, now),
+            _ => self.handle_handshake(frame, now),
+        }
+    }
+
+    fn handle_handshake(&mut self, frame: Frame, now: Instant) {
+        let Frame::Method { channel: 0, method } = frame else {
+            if let Frame::Heartbeat { channel: 0 } = frame {
+                return;
+            }
+            self.finish("unexpected frame during handshake".to_string());
+            return;
+        };
+        match (self.state, method) {
+            (State::StartOk, Method::ConnectionStartOk(m)) => {
+                self.caps = client_caps(&m.client_properties);
+                let creds = match m.mechanism.as_bytes() {
+                    b"PLAIN" => parse_plain(m.response.as_bytes()),
+                    b"AMQPLAIN" => parse_amqplain(&m.response.0),
+                    _ => {
+                        self.finish(format!(
+                            "unsupported authentication mechanism '{}'",
+                            m.mechanism
+                        ));
+                        return;
+                    }
+                };
+                let Some((user, password)) = creds else {
+                    self.refuse_login(&m.mechanism, "malformed SASL response");
+                    return;
+                };
+                match self
+                    .broker
+                    .authenticate(&user, &password, self.info.loopback)
+                {
+                    Ok(_) => {
+                        self.user = user;
+                        let l = &self.broker.config.limits;
+                        let tune = ConnectionTune {
+                            channel_max: l.channel_max,
+                            frame_max: l.frame_max,
+                            heartbeat: l.heartbeat,
+                        };
+                        self.send(0, tune);
+                        self.state = State::TuneOk;
+                    }
+                    Err(LoginRefused::BadCredentials) => self
+                        .refuse_login(&m.mechanism, &format!("bad credentials for user '{user}'")),
+                    Err(LoginRefused::NotFromLoopback) => self.refuse_login(
+                        &m.mechanism,
+                        &format!("user '{user}' can only connect via localhost"),
+                    ),
+                }
+            }
+            (State::TuneOk, Method::ConnectionTuneOk(m)) => {
+                let l = &self.broker.config.limits;
+                if m.channel_max == 0 || m.channel_max > l.channel_max {
+                    self.finish(format!(
+                        "negotiated channel_max = {} is higher than the maximum allowed value ({})",
+                        m.channel_max, l.channel_max
+                    ));
+                    return;
+                }
+                if m.frame_max == 0 || m.frame_max > l.frame_max {
+                    self.finish(format!(
+                        "negotiated frame_max = {} is higher than the maximum allowed value ({})",
+                        m.frame_max, l.frame_max
+                    ));
+                    return;
+                }
+                if m.frame_max < MIN_FRAME_MAX {
+                    self.finish(format!(
+                        "negotiated frame_max = {} is lower than the minimum allowed value ({MIN_FRAME_MAX})",
+                        m.frame_max
+                    ));
+                    return;
+                }
+                self.channel_max = m.channel_max;
+                self.frame_max = m.frame_max;
+                self.decoder.max_frame = m.frame_max;
+                self.heartbeat = Duration::from_secs(u64::from(m.heartbeat));
+                self.state = State::Open;
+            }
+            (State::Open, Method::ConnectionOpen(m)) => {
+                let name = m.virtual_host.to_lossy().into_owned();
+                let Some(vh) = self.broker.vhost(&name) else {
+                    self.handshake_close(
+                        ReplyCode::NotAllowed,
+                        format!("vhost {name} not found"),
+                        10,
+                        40,
+                        now,
+                    );
+                    return;
+                };
+                let allowed = self
+                    .broker
+                    .config
+                    .users
+                    .iter()
+                    .any(|u| u.name == self.user && u.vhosts.contains(&name));
+                if !allowed {
+                    let text = format!("access to vhost '{name}' refused for user '{}'", self.user);
+                    self.handshake_close(ReplyCode::NotAllowed, text, 10, 40, now);
+                    return;
+                }
+                self.vhost = Some(vh);
+                self.send(
+                    0,
+                    ConnectionOpenOk {
+                        known_hosts: ShortStr::empty(),
+                    },
+                );
+                self.state = State::Running;
+                tracing::info!(conn = self.id, peer = %self.info.peer, vhost = %name, user = %self.user, "connection open");
+            }
+            (_, Method::ConnectionClose(_)) => {
+                self.send(0, ConnectionCloseOk);
+                self.finish("closed by client during handshake".to_string());
+            }
+            (_, m) => self.finish(format!("unexpected {} during handshake", m.name())),
+        }
+    }
+
+    fn handshake_close(
+        &mut self,
+        code: ReplyCode,
+        text: String,
+        class_id: u16,
+        method_id: u16,
+        now: Instant,
+    ) {
+        let mut e = AmqpError::new(code, text);
+        e.class_id = class_id;
+        e.method_id = method_id;
+        self.close_with(ConnectionError(e));
+        self.close_deadline = Some(now + CLOSE_TIMEOUT);
+    }
+
+    fn refuse_login(&mut self, mechanism: &ShortStr, why: &str) {
+        tracing::warn!(peer = %self.info.peer, "login refused: {why}");
+        if self.caps.authentication_failure_close {
+            let text = format!(
+                "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+            );
+            self.close_with(ConnectionError(AmqpError::new(
+                ReplyCode::AccessRefused,
+                text,
+            )));
+        } else {
+            self.finish(format!("login refused: {why}"));
+        }
+    }
+
+    fn handle_running(&mut self, frame: Frame, now: Instant) {
+        let channel = frame.channel();
+        if channel == 0 {
+            match frame {
+                Frame::Heartbeat { .. } => {}
+                Frame::Method { method, .. } => self.handle_channel0(method, now),
+                _ => self.close_with(ConnectionError(AmqpError::new(
+                    ReplyCode::ChannelError,
+                    "content frame on channel 0",
+                ))),
+            }
+            return;
+        }
+        let (class_id, method_id) = match &frame {
+            Frame::Method { method, .. } => (method.class_id(), method.method_id()),
+            _ => (0, 0),
+        };
+        if let Frame::Heartbeat { .. } = frame {
+            self.close_with(ConnectionError(AmqpError::new(
+                ReplyCode::UnexpectedFrame,
+                format!("heartbeat frame on channel {channel}"),
+            )));
+            return;
+        }
+        if let Frame::Method { method, .. } = &frame
+            && method.class_id() == warren_codec::CLASS_CONNECTION
+        {
+            let mut e = AmqpError::new(ReplyCode::CommandInvalid, "unimplemented method");
+            e.class_id = class_id;
+            e.method_id = method_id;
+            self.close_with(ConnectionError(e));
+            return;
+        }
+        if !self.channels.contains_key(&channel) {
+            match frame {
+                Frame::Method {
+                    method: Method::ChannelOpen(_),
+                    ..
+                } => {
+                    if self.channels.len() >= usize::from(self.channel_max) {
+                        let mut e = AmqpError::new(
+                            ReplyCode::NotAllowed,
+                            format!(
+                                "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                                self.channels.len(),
+                                self.channel_max
+                            ),
+                        );
+                        e.class_id = 20;
+                        e.method_id = 10;
+                        self.close_with(ConnectionError(e));
+                        return;
+                    }
+                    let ch = Channel::new(channel, self.broker.config.limits.max_message_size);
+                    self.channels.insert(channel, ch);
+                    self.send(
+                        channel,
+                        warren_codec::ChannelOpenOk {
+                            channel_id: LongStr::default(),
+                        },
+                    );
+                    tracing::debug!(conn = self.id, channel, "channel open");
+                }
+                _ => {
+                    let mut e = AmqpError::new(ReplyCode::ChannelError, "expected 'channel.open'");
+                    e.class_id = class_id;
+                    e.method_id = method_id;
+                    self.close_with(ConnectionError(e));
+                }
+            }
+            return;
+        }
+        let Some(vhost) = self.vhost.clone() else {
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if ch.is_closing() {
+            // After our channel.close only close/close-ok count.
+            match frame {
+                Frame::Method {
+                    method: Method::ChannelCloseOk(_),
+                    ..
+                } => {
+                    self.channels.remove(&channel);
+                }
+                Frame::Method {
+                    method: Method::ChannelClose(_),
+                    ..
+                } => {
+                    self.send(channel, warren_codec::ChannelCloseOk);
+                    self.channels.remove(&channel);
+                }
+                _ => {}
+            }
+            return;
+        }
+        if let Frame::Method {
+            method: Method::ChannelOpen(_),
+            ..
+        } = frame
+        {
+            let mut e = AmqpError::new(ReplyCode::ChannelError, "second 'channel.open' seen");
+            e.class_id = 20;
+            e.method_id = 10;
+            self.close_with(ConnectionError(e));
+            return;
+        }
+        if let Frame::Method {
+            method: Method::ChannelClose(_),
+            ..
+        } = frame
+        {
+            ch.release(self.id, &vhost);
+            self.channels.remove(&channel);
+            self.send(channel, warren_codec::ChannelCloseOk);
+            return;
+        }
+        if let Frame::Method {
+            method: Method::BasicCancel(_),
+            ..
+        } = frame
+        {
+            // Deliveries dispatched before the cancel go out before cancel-ok.
+            self.handle_events(now);
+        }
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            broker: &self.broker,
+            vhost: &vhost,
+            conn: self.id,
+            mailbox: &self.mailbox,
+            out: &mut self.out,
+            frame_max: self.frame_max,
+            user: &self.user,
+            exclusive_queues: &mut self.exclusive_queues,
+            scratch: &mut self.scratch,
+        };
+        if let Err(err) = ch.handle_frame(&mut ctx, frame) {
+            let err = err.in_method(class_id, method_id);
+            match err {
+                Error::Channel(e) => {
+                    tracing::debug!(conn = self.id, channel, reply_code = e.0.code.code(), text = %e.0.text, "closing channel");
+                    ch.release(self.id, &vhost);
+                    ch.start_closing();
+                    self.send(
+                        channel,
+                        warren_codec::ChannelClose {
+                            reply_code: e.0.code.code(),
+                            reply_text: ShortStr::truncating(&e.0.text),
+                            class_id: e.0.class_id,
+                            method_id: e.0.method_id,
+                        },
+                    );
+                }
+                Error::Connection(e) => {
+                    tracing::warn!(conn = self.id, channel, reply_code = e.0.code.code(), text = %e.0.text, "connection error");
+                    self.close_with(e);
+                    self.close_deadline = Some(now + CLOSE_TIMEOUT);
+                }
+            }
+        }
+    }
+
+    fn handle_channel0(&mut self, method: Method, now: Instant) {
+        match method {
+            Method::ConnectionClose(_) => {
+                self.send(0, ConnectionCloseOk);
+                self.finish("closed by client".to_string());
+                tracing::info!(conn = self.id, peer = %self.info.peer, "connection closed by client");
+            }
+            Method::ConnectionCloseOk(_) => self.finish("closed".to_string()),
+            Method::ConnectionUpdateSecret(_) => self.send(0, ConnectionUpdateSecretOk),
+            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => {}
+            m => {
+                let (c, mid) = (m.class_id(), m.method_id());
+                let text = if c == warren_codec::CLASS_CONNECTION {
+                    format!("unexpected method {} in connection state running", m.name())
+                } else {
+                    "unexpected method in connection state running".to_string()
+                };
+                let mut e = AmqpError::new(
+                    if c == warren_codec::CLASS_CONNECTION {
+                        ReplyCode::CommandInvalid
+                    } else {
+                        ReplyCode::ChannelError
+                    },
+                    text,
+                );
+                e.class_id = c;
+                e.method_id = mid;
+                self.close_with(ConnectionError(e));
+                self.close_deadline = Some(now + CLOSE_TIMEOUT);
+            }
+        }
+    }
+
+    fn flush_confirms(&mut self) {
+        for (id, ch) in self.channels.iter_mut() {
+            ch.flush_confirms(&mut self.out, *id);
+        }
+    }
+}
+
+fn client_caps(props: &FieldTable) -> ClientCaps {
+    let mut caps = ClientCaps::default();
+    if let Some(FieldValue::Table(t)) = props.get("capabilities") {
+        let on = |k: &str| t.get(k).and_then(FieldValue::as_bool).unwrap_or(false);
+        caps.consumer_cancel_notify = on("consumer_cancel_notify");
+        caps.authentication_failure_close = on("authentication_failure_close");
+    }
+    caps
+}
+
+/// SASL PLAIN: `[authzid] \0 authcid \0 password`.
+fn parse_plain(resp: &[u8]) -> Option<(String, Vec<u8>)> {
+    let mut parts = resp.splitn(3, |&b| b == 0);
+    let _authzid = parts.next()?;
+    let user = parts.next()?;
+    let pass = parts.next()?;
+    Some((String::from_utf8(user.to_vec()).ok()?, pass.to_vec()))
+}
+
+/// AMQPLAIN: a field table without its length prefix, with `LOGIN` and
+/// `PASSWORD` entries.
+fn parse_amqplain(resp: &Bytes) -> Option<(String, Vec<u8>)> {
+    let mut framed = BytesMut::with_capacity(resp.len() + 4);
+    framed.put_u32(u32::try_from(resp.len()).ok()?);
+    framed.put_slice(resp);
+    let framed = framed.freeze();
+    let mut r = warren_codec::Reader::new(&framed);
+    let t = r.table().ok()?;
+    let text = |k: &str| match t.get(k) {
+        Some(FieldValue::LongStr(s)) => Some(s.as_bytes().to_vec()),
+        _ => None,
+    };
+    Some((String::from_utf8(text("LOGIN")?).ok()?, text("PASSWORD")?))
+}

@@ -1,0 +1,721 @@
+//! Virtual hosts: the exchanges, queues and bindings of one namespace, and
+//! the declare/delete/bind rules with RabbitMQ's reply codes and texts.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use warren_codec::{FieldTable, FieldValue, ReplyCode, ShortStr};
+
+use crate::error::{Error, Result};
+use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec};
+use crate::queue::{ConnId, Queue, QueueSpec, QueueType};
+
+/// A virtual host.
+#[derive(Debug)]
+pub struct VHost {
+    /// The name, e.g. `/`.
+    pub name: String,
+    // DashMaps: looked up on every publish from many connection tasks.
+    // Callers clone the Arc out and drop the guard at once.
+    exchanges: DashMap<ShortStr, Arc<Exchange>>,
+    queues: DashMap<ShortStr, Arc<Queue>>,
+}
+
+/// What `queue.declare` asked for.
+#[derive(Debug, Clone)]
+pub struct QueueDeclare {
+    /// Name; empty asks for a server-named queue.
+    pub name: ShortStr,
+    /// Only check existence.
+    pub passive: bool,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Owned by the declaring connection.
+    pub exclusive: bool,
+    /// Deleted with its last consumer.
+    pub auto_delete: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// The arguments RabbitMQ compares on redeclare and validates on declare.
+const VALIDATED_QUEUE_ARGS: &[&str] = &[
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-priority",
+    "x-single-active-consumer",
+    "x-queue-mode",
+    "x-queue-type",
+];
+
+fn bool_text(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+impl VHost {
+    /// A virtual host with the default and `amq.*` exchanges.
+    pub fn new(name: &str) -> Arc<Self> {
+        let vh = VHost {
+            name: name.to_string(),
+            exchanges: DashMap::new(),
+            queues: DashMap::new(),
+        };
+        for (n, kind, internal) in [
+            ("", ExchangeKind::Direct, false),
+            ("amq.direct", ExchangeKind::Direct, false),
+            ("amq.fanout", ExchangeKind::Fanout, false),
+            ("amq.topic", ExchangeKind::Topic, false),
+            ("amq.headers", ExchangeKind::Headers, false),
+            ("amq.match", ExchangeKind::Headers, false),
+            ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+        ] {
+            let spec = ExchangeSpec {
+                name: ShortStr::from_static(n),
+                kind,
+                durable: true,
+                auto_delete: false,
+                internal,
+                arguments: FieldTable::new(),
+            };
+            vh.exchanges.insert(spec.name.clone(), Exchange::new(spec));
+        }
+        Arc::new(vh)
+    }
+
+    /// The exchange called `name`.
+    pub fn exchange(&self, name: &[u8]) -> Option<Arc<Exchange>> {
+        self.exchanges.get(name).map(|e| Arc::clone(&e))
+    }
+
+    /// The queue called `name`.
+    pub fn queue(&self, name: &[u8]) -> Option<Arc<Queue>> {
+        self.queues.get(name).map(|q| Arc::clone(&q))
+    }
+
+    /// Every exchange.
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        self.exchanges
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect()
+    }
+
+    /// Every queue.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.queues.iter().map(|e| Arc::clone(e.value())).collect()
+    }
+
+    fn no_queue(&self, name: &ShortStr) -> Error {
+        Error::not_found(format!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    fn no_exchange(&self, name: &ShortStr) -> Error {
+        Error::not_found(format!("no exchange '{name}' in vhost '{}'", self.name))
+    }
+
+    fn locked(&self, name: &ShortStr) -> Error {
+        Error::locked(format!(
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally \
+             declared on another connection or the exclusive property value does not match that of the \
+             original declaration.",
+            self.name
+        ))
+    }
+
+    /// The queue `name` if it exists and `conn` may use it (404 / 405).
+    pub fn queue_for(&self, conn: ConnId, name: &ShortStr) -> Result<Arc<Queue>> {
+        let q = self
+            .queue(name.as_bytes())
+            .ok_or_else(|| self.no_queue(name))?;
+        if !q.accessible_by(conn) {
+            return Err(self.locked(name));
+        }
+        Ok(q)
+    }
+
+    /// The exchange `name` or 404.
+    pub fn exchange_or_404(&self, name: &ShortStr) -> Result<Arc<Exchange>> {
+        self.exchange(name.as_bytes())
+            .ok_or_else(|| self.no_exchange(name))
+    }
+
+    /// `exchange.declare`.
+    #[allow(clippy::too_many_arguments, reason = "mirrors the method's arguments one to one")]
+    pub fn declare_exchange(
+        &self,
+        name: &ShortStr,
+        kind: &ShortStr,
+        passive: bool,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: &FieldTable,
+    ) -> Result<()> {
+        if passive {
+            return self.exchange_or_404(name).map(|_| ());
+        }
+        if name.is_empty() {
+            return Err(Error::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        let Some(kind_parsed) = ExchangeKind::parse(kind.as_bytes()) else {
+            return Err(Error::connection(
+                ReplyCode::CommandInvalid,
+                format!("unknown exchange type '{kind}'"),
+            ));
+        };
+        if let Some(existing) = self.exchange(name.as_bytes()) {
+            let s = &existing.spec;
+            let mismatch = |arg: &str, received: &str, current: &str| {
+                Error::precondition(format!(
+                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': received '{received}' but current is '{current}'",
+                    self.name
+                ))
+            };
+            if s.kind != kind_parsed {
+                return Err(mismatch("type", kind_parsed.as_str(), s.kind.as_str()));
+            }
+            if s.durable != durable {
+                return Err(mismatch(
+                    "durable",
+                    bool_text(durable),
+                    bool_text(s.durable),
+                ));
+            }
+            if s.auto_delete != auto_delete {
+                return Err(mismatch(
+                    "auto_delete",
+                    bool_text(auto_delete),
+                    bool_text(s.auto_delete),
+                ));
+            }
+            if s.internal != internal {
+                return Err(mismatch(
+                    "internal",
+                    bool_text(internal),
+                    bool_text(s.internal),
+                ));
+            }
+            if let Some((arg, new, old)) =
+                first_difference(arguments, &s.arguments, &["alternate-exchange"])
+            {
+                return Err(mismatch(&arg, &new, &old));
+            }
+            return Ok(());
+        }
+        if name.starts_with(b"amq.") {
+            return Err(Error::access_refused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let spec = ExchangeSpec {
+            name: name.clone(),
+            kind: kind_parsed,
+            durable,
+            auto_delete,
+            internal,
+            arguments: arguments.clone(),
+        };
+        self.exchanges
+            .entry(name.clone())
+            .or_insert_with(|| Exchange::new(spec));
+        Ok(())
+    }
+
+    /// `exchange.delete`. Missing exchanges are fine, as in RabbitMQ.
+    pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool) -> Result<()> {
+        if name.is_empty() || name.starts_with(b"amq.") {
+            return Err(Error::access_refused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
+        }
+        let Some(ex) = self.exchange(name.as_bytes()) else {
+            return Ok(());
+        };
+        if if_unused && !ex.has_no_bindings() {
+            return Err(Error::precondition(format!(
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        self.remove_exchange(name);
+        Ok(())
+    }
+
+    fn remove_exchange(&self, name: &ShortStr) {
+        if self.exchanges.remove(name.as_bytes()).is_some() {
+            let dest = Destination::Exchange(name.clone());
+            self.unbind_everywhere(&dest);
+        }
+    }
+
+    /// Removes every binding to `dest`, then deletes auto-delete exchanges
+    /// that lost their last binding.
+    fn unbind_everywhere(&self, dest: &Destination) {
+        let mut emptied = Vec::new();
+        for ex in self.exchanges() {
+            if ex.unbind_all_to(dest) > 0 && ex.spec.auto_delete && ex.has_no_bindings() {
+                emptied.push(ex.name().clone());
+            }
+        }
+        for name in emptied {
+            self.remove_exchange(&name);
+        }
+    }
+
+    /// `queue.declare`. Returns the queue with its message and consumer counts.
+    pub fn declare_queue(
+        &self,
+        conn: ConnId,
+        d: &QueueDeclare,
+        make_name: impl FnOnce() -> ShortStr,
+    ) -> Result<(Arc<Queue>, u32, u32)> {
+        if d.passive {
+            let q = self.queue_for(conn, &d.name)?;
+            let (m, c) = q.counts();
+            return Ok((q, m, c));
+        }
+        let name = if d.name.is_empty() {
+            make_name()
+        } else {
+            d.name.clone()
+        };
+        if let Some(q) = self.queue(name.as_bytes()) {
+            // Exclusivity is checked before anything else (errata 7).
+            if !q.accessible_by(conn) || q.spec.exclusive_owner.is_some() != d.exclusive {
+                return Err(self.locked(&name));
+            }
+            self.check_equivalent(&q, d)?;
+            let (m, c) = q.counts();
+            return Ok((q, m, c));
+        }
+        if name.starts_with(b"amq.") && !d.name.is_empty() {
+            return Err(Error::access_refused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let kind = self.validate_queue_args(&name, d)?;
+        let spec = QueueSpec {
+            name: name.clone(),
+            // Durable + exclusive is an exclusive transient queue (errata 30).
+            durable: d.durable && !d.exclusive,
+            exclusive_owner: d.exclusive.then_some(conn),
+            auto_delete: d.auto_delete,
+            arguments: d.arguments.clone(),
+            kind,
+        };
+        let q = Arc::clone(
+            self.queues
+                .entry(name)
+                .or_insert_with(|| Queue::new(spec))
+                .value(),
+        );
+        let (m, c) = q.counts();
+        Ok((q, m, c))
+    }
+
+    fn check_equivalent(&self, q: &Queue, d: &QueueDeclare) -> Result<()> {
+        let name = q.name();
+        let mismatch = |arg: &str, received: &str, current: &str| {
+            Error::precondition(format!(
+                "inequivalent arg '{arg}' for queue '{name}' in vhost '{}': received '{received}' but current is '{current}'",
+                self.name
+            ))
+        };
+        let current_durable = q.spec.durable || q.spec.exclusive_owner.is_some() && d.durable;
+        if current_durable != d.durable && q.spec.exclusive_owner.is_none() {
+            return Err(mismatch(
+                "durable",
+                bool_text(d.durable),
+                bool_text(q.spec.durable),
+            ));
+        }
+        if q.spec.auto_delete != d.auto_delete {
+            return Err(mismatch(
+                "auto_delete",
+                bool_text(d.auto_delete),
+                bool_text(q.spec.auto_delete),
+            ));
+        }
+        // x-queue-type defaults to classic on both sides.
+        let new_type = queue_type_arg(&d.arguments);
+        if let Some(t) = &new_type
+            && t.as_bytes() != q.spec.kind.as_str().as_bytes()
+        {
+            return Err(mismatch(
+                "x-queue-type",
+                &t.to_lossy(),
+                q.spec.kind.as_str(),
+            ));
+        }
+        if let Some((arg, new, old)) =
+            first_difference(&d.arguments, &q.spec.arguments, VALIDATED_QUEUE_ARGS)
+        {
+            if arg == "x-queue-type" {
+                return Ok(());
+            }
+            return Err(mismatch(&arg, &new, &old));
+        }
+        Ok(())
+    }
+
+    fn validate_queue_args(&self, name: &ShortStr, d: &QueueDeclare) -> Result<QueueType> {
+        let invalid = |arg: &str, why: String| {
+            Error::precondition(format!(
+                "invalid arg '{arg}' for queue '{name}' in vhost '{}': {why}",
+                self.name
+            ))
+        };
+        let int_arg = |arg: &str, min: i64| -> Result<()> {
+            match d.arguments.get(arg) {
+                None => Ok(()),
+                Some(v) => match v.as_i64() {
+                    Some(n) if n < min && min == 1 && n == 0 => {
+                        Err(invalid(arg, format!("{{value_zero,{n}}}")))
+                    }
+                    Some(n) if n < min => Err(invalid(arg, format!("{{value_negative,{n}}}"))),
+                    Some(_) => Ok(()),
+                    None => Err(invalid(
+                        arg,
+                        format!("{{unacceptable_type,{}}}", v.type_name()),
+                    )),
+                },
+            }
+        };
+        int_arg("x-message-ttl", 0)?;
+        int_arg("x-expires", 1)?;
+        int_arg("x-max-length", 0)?;
+        int_arg("x-max-length-bytes", 0)?;
+        int_arg("x-max-priority", 0)?;
+        if let Some(n) = d
+            .arguments
+            .get("x-max-priority")
+            .and_then(FieldValue::as_i64)
+            && n > 255
+        {
+            return Err(invalid(
+                "x-max-priority",
+                format!("{{max_value_exceeded,{n}}}"),
+            ));
+        }
+        let str_arg = |arg: &str, allowed: &[&str]| -> Result<()> {
+            match d.arguments.get(arg) {
+                None => Ok(()),
+                Some(FieldValue::LongStr(s))
+                    if allowed.is_empty() || allowed.contains(&&*s.to_lossy()) =>
+                {
+                    Ok(())
+                }
+                Some(FieldValue::LongStr(s)) => Err(invalid(
+                    arg,
+                    format!("{{invalid_value,<<\"{}\">>}}", s.to_lossy()),
+                )),
+                Some(v) => Err(invalid(
+                    arg,
+                    format!("{{unacceptable_type,{}}}", v.type_name()),
+                )),
+            }
+        };
+        str_arg(
+            "x-overflow",
+            &["drop-head", "reject-publish", "reject-publish-dlx"],
+        )?;
+        str_arg("x-dead-letter-exchange", &[])?;
+        str_arg("x-dead-letter-routing-key", &[])?;
+        str_arg("x-queue-mode", &["default", "lazy"])?;
+        if d.arguments.get("x-dead-letter-routing-key").is_some()
+            && d.arguments.get("x-dead-letter-exchange").is_none()
+        {
+            return Err(invalid(
+                "x-dead-letter-routing-key",
+                "routing_key_but_no_dlx_defined".to_string(),
+            ));
+        }
+        if let Some(v) = d.arguments.get("x-single-active-consumer")
+            && v.as_bool().is_none()
+        {
+            return Err(invalid(
+                "x-single-active-consumer",
+                format!("{{unacceptable_type,{}}}", v.type_name()),
+            ));
+        }
+        let kind = match queue_type_arg(&d.arguments) {
+            None => QueueType::Classic,
+            Some(t) => match t.as_bytes() {
+                b"classic" => QueueType::Classic,
+                b"quorum" => QueueType::Quorum,
+                b"stream" => {
+                    return Err(Error::precondition(format!(
+                        "queue type 'stream' is not supported by this broker yet (queue '{name}' in vhost '{}')",
+                        self.name
+                    )));
+                }
+                _ => {
+                    return Err(Error::precondition(format!(
+                        "unsupported queue type '{}'",
+                        t.to_lossy()
+                    )));
+                }
+            },
+        };
+        if kind == QueueType::Quorum {
+            let prop = |p: &str| {
+                Error::precondition(format!(
+                    "invalid property '{p}' for queue '{name}' in vhost '{}'",
+                    self.name
+                ))
+            };
+            if d.exclusive {
+                return Err(prop("exclusive-owner"));
+            }
+            if !d.durable {
+                return Err(prop("non-durable"));
+            }
+            if d.auto_delete {
+                return Err(prop("auto-delete"));
+            }
+            if d.arguments.get("x-max-priority").is_some() {
+                return Err(invalid(
+                    "x-max-priority",
+                    "of queue type rabbit_quorum_queue".to_string(),
+                ));
+            }
+        }
+        Ok(kind)
+    }
+
+    /// Deletes a queue: unbinds it everywhere and cancels its consumers.
+    /// Returns the number of messages it held.
+    pub fn remove_queue(&self, q: &Arc<Queue>) -> u32 {
+        let removed = self
+            .queues
+            .remove_if(q.name().as_bytes(), |_, v| Arc::ptr_eq(v, q))
+            .is_some();
+        let n = q.delete();
+        if removed {
+            self.unbind_everywhere(&Destination::Queue(Arc::clone(q)));
+        }
+        n
+    }
+
+    /// `queue.delete`. A missing queue is fine (delete-ok with 0).
+    pub fn delete_queue(
+        &self,
+        conn: ConnId,
+        name: &ShortStr,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32> {
+        let Some(q) = self.queue(name.as_bytes()) else {
+            return Ok(0);
+        };
+        if !q.accessible_by(conn) {
+            return Err(self.locked(name));
+        }
+        if if_unused && !q.is_unused() {
+            return Err(Error::precondition(format!(
+                "queue '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        if if_empty && q.message_count() > 0 {
+            return Err(Error::precondition(format!(
+                "queue '{name}' in vhost '{}' is not empty",
+                self.name
+            )));
+        }
+        Ok(self.remove_queue(&q))
+    }
+
+    /// `queue.bind`.
+    pub fn bind_queue(
+        &self,
+        conn: ConnId,
+        queue: &ShortStr,
+        exchange: &ShortStr,
+        key: ShortStr,
+        args: FieldTable,
+    ) -> Result<()> {
+        let q = self.queue_for(conn, queue)?;
+        if exchange.is_empty() {
+            return Err(self.default_exchange_refused(queue));
+        }
+        let ex = self.exchange_or_404(exchange)?;
+        ex.bind(Destination::Queue(q), key, args)
+    }
+
+    fn default_exchange_refused(&self, queue: &ShortStr) -> Error {
+        Error::access_refused(format!(
+            "operation not permitted on the default exchange (queue '{queue}' in vhost '{}')",
+            self.name
+        ))
+    }
+
+    /// `queue.unbind`: idempotent.
+    pub fn unbind_queue(
+        &self,
+        conn: ConnId,
+        queue: &ShortStr,
+        exchange: &ShortStr,
+        key: &ShortStr,
+        args: &FieldTable,
+    ) -> Result<()> {
+        let Some(q) = self.queue(queue.as_bytes()) else {
+            return Ok(());
+        };
+        if !q.accessible_by(conn) {
+            return Err(self.locked(queue));
+        }
+        if exchange.is_empty() {
+            return Err(self.default_exchange_refused(queue));
+        }
+        let Some(ex) = self.exchange(exchange.as_bytes()) else {
+            return Ok(());
+        };
+        if ex.unbind(&Destination::Queue(q), key, args)
+            && ex.spec.auto_delete
+            && ex.has_no_bindings()
+        {
+            self.remove_exchange(exchange);
+        }
+        Ok(())
+    }
+
+    /// `exchange.bind`.
+    pub fn bind_exchange(
+        &self,
+        destination: &ShortStr,
+        source: &ShortStr,
+        key: ShortStr,
+        args: FieldTable,
+    ) -> Result<()> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(Error::access_refused(format!(
+                "operation not permitted on the default exchange in vhost '{}'",
+                self.name
+            )));
+        }
+        self.exchange_or_404(destination)?;
+        let src = self.exchange_or_404(source)?;
+        src.bind(Destination::Exchange(destination.clone()), key, args)
+    }
+
+    /// `exchange.unbind`: idempotent.
+    pub fn unbind_exchange(
+        &self,
+        destination: &ShortStr,
+        source: &ShortStr,
+        key: &ShortStr,
+        args: &FieldTable,
+    ) -> Result<()> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(Error::access_refused(format!(
+                "operation not permitted on the default exchange in vhost '{}'",
+                self.name
+            )));
+        }
+        let Some(src) = self.exchange(source.as_bytes()) else {
+            return Ok(());
+        };
+        if src.unbind(&Destination::Exchange(destination.clone()), key, args)
+            && src.spec.auto_delete
+            && src.has_no_bindings()
+        {
+            self.remove_exchange(source);
+        }
+        Ok(())
+    }
+
+    /// The queues a message published to `exchange` reaches, each once,
+    /// following exchange-to-exchange bindings and alternate exchanges.
+    pub fn route(
+        &self,
+        exchange: &Exchange,
+        key: &ShortStr,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<Queue>>,
+    ) {
+        if exchange.name().is_empty() {
+            if let Some(q) = self.queue(key.as_bytes()) {
+                out.push(q);
+            }
+            return;
+        }
+        let mut visited: Vec<ShortStr> = Vec::new();
+        self.route_from(exchange, key, headers, out, &mut visited, 0);
+    }
+
+    fn route_from(
+        &self,
+        exchange: &Exchange,
+        key: &ShortStr,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<Queue>>,
+        visited: &mut Vec<ShortStr>,
+        depth: usize,
+    ) {
+        // Cycles of exchange-to-exchange bindings are legal; visit each
+        // exchange once. The depth bound is a second guard.
+        if depth > 64 || visited.contains(exchange.name()) {
+            return;
+        }
+        visited.push(exchange.name().clone());
+        let before = out.len();
+        let mut dests = Vec::new();
+        exchange.route(key, headers, &mut dests);
+        for d in dests {
+            match d {
+                Destination::Queue(q) => {
+                    if !q.is_deleted() && !out.iter().any(|o| Arc::ptr_eq(o, &q)) {
+                        out.push(q);
+                    }
+                }
+                Destination::Exchange(name) => {
+                    if let Some(ex) = self.exchange(name.as_bytes()) {
+                        self.route_from(&ex, key, headers, out, visited, depth + 1);
+                    }
+                }
+            }
+        }
+        if out.len() == before
+            && let Some(FieldValue::LongStr(ae)) = exchange.spec.arguments.get("alternate-exchange")
+            && let Some(ae) = self.exchange(ae.as_bytes())
+        {
+            self.route_from(&ae, key, headers, out, visited, depth + 1);
+        }
+    }
+}
+
+fn queue_type_arg(args: &FieldTable) -> Option<warren_codec::LongStr> {
+    match args.get("x-queue-type") {
+        Some(FieldValue::LongStr(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The first argument among `keys` whose value differs between `new` and
+/// `old` (by value and type, as RabbitMQ compares), as (name, new, old).
+fn first_difference(
+    new: &FieldTable,
+    old: &FieldTable,
+    keys: &[&str],
+) -> Option<(String, String, String)> {
+    let show = |v: Option<&FieldValue>| {
+        v.map(|v| v.to_string())
+            .unwrap_or_else(|| "none".to_string())
+    };
+    for k in keys {
+        let (a, b) = (new.get(k), old.get(k));
+        if a != b {
+            return Some((k.to_string(), show(a), show(b)));
+        }
+    }
+    None
+}

@@ -1,0 +1,240 @@
+//! The TOML configuration file. Every field has a default that works out of
+//! the box; `Config::default()` is what `warren` runs with when given no file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use warren_core::{BrokerConfig, Limits, User};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to accept AMQP connections on. Default `0.0.0.0:5672`, the
+    /// AMQP port on every interface, as RabbitMQ does; the default user
+    /// `guest` can still only log in from loopback.
+    pub listen: SocketAddr,
+    /// Where durable state will be kept. Default `./warren-data`.
+    pub data_dir: PathBuf,
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax. Default `info`;
+    /// the `RUST_LOG` environment variable overrides it.
+    pub log: String,
+    /// Most simultaneous client connections; more are refused at accept.
+    /// Default 10,000.
+    pub max_connections: usize,
+    /// How long shutdown waits for clients to answer `connection.close`,
+    /// in milliseconds. Default 5,000.
+    pub shutdown_timeout_ms: u64,
+    /// Protocol limits offered to clients.
+    pub limits: LimitsConfig,
+    /// Virtual hosts. Default `["/"]`.
+    pub vhosts: Vec<String>,
+    /// Users. Default: `guest`/`guest` on `/`, loopback only (RabbitMQ's rule).
+    pub users: Vec<UserConfig>,
+}
+
+/// Protocol limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest frame, overhead included. Default 131,072 (RabbitMQ's);
+    /// clients may negotiate down to 4,096.
+    pub frame_max: u32,
+    /// Channels per connection. Default 2,047 (RabbitMQ's).
+    pub channel_max: u16,
+    /// Heartbeat interval proposed to clients, in seconds; 0 disables.
+    /// Default 60 (RabbitMQ's).
+    pub heartbeat: u16,
+    /// Largest message body accepted, in bytes. Default 128 MiB (RabbitMQ
+    /// 3.x's); larger publishes get 406 PRECONDITION_FAILED.
+    pub max_message_size: u64,
+    /// Time from accept to `connection.open`, in milliseconds. Default
+    /// 10,000 (RabbitMQ's `handshake_timeout`).
+    pub handshake_timeout_ms: u64,
+}
+
+/// One user.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Login name.
+    pub name: String,
+    /// Password, in clear: keep the file readable only by the broker.
+    pub password: String,
+    /// Virtual hosts the user may open. Default `["/"]`.
+    #[serde(default = "default_vhosts")]
+    pub vhosts: Vec<String>,
+    /// Only from loopback addresses. Default false.
+    #[serde(default)]
+    pub loopback_only: bool,
+}
+
+impl std::fmt::Debug for UserConfig {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .field("vhosts", &self.vhosts)
+            .field("loopback_only", &self.loopback_only)
+            .finish()
+    }
+}
+
+fn default_vhosts() -> Vec<String> {
+    vec!["/".to_string()]
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsConfig {
+            frame_max: l.frame_max,
+            channel_max: l.channel_max,
+            heartbeat: l.heartbeat,
+            max_message_size: l.max_message_size,
+            handshake_timeout_ms: l.handshake_timeout_ms,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
+            data_dir: PathBuf::from("warren-data"),
+            log: "info".to_string(),
+            max_connections: 10_000,
+            shutdown_timeout_ms: 5_000,
+            limits: LimitsConfig::default(),
+            vhosts: default_vhosts(),
+            users: vec![UserConfig {
+                name: "guest".to_string(),
+                password: "guest".to_string(),
+                vhosts: default_vhosts(),
+                loopback_only: true,
+            }],
+        }
+    }
+}
+
+/// A configuration problem, with the file it came from.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.frame_max < 4096 {
+            return Err(ConfigError(format!(
+                "limits.frame_max must be at least 4096, got {}",
+                l.frame_max
+            )));
+        }
+        if l.channel_max == 0 {
+            return Err(ConfigError(
+                "limits.channel_max must be at least 1".to_string(),
+            ));
+        }
+        for u in &self.users {
+            for v in &u.vhosts {
+                if !self.vhosts.contains(v) {
+                    return Err(ConfigError(format!(
+                        "user '{}' names unknown vhost '{v}'",
+                        u.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker's part of the configuration.
+    pub fn broker_config(&self) -> BrokerConfig {
+        BrokerConfig {
+            vhosts: self.vhosts.clone(),
+            users: self
+                .users
+                .iter()
+                .map(|u| User {
+                    name: u.name.clone(),
+                    password: u.password.clone(),
+                    vhosts: u.vhosts.clone(),
+                    loopback_only: u.loopback_only,
+                })
+                .collect(),
+            limits: Limits {
+                frame_max: self.limits.frame_max,
+                channel_max: self.limits.channel_max,
+                heartbeat: self.limits.heartbeat,
+                max_message_size: self.limits.max_message_size,
+                handshake_timeout_ms: self.limits.handshake_timeout_ms,
+            },
+            ..BrokerConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen.port(), 5672);
+        assert_eq!(c.users.len(), 1);
+        assert!(c.users[0].loopback_only);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = Config::from_toml("lisen = \"127.0.0.1:5672\"").unwrap_err();
+        assert!(err.0.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_not_printed() {
+        let mut c = Config::default();
+        c.users[0].password = "s3cr3t-value".to_string();
+        assert!(!format!("{c:?}").contains("s3cr3t-value"), "{c:?}");
+    }
+
+    #[test]
+    fn deploy_examples_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no example config in deploy/");
+    }
+}

@@ -1,0 +1,227 @@
+//! The accept loop and the per-connection driver.
+//!
+//! Each connection is one task that races socket reads, socket writes,
+//! mailbox wake-ups, its next deadline and shutdown. Output accumulates in
+//! one buffer and goes out with as few `write` calls as the socket allows;
+//! while more than [`WRITE_HIGH_WATER`] bytes wait to be written the task
+//! stops reading, so a client that does not read cannot make the broker
+//! buffer without bound.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument;
+use warren_core::{Broker, ConnInfo, Connection, Mailbox, Wake};
+
+use crate::config::Config;
+
+/// Stop reading from a client while this much output is unwritten.
+pub const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Bytes to ask the socket for per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A running broker's shared state.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The broker model.
+    pub broker: Arc<Broker>,
+    /// The configuration it runs with.
+    pub config: Arc<Config>,
+}
+
+impl Server {
+    /// Builds the broker from a configuration.
+    pub fn new(config: Config) -> Self {
+        let broker = Broker::new(config.broker_config());
+        Server {
+            broker,
+            config: Arc::new(config),
+        }
+    }
+}
+
+struct NotifyWake(Arc<Notify>);
+
+impl Wake for NotifyWake {
+    fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` completes, then closes
+/// every connection with 320 CONNECTION_FORCED, waits a bounded time for
+/// them, and returns.
+pub async fn run(listener: TcpListener, server: Server, shutdown: impl Future) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limit = Arc::new(Semaphore::new(server.config.max_connections));
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::error!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                    tracing::warn!(peer = %peer, "connection limit reached, refusing connection");
+                    drop(socket);
+                    continue;
+                };
+                let server = server.clone();
+                let stop = stop_rx.clone();
+                tasks.spawn(async move {
+                    serve(socket, peer, server, stop).await;
+                    drop(permit);
+                });
+            }
+            Some(res) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = res && e.is_panic() {
+                    tracing::error!("a connection task panicked; only that connection was closed");
+                }
+            }
+        }
+    }
+    tracing::info!(
+        connections = tasks.len(),
+        "shutting down: closing client connections"
+    );
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let deadline = Duration::from_millis(server.config.shutdown_timeout_ms);
+    let drained = tokio::time::timeout(deadline, async {
+        while let Some(res) = tasks.join_next().await {
+            if let Err(e) = res
+                && e.is_panic()
+            {
+                tracing::error!("a connection task panicked during shutdown");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "shutdown timeout: dropping remaining connections"
+        );
+        tasks.abort_all();
+    }
+}
+
+/// Owns a connection so its resources are released however the task ends,
+/// panics included: unacked messages go back to their queues and exclusive
+/// queues are deleted.
+struct Guard(Connection);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.on_disconnect();
+    }
+}
+
+async fn serve(socket: TcpStream, peer: SocketAddr, server: Server, stop: watch::Receiver<bool>) {
+    let _ = socket.set_nodelay(true);
+    let notify = Arc::new(Notify::new());
+    let mailbox = Mailbox::new(Box::new(NotifyWake(Arc::clone(&notify))));
+    let info = ConnInfo {
+        peer: peer.to_string(),
+        loopback: peer.ip().is_loopback(),
+    };
+    let conn = Connection::new(
+        Arc::clone(&server.broker),
+        info,
+        mailbox,
+        std::time::Instant::now(),
+    );
+    let span = tracing::info_span!("conn", conn = conn.id(), peer = %peer);
+    let mut guard = Guard(conn);
+    async {
+        tracing::debug!("accepted");
+        if let Err(e) = drive(socket, &mut guard.0, notify, stop).await {
+            tracing::debug!(error = %e, "socket error");
+        }
+        match guard.0.close_reason() {
+            Some(r) => tracing::info!(reason = r, "connection closed"),
+            None => tracing::info!("connection closed by peer"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn drive(
+    socket: TcpStream,
+    conn: &mut Connection,
+    notify: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let (mut rd, mut wr) = socket.into_split();
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut pending = BytesMut::new();
+    let mut stopping = false;
+    loop {
+        if conn.has_output() {
+            pending.unsplit(conn.take_output());
+        }
+        if conn.is_closed() {
+            // Best effort: the close frame or protocol header, then FIN.
+            let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&pending)).await;
+            let _ = wr.shutdown().await;
+            return Ok(());
+        }
+        let deadline = conn.poll_timeout().map(Instant::from_std);
+        let room = pending.len() < WRITE_HIGH_WATER;
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            res = stop.changed(), if !stopping => {
+                stopping = true;
+                if res.is_ok() {
+                    conn.force_close("shutdown", std::time::Instant::now());
+                }
+            }
+            res = wr.write(&pending), if !pending.is_empty() => {
+                let n = res?;
+                pending.advance(n);
+            }
+            res = rd.read_buf(&mut rbuf), if room => {
+                if res? == 0 {
+                    return Ok(());
+                }
+                let now = std::time::Instant::now();
+                conn.handle_input(&mut rbuf, now);
+                // Deliveries caused by this input (consume, ack, recover)
+                // go out in the same write as the replies before them.
+                conn.handle_events(now);
+            }
+            _ = notify.notified(), if room => {
+                conn.handle_events(std::time::Instant::now());
+            }
+            _ = sleep_until(deadline) => {
+                conn.handle_timeout(std::time::Instant::now());
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
