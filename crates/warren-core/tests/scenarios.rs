@@ -1,0 +1,1955 @@
+//! Sans-IO scenario tests: scripted frames into a [`Connection`], frames
+//! out, and a fake clock. No sockets, no runtime: each test reads as a
+//! conversation with the broker.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use warren_codec::*;
+use warren_core::{Broker, BrokerConfig, ConnInfo, Connection, Mailbox, NoWake};
+
+/// One client connection driven by hand.
+struct Client {
+    conn: Connection,
+    decoder: FrameDecoder,
+    inbox: std::collections::VecDeque<Frame>,
+    now: Instant,
+    closed_output: bool,
+}
+
+fn broker() -> Arc<Broker> {
+    Broker::new(BrokerConfig::default())
+}
+
+impl Client {
+    fn connect(broker: &Arc<Broker>) -> Self {
+        Self::connect_from(broker, true)
+    }
+
+    fn connect_from(broker: &Arc<Broker>, loopback: bool) -> Self {
+        let mailbox = Mailbox::new(Box::new(NoWake));
+        let now = Instant::now();
+        let conn = Connection::new(
+            Arc::clone(broker),
+            ConnInfo {
+                peer: "test".into(),
+                loopback,
+            },
+            mailbox,
+            now,
+        );
+        Client {
+            conn,
+            decoder: FrameDecoder::new(1 << 20),
+            inbox: Default::default(),
+            now,
+            closed_output: false,
+        }
+    }
+
+    fn collect(&mut self) {
+        self.conn.handle_events(self.now);
+        let mut out = self.conn.take_output();
+        if !self.closed_output && out.starts_with(b"AMQP") {
+            self.closed_output = true;
+            let _ = out.split_to(8);
+        }
+        while let Some(f) = self.decoder.decode(&mut out).unwrap() {
+            self.inbox.push_back(f);
+        }
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        let mut buf = BytesMut::from(bytes);
+        self.conn.handle_input(&mut buf, self.now);
+        self.collect();
+    }
+
+    fn send(&mut self, channel: u16, m: impl Into<Method>) {
+        let mut buf = BytesMut::new();
+        encode_method(&mut buf, channel, &m.into());
+        self.send_bytes(&buf);
+    }
+
+    fn publish_props(
+        &mut self,
+        channel: u16,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+        mandatory: bool,
+    ) {
+        let mut buf = BytesMut::new();
+        let m = Method::from(BasicPublish {
+            exchange: exchange.into(),
+            routing_key: key.into(),
+            mandatory,
+            ..Default::default()
+        });
+        encode_content(&mut buf, channel, &m, &props, body, 131072);
+        self.send_bytes(&buf);
+    }
+
+    fn publish(&mut self, channel: u16, exchange: &str, key: &str, body: &[u8]) {
+        self.publish_props(
+            channel,
+            exchange,
+            key,
+            body,
+            BasicProperties::default(),
+            false,
+        );
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.conn.handle_timeout(self.now);
+        self.collect();
+    }
+
+    fn next(&mut self) -> Frame {
+        self.collect();
+        self.inbox
+            .pop_front()
+            .expect("expected a frame from the broker, got none")
+    }
+
+    fn method(&mut self) -> (u16, Method) {
+        loop {
+            match self.next() {
+                Frame::Method { channel, method } => return (channel, method),
+                Frame::Heartbeat { .. } => continue,
+                other => panic!("expected a method, got {other:?}"),
+            }
+        }
+    }
+
+    fn nothing(&mut self) {
+        self.collect();
+        assert!(
+            self.inbox.is_empty(),
+            "expected no frames, got {:?}",
+            self.inbox
+        );
+    }
+
+    /// A delivered or returned message: (method, properties, body).
+    fn content(&mut self) -> (Method, BasicProperties, Bytes) {
+        let (_, m) = self.method();
+        let Frame::Header { header, .. } = self.next() else {
+            panic!("expected a content header")
+        };
+        let mut body = BytesMut::new();
+        while (body.len() as u64) < header.body_size {
+            let Frame::Body { payload, .. } = self.next() else {
+                panic!("expected a body frame")
+            };
+            body.extend_from_slice(&payload);
+        }
+        (m, header.properties, body.freeze())
+    }
+
+    fn handshake_caps(&mut self, caps: FieldTable) {
+        self.send_bytes(PROTOCOL_HEADER);
+        let (_, m) = self.method();
+        assert!(matches!(m, Method::ConnectionStart(_)));
+        self.send(
+            0,
+            ConnectionStartOk {
+                client_properties: FieldTable::new().with("capabilities", FieldValue::Table(caps)),
+                mechanism: "PLAIN".into(),
+                response: LongStr::from("\0guest\0guest"),
+                locale: "en_US".into(),
+            },
+        );
+        let (_, m) = self.method();
+        let Method::ConnectionTune(t) = m else {
+            panic!("expected tune, got {m:?}")
+        };
+        self.send(
+            0,
+            ConnectionTuneOk {
+                channel_max: t.channel_max,
+                frame_max: t.frame_max,
+                heartbeat: 0,
+            },
+        );
+        self.send(
+            0,
+            ConnectionOpen {
+                virtual_host: "/".into(),
+                ..Default::default()
+            },
+        );
+        let (_, m) = self.method();
+        assert!(matches!(m, Method::ConnectionOpenOk(_)), "{m:?}");
+    }
+
+    fn handshake(&mut self) {
+        let caps = FieldTable::new()
+            .with("consumer_cancel_notify", FieldValue::Bool(true))
+            .with("authentication_failure_close", FieldValue::Bool(true));
+        self.handshake_caps(caps);
+    }
+
+    fn open(broker: &Arc<Broker>) -> Self {
+        let mut c = Self::connect(broker);
+        c.handshake();
+        c.send(1, ChannelOpen::default());
+        assert!(matches!(c.method().1, Method::ChannelOpenOk(_)));
+        c
+    }
+
+    fn declare(&mut self, ch: u16, q: &str) {
+        self.send(
+            ch,
+            QueueDeclare {
+                queue: q.into(),
+                ..Default::default()
+            },
+        );
+        let (_, m) = self.method();
+        assert!(matches!(m, Method::QueueDeclareOk(_)), "{m:?}");
+    }
+
+    /// Expects channel.close with `code`; answers close-ok. Returns the text.
+    fn channel_closed(&mut self, ch: u16, code: u16) -> String {
+        let (c, m) = self.method();
+        let Method::ChannelClose(close) = m else {
+            panic!("expected channel.close, got {m:?}")
+        };
+        assert_eq!((c, close.reply_code), (ch, code), "{}", close.reply_text);
+        self.send(ch, ChannelCloseOk);
+        close.reply_text.to_string()
+    }
+
+    /// Expects connection.close with `code`; returns (text, class, method).
+    fn connection_closed(&mut self, code: u16) -> (String, u16, u16) {
+        let (c, m) = self.method();
+        let Method::ConnectionClose(close) = m else {
+            panic!("expected connection.close, got {m:?}")
+        };
+        assert_eq!((c, close.reply_code), (0, code), "{}", close.reply_text);
+        self.send(0, ConnectionCloseOk);
+        assert!(self.conn.is_closed());
+        (
+            close.reply_text.to_string(),
+            close.class_id,
+            close.method_id,
+        )
+    }
+
+    fn delivery_tag(&mut self) -> u64 {
+        let (m, _, _) = self.content();
+        match m {
+            Method::BasicDeliver(d) => d.delivery_tag,
+            Method::BasicGetOk(g) => g.delivery_tag,
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- handshake
+
+#[test]
+fn handshake_offers_rabbitmq_limits_and_capabilities() {
+    let b = broker();
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    let Method::ConnectionStart(start) = c.method().1 else {
+        panic!()
+    };
+    assert_eq!((start.version_major, start.version_minor), (0, 9));
+    assert_eq!(start.mechanisms.as_bytes(), b"PLAIN AMQPLAIN");
+    assert_eq!(start.locales.as_bytes(), b"en_US");
+    let Some(FieldValue::Table(caps)) = start.server_properties.get("capabilities") else {
+        panic!()
+    };
+    for cap in [
+        "publisher_confirms",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "exchange_exchange_bindings",
+    ] {
+        assert_eq!(caps.get(cap), Some(&FieldValue::Bool(true)), "{cap}");
+    }
+    assert!(
+        start.server_properties.get("host").is_none(),
+        "RabbitMQ sends no host key"
+    );
+    c.send(
+        0,
+        ConnectionStartOk {
+            response: "\0guest\0guest".into(),
+            ..Default::default()
+        },
+    );
+    let Method::ConnectionTune(t) = c.method().1 else {
+        panic!()
+    };
+    assert_eq!(
+        (t.channel_max, t.frame_max, t.heartbeat),
+        (2047, 131072, 60)
+    );
+}
+
+#[test]
+fn wrong_protocol_header_gets_ours_and_a_close() {
+    let b = broker();
+    let mut c = Client::connect(&b);
+    c.send_bytes(b"AMQP\x00\x00\x0a\x00");
+    let out = c.conn.take_output();
+    assert!(c.conn.is_closed());
+    let _ = out;
+}
+
+#[test]
+fn bad_password_with_capability_is_403() {
+    let b = broker();
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    c.method();
+    let caps = FieldTable::new().with("authentication_failure_close", FieldValue::Bool(true));
+    c.send(
+        0,
+        ConnectionStartOk {
+            client_properties: FieldTable::new().with("capabilities", FieldValue::Table(caps)),
+            response: "\0guest\0wrong".into(),
+            ..Default::default()
+        },
+    );
+    let (text, _, _) = c.connection_closed(403);
+    assert!(
+        text.starts_with("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_password_without_capability_just_closes() {
+    let b = broker();
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    c.method();
+    c.send(
+        0,
+        ConnectionStartOk {
+            response: "\0guest\0wrong".into(),
+            ..Default::default()
+        },
+    );
+    c.nothing();
+    assert!(c.conn.is_closed());
+}
+
+#[test]
+fn guest_is_refused_from_a_remote_address() {
+    let b = broker();
+    let mut c = Client::connect_from(&b, false);
+    c.send_bytes(PROTOCOL_HEADER);
+    c.method();
+    let caps = FieldTable::new().with("authentication_failure_close", FieldValue::Bool(true));
+    c.send(
+        0,
+        ConnectionStartOk {
+            client_properties: FieldTable::new().with("capabilities", FieldValue::Table(caps)),
+            response: "\0guest\0guest".into(),
+            ..Default::default()
+        },
+    );
+    c.connection_closed(403);
+}
+
+#[test]
+fn amqplain_login_works() {
+    let b = broker();
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    c.method();
+    let t = FieldTable::new()
+        .with("LOGIN", FieldValue::LongStr("guest".into()))
+        .with("PASSWORD", FieldValue::LongStr("guest".into()));
+    let mut buf = BytesMut::new();
+    warren_codec::types::put_table(&mut buf, &t);
+    let resp = buf.freeze().slice(4..);
+    c.send(
+        0,
+        ConnectionStartOk {
+            mechanism: "AMQPLAIN".into(),
+            response: LongStr(resp),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::ConnectionTune(_)));
+}
+
+#[test]
+fn tune_ok_out_of_range_closes_the_socket_silently() {
+    for (channel_max, frame_max) in [
+        (0, 131072),
+        (4000, 131072),
+        (10, 1000),
+        (10, 200_000),
+        (10, 0),
+    ] {
+        let b = broker();
+        let mut c = Client::connect(&b);
+        c.send_bytes(PROTOCOL_HEADER);
+        c.method();
+        c.send(
+            0,
+            ConnectionStartOk {
+                response: "\0guest\0guest".into(),
+                ..Default::default()
+            },
+        );
+        c.method();
+        c.send(
+            0,
+            ConnectionTuneOk {
+                channel_max,
+                frame_max,
+                heartbeat: 0,
+            },
+        );
+        c.nothing();
+        assert!(c.conn.is_closed(), "{channel_max} {frame_max}");
+    }
+}
+
+#[test]
+fn missing_vhost_is_530() {
+    let b = broker();
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    c.method();
+    c.send(
+        0,
+        ConnectionStartOk {
+            response: "\0guest\0guest".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        0,
+        ConnectionTuneOk {
+            channel_max: 10,
+            frame_max: 131072,
+            heartbeat: 0,
+        },
+    );
+    c.send(
+        0,
+        ConnectionOpen {
+            virtual_host: "nope".into(),
+            ..Default::default()
+        },
+    );
+    let (text, class, method) = c.connection_closed(530);
+    assert_eq!(text, "NOT_ALLOWED - vhost nope not found");
+    assert_eq!((class, method), (10, 40));
+}
+
+#[test]
+fn handshake_times_out() {
+    let b = broker();
+    let mut c = Client::connect(&b);
+    c.send_bytes(b"AMQP\x00");
+    assert!(c.conn.poll_timeout().is_some());
+    c.advance(Duration::from_secs(11));
+    assert!(c.conn.is_closed());
+}
+
+#[test]
+fn heartbeats_are_sent_and_silence_closes() {
+    let b = broker();
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    c.method();
+    c.send(
+        0,
+        ConnectionStartOk {
+            response: "\0guest\0guest".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        0,
+        ConnectionTuneOk {
+            channel_max: 10,
+            frame_max: 131072,
+            heartbeat: 2,
+        },
+    );
+    c.send(
+        0,
+        ConnectionOpen {
+            virtual_host: "/".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.advance(Duration::from_millis(1100));
+    assert!(matches!(c.next(), Frame::Heartbeat { channel: 0 }));
+    // Client traffic keeps it alive.
+    c.send_bytes(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+    c.advance(Duration::from_millis(3000));
+    assert!(!c.conn.is_closed());
+    c.advance(Duration::from_millis(1100));
+    assert!(
+        c.conn.is_closed(),
+        "no client traffic for two intervals closes the connection"
+    );
+}
+
+#[test]
+fn client_close_gets_close_ok() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        0,
+        ConnectionClose {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        },
+    );
+    assert!(matches!(c.method().1, Method::ConnectionCloseOk(_)));
+    assert!(c.conn.is_closed());
+}
+
+#[test]
+fn forced_close_is_320() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.conn.force_close("shutdown", c.now);
+    c.collect();
+    let (text, _, _) = c.connection_closed(320);
+    assert!(text.starts_with("CONNECTION_FORCED"), "{text}");
+}
+
+// ---------------------------------------------------------------- channel errors (hard)
+
+#[test]
+fn method_on_unopened_channel_is_504() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        5,
+        QueueDeclare {
+            queue: "q".into(),
+            ..Default::default()
+        },
+    );
+    let (text, class, method) = c.connection_closed(504);
+    assert_eq!(text, "CHANNEL_ERROR - expected 'channel.open'");
+    assert_eq!((class, method), (50, 10));
+}
+
+#[test]
+fn second_channel_open_is_504() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(1, ChannelOpen::default());
+    let (text, _, _) = c.connection_closed(504);
+    assert_eq!(text, "CHANNEL_ERROR - second 'channel.open' seen");
+}
+
+#[test]
+fn channel_ids_above_max_are_fine_but_the_count_is_enforced() {
+    let b = broker();
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    c.method();
+    c.send(
+        0,
+        ConnectionStartOk {
+            response: "\0guest\0guest".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        0,
+        ConnectionTuneOk {
+            channel_max: 2,
+            frame_max: 131072,
+            heartbeat: 0,
+        },
+    );
+    c.send(
+        0,
+        ConnectionOpen {
+            virtual_host: "/".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(3000, ChannelOpen::default());
+    assert!(matches!(c.method().1, Method::ChannelOpenOk(_)));
+    c.send(9, ChannelOpen::default());
+    assert!(matches!(c.method().1, Method::ChannelOpenOk(_)));
+    c.send(10, ChannelOpen::default());
+    let (text, _, _) = c.connection_closed(530);
+    assert!(
+        text.contains("reached the negotiated channel_max (2)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn connection_method_on_a_channel_is_503() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(1, ConnectionOpen::default());
+    let (_, class, method) = c.connection_closed(503);
+    assert_eq!((class, method), (10, 40));
+}
+
+#[test]
+fn channel_method_on_channel_zero_is_504() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(0, QueueDeclare::default());
+    c.connection_closed(504);
+}
+
+#[test]
+fn heartbeat_on_a_channel_is_505() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send_bytes(&[8, 0, 1, 0, 0, 0, 0, 0xCE]);
+    c.connection_closed(505);
+}
+
+#[test]
+fn content_without_a_method_is_505() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    let mut buf = BytesMut::new();
+    encode_body(&mut buf, 1, b"hello");
+    c.send_bytes(&buf);
+    c.connection_closed(505);
+}
+
+#[test]
+fn header_class_mismatch_is_505() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        BasicPublish {
+            routing_key: "q".into(),
+            ..Default::default()
+        },
+    );
+    let mut buf = BytesMut::new();
+    encode_header(
+        &mut buf,
+        1,
+        &ContentHeader {
+            class_id: 50,
+            body_size: 1,
+            properties: Default::default(),
+        },
+    );
+    c.send_bytes(&buf);
+    let (text, _, _) = c.connection_closed(505);
+    assert_eq!(
+        text,
+        "UNEXPECTED_FRAME - expected content header for class 60, got one for class 50"
+    );
+}
+
+#[test]
+fn method_instead_of_header_is_505() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        BasicPublish {
+            routing_key: "q".into(),
+            ..Default::default()
+        },
+    );
+    c.send(1, BasicQos::default());
+    c.connection_closed(505);
+}
+
+#[test]
+fn body_overrunning_its_size_is_501() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        BasicPublish {
+            routing_key: "q".into(),
+            ..Default::default()
+        },
+    );
+    let mut buf = BytesMut::new();
+    encode_header(
+        &mut buf,
+        1,
+        &ContentHeader {
+            class_id: 60,
+            body_size: 3,
+            properties: Default::default(),
+        },
+    );
+    encode_body(&mut buf, 1, b"toolong");
+    c.send_bytes(&buf);
+    c.connection_closed(501);
+}
+
+#[test]
+fn oversized_message_is_406_and_its_body_is_ignored() {
+    let b = Broker::new(BrokerConfig {
+        limits: warren_core::Limits {
+            max_message_size: 10,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.publish(1, "", "q", b"0123456789ABCDEF");
+    let text = c.channel_closed(1, 406);
+    assert_eq!(
+        text,
+        "PRECONDITION_FAILED - message size 16 is larger than configured max size 10"
+    );
+    assert!(!c.conn.is_closed());
+}
+
+#[test]
+fn oversized_frame_is_501() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&[1, 0, 1]);
+    buf.extend_from_slice(&200_000u32.to_be_bytes());
+    c.send_bytes(&buf);
+    c.connection_closed(501);
+}
+
+#[test]
+fn unknown_method_is_540() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send_bytes(&[1, 0, 1, 0, 0, 0, 4, 0, 99, 0, 99, 0xCE]);
+    let (_, class, method) = c.connection_closed(540);
+    assert_eq!((class, method), (99, 99));
+}
+
+#[test]
+fn unsupported_features_are_540() {
+    let cases: Vec<(Method, &str)> = vec![
+        (
+            BasicQos {
+                prefetch_size: 1000,
+                ..Default::default()
+            }
+            .into(),
+            "NOT_IMPLEMENTED - prefetch_size!=0 (1000)",
+        ),
+        (
+            ChannelFlow { active: false }.into(),
+            "NOT_IMPLEMENTED - active=false",
+        ),
+        (
+            BasicRecover { requeue: false }.into(),
+            "NOT_IMPLEMENTED - requeue=false",
+        ),
+    ];
+    for (m, expected) in cases {
+        let b = broker();
+        let mut c = Client::open(&b);
+        c.send(1, m);
+        let (text, _, _) = c.connection_closed(540);
+        assert_eq!(text, expected);
+    }
+    let b = broker();
+    let mut c = Client::open(&b);
+    let mut buf = BytesMut::new();
+    let m = Method::from(BasicPublish {
+        routing_key: "q".into(),
+        immediate: true,
+        ..Default::default()
+    });
+    encode_content(&mut buf, 1, &m, &BasicProperties::default(), b"x", 131072);
+    c.send_bytes(&buf);
+    let (text, _, _) = c.connection_closed(540);
+    assert_eq!(text, "NOT_IMPLEMENTED - immediate=true");
+}
+
+#[test]
+fn reused_consumer_tag_is_530() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "dup".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "dup".into(),
+            ..Default::default()
+        },
+    );
+    let (text, _, _) = c.connection_closed(530);
+    assert_eq!(text, "NOT_ALLOWED - attempt to reuse consumer tag 'dup'");
+}
+
+#[test]
+fn unknown_exchange_type_is_503() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "x".into(),
+            kind: "x-bogus".into(),
+            ..Default::default()
+        },
+    );
+    let (text, class, method) = c.connection_closed(503);
+    assert_eq!(text, "COMMAND_INVALID - unknown exchange type 'x-bogus'");
+    assert_eq!((class, method), (40, 10));
+}
+
+// ---------------------------------------------------------------- channel errors (soft)
+
+#[test]
+fn passive_declare_of_missing_queue_is_404_and_the_connection_lives() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "missing".into(),
+            passive: true,
+            nowait: true,
+            ..Default::default()
+        },
+    );
+    let text = c.channel_closed(1, 404);
+    assert_eq!(text, "NOT_FOUND - no queue 'missing' in vhost '/'");
+    c.send(1, ChannelOpen::default());
+    assert!(
+        matches!(c.method().1, Method::ChannelOpenOk(_)),
+        "channel ids are reusable after close-ok"
+    );
+}
+
+#[test]
+fn publish_to_missing_exchange_is_404() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(1, ConfirmSelect::default());
+    c.method();
+    c.publish(1, "nope", "k", b"x");
+    let text = c.channel_closed(1, 404);
+    assert_eq!(text, "NOT_FOUND - no exchange 'nope' in vhost '/'");
+}
+
+#[test]
+fn inequivalent_redeclare_is_406_with_rabbitmq_text() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "q".into(),
+            durable: true,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "q".into(),
+            durable: false,
+            ..Default::default()
+        },
+    );
+    let text = c.channel_closed(1, 406);
+    assert_eq!(
+        text,
+        "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/': received 'false' but current is 'true'"
+    );
+    c.send(1, ChannelOpen::default());
+    c.method();
+    let args = |ttl: i64| FieldTable::new().with("x-message-ttl", FieldValue::I64(ttl));
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "t".into(),
+            arguments: args(1000),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "t".into(),
+            arguments: args(2000),
+            ..Default::default()
+        },
+    );
+    let text = c.channel_closed(1, 406);
+    assert_eq!(
+        text,
+        "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 't' in vhost '/': received '2000' but current is '1000'"
+    );
+}
+
+#[test]
+fn exchange_type_mismatch_is_406() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "x".into(),
+            kind: "direct".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "x".into(),
+            kind: "fanout".into(),
+            ..Default::default()
+        },
+    );
+    let text = c.channel_closed(1, 406);
+    assert_eq!(
+        text,
+        "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'x' in vhost '/': received 'fanout' but current is 'direct'"
+    );
+}
+
+#[test]
+fn reserved_names_are_403() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "amq.foo".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - queue name 'amq.foo' contains reserved prefix 'amq.*'"
+    );
+    c.send(1, ChannelOpen::default());
+    c.method();
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "amq.foo".into(),
+            kind: "direct".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - exchange name 'amq.foo' contains reserved prefix 'amq.*'"
+    );
+    c.send(1, ChannelOpen::default());
+    c.method();
+    // Redeclaring amq.direct as it is is fine; deleting it is not.
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "amq.direct".into(),
+            kind: "direct".into(),
+            durable: true,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::ExchangeDeclareOk(_)));
+    c.send(
+        1,
+        ExchangeDelete {
+            exchange: "amq.direct".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed"
+    );
+}
+
+#[test]
+fn default_exchange_cannot_be_bound() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.send(
+        1,
+        QueueBind {
+            queue: "q".into(),
+            exchange: "".into(),
+            routing_key: "q".into(),
+            ..Default::default()
+        },
+    );
+    c.channel_closed(1, 403);
+}
+
+#[test]
+fn exclusive_queue_is_locked_for_other_connections() {
+    let b = broker();
+    let mut owner = Client::open(&b);
+    owner.send(
+        1,
+        QueueDeclare {
+            queue: "ex".into(),
+            exclusive: true,
+            ..Default::default()
+        },
+    );
+    owner.method();
+    let ops: Vec<Method> = vec![
+        QueueDeclare {
+            queue: "ex".into(),
+            ..Default::default()
+        }
+        .into(),
+        QueueDeclare {
+            queue: "ex".into(),
+            passive: true,
+            ..Default::default()
+        }
+        .into(),
+        BasicConsume {
+            queue: "ex".into(),
+            ..Default::default()
+        }
+        .into(),
+        BasicGet {
+            queue: "ex".into(),
+            ..Default::default()
+        }
+        .into(),
+        QueuePurge {
+            queue: "ex".into(),
+            ..Default::default()
+        }
+        .into(),
+        QueueDelete {
+            queue: "ex".into(),
+            ..Default::default()
+        }
+        .into(),
+        QueueBind {
+            queue: "ex".into(),
+            exchange: "amq.direct".into(),
+            ..Default::default()
+        }
+        .into(),
+    ];
+    let mut other = Client::open(&b);
+    for m in ops {
+        let name = m.name();
+        other.send(1, m);
+        let text = other.channel_closed(1, 405);
+        assert!(
+            text.starts_with(
+                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'ex'"
+            ),
+            "{name}"
+        );
+        other.send(1, ChannelOpen::default());
+        other.method();
+    }
+    // Gone when the owner goes.
+    owner.conn.on_disconnect();
+    other.send(
+        1,
+        QueueDeclare {
+            queue: "ex".into(),
+            passive: true,
+            ..Default::default()
+        },
+    );
+    other.channel_closed(1, 404);
+}
+
+#[test]
+fn unknown_delivery_tag_is_406_and_unacked_messages_are_requeued() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.publish(1, "", "q", b"m1");
+    c.send(
+        1,
+        BasicGet {
+            queue: "q".into(),
+            ..Default::default()
+        },
+    );
+    let tag = c.delivery_tag();
+    c.send(
+        1,
+        BasicAck {
+            delivery_tag: tag + 5,
+            multiple: false,
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 406),
+        format!("PRECONDITION_FAILED - unknown delivery tag {}", tag + 5)
+    );
+    c.send(1, ChannelOpen::default());
+    c.method();
+    c.send(
+        1,
+        BasicGet {
+            queue: "q".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let (m, _, body) = c.content();
+    let Method::BasicGetOk(g) = m else { panic!() };
+    assert!(g.redelivered);
+    assert_eq!(&body[..], b"m1");
+}
+
+#[test]
+fn double_ack_is_406() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.publish(1, "", "q", b"m1");
+    c.send(
+        1,
+        BasicGet {
+            queue: "q".into(),
+            ..Default::default()
+        },
+    );
+    let tag = c.delivery_tag();
+    c.send(
+        1,
+        BasicAck {
+            delivery_tag: tag,
+            multiple: false,
+        },
+    );
+    c.send(
+        1,
+        BasicAck {
+            delivery_tag: tag,
+            multiple: false,
+        },
+    );
+    c.channel_closed(1, 406);
+}
+
+#[test]
+fn tx_and_confirm_do_not_mix() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(1, TxSelect);
+    c.method();
+    c.send(1, ConfirmSelect::default());
+    assert_eq!(
+        c.channel_closed(1, 406),
+        "PRECONDITION_FAILED - cannot switch from tx to confirm mode"
+    );
+    c.send(1, ChannelOpen::default());
+    c.method();
+    c.send(1, ConfirmSelect::default());
+    c.method();
+    c.send(1, TxSelect);
+    assert_eq!(
+        c.channel_closed(1, 406),
+        "PRECONDITION_FAILED - cannot switch from confirm to tx mode"
+    );
+    c.send(1, ChannelOpen::default());
+    c.method();
+    c.send(1, TxCommit);
+    assert_eq!(
+        c.channel_closed(1, 406),
+        "PRECONDITION_FAILED - channel is not transactional"
+    );
+}
+
+#[test]
+fn delete_if_empty_and_if_unused() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.publish(1, "", "q", b"x");
+    c.send(
+        1,
+        QueueDelete {
+            queue: "q".into(),
+            if_empty: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 406),
+        "PRECONDITION_FAILED - queue 'q' in vhost '/' is not empty"
+    );
+    c.send(1, ChannelOpen::default());
+    c.method();
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "c".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.content();
+    c.send(
+        1,
+        QueueDelete {
+            queue: "q".into(),
+            if_unused: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 406),
+        "PRECONDITION_FAILED - queue 'q' in vhost '/' in use"
+    );
+    // Deleting what does not exist is fine.
+    c.send(1, ChannelOpen::default());
+    c.method();
+    c.send(
+        1,
+        QueueDelete {
+            queue: "never".into(),
+            ..Default::default()
+        },
+    );
+    let Method::QueueDeleteOk(ok) = c.method().1 else {
+        panic!()
+    };
+    assert_eq!(ok.message_count, 0);
+}
+
+#[test]
+fn quorum_queue_rules() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    let q = FieldTable::new().with("x-queue-type", FieldValue::LongStr("quorum".into()));
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "qq".into(),
+            durable: true,
+            arguments: q.clone(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::QueueDeclareOk(_)));
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "qq2".into(),
+            durable: false,
+            arguments: q.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 406),
+        "PRECONDITION_FAILED - invalid property 'non-durable' for queue 'qq2' in vhost '/'"
+    );
+    c.send(1, ChannelOpen::default());
+    c.method();
+    let s = FieldTable::new().with("x-queue-type", FieldValue::LongStr("bogus".into()));
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "b".into(),
+            arguments: s,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 406),
+        "PRECONDITION_FAILED - unsupported queue type 'bogus'"
+    );
+}
+
+#[test]
+fn invalid_expiration_is_406() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    let props = BasicProperties {
+        expiration: Some("abc".into()),
+        ..Default::default()
+    };
+    c.publish_props(1, "", "q", b"x", props, false);
+    assert_eq!(
+        c.channel_closed(1, 406),
+        "PRECONDITION_FAILED - invalid expiration 'abc': no_integer"
+    );
+}
+
+#[test]
+fn internal_exchange_refuses_publishes() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "int".into(),
+            kind: "fanout".into(),
+            internal: true,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.publish(1, "int", "", b"x");
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - cannot publish to internal exchange 'int' in vhost '/'"
+    );
+}
+
+// ---------------------------------------------------------------- messaging
+
+#[test]
+fn confirms_coalesce_and_returns_come_first() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.send(1, ConfirmSelect::default());
+    c.method();
+    // Three publishes in one read: one multiple ack.
+    let mut buf = BytesMut::new();
+    for _ in 0..3 {
+        let m = Method::from(BasicPublish {
+            routing_key: "q".into(),
+            ..Default::default()
+        });
+        encode_content(&mut buf, 1, &m, &BasicProperties::default(), b"x", 131072);
+    }
+    c.send_bytes(&buf);
+    let Method::BasicAck(ack) = c.method().1 else {
+        panic!()
+    };
+    assert_eq!((ack.delivery_tag, ack.multiple), (3, true));
+    // Unroutable mandatory: basic.return 312, then the ack.
+    c.publish_props(1, "", "nowhere", b"lost", BasicProperties::default(), true);
+    let (m, _, body) = c.content();
+    let Method::BasicReturn(r) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        (r.reply_code, r.reply_text.to_string()),
+        (312, "NO_ROUTE".to_string())
+    );
+    assert_eq!(&body[..], b"lost");
+    let Method::BasicAck(ack) = c.method().1 else {
+        panic!()
+    };
+    assert_eq!((ack.delivery_tag, ack.multiple), (4, false));
+}
+
+#[test]
+fn prefetch_limits_unacked_deliveries() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    for i in 0..5 {
+        c.publish(1, "", "q", format!("m{i}").as_bytes());
+    }
+    c.send(
+        1,
+        BasicQos {
+            prefetch_count: 2,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::BasicConsumeOk(_)));
+    let t1 = c.delivery_tag();
+    let _t2 = c.delivery_tag();
+    c.nothing();
+    c.send(
+        1,
+        BasicAck {
+            delivery_tag: t1,
+            multiple: false,
+        },
+    );
+    c.delivery_tag();
+    c.nothing();
+}
+
+#[test]
+fn global_qos_limits_the_channel() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "a");
+    c.declare(1, "b");
+    for q in ["a", "b"] {
+        for _ in 0..3 {
+            c.publish(1, "", q, b"x");
+        }
+    }
+    c.send(
+        1,
+        BasicQos {
+            prefetch_count: 2,
+            global: true,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        BasicConsume {
+            queue: "a".into(),
+            consumer_tag: "ca".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::BasicConsumeOk(_)));
+    let t1 = c.delivery_tag();
+    c.delivery_tag();
+    // The channel's window is full: the second queue's consumer gets nothing.
+    c.send(
+        1,
+        BasicConsume {
+            queue: "b".into(),
+            consumer_tag: "cb".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::BasicConsumeOk(_)));
+    c.nothing();
+    c.send(
+        1,
+        BasicAck {
+            delivery_tag: t1,
+            multiple: false,
+        },
+    );
+    c.delivery_tag();
+    c.nothing();
+}
+
+#[test]
+fn nack_requeue_keeps_the_place_and_sets_redelivered() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    for i in 0..3 {
+        c.publish(1, "", "q", format!("m{i}").as_bytes());
+    }
+    c.send(
+        1,
+        BasicGet {
+            queue: "q".into(),
+            ..Default::default()
+        },
+    );
+    let t = c.delivery_tag();
+    c.send(
+        1,
+        BasicNack {
+            delivery_tag: t,
+            multiple: false,
+            requeue: true,
+        },
+    );
+    c.send(
+        1,
+        BasicGet {
+            queue: "q".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let (m, _, body) = c.content();
+    let Method::BasicGetOk(g) = m else { panic!() };
+    assert!(g.redelivered);
+    assert_eq!(&body[..], b"m0", "requeued message goes back to the head");
+    assert_eq!(g.message_count, 2);
+}
+
+#[test]
+fn round_robin_between_consumers() {
+    let b = broker();
+    let mut a = Client::open(&b);
+    let mut z = Client::open(&b);
+    a.declare(1, "q");
+    for c in [&mut a, &mut z] {
+        c.send(
+            1,
+            BasicConsume {
+                queue: "q".into(),
+                consumer_tag: "c".into(),
+                no_ack: true,
+                ..Default::default()
+            },
+        );
+        c.method();
+    }
+    for i in 0..4 {
+        a.publish(1, "", "q", format!("m{i}").as_bytes());
+    }
+    let bodies = |c: &mut Client| (0..2).map(|_| c.content().2).collect::<Vec<_>>();
+    assert_eq!(
+        bodies(&mut a),
+        vec![Bytes::from_static(b"m0"), Bytes::from_static(b"m2")]
+    );
+    assert_eq!(
+        bodies(&mut z),
+        vec![Bytes::from_static(b"m1"), Bytes::from_static(b"m3")]
+    );
+}
+
+#[test]
+fn queue_delete_cancels_consumers() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    let mut admin = Client::open(&b);
+    c.declare(1, "q");
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    admin.send(
+        1,
+        QueueDelete {
+            queue: "q".into(),
+            ..Default::default()
+        },
+    );
+    admin.method();
+    let Method::BasicCancel(cancel) = c.method().1 else {
+        panic!()
+    };
+    assert_eq!(cancel.consumer_tag.to_string(), "c");
+}
+
+#[test]
+fn auto_delete_queue_goes_with_its_last_consumer() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "ad".into(),
+            auto_delete: true,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        BasicConsume {
+            queue: "ad".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        BasicCancel {
+            consumer_tag: "c".into(),
+            nowait: false,
+        },
+    );
+    assert!(matches!(c.method().1, Method::BasicCancelOk(_)));
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "ad".into(),
+            passive: true,
+            ..Default::default()
+        },
+    );
+    c.channel_closed(1, 404);
+}
+
+#[test]
+fn tx_commit_and_rollback() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.send(1, TxSelect);
+    c.method();
+    c.publish(1, "", "q", b"rolled back");
+    c.send(1, TxRollback);
+    assert!(matches!(c.method().1, Method::TxRollbackOk(_)));
+    c.publish(1, "", "q", b"committed");
+    c.publish_props(1, "", "nowhere", b"r", BasicProperties::default(), true);
+    c.nothing();
+    c.send(1, TxCommit);
+    let (m, _, _) = c.content();
+    assert!(
+        matches!(m, Method::BasicReturn(_)),
+        "return before commit-ok"
+    );
+    assert!(matches!(c.method().1, Method::TxCommitOk(_)));
+    c.send(
+        1,
+        BasicGet {
+            queue: "q".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let (m, _, body) = c.content();
+    let Method::BasicGetOk(g) = m else { panic!() };
+    assert_eq!((&body[..], g.message_count), (&b"committed"[..], 0));
+}
+
+#[test]
+fn topic_and_headers_routing() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "t");
+    c.send(
+        1,
+        QueueBind {
+            queue: "t".into(),
+            exchange: "amq.topic".into(),
+            routing_key: "a.*.c.#".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    for (key, routed) in [
+        ("a.b.c", true),
+        ("a.b.c.d.e", true),
+        ("a..c", true),
+        ("a.c", false),
+        ("a.b.b.c", false),
+    ] {
+        c.publish(1, "amq.topic", key, key.as_bytes());
+        c.send(
+            1,
+            BasicGet {
+                queue: "t".into(),
+                no_ack: true,
+                ..Default::default()
+            },
+        );
+        let (_, m) = c.method();
+        assert_eq!(matches!(m, Method::BasicGetOk(_)), routed, "{key}");
+        if routed {
+            c.next();
+            c.next();
+        }
+    }
+    c.declare(1, "h");
+    let args = FieldTable::new()
+        .with("x-match", FieldValue::LongStr("any".into()))
+        .with("color", FieldValue::LongStr("red".into()))
+        .with("size", FieldValue::I32(5));
+    c.send(
+        1,
+        QueueBind {
+            queue: "h".into(),
+            exchange: "amq.headers".into(),
+            arguments: args,
+            ..Default::default()
+        },
+    );
+    c.method();
+    let hdr = |k: &str, v: FieldValue| BasicProperties {
+        headers: Some(FieldTable::new().with(k, v)),
+        ..Default::default()
+    };
+    c.publish_props(
+        1,
+        "amq.headers",
+        "",
+        b"1",
+        hdr("color", FieldValue::LongStr("red".into())),
+        false,
+    );
+    c.publish_props(
+        1,
+        "amq.headers",
+        "",
+        b"2",
+        hdr("color", FieldValue::LongStr("blue".into())),
+        false,
+    );
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "h".into(),
+            passive: true,
+            ..Default::default()
+        },
+    );
+    let Method::QueueDeclareOk(ok) = c.method().1 else {
+        panic!()
+    };
+    assert_eq!(ok.message_count, 1);
+    let bad = FieldTable::new().with("x-match", FieldValue::LongStr("bogus".into()));
+    c.send(
+        1,
+        QueueBind {
+            queue: "h".into(),
+            exchange: "amq.headers".into(),
+            arguments: bad,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 406),
+        "PRECONDITION_FAILED - Invalid x-match field value <<\"bogus\">>; expected all, any, all-with-x, or any-with-x"
+    );
+}
+
+#[test]
+fn exchange_to_exchange_and_fanout() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "src".into(),
+            kind: "fanout".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        ExchangeBind {
+            destination: "amq.fanout".into(),
+            source: "src".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::ExchangeBindOk(_)));
+    for q in ["f1", "f2"] {
+        c.declare(1, q);
+        c.send(
+            1,
+            QueueBind {
+                queue: q.into(),
+                exchange: "amq.fanout".into(),
+                ..Default::default()
+            },
+        );
+        c.method();
+    }
+    c.publish(1, "src", "", b"x");
+    for q in ["f1", "f2"] {
+        c.send(
+            1,
+            QueueDeclare {
+                queue: q.into(),
+                passive: true,
+                ..Default::default()
+            },
+        );
+        let Method::QueueDeclareOk(ok) = c.method().1 else {
+            panic!()
+        };
+        assert_eq!(ok.message_count, 1, "{q}");
+    }
+    c.send(
+        1,
+        ExchangeUnbind {
+            destination: "amq.fanout".into(),
+            source: "src".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::ExchangeUnbindOk(_)));
+}
+
+#[test]
+fn server_named_queues_and_last_queue_shortcut() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            exclusive: true,
+            ..Default::default()
+        },
+    );
+    let Method::QueueDeclareOk(ok) = c.method().1 else {
+        panic!()
+    };
+    let name = ok.queue.to_string();
+    assert!(
+        name.starts_with("amq.gen-") && name.len() == 8 + 22,
+        "{name}"
+    );
+    c.send(
+        1,
+        QueueBind {
+            queue: "".into(),
+            exchange: "amq.direct".into(),
+            routing_key: "k".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::QueueBindOk(_)));
+    c.send(2, ChannelOpen::default());
+    c.method();
+    c.send(
+        2,
+        QueueBind {
+            queue: "".into(),
+            exchange: "amq.direct".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(2, 404),
+        "NOT_FOUND - no previously declared queue"
+    );
+}
+
+#[test]
+fn channel_close_requeues_unacked_in_order() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    for i in 0..3 {
+        c.publish(1, "", "q", format!("m{i}").as_bytes());
+    }
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    for _ in 0..3 {
+        c.delivery_tag();
+    }
+    c.send(
+        1,
+        ChannelClose {
+            reply_code: 200,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::ChannelCloseOk(_)));
+    c.send(2, ChannelOpen::default());
+    c.method();
+    for i in 0..3 {
+        c.send(
+            2,
+            BasicGet {
+                queue: "q".into(),
+                no_ack: true,
+                ..Default::default()
+            },
+        );
+        let (m, _, body) = c.content();
+        let Method::BasicGetOk(g) = m else { panic!() };
+        assert!(g.redelivered);
+        assert_eq!(body, Bytes::from(format!("m{i}")));
+    }
+}
+
+#[test]
+fn large_bodies_are_split_by_frame_max_and_reassembled() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    c.publish(1, "", "q", &body);
+    c.send(
+        1,
+        BasicGet {
+            queue: "q".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let (_, _, got) = c.content();
+    assert_eq!(&got[..], &body[..]);
+}
+
+#[test]
+fn consumer_priorities() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    let prio = |p: i32| FieldTable::new().with("x-priority", FieldValue::I32(p));
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "low".into(),
+            no_ack: true,
+            arguments: prio(1),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "high".into(),
+            no_ack: true,
+            arguments: prio(10),
+            ..Default::default()
+        },
+    );
+    c.method();
+    for _ in 0..3 {
+        c.publish(1, "", "q", b"x");
+        let (m, _, _) = c.content();
+        let Method::BasicDeliver(d) = m else { panic!() };
+        assert_eq!(d.consumer_tag.to_string(), "high");
+    }
+}
