@@ -63,22 +63,28 @@ pub struct ContentHeader {
 impl ContentHeader {
     /// Decodes a header frame payload.
     pub fn decode(payload: &Bytes) -> Result<ContentHeader, DecodeError> {
+        Self::decode_boxed(payload).map(|header| *header)
+    }
+
+    /// Decodes straight into the box a [`Frame::Header`] holds: the
+    /// properties are some 400 bytes, and building them on the stack first
+    /// cost several copies of that per header on the hot path.
+    fn decode_boxed(payload: &Bytes) -> Result<Box<ContentHeader>, DecodeError> {
         let mut r = Reader::new(payload);
         let class_id = r.u16()?;
         let _weight = r.u16()?;
         let body_size = r.u64()?;
-        let properties = if class_id == crate::generated::CLASS_BASIC {
-            let p = BasicProperties::decode(&mut r).map_err(|e| e.in_method(class_id, 0))?;
-            r.finish().map_err(|e| e.in_method(class_id, 0))?;
-            p
-        } else {
-            BasicProperties::default()
-        };
-        Ok(ContentHeader {
+        let mut header = Box::new(ContentHeader {
             class_id,
             body_size,
-            properties,
-        })
+            properties: BasicProperties::default(),
+        });
+        if class_id == crate::generated::CLASS_BASIC {
+            header.properties =
+                BasicProperties::decode(&mut r).map_err(|e| e.in_method(class_id, 0))?;
+            r.finish().map_err(|e| e.in_method(class_id, 0))?;
+        }
+        Ok(header)
     }
 
     /// Writes the payload (weight 0).
@@ -288,7 +294,7 @@ impl FrameDecoder {
             },
             FRAME_HEADER => Frame::Header {
                 channel,
-                header: Box::new(ContentHeader::decode(&payload)?),
+                header: ContentHeader::decode_boxed(&payload)?,
             },
             FRAME_BODY => Frame::Body { channel, payload },
             FRAME_HEARTBEAT => Frame::Heartbeat { channel },
