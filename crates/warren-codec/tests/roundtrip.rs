@@ -804,6 +804,14 @@ proptest! {
         let mut again = BytesMut::new();
         encode_header(&mut again, channel, &decoded);
         prop_assert_eq!(&again[..], &wire[..]);
+        // The payload-level pair agrees with the frame-level one.
+        let mut payload = BytesMut::new();
+        header.encode(&mut payload);
+        prop_assert_eq!(&payload[..], &wire[7..wire.len() - 1]);
+        let direct = ContentHeader::decode(&payload.freeze())?;
+        let mut direct_wire = BytesMut::new();
+        encode_header(&mut direct_wire, channel, &direct);
+        prop_assert_eq!(&direct_wire[..], &wire[..]);
         if !header.properties.headers.as_ref().is_some_and(table_has_nan) {
             prop_assert_eq!(*decoded, header);
         }
