@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use dashmap::DashMap;
 use warren_codec::ShortStr;
@@ -104,14 +105,16 @@ pub struct Broker {
     next_conn: AtomicU64,
     names: std::collections::hash_map::RandomState,
     name_counter: AtomicU64,
+    wall_clock: Arc<AtomicU64>,
 }
 
 impl Broker {
     /// A broker with the configured vhosts and users.
     pub fn new(config: BrokerConfig) -> Arc<Self> {
         let vhosts = DashMap::new();
+        let wall_clock = Arc::new(AtomicU64::new(0));
         for v in &config.vhosts {
-            vhosts.insert(v.clone(), VHost::new(v));
+            vhosts.insert(v.clone(), VHost::new(v, Arc::clone(&wall_clock)));
         }
         let users = config
             .users
@@ -125,7 +128,18 @@ impl Broker {
             next_conn: AtomicU64::new(1),
             names: std::collections::hash_map::RandomState::new(),
             name_counter: AtomicU64::new(0),
+            wall_clock,
         })
+    }
+
+    /// Periodic work: expires messages and unused queues. The server calls
+    /// this a few times a second with the monotonic time and the wall-clock
+    /// seconds (used in `x-death` headers).
+    pub fn tick(&self, now: Instant, unix_secs: u64) {
+        self.wall_clock.store(unix_secs, Ordering::Relaxed);
+        for vh in self.vhosts() {
+            vh.sweep(now);
+        }
     }
 
     /// The virtual host called `name`.

@@ -35,6 +35,17 @@ enum Content {
     },
 }
 
+/// How deliveries are settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Acknowledged: done.
+    Ack,
+    /// Back to the queue, redelivered.
+    Requeue,
+    /// Rejected without requeue: dead-lettered if the queue says so.
+    Reject,
+}
+
 /// A delivery awaiting ack.
 #[derive(Debug)]
 struct Unacked {
@@ -139,7 +150,7 @@ impl Channel {
             }
         }
         let all: Vec<Unacked> = self.unacked.drain(..).collect();
-        self.settle(conn, all, true);
+        self.settle(conn, all, Outcome::Requeue);
         self.tx = None;
         self.confirm = None;
         self.content = Content::Idle;
@@ -305,9 +316,12 @@ impl Channel {
                     arguments: m.arguments,
                 };
                 let broker = ctx.broker;
-                let (q, messages, consumers) = ctx
-                    .vhost
-                    .declare_queue(ctx.conn, &d, || broker.generate_name("amq.gen-"))?;
+                let (q, messages, consumers) = ctx.vhost.declare_queue(
+                    ctx.conn,
+                    &d,
+                    || broker.generate_name("amq.gen-"),
+                    ctx.now,
+                )?;
                 if q.spec.exclusive_owner == Some(ctx.conn)
                     && !ctx.exclusive_queues.iter().any(|e| Arc::ptr_eq(e, &q))
                 {
@@ -458,7 +472,7 @@ impl Channel {
             Method::BasicGet(m) => {
                 let name = self.queue_name(m.queue)?;
                 let q = ctx.vhost.queue_for(ctx.conn, &name)?;
-                match q.get() {
+                match q.get(ctx.now) {
                     None => self.send(
                         ctx,
                         BasicGetEmpty {
@@ -525,7 +539,7 @@ impl Channel {
                     return Err(Error::not_implemented("requeue=false"));
                 }
                 let all: Vec<Unacked> = self.unacked.drain(..).collect();
-                self.settle(ctx.conn, all, true);
+                self.settle(ctx.conn, all, Outcome::Requeue);
                 self.send(ctx, BasicRecoverOk);
             }
             Method::BasicRecoverAsync(m) => {
@@ -533,7 +547,7 @@ impl Channel {
                     return Err(Error::not_implemented("requeue=false"));
                 }
                 let all: Vec<Unacked> = self.unacked.drain(..).collect();
-                self.settle(ctx.conn, all, true);
+                self.settle(ctx.conn, all, Outcome::Requeue);
             }
             Method::ConfirmSelect(m) => {
                 if self.tx.is_some() {
@@ -563,7 +577,7 @@ impl Channel {
                     return Err(Error::precondition("channel is not transactional"));
                 };
                 for p in tx.publishes {
-                    self.enqueue(ctx, p.message, p.queues, p.mandatory);
+                    let _ = self.enqueue(ctx, p.message, p.queues, p.mandatory);
                 }
                 for a in tx.acks {
                     match a {
@@ -644,24 +658,25 @@ impl Channel {
             return Ok(());
         }
         let queues = std::mem::take(ctx.scratch);
-        let queues = self.enqueue(ctx, message, queues, publish.mandatory);
+        let (queues, accepted) = self.enqueue(ctx, message, queues, publish.mandatory);
         *ctx.scratch = queues;
         if let Some(c) = &mut self.confirm {
-            c.settled.push((c.next, true));
+            c.settled.push((c.next, accepted));
             c.next += 1;
         }
         Ok(())
     }
 
     /// Puts a routed message on its queues, or returns it if mandatory and
-    /// unroutable. Hands the (emptied) queue list back for reuse.
+    /// unroutable. Hands the (emptied) queue list back for reuse, with
+    /// whether every queue accepted it (a `reject-publish` limit may not).
     fn enqueue(
         &mut self,
         ctx: &mut Ctx<'_>,
         message: Arc<Message>,
         mut queues: Vec<Arc<Queue>>,
         mandatory: bool,
-    ) -> Vec<Arc<Queue>> {
+    ) -> (Vec<Arc<Queue>>, bool) {
         if queues.is_empty() {
             if mandatory {
                 let ret = BasicReturn {
@@ -678,12 +693,13 @@ impl Channel {
                     ctx.frame_max,
                 );
             }
-            return queues;
+            return (queues, true);
         }
+        let mut accepted = true;
         for q in queues.drain(..) {
-            q.publish(Arc::clone(&message));
+            accepted &= q.publish(Arc::clone(&message), ctx.now);
         }
-        queues
+        (queues, accepted)
     }
 
     /// Writes a delivery for one of this channel's consumers.
@@ -741,12 +757,17 @@ impl Channel {
                 self.unacked.remove(pos).into_iter().collect()
             }
         };
-        self.settle(conn, taken, requeue.unwrap_or(false));
+        let outcome = match requeue {
+            None => Outcome::Ack,
+            Some(true) => Outcome::Requeue,
+            Some(false) => Outcome::Reject,
+        };
+        self.settle(conn, taken, outcome);
         Ok(())
     }
 
     /// Settles deliveries with their queues, grouped by queue and consumer.
-    fn settle(&mut self, conn: ConnId, mut taken: Vec<Unacked>, requeue: bool) {
+    fn settle(&mut self, conn: ConnId, mut taken: Vec<Unacked>, outcome: Outcome) {
         if taken.is_empty() {
             return;
         }
@@ -771,14 +792,20 @@ impl Channel {
             } else {
                 0
             };
-            let back = group.into_iter().filter(|_| requeue).map(|u| {
-                let mut m = u.message;
-                m.redelivered = true;
-                m
-            });
-            let mut back: Vec<QueuedMessage> = back.collect();
-            back.sort_by_key(|m| m.seq);
-            queue.settle(conn, self.id, consumer.as_ref(), settled, back);
+            let mut msgs: Vec<QueuedMessage> = group.into_iter().map(|u| u.message).collect();
+            msgs.sort_by_key(|m| m.seq);
+            match outcome {
+                Outcome::Ack => queue.settle(conn, self.id, consumer.as_ref(), settled, []),
+                Outcome::Requeue => {
+                    for m in &mut msgs {
+                        m.redelivered = true;
+                    }
+                    queue.settle(conn, self.id, consumer.as_ref(), settled, msgs);
+                }
+                Outcome::Reject => {
+                    queue.settle_with_dead(conn, self.id, consumer.as_ref(), settled, [], msgs)
+                }
+            }
         }
         if self.credit.is_limited() {
             self.redispatch();

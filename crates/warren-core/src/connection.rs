@@ -79,6 +79,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) user: &'a str,
     pub(crate) exclusive_queues: &'a mut Vec<Arc<Queue>>,
     pub(crate) scratch: &'a mut Vec<Arc<Queue>>,
+    pub(crate) now: Instant,
 }
 
 /// One AMQP connection.
@@ -806,6 +807,7 @@ impl Connection {
             user: &self.user,
             exclusive_queues: &mut self.exclusive_queues,
             scratch: &mut self.scratch,
+            now,
         };
         if let Err(err) = ch.handle_frame(&mut ctx, frame) {
             let err = err.in_method(class_id, method_id);

@@ -10,12 +10,14 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
-use warren_codec::{FieldTable, ShortStr};
+use warren_codec::{FieldTable, FieldValue, ShortStr};
 
 use crate::mailbox::{Event, Mailbox};
 use crate::message::Message;
+use crate::vhost::VHost;
 
 /// Identifies a connection within the broker.
 pub type ConnId = u64;
@@ -49,6 +51,8 @@ pub struct QueuedMessage {
     pub message: Arc<Message>,
     /// Whether it has been delivered before.
     pub redelivered: bool,
+    /// When it expires (queue TTL or the message's `expiration`).
+    pub expires_at: Option<Instant>,
 }
 
 /// A channel's shared prefetch window (`basic.qos global=true`), counted
@@ -185,24 +189,203 @@ pub struct QueueSpec {
     pub kind: QueueType,
 }
 
+/// What to do when a length limit is reached (`x-overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop (or dead-letter) the oldest messages.
+    DropHead,
+    /// Refuse new messages: publishers in confirm mode get `basic.nack`.
+    RejectPublish,
+    /// Refuse new messages and dead-letter them.
+    RejectPublishDlx,
+}
+
+/// The queue arguments that change behaviour, parsed once at declare time
+/// (the vhost validated them first).
+#[derive(Debug, Clone)]
+pub struct QueueArgs {
+    /// `x-message-ttl`.
+    pub message_ttl: Option<Duration>,
+    /// `x-expires`: delete after this long unused.
+    pub expires: Option<Duration>,
+    /// `x-max-length`.
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`.
+    pub max_length_bytes: Option<u64>,
+    /// `x-overflow`.
+    pub overflow: Overflow,
+    /// `x-dead-letter-exchange`.
+    pub dead_letter_exchange: Option<ShortStr>,
+    /// `x-dead-letter-routing-key`.
+    pub dead_letter_routing_key: Option<ShortStr>,
+    /// `x-max-priority` (0: not a priority queue).
+    pub max_priority: u8,
+    /// `x-single-active-consumer`.
+    pub single_active_consumer: bool,
+}
+
+impl QueueArgs {
+    /// Reads validated declare arguments.
+    pub fn from_table(t: &FieldTable) -> Self {
+        let int = |k: &str| {
+            t.get(k)
+                .and_then(FieldValue::as_i64)
+                .and_then(|n| u64::try_from(n).ok())
+        };
+        let text = |k: &str| match t.get(k) {
+            Some(FieldValue::LongStr(s)) => Some(ShortStr::truncating(&s.to_lossy())),
+            _ => None,
+        };
+        QueueArgs {
+            message_ttl: int("x-message-ttl").map(Duration::from_millis),
+            expires: int("x-expires").map(Duration::from_millis),
+            max_length: int("x-max-length"),
+            max_length_bytes: int("x-max-length-bytes"),
+            overflow: match text("x-overflow").as_ref().map(ShortStr::as_bytes) {
+                Some(b"reject-publish") => Overflow::RejectPublish,
+                Some(b"reject-publish-dlx") => Overflow::RejectPublishDlx,
+                _ => Overflow::DropHead,
+            },
+            dead_letter_exchange: text("x-dead-letter-exchange"),
+            dead_letter_routing_key: text("x-dead-letter-routing-key"),
+            max_priority: int("x-max-priority").map_or(0, |n| u8::try_from(n).unwrap_or(u8::MAX)),
+            single_active_consumer: t
+                .get("x-single-active-consumer")
+                .and_then(FieldValue::as_bool)
+                .unwrap_or(false),
+        }
+    }
+
+    fn has_length_limit(&self) -> bool {
+        self.max_length.is_some() || self.max_length_bytes.is_some()
+    }
+}
+
+/// Why a message was dead-lettered (`x-death` `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    /// Rejected or nacked with `requeue=false`.
+    Rejected,
+    /// Its TTL ran out.
+    Expired,
+    /// A length limit pushed it out.
+    Maxlen,
+}
+
+impl DeathReason {
+    /// The name RabbitMQ puts in `x-death`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Rejected => "rejected",
+            DeathReason::Expired => "expired",
+            DeathReason::Maxlen => "maxlen",
+        }
+    }
+}
+
+/// Ready messages, one FIFO per priority level (one level for an ordinary
+/// queue), each ordered by sequence number.
+#[derive(Debug, Default)]
+struct Ready {
+    levels: Vec<VecDeque<QueuedMessage>>,
+    len: usize,
+    bytes: u64,
+}
+
+impl Ready {
+    fn new(max_priority: u8) -> Self {
+        Ready {
+            levels: (0..=max_priority).map(|_| VecDeque::new()).collect(),
+            len: 0,
+            bytes: 0,
+        }
+    }
+
+    fn level(&self, m: &QueuedMessage) -> usize {
+        let p = usize::from(m.message.properties.priority.unwrap_or(0));
+        p.min(self.levels.len() - 1)
+    }
+
+    fn push_back(&mut self, m: QueuedMessage) {
+        self.len += 1;
+        self.bytes += m.message.body.len() as u64;
+        let l = self.level(&m);
+        self.levels[l].push_back(m);
+    }
+
+    fn insert_by_seq(&mut self, m: QueuedMessage) {
+        self.len += 1;
+        self.bytes += m.message.body.len() as u64;
+        let l = self.level(&m);
+        let q = &mut self.levels[l];
+        let pos = q.partition_point(|r| r.seq < m.seq);
+        q.insert(pos, m);
+    }
+
+    fn front(&self) -> Option<&QueuedMessage> {
+        self.levels.iter().rev().find_map(|q| q.front())
+    }
+
+    fn pop_front(&mut self) -> Option<QueuedMessage> {
+        let m = self.levels.iter_mut().rev().find_map(|q| q.pop_front())?;
+        self.len -= 1;
+        self.bytes -= m.message.body.len() as u64;
+        Some(m)
+    }
+
+    /// The oldest message (lowest sequence number) across levels, for
+    /// drop-head: length limits drop by age, not by priority.
+    fn pop_oldest(&mut self) -> Option<QueuedMessage> {
+        let level = (0..self.levels.len())
+            .filter(|&l| !self.levels[l].is_empty())
+            .min_by_key(|&l| self.levels[l].front().map_or(u64::MAX, |m| m.seq))?;
+        let m = self.levels[level].pop_front()?;
+        self.len -= 1;
+        self.bytes -= m.message.body.len() as u64;
+        Some(m)
+    }
+
+    fn clear(&mut self) -> usize {
+        let n = self.len;
+        for q in &mut self.levels {
+            q.clear();
+        }
+        self.len = 0;
+        self.bytes = 0;
+        n
+    }
+}
+
 /// A queue.
 #[derive(Debug)]
 pub struct Queue {
     /// What it was declared with.
     pub spec: QueueSpec,
+    /// Parsed behaviour arguments.
+    pub args: QueueArgs,
+    vhost: Weak<VHost>,
     deleted: AtomicBool,
+    /// Whether any message may carry an expiry, so the periodic sweep can
+    /// skip queues that have none.
+    may_expire: AtomicBool,
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    ready: VecDeque<QueuedMessage>,
+    ready: Ready,
     next_seq: u64,
     consumers: Vec<Consumer>,
     /// Index to start the next round-robin scan at.
     cursor: usize,
     /// Set once a consumer has ever subscribed (auto-delete waits for that).
     had_consumer: bool,
+    /// The latest time any caller told the queue about.
+    clock: Option<Instant>,
+    /// Last declare, get or consumer activity, for `x-expires`.
+    last_used: Option<Instant>,
+    /// Dead letters waiting to be routed once the lock is released.
+    dead: Vec<(QueuedMessage, DeathReason)>,
 }
 
 /// Result of removing a consumer.
@@ -215,12 +398,27 @@ pub struct Removed {
 }
 
 impl Queue {
-    /// A new, empty queue.
-    pub fn new(spec: QueueSpec) -> Arc<Self> {
+    /// A new, empty queue in `vhost`.
+    pub fn new(spec: QueueSpec, vhost: Weak<VHost>) -> Arc<Self> {
+        let args = QueueArgs::from_table(&spec.arguments);
+        let state = State {
+            ready: Ready::new(args.max_priority),
+            next_seq: 0,
+            consumers: Vec::new(),
+            cursor: 0,
+            had_consumer: false,
+            clock: None,
+            last_used: None,
+            dead: Vec::new(),
+        };
+        let may_expire = args.message_ttl.is_some() || args.expires.is_some();
         Arc::new(Queue {
             spec,
+            args,
+            vhost,
             deleted: AtomicBool::new(false),
-            state: Mutex::new(State::default()),
+            may_expire: AtomicBool::new(may_expire),
+            state: Mutex::new(state),
         })
     }
 
@@ -235,6 +433,19 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Routes dead letters collected under the lock; call with it released.
+    fn after(&self, mut st: MutexGuard<'_, State>) {
+        if st.dead.is_empty() {
+            return;
+        }
+        let dead = std::mem::take(&mut st.dead);
+        let Some(now) = st.clock else { return };
+        drop(st);
+        if let Some(vh) = self.vhost.upgrade() {
+            vh.dead_letter(self, dead, now);
+        }
+    }
+
     /// Whether the queue has been deleted.
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
@@ -245,23 +456,85 @@ impl Queue {
         self.spec.exclusive_owner.is_none_or(|owner| owner == conn)
     }
 
-    /// Appends a message and delivers what consumers can take.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) {
+    /// Marks the queue used now (declare, get), for `x-expires`.
+    pub fn touch(&self, now: Instant) {
         let mut st = self.lock();
+        st.clock = Some(now);
+        st.last_used = Some(now);
+    }
+
+    /// Appends a message and delivers what consumers can take. Returns
+    /// false if a length limit with `reject-publish` refused it.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>, now: Instant) -> bool {
+        let mut st = self.lock();
+        st.clock = Some(now);
+        if st.last_used.is_none() {
+            st.last_used = Some(now);
+        }
+        let ttl = match (self.args.message_ttl, message_expiration(&message)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if ttl.is_some() {
+            self.may_expire.store(true, Ordering::Relaxed);
+        }
         let seq = st.next_seq;
         st.next_seq += 1;
-        st.ready.push_back(QueuedMessage {
+        let m = QueuedMessage {
             seq,
             message,
             redelivered: false,
-        });
+            expires_at: ttl.map(|t| now + t),
+        };
+        let mut accepted = true;
+        if self.args.has_length_limit()
+            && self.args.overflow != Overflow::DropHead
+            && self.full_for(&st, &m)
+        {
+            accepted = false;
+            if self.args.overflow == Overflow::RejectPublishDlx {
+                st.dead.push((m, DeathReason::Maxlen));
+            }
+        } else {
+            st.ready.push_back(m);
+            if self.args.has_length_limit() {
+                while self.over_limit(&st) {
+                    let Some(old) = st.ready.pop_oldest() else {
+                        break;
+                    };
+                    st.dead.push((old, DeathReason::Maxlen));
+                }
+            }
+        }
         Self::dispatch_locked(self, &mut st);
+        self.after(st);
+        accepted
+    }
+
+    fn over_limit(&self, st: &State) -> bool {
+        self.args
+            .max_length
+            .is_some_and(|n| st.ready.len as u64 > n)
+            || self
+                .args
+                .max_length_bytes
+                .is_some_and(|n| st.ready.bytes > n)
+    }
+
+    fn full_for(&self, st: &State, m: &QueuedMessage) -> bool {
+        self.args
+            .max_length
+            .is_some_and(|n| st.ready.len as u64 >= n)
+            || self
+                .args
+                .max_length_bytes
+                .is_some_and(|n| st.ready.bytes + m.message.body.len() as u64 > n)
     }
 
     /// Ready messages (not counting unacknowledged ones), as `declare-ok`
     /// reports them.
     pub fn message_count(&self) -> u32 {
-        u32::try_from(self.lock().ready.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.lock().ready.len).unwrap_or(u32::MAX)
     }
 
     /// Number of consumers.
@@ -273,7 +546,7 @@ impl Queue {
     pub fn counts(&self) -> (u32, u32) {
         let st = self.lock();
         (
-            u32::try_from(st.ready.len()).unwrap_or(u32::MAX),
+            u32::try_from(st.ready.len).unwrap_or(u32::MAX),
             u32::try_from(st.consumers.len()).unwrap_or(u32::MAX),
         )
     }
@@ -292,6 +565,7 @@ impl Queue {
         st.had_consumer = true;
         st.consumers.push(consumer);
         Self::dispatch_locked(self, &mut st);
+        self.after(st);
         Ok(())
     }
 
@@ -309,18 +583,23 @@ impl Queue {
         if st.cursor >= st.consumers.len() {
             st.cursor = 0;
         }
+        if st.consumers.is_empty() {
+            st.last_used = st.clock;
+        }
         // Others may now get what the removed consumer could not take.
         Self::dispatch_locked(self, &mut st);
-        Removed {
+        let removed = Removed {
             found,
             auto_delete_now: found && self.spec.auto_delete && st.consumers.is_empty(),
-        }
+        };
+        self.after(st);
+        removed
     }
 
     /// Settles deliveries made to one consumer (or to `basic.get` when
     /// `consumer` is `None`): frees `settled` units of its prefetch, puts
     /// `requeue` back in place (the caller sets `redelivered` on those that
-    /// reached the client), and dispatches.
+    /// reached the client), dead-letters `dead`, and dispatches.
     pub fn settle(
         self: &Arc<Self>,
         conn: ConnId,
@@ -328,6 +607,19 @@ impl Queue {
         consumer: Option<&ShortStr>,
         settled: u32,
         requeue: impl IntoIterator<Item = QueuedMessage>,
+    ) {
+        self.settle_with_dead(conn, channel, consumer, settled, requeue, Vec::new());
+    }
+
+    /// [`Queue::settle`], also dead-lettering rejected messages.
+    pub fn settle_with_dead(
+        self: &Arc<Self>,
+        conn: ConnId,
+        channel: u16,
+        consumer: Option<&ShortStr>,
+        settled: u32,
+        requeue: impl IntoIterator<Item = QueuedMessage>,
+        rejected: Vec<QueuedMessage>,
     ) {
         let mut st = self.lock();
         if let Some(tag) = consumer
@@ -340,25 +632,44 @@ impl Queue {
             if self.is_deleted() {
                 break;
             }
-            // Requeued messages are usually older than everything ready.
-            let pos = st.ready.partition_point(|r| r.seq < m.seq);
-            st.ready.insert(pos, m);
+            st.ready.insert_by_seq(m);
             any = true;
+        }
+        if self.args.dead_letter_exchange.is_some() {
+            st.dead
+                .extend(rejected.into_iter().map(|m| (m, DeathReason::Rejected)));
         }
         if any || settled > 0 {
             Self::dispatch_locked(self, &mut st);
         }
+        self.after(st);
     }
 
     /// Delivers what the consumers have room for.
     pub fn dispatch(self: &Arc<Self>) {
         let mut st = self.lock();
         Self::dispatch_locked(self, &mut st);
+        self.after(st);
+    }
+
+    /// Drops expired messages from the head.
+    fn expire_head(st: &mut State) {
+        let Some(now) = st.clock else { return };
+        while st
+            .ready
+            .front()
+            .is_some_and(|m| m.expires_at.is_some_and(|e| e < now))
+        {
+            if let Some(m) = st.ready.pop_front() {
+                st.dead.push((m, DeathReason::Expired));
+            }
+        }
     }
 
     fn dispatch_locked(this: &Arc<Queue>, st: &mut State) {
-        while !st.ready.is_empty() && !st.consumers.is_empty() {
-            let Some(i) = Self::pick(st) else { break };
+        Self::expire_head(st);
+        while st.ready.len > 0 && !st.consumers.is_empty() {
+            let Some(i) = Self::pick(this, st) else { break };
             let Some(message) = st.ready.pop_front() else {
                 break;
             };
@@ -374,13 +685,19 @@ impl Queue {
                 message,
             });
             st.cursor = i + 1;
+            Self::expire_head(st);
         }
     }
 
     /// Picks the next consumer with room: the highest priority first,
-    /// round-robin among equals. Takes channel credit for the one chosen.
-    fn pick(st: &mut State) -> Option<usize> {
+    /// round-robin among equals; with single-active-consumer only the
+    /// earliest. Takes channel credit for the one chosen.
+    fn pick(this: &Queue, st: &mut State) -> Option<usize> {
         let n = st.consumers.len();
+        if this.args.single_active_consumer {
+            let c = st.consumers.first()?;
+            return (c.has_room() && (!c.ack || c.channel_credit.try_acquire())).then_some(0);
+        }
         let top = st
             .consumers
             .iter()
@@ -407,18 +724,40 @@ impl Queue {
     }
 
     /// Takes the head message for `basic.get`, with the number left.
-    pub fn get(&self) -> Option<(QueuedMessage, u32)> {
+    pub fn get(self: &Arc<Self>, now: Instant) -> Option<(QueuedMessage, u32)> {
         let mut st = self.lock();
-        let m = st.ready.pop_front()?;
-        Some((m, u32::try_from(st.ready.len()).unwrap_or(u32::MAX)))
+        st.clock = Some(now);
+        st.last_used = Some(now);
+        Self::expire_head(&mut st);
+        let m = st.ready.pop_front();
+        let left = u32::try_from(st.ready.len).unwrap_or(u32::MAX);
+        self.after(st);
+        Some((m?, left))
     }
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        let mut st = self.lock();
-        let n = st.ready.len();
-        st.ready.clear();
+        let n = self.lock().ready.clear();
         u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Expires what is due; returns true if the queue itself has been
+    /// unused for longer than `x-expires` and should be deleted.
+    pub fn expire(self: &Arc<Self>, now: Instant) -> bool {
+        if !self.may_expire.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut st = self.lock();
+        st.clock = Some(now);
+        Self::dispatch_locked(self, &mut st);
+        let unused_too_long = self.args.expires.is_some_and(|ttl| {
+            st.consumers.is_empty()
+                && st
+                    .last_used
+                    .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
+        });
+        self.after(st);
+        unused_too_long
     }
 
     /// Marks the queue deleted, drops its messages and tells every consumer
@@ -426,8 +765,7 @@ impl Queue {
     pub fn delete(&self) -> u32 {
         let mut st = self.lock();
         self.deleted.store(true, Ordering::Release);
-        let n = u32::try_from(st.ready.len()).unwrap_or(u32::MAX);
-        st.ready.clear();
+        let n = u32::try_from(st.ready.clear()).unwrap_or(u32::MAX);
         for c in st.consumers.drain(..) {
             c.mailbox.push(Event::Cancelled {
                 channel: c.channel,
@@ -437,9 +775,15 @@ impl Queue {
         n
     }
 
-    /// Whether consumers other than on `conn`'s channel exist is irrelevant
-    /// to RabbitMQ's `if-unused`: any consumer makes the queue used.
+    /// Whether the queue has no consumers (RabbitMQ's `if-unused`).
     pub fn is_unused(&self) -> bool {
         self.lock().consumers.is_empty()
     }
+}
+
+/// The message's own `expiration`, if valid (the channel already refused
+/// invalid ones).
+fn message_expiration(m: &Message) -> Option<Duration> {
+    let e = m.properties.expiration.as_ref()?;
+    e.as_str()?.parse::<u64>().ok().map(Duration::from_millis)
 }

@@ -1,20 +1,26 @@
 //! Virtual hosts: the exchanges, queues and bindings of one namespace, and
 //! the declare/delete/bind rules with RabbitMQ's reply codes and texts.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use dashmap::DashMap;
 use warren_codec::{FieldTable, FieldValue, ReplyCode, ShortStr};
 
 use crate::error::{Error, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec};
-use crate::queue::{ConnId, Queue, QueueSpec, QueueType};
+use crate::message::Message;
+use crate::queue::{ConnId, DeathReason, Queue, QueueSpec, QueueType, QueuedMessage};
 
 /// A virtual host.
 #[derive(Debug)]
 pub struct VHost {
     /// The name, e.g. `/`.
     pub name: String,
+    me: Weak<VHost>,
+    /// Wall-clock seconds, kept by the broker's tick (for `x-death` times).
+    wall_clock: Arc<AtomicU64>,
     // DashMaps: looked up on every publish from many connection tasks.
     // Callers clone the Arc out and drop the guard at once.
     exchanges: DashMap<ShortStr, Arc<Exchange>>,
@@ -59,9 +65,15 @@ fn bool_text(b: bool) -> &'static str {
 
 impl VHost {
     /// A virtual host with the default and `amq.*` exchanges.
-    pub fn new(name: &str) -> Arc<Self> {
+    pub fn new(name: &str, wall_clock: Arc<AtomicU64>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self::build(name, me.clone(), wall_clock))
+    }
+
+    fn build(name: &str, me: Weak<VHost>, wall_clock: Arc<AtomicU64>) -> Self {
         let vh = VHost {
             name: name.to_string(),
+            me,
+            wall_clock,
             exchanges: DashMap::new(),
             queues: DashMap::new(),
         };
@@ -84,7 +96,7 @@ impl VHost {
             };
             vh.exchanges.insert(spec.name.clone(), Exchange::new(spec));
         }
-        Arc::new(vh)
+        vh
     }
 
     /// The exchange called `name`.
@@ -145,7 +157,10 @@ impl VHost {
     }
 
     /// `exchange.declare`.
-    #[allow(clippy::too_many_arguments, reason = "mirrors the method's arguments one to one")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "mirrors the method's arguments one to one"
+    )]
     pub fn declare_exchange(
         &self,
         name: &ShortStr,
@@ -276,9 +291,11 @@ impl VHost {
         conn: ConnId,
         d: &QueueDeclare,
         make_name: impl FnOnce() -> ShortStr,
+        now: Instant,
     ) -> Result<(Arc<Queue>, u32, u32)> {
         if d.passive {
             let q = self.queue_for(conn, &d.name)?;
+            q.touch(now);
             let (m, c) = q.counts();
             return Ok((q, m, c));
         }
@@ -293,6 +310,7 @@ impl VHost {
                 return Err(self.locked(&name));
             }
             self.check_equivalent(&q, d)?;
+            q.touch(now);
             let (m, c) = q.counts();
             return Ok((q, m, c));
         }
@@ -314,9 +332,10 @@ impl VHost {
         let q = Arc::clone(
             self.queues
                 .entry(name)
-                .or_insert_with(|| Queue::new(spec))
+                .or_insert_with(|| Queue::new(spec, self.me.clone()))
                 .value(),
         );
+        q.touch(now);
         let (m, c) = q.counts();
         Ok((q, m, c))
     }
@@ -689,6 +708,141 @@ impl VHost {
             && let Some(ae) = self.exchange(ae.as_bytes())
         {
             self.route_from(&ae, key, headers, out, visited, depth + 1);
+        }
+    }
+}
+
+impl VHost {
+    /// Expires messages and unused queues; called by the broker's tick.
+    pub fn sweep(&self, now: Instant) {
+        for q in self.queues() {
+            if q.expire(now) {
+                tracing::debug!(vhost = %self.name, queue = %q.name(), "queue expired (x-expires)");
+                self.remove_queue(&q);
+            }
+        }
+    }
+
+    /// Republishes messages that died in `from` to its dead-letter
+    /// exchange, with RabbitMQ's `x-death` and `x-first-death-*` headers.
+    /// Without a dead-letter exchange (or if it does not exist) they are
+    /// dropped, as in RabbitMQ.
+    pub fn dead_letter(&self, from: &Queue, dead: Vec<(QueuedMessage, DeathReason)>, now: Instant) {
+        let Some(dlx_name) = &from.args.dead_letter_exchange else {
+            return;
+        };
+        let Some(dlx) = self.exchange(dlx_name.as_bytes()) else {
+            return;
+        };
+        let wall = self.wall_clock.load(Ordering::Relaxed);
+        let mut targets = Vec::new();
+        for (m, reason) in dead {
+            let old = &m.message;
+            let mut props = old.properties.clone();
+            let mut headers = props.headers.take().unwrap_or_default();
+            let mut deaths = match headers.remove("x-death") {
+                Some(FieldValue::Array(a)) => a,
+                _ => Vec::new(),
+            };
+            let same = |v: &FieldValue| match v {
+                FieldValue::Table(t) => {
+                    t.get("queue").and_then(FieldValue::as_bytes) == Some(from.name().as_bytes())
+                        && t.get("reason").and_then(FieldValue::as_bytes)
+                            == Some(reason.as_str().as_bytes())
+                }
+                _ => false,
+            };
+            let entry = match deaths.iter().position(same) {
+                Some(i) => {
+                    let mut e = deaths.remove(i);
+                    if let FieldValue::Table(t) = &mut e {
+                        let count = t.remove("count").and_then(|c| c.as_i64()).unwrap_or(0);
+                        t.insert("count", FieldValue::I64(count.saturating_add(1)));
+                        t.remove("time");
+                        t.insert("time", FieldValue::Timestamp(wall));
+                    }
+                    e
+                }
+                None => {
+                    let mut t = FieldTable::new()
+                        .with("count", FieldValue::I64(1))
+                        .with("reason", FieldValue::LongStr(reason.as_str().into()))
+                        .with(
+                            "queue",
+                            FieldValue::LongStr(from.name().to_lossy().as_ref().into()),
+                        )
+                        .with("time", FieldValue::Timestamp(wall))
+                        .with(
+                            "exchange",
+                            FieldValue::LongStr(old.exchange.to_lossy().as_ref().into()),
+                        )
+                        .with(
+                            "routing-keys",
+                            FieldValue::Array(vec![FieldValue::LongStr(
+                                old.routing_key.to_lossy().as_ref().into(),
+                            )]),
+                        );
+                    if let Some(exp) = &props.expiration {
+                        t.insert(
+                            "original-expiration",
+                            FieldValue::LongStr(exp.to_lossy().as_ref().into()),
+                        );
+                    }
+                    FieldValue::Table(t)
+                }
+            };
+            deaths.insert(0, entry);
+            let rejected_in_cycle = deaths.iter().any(|d| match d {
+                FieldValue::Table(t) => {
+                    t.get("reason").and_then(FieldValue::as_bytes) == Some(b"rejected")
+                }
+                _ => false,
+            });
+            let died_in = |q: &Queue| {
+                deaths.iter().any(|d| match d {
+                    FieldValue::Table(t) => {
+                        t.get("queue").and_then(FieldValue::as_bytes) == Some(q.name().as_bytes())
+                    }
+                    _ => false,
+                })
+            };
+            if headers.get("x-first-death-reason").is_none() {
+                headers.insert(
+                    "x-first-death-exchange",
+                    FieldValue::LongStr(old.exchange.to_lossy().as_ref().into()),
+                );
+                headers.insert(
+                    "x-first-death-queue",
+                    FieldValue::LongStr(from.name().to_lossy().as_ref().into()),
+                );
+                headers.insert(
+                    "x-first-death-reason",
+                    FieldValue::LongStr(reason.as_str().into()),
+                );
+            }
+            let routing_key = from
+                .args
+                .dead_letter_routing_key
+                .clone()
+                .unwrap_or_else(|| old.routing_key.clone());
+            targets.clear();
+            self.route(&dlx, &routing_key, Some(&headers), &mut targets);
+            // A message that would die in a cycle without ever being
+            // rejected is dropped (RabbitMQ's rule), which also bounds the
+            // recursion below.
+            targets.retain(|q| rejected_in_cycle || !died_in(q));
+            headers.insert("x-death", FieldValue::Array(deaths));
+            props.headers = Some(headers);
+            props.expiration = None;
+            let msg = Arc::new(Message {
+                exchange: dlx_name.clone(),
+                routing_key,
+                properties: props,
+                body: old.body.clone(),
+            });
+            for q in targets.drain(..) {
+                q.publish(Arc::clone(&msg), now);
+            }
         }
     }
 }

@@ -1953,3 +1953,389 @@ fn consumer_priorities() {
         assert_eq!(d.consumer_tag.to_string(), "high");
     }
 }
+
+// ---------------------------------------------------------------- queue arguments
+
+fn args(entries: &[(&str, FieldValue)]) -> FieldTable {
+    let mut t = FieldTable::new();
+    for (k, v) in entries {
+        t.insert(*k, v.clone());
+    }
+    t
+}
+
+fn s(v: &str) -> FieldValue {
+    FieldValue::LongStr(v.into())
+}
+
+fn count(c: &mut Client, q: &str) -> u32 {
+    c.send(
+        1,
+        QueueDeclare {
+            queue: q.into(),
+            passive: true,
+            ..Default::default()
+        },
+    );
+    let Method::QueueDeclareOk(ok) = c.method().1 else {
+        panic!()
+    };
+    ok.message_count
+}
+
+#[test]
+fn message_ttl_expires_into_the_dead_letter_exchange() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "dlq");
+    c.send(
+        1,
+        QueueBind {
+            queue: "dlq".into(),
+            exchange: "amq.direct".into(),
+            routing_key: "dead".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    let a = args(&[
+        ("x-message-ttl", FieldValue::I32(1000)),
+        ("x-dead-letter-exchange", s("amq.direct")),
+        ("x-dead-letter-routing-key", s("dead")),
+    ]);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "delay".into(),
+            arguments: a,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.publish(1, "", "delay", b"later");
+    b.tick(c.now + Duration::from_millis(500), 1_700_000_000);
+    assert_eq!(count(&mut c, "delay"), 1);
+    b.tick(c.now + Duration::from_millis(1500), 1_700_000_000);
+    assert_eq!(count(&mut c, "delay"), 0);
+    c.send(
+        1,
+        BasicGet {
+            queue: "dlq".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let (m, props, body) = c.content();
+    let Method::BasicGetOk(g) = m else { panic!() };
+    assert_eq!(
+        (&body[..], g.routing_key.to_string()),
+        (&b"later"[..], "dead".to_string())
+    );
+    let h = props.headers.unwrap();
+    assert_eq!(h.get("x-first-death-reason"), Some(&s("expired")));
+    assert_eq!(h.get("x-first-death-queue"), Some(&s("delay")));
+    let Some(FieldValue::Array(deaths)) = h.get("x-death") else {
+        panic!()
+    };
+    let FieldValue::Table(d) = &deaths[0] else {
+        panic!()
+    };
+    assert_eq!(d.get("count"), Some(&FieldValue::I64(1)));
+    assert_eq!(d.get("reason"), Some(&s("expired")));
+    assert_eq!(d.get("time"), Some(&FieldValue::Timestamp(1_700_000_000)));
+}
+
+#[test]
+fn per_message_expiration_and_zero_ttl() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    let props = BasicProperties {
+        expiration: Some("0".into()),
+        ..Default::default()
+    };
+    c.publish_props(1, "", "q", b"x", props, false);
+    b.tick(c.now + Duration::from_millis(1), 0);
+    c.send(
+        1,
+        BasicGet {
+            queue: "q".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::BasicGetEmpty(_)));
+}
+
+#[test]
+fn reject_without_requeue_dead_letters_with_x_death() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "dlq");
+    c.send(
+        1,
+        QueueBind {
+            queue: "dlq".into(),
+            exchange: "amq.fanout".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "work".into(),
+            arguments: args(&[("x-dead-letter-exchange", s("amq.fanout"))]),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.publish(1, "", "work", b"bad");
+    c.send(
+        1,
+        BasicGet {
+            queue: "work".into(),
+            ..Default::default()
+        },
+    );
+    let t = c.delivery_tag();
+    c.send(
+        1,
+        BasicReject {
+            delivery_tag: t,
+            requeue: false,
+        },
+    );
+    c.send(
+        1,
+        BasicGet {
+            queue: "dlq".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let (_, props, _) = c.content();
+    let h = props.headers.unwrap();
+    assert_eq!(h.get("x-first-death-reason"), Some(&s("rejected")));
+    // Acked messages are not dead-lettered.
+    c.publish(1, "", "work", b"good");
+    c.send(
+        1,
+        BasicGet {
+            queue: "work".into(),
+            ..Default::default()
+        },
+    );
+    let t = c.delivery_tag();
+    c.send(
+        1,
+        BasicAck {
+            delivery_tag: t,
+            multiple: false,
+        },
+    );
+    assert_eq!(count(&mut c, "dlq"), 0);
+}
+
+#[test]
+fn max_length_drops_the_head_or_rejects_publishes() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "cap".into(),
+            arguments: args(&[("x-max-length", FieldValue::I32(2))]),
+            ..Default::default()
+        },
+    );
+    c.method();
+    for i in 0..3 {
+        c.publish(1, "", "cap", format!("m{i}").as_bytes());
+    }
+    assert_eq!(count(&mut c, "cap"), 2);
+    c.send(
+        1,
+        BasicGet {
+            queue: "cap".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(&c.content().2[..], b"m1", "the oldest was dropped");
+
+    let a = args(&[
+        ("x-max-length", FieldValue::I32(1)),
+        ("x-overflow", s("reject-publish")),
+    ]);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "rp".into(),
+            arguments: a,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(1, ConfirmSelect::default());
+    c.method();
+    c.publish(1, "", "rp", b"1");
+    let Method::BasicAck(ack) = c.method().1 else {
+        panic!()
+    };
+    assert_eq!(ack.delivery_tag, 1);
+    c.publish_props(1, "", "rp", b"2", BasicProperties::default(), true);
+    let Method::BasicNack(nack) = c.method().1 else {
+        panic!("a refused publish is nacked, not returned")
+    };
+    assert_eq!(nack.delivery_tag, 2);
+    assert_eq!(count(&mut c, "rp"), 1);
+}
+
+#[test]
+fn priority_queue_delivers_high_first() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "p".into(),
+            arguments: args(&[("x-max-priority", FieldValue::I32(10))]),
+            ..Default::default()
+        },
+    );
+    c.method();
+    for p in [1u8, 9, 5] {
+        let props = BasicProperties {
+            priority: Some(p),
+            ..Default::default()
+        };
+        c.publish_props(1, "", "p", &[p], props, false);
+    }
+    for expected in [9u8, 5, 1] {
+        c.send(
+            1,
+            BasicGet {
+                queue: "p".into(),
+                no_ack: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(c.content().2[0], expected);
+    }
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "bad".into(),
+            arguments: args(&[("x-max-priority", FieldValue::I32(300))]),
+            ..Default::default()
+        },
+    );
+    c.channel_closed(1, 406);
+}
+
+#[test]
+fn single_active_consumer_takes_everything_until_it_leaves() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "sac".into(),
+            arguments: args(&[("x-single-active-consumer", FieldValue::Bool(true))]),
+            ..Default::default()
+        },
+    );
+    c.method();
+    for tag in ["first", "second"] {
+        c.send(
+            1,
+            BasicConsume {
+                queue: "sac".into(),
+                consumer_tag: tag.into(),
+                no_ack: true,
+                ..Default::default()
+            },
+        );
+        c.method();
+    }
+    for _ in 0..2 {
+        c.publish(1, "", "sac", b"x");
+        let Method::BasicDeliver(d) = c.content().0 else {
+            panic!()
+        };
+        assert_eq!(d.consumer_tag.to_string(), "first");
+    }
+    c.send(
+        1,
+        BasicCancel {
+            consumer_tag: "first".into(),
+            nowait: false,
+        },
+    );
+    c.method();
+    c.publish(1, "", "sac", b"x");
+    let Method::BasicDeliver(d) = c.content().0 else {
+        panic!()
+    };
+    assert_eq!(d.consumer_tag.to_string(), "second");
+}
+
+#[test]
+fn unused_queue_expires() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "tmp".into(),
+            arguments: args(&[("x-expires", FieldValue::I32(500))]),
+            ..Default::default()
+        },
+    );
+    c.method();
+    b.tick(c.now + Duration::from_millis(600), 0);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "tmp".into(),
+            passive: true,
+            ..Default::default()
+        },
+    );
+    c.channel_closed(1, 404);
+}
+
+#[test]
+fn invalid_queue_arguments_are_406() {
+    let cases = [
+        (
+            args(&[("x-message-ttl", s("abc"))]),
+            "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {unacceptable_type,longstr}",
+        ),
+        (
+            args(&[("x-message-ttl", FieldValue::I32(-1))]),
+            "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}",
+        ),
+        (
+            args(&[("x-expires", FieldValue::I32(0))]),
+            "PRECONDITION_FAILED - invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}",
+        ),
+        (
+            args(&[("x-dead-letter-routing-key", s("k"))]),
+            "PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': routing_key_but_no_dlx_defined",
+        ),
+    ];
+    for (a, expected) in cases {
+        let b = broker();
+        let mut c = Client::open(&b);
+        c.send(
+            1,
+            QueueDeclare {
+                queue: "q".into(),
+                arguments: a,
+                ..Default::default()
+            },
+        );
+        assert_eq!(c.channel_closed(1, 406), expected);
+    }
+}

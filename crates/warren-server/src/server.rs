@@ -63,6 +63,7 @@ pub async fn run(listener: TcpListener, server: Server, shutdown: impl Future) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let limit = Arc::new(Semaphore::new(server.config.max_connections));
     let mut tasks = JoinSet::new();
+    let ticker = tokio::spawn(tick(Arc::clone(&server.broker), stop_rx.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -119,6 +120,27 @@ pub async fn run(listener: TcpListener, server: Server, shutdown: impl Future) {
             "shutdown timeout: dropping remaining connections"
         );
         tasks.abort_all();
+    }
+    ticker.abort();
+}
+
+/// How often message TTLs and queue expiry are checked.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Periodic broker work (TTL expiry, `x-expires`) until shutdown.
+async fn tick(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                broker.tick(std::time::Instant::now(), unix);
+            }
+            _ = stop.changed() => return,
+        }
     }
 }
 
