@@ -1,0 +1,99 @@
+"""Shared plumbing for the Python interop clients.
+
+Each client module defines scenario functions and calls `main(SCENARIOS)`.
+The runner calls `python CLIENT.py SCENARIO`; exit 0 is a pass, exit 3 means
+the client library cannot express the scenario (n/a), anything else fails.
+"""
+
+import hashlib
+import os
+import sys
+import time
+import traceback
+import uuid
+
+HOST = os.environ.get("WARREN_HOST", "127.0.0.1")
+PORT = int(os.environ.get("WARREN_PORT", "5672"))
+USER = os.environ.get("WARREN_USER", "guest")
+PASSWORD = os.environ.get("WARREN_PASSWORD", "guest")
+URL = f"amqp://{USER}:{PASSWORD}@{HOST}:{PORT}/%2F"
+
+EXIT_NA = 3
+
+# The texts RabbitMQ sends; Warren must send the same.
+def redeclare_text(queue):
+    return (f"PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{queue}' "
+            f"in vhost '/': received 'true' but current is 'false'")
+
+TOPIC_BINDINGS = {"q1": ["*.orange.*"], "q2": ["*.*.rabbit", "lazy.#"]}
+TOPIC_KEYS = ["quick.orange.rabbit", "lazy.orange.elephant", "quick.orange.fox",
+              "lazy.brown.fox", "lazy.pink.rabbit", "quick.brown.fox", "orange",
+              "quick.orange.new.rabbit", "lazy.orange.new.rabbit", "lazy"]
+TOPIC_EXPECTED = {
+    "q1": ["quick.orange.rabbit", "lazy.orange.elephant", "quick.orange.fox"],
+    "q2": ["quick.orange.rabbit", "lazy.orange.elephant", "lazy.brown.fox",
+           "lazy.pink.rabbit", "lazy.orange.new.rabbit", "lazy"],
+}
+LARGE_SIZE = 8 * 1024 * 1024
+
+
+class NotApplicable(Exception):
+    """The client library cannot express this scenario."""
+
+
+def name(prefix):
+    """A queue or exchange name no other run or client will use."""
+    return f"interop-py-{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def large_body():
+    return os.urandom(LARGE_SIZE)
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def check_eq(got, want, what):
+    if got != want:
+        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
+
+
+def fib(n):
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+def deadline(seconds):
+    end = time.monotonic() + seconds
+    return lambda: time.monotonic() < end
+
+
+def main(scenarios):
+    if len(sys.argv) != 2:
+        print(f"usage: {sys.argv[0]} SCENARIO|list", file=sys.stderr)
+        return 2
+    scenario = sys.argv[1]
+    if scenario == "list":
+        print("\n".join(scenarios))
+        return 0
+    fn = scenarios.get(scenario)
+    if fn is None:
+        print(f"n/a: no such scenario for this client")
+        return EXIT_NA
+    try:
+        fn()
+    except NotApplicable as e:
+        print(f"n/a: {e}")
+        return EXIT_NA
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0

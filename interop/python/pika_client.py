@@ -1,0 +1,397 @@
+"""pika's BlockingConnection against Warren."""
+
+import sys
+import time
+
+import pika
+import pika.exceptions as pe
+
+from common import (HOST, PORT, USER, PASSWORD, NotApplicable, TOPIC_BINDINGS,
+                    TOPIC_EXPECTED, TOPIC_KEYS, check, check_eq, deadline, fib,
+                    large_body, main, name, redeclare_text, sha)
+
+
+def connect(password=PASSWORD, heartbeat=None):
+    params = pika.ConnectionParameters(
+        host=HOST, port=PORT, credentials=pika.PlainCredentials(USER, password),
+        heartbeat=heartbeat, connection_attempts=1, blocked_connection_timeout=30)
+    return pika.BlockingConnection(params)
+
+
+def get_one(ch, queue, seconds=5):
+    """basic.get until a message arrives; publishes are asynchronous."""
+    alive = deadline(seconds)
+    while alive():
+        method, props, body = ch.basic_get(queue, auto_ack=True)
+        if method is not None:
+            return method, props, body
+        ch.connection.sleep(0.02)
+    raise AssertionError(f"no message on {queue} within {seconds}s")
+
+
+def drain(ch, queue):
+    out = []
+    for _ in range(1000):
+        method, props, body = ch.basic_get(queue, auto_ack=True)
+        if method is None:
+            return out
+        out.append((method, props, body))
+    raise AssertionError("queue did not drain")
+
+
+def hello():
+    conn = connect()
+    ch = conn.channel()
+    q = name("hello")
+    ch.queue_declare(q)
+    ch.basic_publish("", q, b"Hello World!")
+    received = []
+
+    def on_msg(ch_, method, props, body):
+        received.append(body)
+        ch_.stop_consuming()
+
+    ch.basic_consume(q, on_msg, auto_ack=True)
+    conn.call_later(5, ch.stop_consuming)
+    ch.start_consuming()
+    check_eq(received, [b"Hello World!"], "hello body")
+    ch.queue_delete(q)
+    conn.close()
+
+
+def work_queues():
+    q = name("tasks")
+    pub = connect()
+    pch = pub.channel()
+    pch.queue_declare(q, durable=True)
+    workers = []
+    for i in range(2):
+        c = connect()
+        ch = c.channel()
+        ch.basic_qos(prefetch_count=1)
+        pending = []
+        ch.basic_consume(q, lambda ch_, m, p, b, pending=pending: pending.append(m.delivery_tag))
+        workers.append((c, ch, pending, [0]))
+    n = 20
+    for i in range(n):
+        pch.basic_publish("", q, f"task {i}".encode(),
+                          pika.BasicProperties(delivery_mode=2))
+    alive = deadline(15)
+    while sum(w[3][0] for w in workers) < n and alive():
+        for c, ch, pending, done in workers:
+            c.process_data_events(time_limit=0.01)
+            check(len(pending) <= 1, f"worker has {len(pending)} unacked with prefetch 1")
+            for tag in pending:
+                ch.basic_ack(tag)
+                done[0] += 1
+            pending.clear()
+    counts = [w[3][0] for w in workers]
+    check_eq(sum(counts), n, "tasks done")
+    check(all(c > 0 for c in counts), f"fair dispatch: both workers get work, got {counts}")
+    pch.queue_delete(q)
+    for w in workers:
+        w[0].close()
+    pub.close()
+
+
+def exclusive_bound_queue(conn, exchange, keys):
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    check(q.startswith("amq.gen-"), f"server-named queue {q!r}")
+    for k in keys:
+        ch.queue_bind(q, exchange, routing_key=k)
+    return ch, q
+
+
+def pubsub():
+    ex = name("logs")
+    conns = [connect() for _ in range(3)]
+    pch = conns[0].channel()
+    pch.exchange_declare(ex, exchange_type="fanout")
+    pch.confirm_delivery()
+    subs = [exclusive_bound_queue(c, ex, [""]) for c in conns[1:]]
+    pch.basic_publish(ex, "", b"log line")
+    for ch, q in subs:
+        check_eq(get_one(ch, q)[2], b"log line", "fanout copy")
+    pch.exchange_delete(ex)
+    for c in conns:
+        c.close()
+
+
+def routing():
+    ex = name("direct_logs")
+    conn = connect()
+    pch = conn.channel()
+    pch.exchange_declare(ex, exchange_type="direct")
+    pch.confirm_delivery()
+    ch_a, qa = exclusive_bound_queue(conn, ex, ["error"])
+    ch_b, qb = exclusive_bound_queue(conn, ex, ["info", "warning", "error"])
+    for sev in ["info", "warning", "error"]:
+        pch.basic_publish(ex, sev, sev.encode())
+    check_eq([b for _, _, b in drain(ch_a, qa)], [b"error"], "error-only queue")
+    check_eq([b for _, _, b in drain(ch_b, qb)], [b"info", b"warning", b"error"], "all-severities queue")
+    pch.exchange_delete(ex)
+    conn.close()
+
+
+def topics():
+    ex = name("topic_logs")
+    conn = connect()
+    pch = conn.channel()
+    pch.exchange_declare(ex, exchange_type="topic")
+    pch.confirm_delivery()
+    qs = {k: exclusive_bound_queue(conn, ex, pats) for k, pats in TOPIC_BINDINGS.items()}
+    for key in TOPIC_KEYS:
+        pch.basic_publish(ex, key, key.encode())
+    for k, (ch, q) in qs.items():
+        got = [m.routing_key for m, _, _ in drain(ch, q)]
+        check_eq(got, TOPIC_EXPECTED[k], f"topic queue {k}")
+    pch.exchange_delete(ex)
+    conn.close()
+
+
+def rpc():
+    rpc_queue = name("rpc_queue")
+    server = connect()
+    sch = server.channel()
+    sch.queue_declare(rpc_queue, auto_delete=True)
+    sch.basic_qos(prefetch_count=1)
+
+    def on_request(ch, method, props, body):
+        reply = str(fib(int(body))).encode()
+        ch.basic_publish("", props.reply_to, reply,
+                         pika.BasicProperties(correlation_id=props.correlation_id))
+        ch.basic_ack(method.delivery_tag)
+
+    sch.basic_consume(rpc_queue, on_request)
+
+    client = connect()
+    cch = client.channel()
+    callback_queue = cch.queue_declare("", exclusive=True).method.queue
+    responses = {}
+    cch.basic_consume(callback_queue,
+                      lambda ch, m, p, b: responses.__setitem__(p.correlation_id, b),
+                      auto_ack=True)
+    for n in [1, 10, 30]:
+        corr = f"corr-{n}"
+        cch.basic_publish("", rpc_queue, str(n).encode(),
+                          pika.BasicProperties(reply_to=callback_queue, correlation_id=corr))
+        alive = deadline(5)
+        while corr not in responses and alive():
+            server.process_data_events(time_limit=0.01)
+            client.process_data_events(time_limit=0.01)
+        check_eq(responses.get(corr), str(fib(n)).encode(), f"fib({n})")
+    client.close()
+    server.close()
+
+
+def confirms_individual():
+    conn = connect()
+    ch = conn.channel()
+    q = name("confirms")
+    ch.queue_declare(q, exclusive=True)
+    ch.confirm_delivery()
+    for i in range(100):
+        # With confirms on, BlockingChannel.basic_publish waits for the ack
+        # and raises NackError on a nack.
+        ch.basic_publish("", q, str(i).encode())
+    check_eq(ch.queue_declare(q, passive=True).method.message_count, 100, "messages confirmed")
+    conn.close()
+
+
+def confirms_batch():
+    raise NotApplicable("BlockingChannel waits for each confirm; no batch API")
+
+
+def confirms_async():
+    raise NotApplicable("BlockingChannel has no asynchronous confirm callback")
+
+
+def mandatory_return():
+    conn = connect()
+    ch = conn.channel()
+    returned = []
+    ch.add_on_return_callback(lambda ch_, m, p, b: returned.append((m, b)))
+    ch.basic_publish("", name("nowhere"), b"lost", mandatory=True)
+    alive = deadline(5)
+    while not returned and alive():
+        conn.process_data_events(time_limit=0.05)
+    check(returned, "no basic.return")
+    m, b = returned[0]
+    check_eq((m.reply_code, m.reply_text, b), (312, "NO_ROUTE", b"lost"), "basic.return")
+    conn.close()
+
+
+def nack_requeue():
+    conn = connect()
+    ch = conn.channel()
+    q = name("nack")
+    ch.queue_declare(q, exclusive=True)
+    ch.basic_publish("", q, b"again")
+    seen = []
+
+    def on_msg(ch_, m, p, b):
+        seen.append((m.redelivered, b))
+        if len(seen) == 1:
+            ch_.basic_nack(m.delivery_tag, requeue=True)
+        else:
+            ch_.basic_ack(m.delivery_tag)
+            ch_.stop_consuming()
+
+    ch.basic_consume(q, on_msg)
+    conn.call_later(5, ch.stop_consuming)
+    ch.start_consuming()
+    check_eq(seen, [(False, b"again"), (True, b"again")], "deliveries")
+    conn.close()
+
+
+def prefetch_limit():
+    conn = connect()
+    ch = conn.channel()
+    q = name("prefetch")
+    ch.queue_declare(q, exclusive=True)
+    total, limit = 30, 5
+    for i in range(total):
+        ch.basic_publish("", q, str(i).encode())
+    ch.basic_qos(prefetch_count=limit)
+    unacked = []
+    ch.basic_consume(q, lambda ch_, m, p, b: unacked.append(m.delivery_tag))
+    done = 0
+    alive = deadline(15)
+    while done < total and alive():
+        # Let the broker push as much as it will before acking anything.
+        conn.process_data_events(time_limit=0.1)
+        check(len(unacked) <= limit, f"{len(unacked)} unacked with prefetch {limit}")
+        if unacked:
+            check(len(unacked) == limit or done + len(unacked) == total,
+                  f"only {len(unacked)} delivered while more are ready")
+            ch.basic_ack(unacked[-1], multiple=True)
+            done += len(unacked)
+            unacked.clear()
+    check_eq(done, total, "messages consumed")
+    conn.close()
+
+
+def expect_channel_close(fn, code):
+    try:
+        fn()
+    except pe.ChannelClosedByBroker as e:
+        check_eq(e.reply_code, code, f"reply code ({e.reply_text})")
+        return e.reply_text
+    raise AssertionError(f"expected channel.close {code}")
+
+
+def exclusive_locked():
+    a = connect()
+    q = name("exclusive")
+    a.channel().queue_declare(q, exclusive=True)
+    b = connect()
+    text = expect_channel_close(lambda: b.channel().queue_declare(q), 405)
+    check(text.startswith("RESOURCE_LOCKED - "), f"text {text!r}")
+    text = expect_channel_close(lambda: b.channel().basic_consume(q, lambda *a: None), 405)
+    b.close()
+    a.close()
+
+
+def passive_404():
+    conn = connect()
+    q = name("missing")
+    text = expect_channel_close(lambda: conn.channel().queue_declare(q, passive=True), 404)
+    check_eq(text, f"NOT_FOUND - no queue '{q}' in vhost '/'", "text")
+    ch = conn.channel()
+    ch.queue_declare(q, exclusive=True)
+    ch.basic_publish("", q, b"still working")
+    check_eq(get_one(ch, q)[2], b"still working", "after 404")
+    conn.close()
+
+
+def redeclare_406():
+    conn = connect()
+    q = name("redeclare")
+    ch = conn.channel()
+    ch.queue_declare(q, durable=False)
+    text = expect_channel_close(lambda: conn.channel().queue_declare(q, durable=True), 406)
+    check_eq(text, redeclare_text(q), "text")
+    conn.channel().queue_delete(q)
+    conn.close()
+
+
+def wrong_password():
+    try:
+        connect(password="wrong-password")
+    except pe.ProbableAuthenticationError as e:
+        check("403" in str(e) or "ACCESS_REFUSED" in str(e), f"error {e!r}")
+        return
+    except pe.AuthenticationError as e:
+        return
+    raise AssertionError("login with a wrong password succeeded")
+
+
+def large_message():
+    conn = connect()
+    ch = conn.channel()
+    q = name("large")
+    ch.queue_declare(q, exclusive=True)
+    body = large_body()
+    ch.basic_publish("", q, body)
+    got = get_one(ch, q, 20)[2]
+    check_eq((len(got), sha(got)), (len(body), sha(body)), "body")
+    conn.close()
+
+
+def many_channels():
+    conn = connect()
+    q = name("channels")
+    channels = [conn.channel() for _ in range(100)]
+    channels[0].queue_declare(q, exclusive=True)
+    channels[0].confirm_delivery()
+    check_eq(len({c.channel_number for c in channels}), 100, "distinct channel ids")
+    for i, c in enumerate(channels):
+        c.basic_publish("", q, str(i).encode())
+    channels[0].basic_publish("", q, b"sync")  # the confirm orders after the rest
+    bodies = sorted(int(b) for _, _, b in drain(channels[-1], q) if b != b"sync")
+    check_eq(bodies, list(range(100)), "one message per channel")
+    for c in channels:
+        c.close()
+    conn.close()
+
+
+def heartbeat():
+    conn = connect(heartbeat=2)
+    ch = conn.channel()
+    q = name("heartbeat")
+    ch.queue_declare(q, exclusive=True)
+    # BlockingConnection.sleep keeps the I/O loop (and so heartbeats) going;
+    # the application itself stays idle.
+    conn.sleep(10)
+    ch.basic_publish("", q, b"alive")
+    check_eq(get_one(ch, q)[2], b"alive", "after idle")
+    conn.close()
+
+
+def server_cancel():
+    a = connect()
+    q = name("cancel")
+    ch = a.channel()
+    ch.queue_declare(q)
+    cancelled = []
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = ch.basic_consume(q, lambda *args: None)
+    b = connect()
+    b.channel().queue_delete(q)
+    b.close()
+    alive = deadline(5)
+    while not cancelled and alive():
+        a.process_data_events(time_limit=0.05)
+    check_eq(cancelled, [tag], "server-sent basic.cancel")
+    a.close()
+
+
+SCENARIOS = {f.__name__: f for f in [
+    hello, work_queues, pubsub, routing, topics, rpc, confirms_individual,
+    confirms_batch, confirms_async, mandatory_return, nack_requeue,
+    prefetch_limit, exclusive_locked, passive_404, redeclare_406,
+    wrong_password, large_message, many_channels, heartbeat, server_cancel]}
+
+if __name__ == "__main__":
+    sys.exit(main(SCENARIOS))

@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# Warren's interop suite: real RabbitMQ client libraries against a real
+# `warren` process on loopback. See interop/README.md.
+#
+#   bash interop/run.sh                      # everything
+#   INTEROP_CLIENTS="pika go" bash interop/run.sh
+#   INTEROP_SCENARIOS="hello rpc" bash interop/run.sh
+#   WARREN_BIN=/path/to/warren bash interop/run.sh   # skip building warren
+#   INTEROP_WRITE_DOCS=1 bash interop/run.sh         # also refresh docs/compatibility.md
+#   INTEROP_SKIP_INSTALL=1 bash interop/run.sh       # never call apt/pip/npm
+#
+# Ends with a line `N passed, N failed`; exits non-zero if any cell failed.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+BUILD="$HERE/build"
+VENV="$HERE/.venv"
+export CARGO_TARGET_DIR_INTEROP="${CARGO_TARGET_DIR_INTEROP:-$REPO/target/interop-rust}"
+CELL_TIMEOUT="${INTEROP_TIMEOUT:-45}"
+START_TS=$(date +%s)
+
+SCENARIOS_ALL="hello work_queues pubsub routing topics rpc confirms_individual
+confirms_batch confirms_async mandatory_return nack_requeue prefetch_limit
+exclusive_locked passive_404 redeclare_406 wrong_password large_message
+many_channels heartbeat server_cancel celery_task"
+CLIENTS_ALL="pika aio-pika kombu celery amqplib-cb amqplib-promise go java lapin amqprs amqp-tools"
+SCENARIOS="${INTEROP_SCENARIOS:-$SCENARIOS_ALL}"
+CLIENTS="${INTEROP_CLIENTS:-$CLIENTS_ALL}"
+
+log() { printf '[interop %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 2; }
+wants() { [[ " $(echo $CLIENTS) " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------- installs
+# Each step checks before it acts, so a second run installs nothing.
+
+APT_UPDATED=0
+apt_install() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ -n "${INTEROP_SKIP_INSTALL:-}" ] && die "missing packages: ${missing[*]}"
+    if [ $APT_UPDATED -eq 0 ]; then
+        log "apt-get update"
+        apt-get update -qq || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    log "apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install failed"
+}
+
+install_all() {
+    local pkgs=()
+    wants go && pkgs+=(golang-go golang-github-rabbitmq-amqp091-go-dev)
+    wants java && { pkgs+=(librabbitmq-client-java libslf4j-java); command -v javac >/dev/null || pkgs+=(default-jdk-headless); }
+    wants amqp-tools && pkgs+=(amqp-tools)
+    if wants amqplib-cb || wants amqplib-promise; then
+        command -v node >/dev/null || pkgs+=(nodejs)
+        command -v npm >/dev/null || pkgs+=(npm)
+    fi
+    if wants pika || wants aio-pika || wants kombu || wants celery; then
+        python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
+    fi
+    apt_install "${pkgs[@]}"
+
+    if wants pika || wants aio-pika || wants kombu || wants celery; then
+        local req="$HERE/python/requirements.txt" stamp="$VENV/.interop-requirements"
+        [ -x "$VENV/bin/python" ] || { log "python venv at $VENV"; python3 -m venv "$VENV" || die "venv failed"; }
+        if ! cmp -s "$req" "$stamp"; then
+            [ -n "${INTEROP_SKIP_INSTALL:-}" ] && die "python requirements not installed"
+            log "pip install -r python/requirements.txt"
+            "$VENV/bin/pip" install -q -r "$req" || die "pip install failed"
+            cp "$req" "$stamp"
+        fi
+    fi
+    if wants amqplib-cb || wants amqplib-promise; then
+        local stamp="$HERE/node/node_modules/.interop-lock"
+        if ! cmp -s "$HERE/node/package-lock.json" "$stamp"; then
+            [ -n "${INTEROP_SKIP_INSTALL:-}" ] && die "node modules not installed"
+            log "npm ci in interop/node"
+            (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed"
+            cp "$HERE/node/package-lock.json" "$stamp"
+        fi
+    fi
+}
+
+# ------------------------------------------------------------------ builds
+
+build_all() {
+    mkdir -p "$BUILD"
+    if [ -z "${WARREN_BIN:-}" ]; then
+        log "cargo build -p warren-server"
+        (cd "$REPO" && cargo build -j 1 -q -p warren-server) || die "warren build failed"
+        WARREN_BIN="$REPO/target/debug/warren"
+    fi
+    [ -x "$WARREN_BIN" ] || die "no warren binary at $WARREN_BIN"
+
+    if wants go; then
+        log "go build (amqp091-go from Debian, GOPATH mode, no network)"
+        (cd "$HERE/go" && GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off GOFLAGS= \
+            go build -o "$BUILD/go-client" .) || die "go build failed"
+    fi
+    if wants java; then
+        local src="$HERE/java/Interop.java"
+        if [ ! -f "$BUILD/java/Interop.class" ] || [ "$src" -nt "$BUILD/java/Interop.class" ]; then
+            log "javac (amqp-client from Debian)"
+            rm -rf "$BUILD/java" && mkdir -p "$BUILD/java"
+            javac -nowarn -cp /usr/share/java/amqp-client.jar -d "$BUILD/java" "$src" || die "javac failed"
+        fi
+    fi
+    if wants lapin || wants amqprs; then
+        log "cargo build (lapin, amqprs) in interop/rust"
+        (cd "$HERE/rust" && CARGO_TARGET_DIR="$CARGO_TARGET_DIR_INTEROP" cargo build -j 1 -q --locked) \
+            || die "interop/rust build failed"
+    fi
+}
+
+client_cmd() {
+    local py="$VENV/bin/python"
+    case "$1" in
+        pika) echo "$py $HERE/python/pika_client.py" ;;
+        aio-pika) echo "$py $HERE/python/aiopika_client.py" ;;
+        kombu) echo "$py $HERE/python/kombu_client.py" ;;
+        celery) echo "$py $HERE/python/celery_client.py" ;;
+        amqplib-cb) echo "node $HERE/node/client.js callback" ;;
+        amqplib-promise) echo "node $HERE/node/client.js promise" ;;
+        go) echo "$BUILD/go-client" ;;
+        java) echo "java -Xshare:auto -XX:TieredStopAtLevel=1 -cp $BUILD/java:/usr/share/java/amqp-client.jar:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-nop.jar Interop" ;;
+        lapin) echo "$CARGO_TARGET_DIR_INTEROP/debug/lapin_client" ;;
+        amqprs) echo "$CARGO_TARGET_DIR_INTEROP/debug/amqprs_client" ;;
+        amqp-tools) echo "bash $HERE/c/amqp_tools.sh" ;;
+        *) die "unknown client $1" ;;
+    esac
+}
+
+# ------------------------------------------------------------------ broker
+
+WORK=""
+BROKER_PID=""
+cleanup() {
+    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill -TERM "$BROKER_PID" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$BROKER_PID" 2>/dev/null
+    fi
+    [ -n "$WORK" ] && [ -z "${INTEROP_KEEP:-}" ] && rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start_broker() {
+    WORK="$(mktemp -d /tmp/warren-interop.XXXXXX)"
+    cat >"$WORK/warren.toml" <<EOF
+# Written by interop/run.sh for one run.
+data_dir = "$WORK/data"
+log = "${WARREN_LOG:-info}"
+vhosts = ["/"]
+
+[[users]]
+name = "guest"
+password = "guest"
+vhosts = ["/"]
+loopback_only = true
+EOF
+    # Port 0: the kernel picks a free port and warren logs the one it bound,
+    # so there is no window in which another process can take it.
+    NO_COLOR=1 "$WARREN_BIN" --listen 127.0.0.1:0 --config "$WORK/warren.toml" >"$WORK/warren.log" 2>&1 &
+    BROKER_PID=$!
+    PORT=""
+    for _ in $(seq 100); do
+        PORT="$(sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/warren.log" | grep -m1 -o 'listen=127\.0\.0\.1:[0-9]*' | cut -d: -f2)"
+        [ -n "$PORT" ] && break
+        kill -0 "$BROKER_PID" 2>/dev/null || { cat "$WORK/warren.log" >&2; die "warren exited at start"; }
+        sleep 0.1
+    done
+    [ -n "$PORT" ] || { cat "$WORK/warren.log" >&2; die "warren did not log its listen address within 10s"; }
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || die "warren does not accept on 127.0.0.1:$PORT"
+    log "warren pid $BROKER_PID on 127.0.0.1:$PORT (log: $WORK/warren.log)"
+}
+
+# --------------------------------------------------------------------- run
+
+run_cells() {
+    RESULTS="$WORK/results"
+    mkdir -p "$RESULTS"
+    export WARREN_HOST=127.0.0.1 WARREN_PORT="$PORT" WARREN_USER=guest WARREN_PASSWORD=guest
+    export INTEROP_WORK="$WORK"
+    for c in $CLIENTS; do
+        local cmd t0 rc
+        cmd="$(client_cmd "$c")"
+        t0=$(date +%s)
+        for s in $SCENARIOS; do
+            local out="$RESULTS/$c.$s"
+            (cd "$HERE" && timeout -k 5 "$CELL_TIMEOUT" $cmd "$s") >"$out.log" 2>&1 </dev/null
+            rc=$?
+            echo "$rc" >"$out.rc"
+            case $rc in
+                0) ;;
+                3) ;;
+                124|137) log "TIMEOUT $c $s (${CELL_TIMEOUT}s)" ;;
+                *) log "FAIL $c $s (exit $rc)" ;;
+            esac
+            kill -0 "$BROKER_PID" 2>/dev/null || { log "warren died during $c $s"; break 2; }
+        done
+        log "$c done in $(( $(date +%s) - t0 ))s"
+    done
+}
+
+cell() {
+    local f="$RESULTS/$1.$2.rc"
+    [ -f "$f" ] || { echo "not run"; return; }
+    case "$(cat "$f")" in
+        0) echo pass ;;
+        3) echo n/a ;;
+        124|137) echo "FAIL (timeout)" ;;
+        *) echo FAIL ;;
+    esac
+}
+
+report() {
+    local passed=0 failed=0 matrix="$HERE/last-matrix.md"
+    {
+        printf '| scenario |'; for c in $CLIENTS; do printf ' %s |' "$c"; done; echo
+        printf '|---|'; for c in $CLIENTS; do printf -- '---|'; done; echo
+        for s in $SCENARIOS; do
+            # A scenario no client in this run can express is left out.
+            local any=0 row="| $s |"
+            for c in $CLIENTS; do
+                local v; v="$(cell "$c" "$s")"
+                [ "$v" != "n/a" ] && any=1
+                row+=" $v |"
+            done
+            [ $any -eq 1 ] && echo "$row"
+        done
+        echo
+        echo "Not expressible with the client (n/a), as each client explains:"
+        echo
+        for s in $SCENARIOS; do for c in $CLIENTS; do
+            if [ "$(cell "$c" "$s")" = "n/a" ]; then
+                local why; why="$(grep -m1 '^n/a:' "$RESULTS/$c.$s.log" | cut -c6-)"
+                [ "$why" != "no such scenario for this client" ] && echo "- $c / $s:$why"
+            fi
+        done; done
+    } >"$matrix.tmp"
+    for s in $SCENARIOS; do for c in $CLIENTS; do
+        case "$(cell "$c" "$s")" in
+            pass) passed=$((passed + 1)) ;;
+            FAIL*|"not run") failed=$((failed + 1)) ;;
+        esac
+    done; done
+    mv "$matrix.tmp" "$matrix"
+    echo
+    cat "$matrix"
+    if [ $failed -gt 0 ]; then
+        echo
+        echo "=== failing cells (last lines of each) ==="
+        for s in $SCENARIOS; do for c in $CLIENTS; do
+            case "$(cell "$c" "$s")" in
+                FAIL*) echo "--- $c / $s"; tail -n 15 "$RESULTS/$c.$s.log" 2>/dev/null ;;
+            esac
+        done; done
+        echo
+        echo "=== warren log tail ($WORK/warren.log) ==="
+        sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/warren.log" | tail -n 40
+    fi
+    if [ -n "${INTEROP_WRITE_DOCS:-}" ]; then
+        bash "$HERE/update-docs.sh" "$matrix" && log "docs/compatibility.md updated"
+    fi
+    echo
+    log "timings: install+build ${BUILD_SECS}s, scenarios ${RUN_SECS}s, total $(( $(date +%s) - START_TS ))s"
+    echo "$passed passed, $failed failed"
+    [ $failed -eq 0 ]
+}
+
+[ -z "${INTEROP_SKIP_INSTALL:-}" ] && [ "$(id -u)" != 0 ] && log "warning: not root; installs may fail"
+install_all
+build_all
+BUILD_SECS=$(( $(date +%s) - START_TS ))
+start_broker
+T_RUN=$(date +%s)
+run_cells
+RUN_SECS=$(( $(date +%s) - T_RUN ))
+report
