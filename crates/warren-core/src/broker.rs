@@ -9,6 +9,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 use warren_codec::ShortStr;
 
+use crate::permissions::Permissions;
 use crate::queue::ConnId;
 use crate::vhost::VHost;
 
@@ -19,8 +20,8 @@ pub struct User {
     pub name: String,
     /// Password (compared in constant time).
     pub password: String,
-    /// Virtual hosts the user may open.
-    pub vhosts: Vec<String>,
+    /// Permissions per virtual host; a vhost not listed cannot be opened.
+    pub permissions: Vec<(String, Permissions)>,
     /// May connect only from a loopback address (RabbitMQ's rule for guest).
     pub loopback_only: bool,
 }
@@ -75,7 +76,7 @@ impl Default for BrokerConfig {
             users: vec![User {
                 name: "guest".to_string(),
                 password: "guest".to_string(),
-                vhosts: vec!["/".to_string()],
+                permissions: vec![("/".to_string(), Permissions::all())],
                 loopback_only: true,
             }],
             limits: Limits::default(),
@@ -150,6 +151,15 @@ impl Broker {
     /// Every virtual host.
     pub fn vhosts(&self) -> Vec<Arc<VHost>> {
         self.vhosts.iter().map(|v| Arc::clone(v.value())).collect()
+    }
+
+    /// The permissions `user` has in `vhost`, if any.
+    pub fn permissions(&self, user: &str, vhost: &str) -> Option<&Permissions> {
+        let u = self.users.get(user)?;
+        u.permissions
+            .iter()
+            .find(|(v, _)| v == vhost)
+            .map(|(_, p)| p)
     }
 
     /// A fresh connection id.

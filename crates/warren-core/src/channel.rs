@@ -17,6 +17,7 @@ use warren_codec::{
 use crate::connection::Ctx;
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::permissions::{Access, Resource};
 use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueuedMessage};
 use crate::vhost::{QueueDeclare, VHost};
 
@@ -269,6 +270,13 @@ impl Channel {
             Method::ChannelFlowOk(_) => {}
             Method::AccessRequest(_) => self.send(ctx, warren_codec::AccessRequestOk { ticket: 1 }),
             Method::ExchangeDeclare(m) => {
+                if !m.passive {
+                    ctx.grant().check(
+                        Access::Configure,
+                        Resource::Exchange,
+                        m.exchange.as_bytes(),
+                    )?;
+                }
                 ctx.vhost.declare_exchange(
                     &m.exchange,
                     &m.kind,
@@ -283,12 +291,18 @@ impl Channel {
                 }
             }
             Method::ExchangeDelete(m) => {
+                ctx.grant()
+                    .check(Access::Configure, Resource::Exchange, m.exchange.as_bytes())?;
                 ctx.vhost.delete_exchange(&m.exchange, m.if_unused)?;
                 if !m.nowait {
                     self.send(ctx, ExchangeDeleteOk);
                 }
             }
             Method::ExchangeBind(m) => {
+                ctx.grant()
+                    .check(Access::Write, Resource::Exchange, m.destination.as_bytes())?;
+                ctx.grant()
+                    .check(Access::Read, Resource::Exchange, m.source.as_bytes())?;
                 ctx.vhost
                     .bind_exchange(&m.destination, &m.source, m.routing_key, m.arguments)?;
                 if !m.nowait {
@@ -296,6 +310,10 @@ impl Channel {
                 }
             }
             Method::ExchangeUnbind(m) => {
+                ctx.grant()
+                    .check(Access::Write, Resource::Exchange, m.destination.as_bytes())?;
+                ctx.grant()
+                    .check(Access::Read, Resource::Exchange, m.source.as_bytes())?;
                 ctx.vhost.unbind_exchange(
                     &m.destination,
                     &m.source,
@@ -307,21 +325,28 @@ impl Channel {
                 }
             }
             Method::QueueDeclare(m) => {
+                // Server-named queues get their name here so that the
+                // configure permission is checked against it, as RabbitMQ does.
+                let server_named = m.queue.is_empty() && !m.passive;
+                let name = if server_named {
+                    ctx.broker.generate_name("amq.gen-")
+                } else {
+                    m.queue
+                };
+                if !m.passive {
+                    ctx.grant()
+                        .check(Access::Configure, Resource::Queue, name.as_bytes())?;
+                }
                 let d = QueueDeclare {
-                    name: m.queue,
+                    name,
+                    server_named,
                     passive: m.passive,
                     durable: m.durable,
                     exclusive: m.exclusive,
                     auto_delete: m.auto_delete,
                     arguments: m.arguments,
                 };
-                let broker = ctx.broker;
-                let (q, messages, consumers) = ctx.vhost.declare_queue(
-                    ctx.conn,
-                    &d,
-                    || broker.generate_name("amq.gen-"),
-                    ctx.now,
-                )?;
+                let (q, messages, consumers) = ctx.vhost.declare_queue(ctx.conn, &d, ctx.now)?;
                 if q.spec.exclusive_owner == Some(ctx.conn)
                     && !ctx.exclusive_queues.iter().any(|e| Arc::ptr_eq(e, &q))
                 {
@@ -341,6 +366,10 @@ impl Channel {
             }
             Method::QueueBind(m) => {
                 let name = self.queue_name(m.queue)?;
+                ctx.grant()
+                    .check(Access::Write, Resource::Queue, name.as_bytes())?;
+                ctx.grant()
+                    .check(Access::Read, Resource::Exchange, m.exchange.as_bytes())?;
                 ctx.vhost
                     .bind_queue(ctx.conn, &name, &m.exchange, m.routing_key, m.arguments)?;
                 if !m.nowait {
@@ -349,6 +378,10 @@ impl Channel {
             }
             Method::QueueUnbind(m) => {
                 let name = self.queue_name(m.queue)?;
+                ctx.grant()
+                    .check(Access::Write, Resource::Queue, name.as_bytes())?;
+                ctx.grant()
+                    .check(Access::Read, Resource::Exchange, m.exchange.as_bytes())?;
                 ctx.vhost.unbind_queue(
                     ctx.conn,
                     &name,
@@ -360,6 +393,8 @@ impl Channel {
             }
             Method::QueuePurge(m) => {
                 let name = self.queue_name(m.queue)?;
+                ctx.grant()
+                    .check(Access::Read, Resource::Queue, name.as_bytes())?;
                 let q = ctx.vhost.queue_for(ctx.conn, &name)?;
                 let n = q.purge();
                 if !m.nowait {
@@ -368,6 +403,8 @@ impl Channel {
             }
             Method::QueueDelete(m) => {
                 let name = self.queue_name(m.queue)?;
+                ctx.grant()
+                    .check(Access::Configure, Resource::Queue, name.as_bytes())?;
                 let n = ctx
                     .vhost
                     .delete_queue(ctx.conn, &name, m.if_unused, m.if_empty)?;
@@ -393,6 +430,8 @@ impl Channel {
             }
             Method::BasicConsume(m) => {
                 let name = self.queue_name(m.queue)?;
+                ctx.grant()
+                    .check(Access::Read, Resource::Queue, name.as_bytes())?;
                 let q = ctx.vhost.queue_for(ctx.conn, &name)?;
                 let tag = if m.consumer_tag.is_empty() {
                     ctx.broker.generate_name("amq.ctag-")
@@ -471,6 +510,8 @@ impl Channel {
             }
             Method::BasicGet(m) => {
                 let name = self.queue_name(m.queue)?;
+                ctx.grant()
+                    .check(Access::Read, Resource::Queue, name.as_bytes())?;
                 let q = ctx.vhost.queue_for(ctx.conn, &name)?;
                 match q.get(ctx.now) {
                     None => self.send(
@@ -618,6 +659,11 @@ impl Channel {
         properties: BasicProperties,
         body: Bytes,
     ) -> Result<()> {
+        ctx.grant().check(
+            Access::Write,
+            Resource::Exchange,
+            publish.exchange.as_bytes(),
+        )?;
         let ex = ctx.vhost.exchange_or_404(&publish.exchange)?;
         if ex.spec.internal {
             return Err(Error::access_refused(format!(

@@ -30,6 +30,7 @@ use crate::broker::{Broker, LoginRefused};
 use crate::channel::Channel;
 use crate::error::{AmqpError, ConnectionError, Error};
 use crate::mailbox::{Event, Mailbox};
+use crate::permissions::{Grant, Permissions};
 use crate::queue::{ConnId, Queue};
 use crate::vhost::VHost;
 
@@ -80,6 +81,18 @@ pub(crate) struct Ctx<'a> {
     pub(crate) exclusive_queues: &'a mut Vec<Arc<Queue>>,
     pub(crate) scratch: &'a mut Vec<Arc<Queue>>,
     pub(crate) now: Instant,
+    pub(crate) perms: &'a Permissions,
+}
+
+impl Ctx<'_> {
+    /// The permission checker for this connection's user and vhost.
+    pub(crate) fn grant(&self) -> Grant<'_> {
+        Grant {
+            user: self.user,
+            vhost: &self.vhost.name,
+            perms: self.perms,
+        }
+    }
 }
 
 /// One AMQP connection.
@@ -94,6 +107,7 @@ pub struct Connection {
     events: VecDeque<Event>,
     channels: HashMap<u16, Channel>,
     vhost: Option<Arc<VHost>>,
+    perms: Option<Arc<Permissions>>,
     user: String,
     caps: ClientCaps,
     channel_max: u16,
@@ -135,6 +149,7 @@ impl Connection {
             events: VecDeque::new(),
             channels: HashMap::new(),
             vhost: None,
+            perms: None,
             user: String::new(),
             caps: ClientCaps::default(),
             channel_max,
@@ -608,17 +623,12 @@ impl Connection {
                     );
                     return;
                 };
-                let allowed = self
-                    .broker
-                    .config
-                    .users
-                    .iter()
-                    .any(|u| u.name == self.user && u.vhosts.contains(&name));
-                if !allowed {
+                let Some(perms) = self.broker.permissions(&self.user, &name).cloned() else {
                     let text = format!("access to vhost '{name}' refused for user '{}'", self.user);
                     self.handshake_close(ReplyCode::NotAllowed, text, 10, 40, now);
                     return;
-                }
+                };
+                self.perms = Some(Arc::new(perms));
                 self.vhost = Some(vh);
                 self.send(
                     0,
@@ -739,7 +749,7 @@ impl Connection {
             }
             return;
         }
-        let Some(vhost) = self.vhost.clone() else {
+        let (Some(vhost), Some(perms)) = (self.vhost.clone(), self.perms.clone()) else {
             return;
         };
         let Some(ch) = self.channels.get_mut(&channel) else {
@@ -808,6 +818,7 @@ impl Connection {
             exclusive_queues: &mut self.exclusive_queues,
             scratch: &mut self.scratch,
             now,
+            perms: &perms,
         };
         if let Err(err) = ch.handle_frame(&mut ctx, frame) {
             let err = err.in_method(class_id, method_id);

@@ -30,8 +30,10 @@ pub struct VHost {
 /// What `queue.declare` asked for.
 #[derive(Debug, Clone)]
 pub struct QueueDeclare {
-    /// Name; empty asks for a server-named queue.
+    /// Name (already generated for a server-named queue).
     pub name: ShortStr,
+    /// The broker chose the name (`amq.gen-…` is then allowed).
+    pub server_named: bool,
     /// Only check existence.
     pub passive: bool,
     /// Survives restarts.
@@ -290,7 +292,6 @@ impl VHost {
         &self,
         conn: ConnId,
         d: &QueueDeclare,
-        make_name: impl FnOnce() -> ShortStr,
         now: Instant,
     ) -> Result<(Arc<Queue>, u32, u32)> {
         if d.passive {
@@ -299,11 +300,7 @@ impl VHost {
             let (m, c) = q.counts();
             return Ok((q, m, c));
         }
-        let name = if d.name.is_empty() {
-            make_name()
-        } else {
-            d.name.clone()
-        };
+        let name = d.name.clone();
         if let Some(q) = self.queue(name.as_bytes()) {
             // Exclusivity is checked before anything else (errata 7).
             if !q.accessible_by(conn) || q.spec.exclusive_owner.is_some() != d.exclusive {
@@ -314,7 +311,7 @@ impl VHost {
             let (m, c) = q.counts();
             return Ok((q, m, c));
         }
-        if name.starts_with(b"amq.") && !d.name.is_empty() {
+        if name.starts_with(b"amq.") && !d.server_named {
             return Err(Error::access_refused(format!(
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));

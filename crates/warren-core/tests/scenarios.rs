@@ -2339,3 +2339,115 @@ fn invalid_queue_arguments_are_406() {
         assert_eq!(c.channel_closed(1, 406), expected);
     }
 }
+
+// ---------------------------------------------------------------- permissions
+
+#[test]
+fn permissions_follow_rabbitmq_rules() {
+    use warren_core::permissions::{Pattern, Permissions};
+    let perms = Permissions {
+        configure: Pattern::new("^own.*").unwrap(),
+        write: Pattern::new("^amq\\.topic$|^own.*").unwrap(),
+        read: Pattern::new(".*").unwrap(),
+    };
+    let mut config = BrokerConfig::default();
+    config.users.push(warren_core::User {
+        name: "probe".into(),
+        password: "pw".into(),
+        permissions: vec![("/".into(), perms)],
+        loopback_only: false,
+    });
+    let b = Broker::new(config);
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    c.method();
+    c.send(
+        0,
+        ConnectionStartOk {
+            response: "\0probe\0pw".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        0,
+        ConnectionTuneOk {
+            channel_max: 10,
+            frame_max: 131072,
+            heartbeat: 0,
+        },
+    );
+    c.send(
+        0,
+        ConnectionOpen {
+            virtual_host: "/".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    let reopen = |c: &mut Client| {
+        c.send(1, ChannelOpen::default());
+        c.method();
+    };
+    reopen(&mut c);
+    c.declare(1, "own.q");
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "other".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - access to queue 'other' in vhost '/' refused for user 'probe'"
+    );
+    reopen(&mut c);
+    c.send(
+        1,
+        QueueDeclare {
+            exclusive: true,
+            ..Default::default()
+        },
+    );
+    let text = c.channel_closed(1, 403);
+    assert!(
+        text.starts_with("ACCESS_REFUSED - access to queue 'amq.gen-"),
+        "{text}"
+    );
+    reopen(&mut c);
+    c.publish(1, "amq.direct", "k", b"x");
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - access to exchange 'amq.direct' in vhost '/' refused for user 'probe'"
+    );
+    reopen(&mut c);
+    c.publish(1, "", "own.q", b"x");
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - access to exchange 'amq.default' in vhost '/' refused for user 'probe'"
+    );
+    reopen(&mut c);
+    c.send(
+        1,
+        QueueBind {
+            queue: "own.q".into(),
+            exchange: "amq.direct".into(),
+            routing_key: "k".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::QueueBindOk(_)));
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "amq.direct".into(),
+            kind: "direct".into(),
+            passive: true,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::ExchangeDeclareOk(_)));
+    c.publish(1, "amq.topic", "x", b"allowed");
+    c.nothing();
+}

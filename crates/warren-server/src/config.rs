@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use warren_core::permissions::{Pattern, Permissions};
 use warren_core::{BrokerConfig, Limits, User};
 
 /// The whole configuration file.
@@ -62,9 +63,14 @@ pub struct UserConfig {
     pub name: String,
     /// Password, in clear: keep the file readable only by the broker.
     pub password: String,
-    /// Virtual hosts the user may open. Default `["/"]`.
+    /// Virtual hosts the user may open with full permissions (configure,
+    /// write and read `.*`). Default `["/"]`.
     #[serde(default = "default_vhosts")]
     pub vhosts: Vec<String>,
+    /// Narrower permissions per vhost, as RabbitMQ's regular expressions;
+    /// a vhost listed here need not be in `vhosts`.
+    #[serde(default)]
+    pub permissions: std::collections::BTreeMap<String, PermissionConfig>,
     /// Only from loopback addresses. Default false.
     #[serde(default)]
     pub loopback_only: bool,
@@ -79,6 +85,33 @@ impl std::fmt::Debug for UserConfig {
             .field("vhosts", &self.vhosts)
             .field("loopback_only", &self.loopback_only)
             .finish()
+    }
+}
+
+/// RabbitMQ-style permission patterns for one vhost: unanchored regular
+/// expressions over resource names; `""` grants nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionConfig {
+    /// Declare/delete queues and exchanges.
+    pub configure: String,
+    /// Publish to exchanges; be the destination of bindings.
+    pub write: String,
+    /// Consume from queues; be the source of bindings.
+    pub read: String,
+}
+
+impl PermissionConfig {
+    fn compile(&self) -> Result<Permissions, ConfigError> {
+        let p = |s: &str| {
+            Pattern::new(s)
+                .map_err(|e| ConfigError(format!("invalid permission pattern '{s}': {e}")))
+        };
+        Ok(Permissions {
+            configure: p(&self.configure)?,
+            write: p(&self.write)?,
+            read: p(&self.read)?,
+        })
     }
 }
 
@@ -113,6 +146,7 @@ impl Default for Config {
                 name: "guest".to_string(),
                 password: "guest".to_string(),
                 vhosts: default_vhosts(),
+                permissions: Default::default(),
                 loopback_only: true,
             }],
         }
@@ -161,7 +195,10 @@ impl Config {
             ));
         }
         for u in &self.users {
-            for v in &u.vhosts {
+            for p in u.permissions.values() {
+                p.compile()?;
+            }
+            for v in u.vhosts.iter().chain(u.permissions.keys()) {
                 if !self.vhosts.contains(v) {
                     return Err(ConfigError(format!(
                         "user '{}' names unknown vhost '{v}'",
@@ -183,7 +220,17 @@ impl Config {
                 .map(|u| User {
                     name: u.name.clone(),
                     password: u.password.clone(),
-                    vhosts: u.vhosts.clone(),
+                    permissions: u
+                        .vhosts
+                        .iter()
+                        .filter(|v| !u.permissions.contains_key(*v))
+                        .map(|v| (v.clone(), Permissions::all()))
+                        .chain(
+                            u.permissions
+                                .iter()
+                                .filter_map(|(v, p)| Some((v.clone(), p.compile().ok()?))),
+                        )
+                        .collect(),
                     loopback_only: u.loopback_only,
                 })
                 .collect(),
