@@ -167,6 +167,19 @@ impl Channel {
     }
 
     pub(crate) fn handle_frame(&mut self, ctx: &mut Ctx<'_>, frame: Frame) -> Result<()> {
+        let content = !matches!(frame, Frame::Method { .. });
+        let res = self.handle_frame_inner(ctx, frame);
+        match res {
+            // A soft error raised while completing a message belongs to the
+            // basic.publish that started it, as in RabbitMQ.
+            Err(e @ Error::Channel(_)) if content => {
+                Err(e.in_method(CLASS_BASIC, BasicPublish::METHOD_ID))
+            }
+            other => other,
+        }
+    }
+
+    fn handle_frame_inner(&mut self, ctx: &mut Ctx<'_>, frame: Frame) -> Result<()> {
         match (std::mem::take(&mut self.content), frame) {
             (Content::Idle, Frame::Method { method, .. }) => self.handle_method(ctx, method),
             (Content::Idle, Frame::Header { header, .. }) => Err(unexpected(format!(

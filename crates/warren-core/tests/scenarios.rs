@@ -720,11 +720,21 @@ fn oversized_message_is_406_and_its_body_is_ignored() {
     let mut c = Client::open(&b);
     c.declare(1, "q");
     c.publish(1, "", "q", b"0123456789ABCDEF");
-    let text = c.channel_closed(1, 406);
+    let (_, m) = c.method();
+    let Method::ChannelClose(close) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(close.reply_code, 406);
     assert_eq!(
-        text,
+        (close.class_id, close.method_id),
+        (60, 40),
+        "attributed to basic.publish"
+    );
+    assert_eq!(
+        close.reply_text.to_string(),
         "PRECONDITION_FAILED - message size 16 is larger than configured max size 10"
     );
+    c.send(1, ChannelCloseOk);
     assert!(!c.conn.is_closed());
 }
 
