@@ -1,0 +1,610 @@
+// amqp091-go (Debian's golang-github-rabbitmq-amqp091-go-dev) against Warren.
+//
+// Usage: go-client SCENARIO. Exit 0 is a pass, 3 means the scenario cannot
+// be expressed with this client, anything else is a failure.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+const exitNA = 3
+
+var (
+	host     = env("WARREN_HOST", "127.0.0.1")
+	port     = env("WARREN_PORT", "5672")
+	user     = env("WARREN_USER", "guest")
+	password = env("WARREN_PASSWORD", "guest")
+)
+
+func env(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// fail aborts the scenario; main turns the panic into a failing exit code.
+func fail(format string, args ...any) { panic(fmt.Errorf(format, args...)) }
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		fail("%v", err)
+	}
+	return v
+}
+
+func ok(err error) {
+	if err != nil {
+		fail("%v", err)
+	}
+}
+
+func check(cond bool, format string, args ...any) {
+	if !cond {
+		fail(format, args...)
+	}
+}
+
+func connectWith(pw string, heartbeat time.Duration) (*amqp.Connection, error) {
+	url := fmt.Sprintf("amqp://%s:%s@%s:%s/", user, pw, host, port)
+	cfg := amqp.Config{Heartbeat: heartbeat, Locale: "en_US"}
+	if heartbeat == 0 {
+		cfg.Heartbeat = 10 * time.Second
+	}
+	return amqp.DialConfig(url, cfg)
+}
+
+func connect() *amqp.Connection { return must(connectWith(password, 0)) }
+
+func name(p string) string {
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	return "interop-go-" + p + "-" + hex.EncodeToString(b)
+}
+
+func publish(ch *amqp.Channel, ex, key string, body []byte, mandatory bool, p amqp.Publishing) {
+	p.Body = body
+	ok(ch.PublishWithContext(context.Background(), ex, key, mandatory, false, p))
+}
+
+func getOne(ch *amqp.Channel, q string, within time.Duration) amqp.Delivery {
+	end := time.Now().Add(within)
+	for time.Now().Before(end) {
+		d, found := must2(ch.Get(q, true))
+		if found {
+			return d
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fail("no message on %s", q)
+	return amqp.Delivery{}
+}
+
+func must2(d amqp.Delivery, found bool, err error) (amqp.Delivery, bool) {
+	ok(err)
+	return d, found
+}
+
+func drain(ch *amqp.Channel, q string) []amqp.Delivery {
+	var out []amqp.Delivery
+	for i := 0; i < 1000; i++ {
+		d, found := must2(ch.Get(q, true))
+		if !found {
+			return out
+		}
+		out = append(out, d)
+	}
+	fail("queue did not drain")
+	return nil
+}
+
+func recv[T any](c <-chan T, within time.Duration, what string) T {
+	select {
+	case v, open := <-c:
+		check(open, "%s: channel closed", what)
+		return v
+	case <-time.After(within):
+		fail("timed out waiting for %s", what)
+	}
+	var zero T
+	return zero
+}
+
+// expectClose checks that err is the channel.close RabbitMQ would send.
+func expectClose(err error, code int) string {
+	var e *amqp.Error
+	check(errors.As(err, &e), "expected channel.close %d, got %v", code, err)
+	check(e.Code == code, "reply code %d (%s), want %d", e.Code, e.Reason, code)
+	return e.Reason
+}
+
+func fib(n int) int {
+	a, b := 0, 1
+	for i := 0; i < n; i++ {
+		a, b = b, a+b
+	}
+	return a
+}
+
+func boundQueue(conn *amqp.Connection, ex string, keys ...string) (*amqp.Channel, string) {
+	ch := must(conn.Channel())
+	q := must(ch.QueueDeclare("", false, false, true, false, nil))
+	check(strings.HasPrefix(q.Name, "amq.gen-"), "server-named queue %q", q.Name)
+	for _, k := range keys {
+		ok(ch.QueueBind(q.Name, k, ex, false, nil))
+	}
+	return ch, q.Name
+}
+
+func confirmChannel(conn *amqp.Connection) (*amqp.Channel, chan amqp.Confirmation) {
+	ch := must(conn.Channel())
+	ok(ch.Confirm(false))
+	return ch, ch.NotifyPublish(make(chan amqp.Confirmation, 1000))
+}
+
+func waitConfirms(confirms <-chan amqp.Confirmation, n int) {
+	for i := 0; i < n; i++ {
+		c := recv(confirms, 5*time.Second, "confirm")
+		check(c.Ack, "publish %d nacked", c.DeliveryTag)
+	}
+}
+
+var scenarios = map[string]func(){
+	"hello": func() {
+		conn := connect()
+		defer conn.Close()
+		ch := must(conn.Channel())
+		q := name("hello")
+		must(ch.QueueDeclare(q, false, false, false, false, nil))
+		publish(ch, "", q, []byte("Hello World!"), false, amqp.Publishing{})
+		msgs := must(ch.Consume(q, "", true, false, false, false, nil))
+		d := recv(msgs, 5*time.Second, "hello")
+		check(string(d.Body) == "Hello World!", "body %q", d.Body)
+		must(ch.QueueDelete(q, false, false, false))
+	},
+
+	"work_queues": func() {
+		conn := connect()
+		defer conn.Close()
+		pub := must(conn.Channel())
+		q := name("tasks")
+		must(pub.QueueDeclare(q, true, false, false, false, nil))
+		type worker struct {
+			ch   *amqp.Channel
+			msgs <-chan amqp.Delivery
+			done int
+		}
+		var workers []*worker
+		for i := 0; i < 2; i++ {
+			wc := connect()
+			defer wc.Close()
+			ch := must(wc.Channel())
+			ok(ch.Qos(1, 0, false))
+			workers = append(workers, &worker{ch: ch, msgs: must(ch.Consume(q, "", false, false, false, false, nil))})
+		}
+		n := 20
+		for i := 0; i < n; i++ {
+			publish(pub, "", q, []byte(fmt.Sprintf("task %d", i)), false, amqp.Publishing{DeliveryMode: amqp.Persistent})
+		}
+		end := time.Now().Add(15 * time.Second)
+		for workers[0].done+workers[1].done < n && time.Now().Before(end) {
+			for _, w := range workers {
+				select {
+				case d := <-w.msgs:
+					// Holding this task, the worker must not be sent another.
+					select {
+					case <-w.msgs:
+						fail("worker has more than 1 unacked with prefetch 1")
+					case <-time.After(20 * time.Millisecond):
+					}
+					ok(d.Ack(false))
+					w.done++
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}
+		check(workers[0].done+workers[1].done == n, "tasks done %d+%d", workers[0].done, workers[1].done)
+		check(workers[0].done > 0 && workers[1].done > 0, "fair dispatch: %d and %d", workers[0].done, workers[1].done)
+		must(pub.QueueDelete(q, false, false, false))
+	},
+
+	"pubsub": func() {
+		conn := connect()
+		defer conn.Close()
+		pub, confirms := confirmChannel(conn)
+		ex := name("logs")
+		ok(pub.ExchangeDeclare(ex, "fanout", false, false, false, false, nil))
+		type sub struct {
+			ch *amqp.Channel
+			q  string
+		}
+		var subs []sub
+		for i := 0; i < 2; i++ {
+			c := connect()
+			defer c.Close()
+			ch, q := boundQueue(c, ex, "")
+			subs = append(subs, sub{ch, q})
+		}
+		publish(pub, ex, "", []byte("log line"), false, amqp.Publishing{})
+		waitConfirms(confirms, 1)
+		for _, s := range subs {
+			check(string(getOne(s.ch, s.q, 5*time.Second).Body) == "log line", "fanout copy")
+		}
+		ok(pub.ExchangeDelete(ex, false, false))
+	},
+
+	"routing": func() {
+		conn := connect()
+		defer conn.Close()
+		pub, confirms := confirmChannel(conn)
+		ex := name("direct_logs")
+		ok(pub.ExchangeDeclare(ex, "direct", false, false, false, false, nil))
+		cha, qa := boundQueue(conn, ex, "error")
+		chb, qb := boundQueue(conn, ex, "info", "warning", "error")
+		for _, sev := range []string{"info", "warning", "error"} {
+			publish(pub, ex, sev, []byte(sev), false, amqp.Publishing{})
+		}
+		waitConfirms(confirms, 3)
+		check(bodies(drain(cha, qa)) == "error", "error-only queue")
+		check(bodies(drain(chb, qb)) == "info,warning,error", "all-severities queue")
+		ok(pub.ExchangeDelete(ex, false, false))
+	},
+
+	"topics": func() {
+		conn := connect()
+		defer conn.Close()
+		pub, confirms := confirmChannel(conn)
+		ex := name("topic_logs")
+		ok(pub.ExchangeDeclare(ex, "topic", false, false, false, false, nil))
+		ch1, q1 := boundQueue(conn, ex, "*.orange.*")
+		ch2, q2 := boundQueue(conn, ex, "*.*.rabbit", "lazy.#")
+		keys := []string{"quick.orange.rabbit", "lazy.orange.elephant", "quick.orange.fox",
+			"lazy.brown.fox", "lazy.pink.rabbit", "quick.brown.fox", "orange",
+			"quick.orange.new.rabbit", "lazy.orange.new.rabbit", "lazy"}
+		for _, k := range keys {
+			publish(pub, ex, k, []byte(k), false, amqp.Publishing{})
+		}
+		waitConfirms(confirms, len(keys))
+		got1, got2 := routingKeys(drain(ch1, q1)), routingKeys(drain(ch2, q2))
+		check(got1 == "quick.orange.rabbit,lazy.orange.elephant,quick.orange.fox", "q1: %s", got1)
+		check(got2 == "quick.orange.rabbit,lazy.orange.elephant,lazy.brown.fox,lazy.pink.rabbit,lazy.orange.new.rabbit,lazy", "q2: %s", got2)
+		ok(pub.ExchangeDelete(ex, false, false))
+	},
+
+	"rpc": func() {
+		server := connect()
+		defer server.Close()
+		sch := must(server.Channel())
+		rpcQueue := name("rpc_queue")
+		must(sch.QueueDeclare(rpcQueue, false, true, false, false, nil))
+		ok(sch.Qos(1, 0, false))
+		requests := must(sch.Consume(rpcQueue, "", false, false, false, false, nil))
+		go func() {
+			for d := range requests {
+				n, _ := strconv.Atoi(string(d.Body))
+				_ = sch.PublishWithContext(context.Background(), "", d.ReplyTo, false, false,
+					amqp.Publishing{CorrelationId: d.CorrelationId, Body: []byte(strconv.Itoa(fib(n)))})
+				_ = d.Ack(false)
+			}
+		}()
+
+		client := connect()
+		defer client.Close()
+		cch := must(client.Channel())
+		replyQ := must(cch.QueueDeclare("", false, false, true, false, nil))
+		replies := must(cch.Consume(replyQ.Name, "", true, false, false, false, nil))
+		for _, n := range []int{1, 10, 30} {
+			corr := fmt.Sprintf("corr-%d", n)
+			publish(cch, "", rpcQueue, []byte(strconv.Itoa(n)), false, amqp.Publishing{ReplyTo: replyQ.Name, CorrelationId: corr})
+			for {
+				d := recv(replies, 5*time.Second, "rpc reply")
+				if d.CorrelationId == corr {
+					check(string(d.Body) == strconv.Itoa(fib(n)), "fib(%d) = %s", n, d.Body)
+					break
+				}
+			}
+		}
+	},
+
+	"confirms_individual": func() {
+		conn := connect()
+		defer conn.Close()
+		ch := must(conn.Channel())
+		ok(ch.Confirm(false))
+		q := name("confirms")
+		must(ch.QueueDeclare(q, false, false, true, false, nil))
+		for i := 0; i < 100; i++ {
+			dc := must(ch.PublishWithDeferredConfirmWithContext(context.Background(), "", q, false, false, amqp.Publishing{Body: []byte(strconv.Itoa(i))}))
+			check(dc.Wait(), "publish %d nacked", i)
+		}
+		check(must(ch.QueueInspect(q)).Messages == 100, "messages confirmed")
+	},
+
+	"confirms_batch": func() {
+		conn := connect()
+		defer conn.Close()
+		ch, confirms := confirmChannel(conn)
+		q := name("confirms")
+		must(ch.QueueDeclare(q, false, false, true, false, nil))
+		for b := 0; b < 10; b++ {
+			for i := 0; i < 10; i++ {
+				publish(ch, "", q, []byte(strconv.Itoa(i)), false, amqp.Publishing{})
+			}
+			waitConfirms(confirms, 10)
+		}
+		check(must(ch.QueueInspect(q)).Messages == 100, "messages confirmed")
+	},
+
+	"confirms_async": func() {
+		conn := connect()
+		defer conn.Close()
+		ch := must(conn.Channel())
+		ok(ch.Confirm(false))
+		acks, nacks := ch.NotifyConfirm(make(chan uint64, 1000), make(chan uint64, 1000))
+		q := name("confirms")
+		must(ch.QueueDeclare(q, false, false, true, false, nil))
+		done := make(chan [2]int)
+		go func() {
+			a, n := 0, 0
+			for a+n < 100 {
+				select {
+				case <-acks:
+					a++
+				case <-nacks:
+					n++
+				case <-time.After(5 * time.Second):
+					done <- [2]int{a, n}
+					return
+				}
+			}
+			done <- [2]int{a, n}
+		}()
+		for i := 0; i < 100; i++ {
+			publish(ch, "", q, []byte(strconv.Itoa(i)), false, amqp.Publishing{})
+		}
+		r := <-done
+		check(r[0] == 100 && r[1] == 0, "acks %d nacks %d", r[0], r[1])
+	},
+
+	"mandatory_return": func() {
+		conn := connect()
+		defer conn.Close()
+		ch := must(conn.Channel())
+		returns := ch.NotifyReturn(make(chan amqp.Return, 1))
+		publish(ch, "", name("nowhere"), []byte("lost"), true, amqp.Publishing{})
+		r := recv(returns, 5*time.Second, "basic.return")
+		check(r.ReplyCode == 312 && r.ReplyText == "NO_ROUTE" && string(r.Body) == "lost", "return %d %q %q", r.ReplyCode, r.ReplyText, r.Body)
+	},
+
+	"nack_requeue": func() {
+		conn := connect()
+		defer conn.Close()
+		ch := must(conn.Channel())
+		q := name("nack")
+		must(ch.QueueDeclare(q, false, false, true, false, nil))
+		publish(ch, "", q, []byte("again"), false, amqp.Publishing{})
+		msgs := must(ch.Consume(q, "", false, false, false, false, nil))
+		d := recv(msgs, 5*time.Second, "delivery")
+		check(!d.Redelivered && string(d.Body) == "again", "first delivery")
+		ok(d.Nack(false, true))
+		d = recv(msgs, 5*time.Second, "redelivery")
+		check(d.Redelivered && string(d.Body) == "again", "second delivery redelivered=%v", d.Redelivered)
+		ok(d.Ack(false))
+	},
+
+	"prefetch_limit": func() {
+		conn := connect()
+		defer conn.Close()
+		ch, confirms := confirmChannel(conn)
+		q := name("prefetch")
+		must(ch.QueueDeclare(q, false, false, true, false, nil))
+		total, limit := 30, 5
+		for i := 0; i < total; i++ {
+			publish(ch, "", q, []byte(strconv.Itoa(i)), false, amqp.Publishing{})
+		}
+		waitConfirms(confirms, total)
+		ok(ch.Qos(limit, 0, false))
+		msgs := must(ch.Consume(q, "", false, false, false, false, nil))
+		done := 0
+		end := time.Now().Add(15 * time.Second)
+		for done < total && time.Now().Before(end) {
+			// Let the broker push as much as it will before acking anything.
+			time.Sleep(100 * time.Millisecond)
+			got := pending(msgs)
+			check(len(got) <= limit, "%d unacked with prefetch %d", len(got), limit)
+			if len(got) > 0 {
+				check(len(got) == limit || done+len(got) == total, "only %d delivered while more are ready", len(got))
+				ok(got[len(got)-1].Ack(true))
+				done += len(got)
+			}
+		}
+		check(done == total, "consumed %d of %d", done, total)
+	},
+
+	"exclusive_locked": func() {
+		a := connect()
+		defer a.Close()
+		q := name("exclusive")
+		must(must(a.Channel()).QueueDeclare(q, false, false, true, false, nil))
+		b := connect()
+		defer b.Close()
+		_, err := must(b.Channel()).QueueDeclare(q, false, false, false, false, nil)
+		check(strings.HasPrefix(expectClose(err, 405), "RESOURCE_LOCKED - "), "text")
+		_, err = must(b.Channel()).Consume(q, "", false, false, false, false, nil)
+		expectClose(err, 405)
+	},
+
+	"passive_404": func() {
+		conn := connect()
+		defer conn.Close()
+		q := name("missing")
+		_, err := must(conn.Channel()).QueueDeclarePassive(q, false, false, false, false, nil)
+		text := expectClose(err, 404)
+		check(text == fmt.Sprintf("NOT_FOUND - no queue '%s' in vhost '/'", q), "text %q", text)
+		ch := must(conn.Channel())
+		must(ch.QueueDeclare(q, false, false, true, false, nil))
+		publish(ch, "", q, []byte("still working"), false, amqp.Publishing{})
+		check(string(getOne(ch, q, 5*time.Second).Body) == "still working", "after 404")
+	},
+
+	"redeclare_406": func() {
+		conn := connect()
+		defer conn.Close()
+		q := name("redeclare")
+		must(must(conn.Channel()).QueueDeclare(q, false, false, false, false, nil))
+		_, err := must(conn.Channel()).QueueDeclare(q, true, false, false, false, nil)
+		text := expectClose(err, 406)
+		want := fmt.Sprintf("PRECONDITION_FAILED - inequivalent arg 'durable' for queue '%s' in vhost '/': received 'true' but current is 'false'", q)
+		check(text == want, "text %q", text)
+		must(must(conn.Channel()).QueueDelete(q, false, false, false))
+	},
+
+	"wrong_password": func() {
+		conn, err := connectWith("wrong-password", 0)
+		if err == nil {
+			conn.Close()
+			fail("login with a wrong password succeeded")
+		}
+		var e *amqp.Error
+		if errors.As(err, &e) && e.Code == 403 {
+			return
+		}
+		check(errors.Is(err, amqp.ErrCredentials), "error %v", err)
+	},
+
+	"large_message": func() {
+		conn := connect()
+		defer conn.Close()
+		ch := must(conn.Channel())
+		q := name("large")
+		must(ch.QueueDeclare(q, false, false, true, false, nil))
+		body := make([]byte, 8*1024*1024)
+		_, _ = rand.Read(body)
+		publish(ch, "", q, body, false, amqp.Publishing{})
+		got := getOne(ch, q, 20*time.Second)
+		check(len(got.Body) == len(body) && sha256.Sum256(got.Body) == sha256.Sum256(body), "body of %d bytes differs", len(got.Body))
+	},
+
+	"many_channels": func() {
+		conn := connect()
+		defer conn.Close()
+		q := name("channels")
+		var chans []*amqp.Channel
+		var confirms []chan amqp.Confirmation
+		for i := 0; i < 100; i++ {
+			ch, c := confirmChannel(conn)
+			chans, confirms = append(chans, ch), append(confirms, c)
+		}
+		must(chans[0].QueueDeclare(q, false, false, true, false, nil))
+		for i, ch := range chans {
+			publish(ch, "", q, []byte(strconv.Itoa(i)), false, amqp.Publishing{})
+		}
+		for _, c := range confirms {
+			waitConfirms(c, 1)
+		}
+		var got []int
+		for _, d := range drain(chans[99], q) {
+			n, _ := strconv.Atoi(string(d.Body))
+			got = append(got, n)
+		}
+		sort.Ints(got)
+		check(len(got) == 100 && got[0] == 0 && got[99] == 99, "got %d messages", len(got))
+		for _, ch := range chans {
+			ok(ch.Close())
+		}
+	},
+
+	"heartbeat": func() {
+		conn := must(connectWith(password, 2*time.Second))
+		defer conn.Close()
+		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+		ch := must(conn.Channel())
+		q := name("heartbeat")
+		must(ch.QueueDeclare(q, false, false, true, false, nil))
+		select {
+		case e := <-closed:
+			fail("connection closed while idle: %v", e)
+		case <-time.After(10 * time.Second):
+		}
+		publish(ch, "", q, []byte("alive"), false, amqp.Publishing{})
+		check(string(getOne(ch, q, 5*time.Second).Body) == "alive", "after idle")
+	},
+
+	"server_cancel": func() {
+		a := connect()
+		defer a.Close()
+		ch := must(a.Channel())
+		q := name("cancel")
+		must(ch.QueueDeclare(q, false, false, false, false, nil))
+		cancels := ch.NotifyCancel(make(chan string, 1))
+		must(ch.Consume(q, "interop-consumer", false, false, false, false, nil))
+		b := connect()
+		must(must(b.Channel()).QueueDelete(q, false, false, false))
+		b.Close()
+		tag := recv(cancels, 5*time.Second, "server-sent basic.cancel")
+		check(tag == "interop-consumer", "cancelled tag %q", tag)
+	},
+}
+
+// pending takes every delivery that arrives until the stream pauses.
+// The library hands deliveries over one at a time from its own goroutine,
+// so "nothing ready this instant" does not mean "nothing received".
+func pending(msgs <-chan amqp.Delivery) []amqp.Delivery {
+	var got []amqp.Delivery
+	for {
+		select {
+		case d := <-msgs:
+			got = append(got, d)
+		case <-time.After(50 * time.Millisecond):
+			return got
+		}
+	}
+}
+
+func bodies(ds []amqp.Delivery) string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, string(d.Body))
+	}
+	return strings.Join(s, ",")
+}
+
+func routingKeys(ds []amqp.Delivery) string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, d.RoutingKey)
+	}
+	return strings.Join(s, ",")
+}
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: go-client SCENARIO")
+		os.Exit(2)
+	}
+	fn, found := scenarios[os.Args[1]]
+	if !found {
+		fmt.Println("n/a: no such scenario for this client")
+		os.Exit(exitNA)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintln(os.Stderr, "FAIL:", r)
+			os.Exit(1)
+		}
+	}()
+	fn()
+}
