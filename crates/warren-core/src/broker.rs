@@ -10,6 +10,7 @@ use dashmap::DashMap;
 use warren_codec::ShortStr;
 
 use crate::permissions::Permissions;
+use crate::persist::Durability;
 use crate::queue::ConnId;
 use crate::vhost::VHost;
 
@@ -107,15 +108,24 @@ pub struct Broker {
     names: std::collections::hash_map::RandomState,
     name_counter: AtomicU64,
     wall_clock: Arc<AtomicU64>,
+    durability: Option<Arc<Durability>>,
 }
 
 impl Broker {
-    /// A broker with the configured vhosts and users.
+    /// A broker with the configured vhosts and users, in memory only.
     pub fn new(config: BrokerConfig) -> Arc<Self> {
+        Self::with_durability(config, None)
+    }
+
+    /// A broker that stores durable state through `durability`.
+    pub fn with_durability(config: BrokerConfig, durability: Option<Arc<Durability>>) -> Arc<Self> {
         let vhosts = DashMap::new();
         let wall_clock = Arc::new(AtomicU64::new(0));
         for v in &config.vhosts {
-            vhosts.insert(v.clone(), VHost::new(v, Arc::clone(&wall_clock)));
+            vhosts.insert(
+                v.clone(),
+                VHost::new(v, Arc::clone(&wall_clock), durability.clone()),
+            );
         }
         let users = config
             .users
@@ -130,6 +140,7 @@ impl Broker {
             names: std::collections::hash_map::RandomState::new(),
             name_counter: AtomicU64::new(0),
             wall_clock,
+            durability,
         })
     }
 
@@ -146,6 +157,15 @@ impl Broker {
     /// The virtual host called `name`.
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
         self.vhosts.get(name).map(|v| Arc::clone(&v))
+    }
+
+    /// The virtual host called `name`, created if missing (used when
+    /// restoring stored definitions).
+    pub fn vhost_or_create(&self, name: &str) -> Arc<VHost> {
+        let vh = self.vhosts.entry(name.to_string()).or_insert_with(|| {
+            VHost::new(name, Arc::clone(&self.wall_clock), self.durability.clone())
+        });
+        Arc::clone(vh.value())
     }
 
     /// Every virtual host.

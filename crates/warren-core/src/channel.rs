@@ -18,6 +18,7 @@ use crate::connection::Ctx;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::permissions::{Access, Resource};
+use crate::persist::PersistOp;
 use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueuedMessage};
 use crate::vhost::{QueueDeclare, VHost};
 
@@ -66,8 +67,9 @@ struct ChanConsumer {
 #[derive(Debug)]
 struct Confirms {
     next: u64,
-    /// Sequence numbers settled since the last flush: (seq, ack?).
-    settled: Vec<(u64, bool)>,
+    /// Unconfirmed publishes in order: (seq, None while the store is
+    /// still writing, then Some(ack?)).
+    pending: VecDeque<(u64, Option<bool>)>,
 }
 
 /// A message routed inside a transaction, waiting for commit.
@@ -526,7 +528,7 @@ impl Channel {
                 ctx.grant()
                     .check(Access::Read, Resource::Queue, name.as_bytes())?;
                 let q = ctx.vhost.queue_for(ctx.conn, &name)?;
-                match q.get(ctx.now) {
+                match q.get(ctx.now, m.no_ack) {
                     None => self.send(
                         ctx,
                         BasicGetEmpty {
@@ -610,7 +612,7 @@ impl Channel {
                 if self.confirm.is_none() {
                     self.confirm = Some(Confirms {
                         next: 1,
-                        settled: Vec::new(),
+                        pending: VecDeque::new(),
                     });
                 }
                 if !m.nowait {
@@ -630,7 +632,9 @@ impl Channel {
                 let Some(tx) = self.tx.replace(Tx::default()) else {
                     return Err(Error::precondition("channel is not transactional"));
                 };
+                let mut stored = false;
                 for p in tx.publishes {
+                    stored |= p.message.store_id.is_some();
                     let _ = self.enqueue(ctx, p.message, p.queues, p.mandatory);
                 }
                 for a in tx.acks {
@@ -643,7 +647,14 @@ impl Channel {
                         } => self.ack(ctx.conn, tag, multiple, Some(requeue))?,
                     }
                 }
-                self.send(ctx, TxCommitOk);
+                match ctx.vhost.durability() {
+                    // commit-ok waits until the store has flushed the commit.
+                    Some(d) if stored => d.submit(PersistOp::TxCommit {
+                        mailbox: Arc::clone(ctx.mailbox),
+                        channel: self.id,
+                    }),
+                    _ => self.send(ctx, TxCommitOk),
+                }
             }
             Method::TxRollback(_) => {
                 if self.tx.replace(Tx::default()).is_none() {
@@ -702,12 +713,16 @@ impl Channel {
             properties.headers.as_ref(),
             ctx.scratch,
         );
-        let message = Arc::new(Message {
-            exchange: publish.exchange,
-            routing_key: publish.routing_key,
-            properties,
-            body,
-        });
+        let message = ctx.vhost.prepare(
+            Message {
+                exchange: publish.exchange,
+                routing_key: publish.routing_key,
+                properties,
+                body,
+                store_id: None,
+            },
+            ctx.scratch,
+        );
         if let Some(tx) = &mut self.tx {
             tx.publishes.push(TxPublish {
                 message,
@@ -716,12 +731,26 @@ impl Channel {
             });
             return Ok(());
         }
+        let stored = message.store_id.is_some();
         let queues = std::mem::take(ctx.scratch);
         let (queues, accepted) = self.enqueue(ctx, message, queues, publish.mandatory);
         *ctx.scratch = queues;
         if let Some(c) = &mut self.confirm {
-            c.settled.push((c.next, accepted));
+            let seq = c.next;
             c.next += 1;
+            if stored && accepted {
+                // Confirmed once the store has flushed everything so far.
+                c.pending.push_back((seq, None));
+                if let Some(d) = ctx.vhost.durability() {
+                    d.submit(PersistOp::Confirm {
+                        mailbox: Arc::clone(ctx.mailbox),
+                        channel: self.id,
+                        seq,
+                    });
+                }
+            } else {
+                c.pending.push_back((seq, Some(accepted)));
+            }
         }
         Ok(())
     }
@@ -754,10 +783,7 @@ impl Channel {
             }
             return (queues, true);
         }
-        let mut accepted = true;
-        for q in queues.drain(..) {
-            accepted &= q.publish(Arc::clone(&message), ctx.now);
-        }
+        let accepted = ctx.vhost.enqueue(message, &mut queues, ctx.now);
         (queues, accepted)
     }
 
@@ -854,7 +880,7 @@ impl Channel {
             let mut msgs: Vec<QueuedMessage> = group.into_iter().map(|u| u.message).collect();
             msgs.sort_by_key(|m| m.seq);
             match outcome {
-                Outcome::Ack => queue.settle(conn, self.id, consumer.as_ref(), settled, []),
+                Outcome::Ack => queue.ack(conn, self.id, consumer.as_ref(), msgs),
                 Outcome::Requeue => {
                     for m in &mut msgs {
                         m.redelivered = true;
@@ -883,28 +909,31 @@ impl Channel {
         }
     }
 
-    /// Writes the confirms settled since the last call, coalescing runs
-    /// into `multiple` acks.
+    /// The store has flushed (or failed to write) publish `seq`.
+    pub(crate) fn confirmed(&mut self, seq: u64, ok: bool) {
+        if let Some(c) = &mut self.confirm
+            && let Ok(i) = c.pending.binary_search_by_key(&seq, |p| p.0)
+        {
+            c.pending[i].1 = Some(ok);
+        }
+    }
+
+    /// Writes the confirms settled since the last call, coalescing runs of
+    /// acks into one `multiple` ack. Only the settled prefix goes out, so a
+    /// `multiple` ack never covers a publish still being written.
     pub(crate) fn flush_confirms(&mut self, out: &mut BytesMut, channel: u16) {
         let Some(c) = &mut self.confirm else { return };
-        if c.settled.is_empty() {
-            return;
-        }
-        // Confirms settle in order here, so each run of acks is one
-        // `multiple` ack up to its last sequence number.
-        let mut i = 0;
-        let settled = std::mem::take(&mut c.settled);
-        while i < settled.len() {
-            let (seq, ok) = settled[i];
-            let mut j = i;
-            while j + 1 < settled.len()
-                && settled[j + 1].1 == ok
-                && settled[j + 1].0 == settled[j].0 + 1
-            {
-                j += 1;
+        while let Some(&(seq, Some(ok))) = c.pending.front() {
+            c.pending.pop_front();
+            let mut last = seq;
+            let mut multiple = false;
+            if ok {
+                while let Some(&(next, Some(true))) = c.pending.front() {
+                    c.pending.pop_front();
+                    last = next;
+                    multiple = true;
+                }
             }
-            let last = settled[j].0;
-            let multiple = j > i;
             let m = if ok {
                 Method::from(BasicAck {
                     delivery_tag: last,
@@ -913,16 +942,12 @@ impl Channel {
             } else {
                 Method::from(BasicNack {
                     delivery_tag: last,
-                    multiple,
+                    multiple: false,
                     requeue: false,
                 })
             };
-            let _ = seq;
             encode_method(out, channel, &m);
-            i = j + 1;
         }
-        c.settled = settled;
-        c.settled.clear();
     }
 }
 

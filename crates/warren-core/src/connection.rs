@@ -266,6 +266,7 @@ impl Connection {
         while let Some(ev) = self.events.pop_front() {
             self.handle_event(ev);
         }
+        self.flush_confirms();
         if self.out.len() != before {
             self.last_send = now;
         }
@@ -295,6 +296,35 @@ impl Connection {
                         if ack {
                             queue.settle(self.id, channel, Some(&consumer_tag), 1, [message]);
                         }
+                    }
+                }
+            }
+            Event::Confirmed { channel, seq, ok } => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.confirmed(seq, ok);
+                }
+            }
+            Event::TxCommitted { channel, ok } => {
+                if self.state == State::Running
+                    && let Some(ch) = self.channels.get_mut(&channel)
+                    && !ch.is_closing()
+                {
+                    if ok {
+                        self.send(channel, warren_codec::TxCommitOk);
+                    } else {
+                        let close = warren_codec::ChannelClose {
+                            reply_code: ReplyCode::InternalError.code(),
+                            reply_text: ShortStr::from_static(
+                                "INTERNAL_ERROR - the store failed to write the transaction",
+                            ),
+                            class_id: 90,
+                            method_id: 20,
+                        };
+                        if let Some(vh) = &self.vhost {
+                            ch.release(self.id, vh);
+                        }
+                        ch.start_closing();
+                        self.send(channel, close);
                     }
                 }
             }

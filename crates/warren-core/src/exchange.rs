@@ -75,6 +75,24 @@ pub enum Destination {
 }
 
 impl Destination {
+    /// Whether the destination survives restarts.
+    pub fn is_durable(&self, vhost: &crate::vhost::VHost) -> bool {
+        match self {
+            Destination::Queue(q) => q.is_stored(),
+            Destination::Exchange(e) => {
+                vhost.exchange(e.as_bytes()).is_some_and(|e| e.spec.durable)
+            }
+        }
+    }
+
+    /// The stored form.
+    pub fn target(&self) -> crate::persist::BindingTarget {
+        match self {
+            Destination::Queue(q) => crate::persist::BindingTarget::Queue(q.name().clone()),
+            Destination::Exchange(e) => crate::persist::BindingTarget::Exchange(e.clone()),
+        }
+    }
+
     /// Whether two destinations name the same thing.
     pub fn same(&self, other: &Destination) -> bool {
         match (self, other) {
@@ -279,17 +297,21 @@ impl Exchange {
         removed
     }
 
-    /// Removes every binding to `destination`; returns how many.
-    pub fn unbind_all_to(&self, destination: &Destination) -> usize {
+    /// Removes every binding to `destination`; returns them.
+    pub fn unbind_all_to(&self, destination: &Destination) -> Vec<Binding> {
         let mut map = self.bindings.write().unwrap_or_else(|e| e.into_inner());
-        let mut n = 0;
+        let mut removed = Vec::new();
         map.retain(|_, entry| {
-            let before = entry.bindings.len();
-            entry.bindings.retain(|b| !b.destination.same(destination));
-            n += before - entry.bindings.len();
+            entry.bindings.retain(|b| {
+                let keep = !b.destination.same(destination);
+                if !keep {
+                    removed.push(b.clone());
+                }
+                keep
+            });
             !entry.bindings.is_empty()
         });
-        n
+        removed
     }
 
     /// Whether the exchange has no bindings as a source.

@@ -22,6 +22,7 @@ pub mod exchange;
 pub mod mailbox;
 pub mod message;
 pub mod permissions;
+pub mod persist;
 pub mod queue;
 pub mod vhost;
 

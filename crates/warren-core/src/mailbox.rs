@@ -39,6 +39,22 @@ pub enum Event {
         /// The message.
         message: QueuedMessage,
     },
+    /// The store settled publish `seq` (confirm mode).
+    Confirmed {
+        /// The publisher's channel.
+        channel: u16,
+        /// Publish sequence number.
+        seq: u64,
+        /// Written (ack) or failed (nack).
+        ok: bool,
+    },
+    /// The store flushed a transaction's messages (or failed to).
+    TxCommitted {
+        /// The channel.
+        channel: u16,
+        /// Written.
+        ok: bool,
+    },
     /// The queue went away under the consumer: send `basic.cancel`.
     Cancelled {
         /// Channel of the consumer.

@@ -16,6 +16,9 @@ pub struct Message {
     pub properties: BasicProperties,
     /// The body.
     pub body: Bytes,
+    /// Id in the durable store, if it is persistent and was routed to at
+    /// least one durable queue.
+    pub store_id: Option<u64>,
 }
 
 impl Message {

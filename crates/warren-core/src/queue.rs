@@ -17,7 +17,13 @@ use warren_codec::{FieldTable, FieldValue, ShortStr};
 
 use crate::mailbox::{Event, Mailbox};
 use crate::message::Message;
+use crate::persist::{PersistOp, Persistence};
 use crate::vhost::VHost;
+
+/// Ready messages beyond this many in one queue are kept on disk only (when
+/// persistent and the queue durable), so a long backlog does not need RAM
+/// for every body.
+pub const RESIDENT_LIMIT: usize = 8192;
 
 /// Identifies a connection within the broker.
 pub type ConnId = u64;
@@ -187,6 +193,8 @@ pub struct QueueSpec {
     pub arguments: FieldTable,
     /// `x-queue-type`.
     pub kind: QueueType,
+    /// Id in the durable store (durable queues on a broker with a store).
+    pub store_id: Option<u64>,
 }
 
 /// What to do when a length limit is reached (`x-overflow`).
@@ -283,11 +291,50 @@ impl DeathReason {
     }
 }
 
+/// A ready message's content: in memory, or only in the store.
+#[derive(Debug)]
+enum Payload {
+    Resident(Arc<Message>),
+    Paged { id: u64, bytes: u32, priority: u8 },
+}
+
+/// One ready message as the queue keeps it.
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    payload: Payload,
+    redelivered: bool,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn bytes(&self) -> u64 {
+        match &self.payload {
+            Payload::Resident(m) => m.body.len() as u64,
+            Payload::Paged { bytes, .. } => u64::from(*bytes),
+        }
+    }
+
+    fn priority(&self) -> u8 {
+        match &self.payload {
+            Payload::Resident(m) => m.properties.priority.unwrap_or(0),
+            Payload::Paged { priority, .. } => *priority,
+        }
+    }
+
+    fn store_id(&self) -> Option<u64> {
+        match &self.payload {
+            Payload::Resident(m) => m.store_id,
+            Payload::Paged { id, .. } => Some(*id),
+        }
+    }
+}
+
 /// Ready messages, one FIFO per priority level (one level for an ordinary
 /// queue), each ordered by sequence number.
 #[derive(Debug, Default)]
 struct Ready {
-    levels: Vec<VecDeque<QueuedMessage>>,
+    levels: Vec<VecDeque<Entry>>,
     len: usize,
     bytes: u64,
 }
@@ -301,58 +348,55 @@ impl Ready {
         }
     }
 
-    fn level(&self, m: &QueuedMessage) -> usize {
-        let p = usize::from(m.message.properties.priority.unwrap_or(0));
-        p.min(self.levels.len() - 1)
+    fn level(&self, e: &Entry) -> usize {
+        usize::from(e.priority()).min(self.levels.len() - 1)
     }
 
-    fn push_back(&mut self, m: QueuedMessage) {
+    fn push_back(&mut self, e: Entry) {
         self.len += 1;
-        self.bytes += m.message.body.len() as u64;
-        let l = self.level(&m);
-        self.levels[l].push_back(m);
+        self.bytes += e.bytes();
+        let l = self.level(&e);
+        self.levels[l].push_back(e);
     }
 
-    fn insert_by_seq(&mut self, m: QueuedMessage) {
+    fn insert_by_seq(&mut self, e: Entry) {
         self.len += 1;
-        self.bytes += m.message.body.len() as u64;
-        let l = self.level(&m);
+        self.bytes += e.bytes();
+        let l = self.level(&e);
         let q = &mut self.levels[l];
-        let pos = q.partition_point(|r| r.seq < m.seq);
-        q.insert(pos, m);
+        let pos = q.partition_point(|r| r.seq < e.seq);
+        q.insert(pos, e);
     }
 
-    fn front(&self) -> Option<&QueuedMessage> {
+    fn front(&self) -> Option<&Entry> {
         self.levels.iter().rev().find_map(|q| q.front())
     }
 
-    fn pop_front(&mut self) -> Option<QueuedMessage> {
-        let m = self.levels.iter_mut().rev().find_map(|q| q.pop_front())?;
+    fn taken(&mut self, e: Entry) -> Entry {
         self.len -= 1;
-        self.bytes -= m.message.body.len() as u64;
-        Some(m)
+        self.bytes -= e.bytes();
+        e
+    }
+
+    fn pop_front(&mut self) -> Option<Entry> {
+        let e = self.levels.iter_mut().rev().find_map(|q| q.pop_front())?;
+        Some(self.taken(e))
     }
 
     /// The oldest message (lowest sequence number) across levels, for
     /// drop-head: length limits drop by age, not by priority.
-    fn pop_oldest(&mut self) -> Option<QueuedMessage> {
+    fn pop_oldest(&mut self) -> Option<Entry> {
         let level = (0..self.levels.len())
             .filter(|&l| !self.levels[l].is_empty())
             .min_by_key(|&l| self.levels[l].front().map_or(u64::MAX, |m| m.seq))?;
-        let m = self.levels[level].pop_front()?;
-        self.len -= 1;
-        self.bytes -= m.message.body.len() as u64;
-        Some(m)
+        let e = self.levels[level].pop_front()?;
+        Some(self.taken(e))
     }
 
-    fn clear(&mut self) -> usize {
-        let n = self.len;
-        for q in &mut self.levels {
-            q.clear();
-        }
+    fn drain(&mut self) -> Vec<Entry> {
         self.len = 0;
         self.bytes = 0;
-        n
+        self.levels.iter_mut().flat_map(|q| q.drain(..)).collect()
     }
 }
 
@@ -364,6 +408,7 @@ pub struct Queue {
     /// Parsed behaviour arguments.
     pub args: QueueArgs,
     vhost: Weak<VHost>,
+    store: Option<Arc<dyn Persistence>>,
     deleted: AtomicBool,
     /// Whether any message may carry an expiry, so the periodic sweep can
     /// skip queues that have none.
@@ -397,9 +442,28 @@ pub struct Removed {
     pub auto_delete_now: bool,
 }
 
+/// A message recovered from the store at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct Recovered {
+    /// Position in the queue.
+    pub seq: u64,
+    /// Message store id.
+    pub msg: u64,
+    /// It had been delivered before the restart.
+    pub delivered: bool,
+    /// Body size, if known.
+    pub bytes: u32,
+    /// Priority, if known.
+    pub priority: u8,
+}
+
 impl Queue {
-    /// A new, empty queue in `vhost`.
-    pub fn new(spec: QueueSpec, vhost: Weak<VHost>) -> Arc<Self> {
+    /// A new, empty queue in `vhost`, persisting through `store` if durable.
+    pub fn new(
+        spec: QueueSpec,
+        vhost: Weak<VHost>,
+        store: Option<Arc<dyn Persistence>>,
+    ) -> Arc<Self> {
         let args = QueueArgs::from_table(&spec.arguments);
         let state = State {
             ready: Ready::new(args.max_priority),
@@ -412,10 +476,12 @@ impl Queue {
             dead: Vec::new(),
         };
         let may_expire = args.message_ttl.is_some() || args.expires.is_some();
+        let store = if spec.store_id.is_some() { store } else { None };
         Arc::new(Queue {
             spec,
             args,
             vhost,
+            store,
             deleted: AtomicBool::new(false),
             may_expire: AtomicBool::new(may_expire),
             state: Mutex::new(state),
@@ -433,6 +499,41 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Submits a store op if this queue is durable and the message stored.
+    fn persist(&self, op: impl FnOnce(u64) -> PersistOp) {
+        if let (Some(store), Some(q)) = (&self.store, self.spec.store_id) {
+            store.submit(op(q));
+        }
+    }
+
+    fn dequeue_op(&self, seq: u64, msg: Option<u64>) {
+        if let Some(msg) = msg {
+            self.persist(|queue| PersistOp::Dequeue { queue, seq, msg });
+        }
+    }
+
+    /// Turns an entry back into a message, reading it from the store if it
+    /// was paged out. A message the store has lost is logged and skipped.
+    fn materialize(&self, e: Entry) -> Option<QueuedMessage> {
+        let message = match e.payload {
+            Payload::Resident(m) => m,
+            Payload::Paged { id, .. } => match self.store.as_ref().and_then(|s| s.load(id)) {
+                Some(m) => m,
+                None => {
+                    tracing::error!(queue = %self.name(), msg = id, "stored message is missing; skipping it");
+                    self.dequeue_op(e.seq, Some(id));
+                    return None;
+                }
+            },
+        };
+        Some(QueuedMessage {
+            seq: e.seq,
+            message,
+            redelivered: e.redelivered,
+            expires_at: e.expires_at,
+        })
+    }
+
     /// Routes dead letters collected under the lock; call with it released.
     fn after(&self, mut st: MutexGuard<'_, State>) {
         if st.dead.is_empty() {
@@ -446,6 +547,17 @@ impl Queue {
         }
     }
 
+    /// Removes an entry for good (expired, dropped, rejected): tells the
+    /// store and queues it for dead-lettering.
+    fn kill(&self, st: &mut State, e: Entry, reason: DeathReason) {
+        self.dequeue_op(e.seq, e.store_id());
+        if self.args.dead_letter_exchange.is_some()
+            && let Some(m) = self.materialize(e)
+        {
+            st.dead.push((m, reason));
+        }
+    }
+
     /// Whether the queue has been deleted.
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
@@ -456,11 +568,40 @@ impl Queue {
         self.spec.exclusive_owner.is_none_or(|owner| owner == conn)
     }
 
+    /// Whether messages published to this queue are stored.
+    pub fn is_stored(&self) -> bool {
+        self.store.is_some()
+    }
+
     /// Marks the queue used now (declare, get), for `x-expires`.
     pub fn touch(&self, now: Instant) {
         let mut st = self.lock();
         st.clock = Some(now);
         st.last_used = Some(now);
+    }
+
+    /// Loads the messages the store held for this queue at start-up, in
+    /// order, without reading their bodies.
+    pub fn recover(&self, entries: impl IntoIterator<Item = Recovered>) {
+        let mut st = self.lock();
+        for r in entries {
+            st.next_seq = st.next_seq.max(r.seq + 1);
+            let e = Entry {
+                seq: r.seq,
+                payload: Payload::Paged {
+                    id: r.msg,
+                    bytes: r.bytes,
+                    priority: r.priority,
+                },
+                redelivered: r.delivered,
+                expires_at: None,
+            };
+            st.ready.push_back(e);
+        }
+        if self.args.message_ttl.is_some() {
+            // TTLs restart from recovery: expiry times are not stored.
+            self.may_expire.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Appends a message and delivers what consumers can take. Returns
@@ -479,36 +620,63 @@ impl Queue {
             self.may_expire.store(true, Ordering::Relaxed);
         }
         let seq = st.next_seq;
-        st.next_seq += 1;
-        let m = QueuedMessage {
-            seq,
-            message,
-            redelivered: false,
-            expires_at: ttl.map(|t| now + t),
-        };
-        let mut accepted = true;
-        if self.args.has_length_limit()
+        let stored = message.store_id.filter(|_| self.store.is_some());
+        let bytes = message.body.len() as u64;
+        let refused = self.args.has_length_limit()
             && self.args.overflow != Overflow::DropHead
-            && self.full_for(&st, &m)
-        {
-            accepted = false;
-            if self.args.overflow == Overflow::RejectPublishDlx {
+            && (self
+                .args
+                .max_length
+                .is_some_and(|n| st.ready.len as u64 >= n)
+                || self
+                    .args
+                    .max_length_bytes
+                    .is_some_and(|n| st.ready.bytes + bytes > n));
+        if refused {
+            if self.args.overflow == Overflow::RejectPublishDlx
+                && self.args.dead_letter_exchange.is_some()
+            {
+                let m = QueuedMessage {
+                    seq,
+                    message,
+                    redelivered: false,
+                    expires_at: None,
+                };
                 st.dead.push((m, DeathReason::Maxlen));
             }
-        } else {
-            st.ready.push_back(m);
-            if self.args.has_length_limit() {
-                while self.over_limit(&st) {
-                    let Some(old) = st.ready.pop_oldest() else {
-                        break;
-                    };
-                    st.dead.push((old, DeathReason::Maxlen));
-                }
+            self.after(st);
+            return false;
+        }
+        st.next_seq += 1;
+        if let Some(msg) = stored {
+            // Under the lock: the store sees this before any dequeue of it.
+            self.persist(|queue| PersistOp::Enqueue { queue, seq, msg });
+        }
+        let payload = match stored {
+            Some(id) if st.ready.len >= RESIDENT_LIMIT => Payload::Paged {
+                id,
+                bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+                priority: message.properties.priority.unwrap_or(0),
+            },
+            _ => Payload::Resident(message),
+        };
+        st.ready.push_back(Entry {
+            seq,
+            payload,
+            redelivered: false,
+            expires_at: ttl.map(|t| now + t),
+        });
+        if self.args.has_length_limit() {
+            while self.over_limit(&st) {
+                let Some(old) = st.ready.pop_oldest() else {
+                    break;
+                };
+                self.kill(&mut st, old, DeathReason::Maxlen);
             }
         }
-        Self::dispatch_locked(self, &mut st);
+        self.dispatch_locked(&mut st);
         self.after(st);
-        accepted
+        true
     }
 
     fn over_limit(&self, st: &State) -> bool {
@@ -519,16 +687,6 @@ impl Queue {
                 .args
                 .max_length_bytes
                 .is_some_and(|n| st.ready.bytes > n)
-    }
-
-    fn full_for(&self, st: &State, m: &QueuedMessage) -> bool {
-        self.args
-            .max_length
-            .is_some_and(|n| st.ready.len as u64 >= n)
-            || self
-                .args
-                .max_length_bytes
-                .is_some_and(|n| st.ready.bytes + m.message.body.len() as u64 > n)
     }
 
     /// Ready messages (not counting unacknowledged ones), as `declare-ok`
@@ -564,7 +722,7 @@ impl Queue {
         }
         st.had_consumer = true;
         st.consumers.push(consumer);
-        Self::dispatch_locked(self, &mut st);
+        self.dispatch_locked(&mut st);
         self.after(st);
         Ok(())
     }
@@ -587,7 +745,7 @@ impl Queue {
             st.last_used = st.clock;
         }
         // Others may now get what the removed consumer could not take.
-        Self::dispatch_locked(self, &mut st);
+        self.dispatch_locked(&mut st);
         let removed = Removed {
             found,
             auto_delete_now: found && self.spec.auto_delete && st.consumers.is_empty(),
@@ -599,7 +757,7 @@ impl Queue {
     /// Settles deliveries made to one consumer (or to `basic.get` when
     /// `consumer` is `None`): frees `settled` units of its prefetch, puts
     /// `requeue` back in place (the caller sets `redelivered` on those that
-    /// reached the client), dead-letters `dead`, and dispatches.
+    /// reached the client), and dispatches.
     pub fn settle(
         self: &Arc<Self>,
         conn: ConnId,
@@ -608,7 +766,28 @@ impl Queue {
         settled: u32,
         requeue: impl IntoIterator<Item = QueuedMessage>,
     ) {
-        self.settle_with_dead(conn, channel, consumer, settled, requeue, Vec::new());
+        self.settle_all(
+            conn,
+            channel,
+            consumer,
+            settled,
+            requeue,
+            Vec::new(),
+            Vec::new(),
+        );
+    }
+
+    /// Acknowledges deliveries: frees prefetch and forgets them for good.
+    pub fn ack(
+        self: &Arc<Self>,
+        conn: ConnId,
+        channel: u16,
+        consumer: Option<&ShortStr>,
+        acked: Vec<QueuedMessage>,
+    ) {
+        let n = u32::try_from(acked.len()).unwrap_or(u32::MAX);
+        let n = if consumer.is_some() { n } else { 0 };
+        self.settle_all(conn, channel, consumer, n, [], acked, Vec::new());
     }
 
     /// [`Queue::settle`], also dead-lettering rejected messages.
@@ -621,18 +800,59 @@ impl Queue {
         requeue: impl IntoIterator<Item = QueuedMessage>,
         rejected: Vec<QueuedMessage>,
     ) {
+        self.settle_all(
+            conn,
+            channel,
+            consumer,
+            settled,
+            requeue,
+            Vec::new(),
+            rejected,
+        );
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one lock acquisition for every way a delivery ends"
+    )]
+    fn settle_all(
+        self: &Arc<Self>,
+        conn: ConnId,
+        channel: u16,
+        consumer: Option<&ShortStr>,
+        settled: u32,
+        requeue: impl IntoIterator<Item = QueuedMessage>,
+        acked: Vec<QueuedMessage>,
+        rejected: Vec<QueuedMessage>,
+    ) {
         let mut st = self.lock();
         if let Some(tag) = consumer
             && let Some(c) = st.consumers.iter_mut().find(|c| c.is(conn, channel, tag))
         {
             c.in_flight = c.in_flight.saturating_sub(settled);
         }
+        // Once deleted, the store dropped everything this queue held.
+        let live = !self.is_deleted();
+        if live {
+            for m in &acked {
+                self.dequeue_op(m.seq, m.message.store_id);
+            }
+            for m in &rejected {
+                self.dequeue_op(m.seq, m.message.store_id);
+            }
+        }
         let mut any = false;
         for m in requeue {
-            if self.is_deleted() {
+            if !live {
                 break;
             }
-            st.ready.insert_by_seq(m);
+            let e = Entry {
+                seq: m.seq,
+                payload: Payload::Resident(m.message),
+                redelivered: m.redelivered,
+                expires_at: m.expires_at,
+            };
+            st.ready.insert_by_seq(e);
             any = true;
         }
         if self.args.dead_letter_exchange.is_some() {
@@ -640,7 +860,7 @@ impl Queue {
                 .extend(rejected.into_iter().map(|m| (m, DeathReason::Rejected)));
         }
         if any || settled > 0 {
-            Self::dispatch_locked(self, &mut st);
+            self.dispatch_locked(&mut st);
         }
         self.after(st);
     }
@@ -648,31 +868,49 @@ impl Queue {
     /// Delivers what the consumers have room for.
     pub fn dispatch(self: &Arc<Self>) {
         let mut st = self.lock();
-        Self::dispatch_locked(self, &mut st);
+        self.dispatch_locked(&mut st);
         self.after(st);
     }
 
     /// Drops expired messages from the head.
-    fn expire_head(st: &mut State) {
+    fn expire_head(&self, st: &mut State) {
         let Some(now) = st.clock else { return };
         while st
             .ready
             .front()
             .is_some_and(|m| m.expires_at.is_some_and(|e| e < now))
         {
-            if let Some(m) = st.ready.pop_front() {
-                st.dead.push((m, DeathReason::Expired));
+            if let Some(e) = st.ready.pop_front() {
+                self.kill(st, e, DeathReason::Expired);
             }
         }
     }
 
-    fn dispatch_locked(this: &Arc<Queue>, st: &mut State) {
-        Self::expire_head(st);
+    fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
+        self.expire_head(st);
         while st.ready.len > 0 && !st.consumers.is_empty() {
-            let Some(i) = Self::pick(this, st) else { break };
-            let Some(message) = st.ready.pop_front() else {
+            let Some(i) = self.pick(st) else { break };
+            let Some(entry) = st.ready.pop_front() else {
                 break;
             };
+            let Some(message) = self.materialize(entry) else {
+                // Give back the credit taken for a message that vanished.
+                let c = &st.consumers[i];
+                if c.ack {
+                    c.channel_credit.release(1);
+                }
+                continue;
+            };
+            if let Some(msg) = message.message.store_id {
+                let (seq, ack) = (message.seq, st.consumers[i].ack);
+                self.persist(|queue| {
+                    if ack {
+                        PersistOp::Delivered { queue, seq, msg }
+                    } else {
+                        PersistOp::Dequeue { queue, seq, msg }
+                    }
+                });
+            }
             let c = &mut st.consumers[i];
             if c.ack {
                 c.in_flight += 1;
@@ -681,20 +919,20 @@ impl Queue {
                 channel: c.channel,
                 consumer_tag: c.tag.clone(),
                 ack: c.ack,
-                queue: Arc::clone(this),
+                queue: Arc::clone(self),
                 message,
             });
             st.cursor = i + 1;
-            Self::expire_head(st);
+            self.expire_head(st);
         }
     }
 
     /// Picks the next consumer with room: the highest priority first,
     /// round-robin among equals; with single-active-consumer only the
     /// earliest. Takes channel credit for the one chosen.
-    fn pick(this: &Queue, st: &mut State) -> Option<usize> {
+    fn pick(&self, st: &mut State) -> Option<usize> {
         let n = st.consumers.len();
-        if this.args.single_active_consumer {
+        if self.args.single_active_consumer {
             let c = st.consumers.first()?;
             return (c.has_room() && (!c.ack || c.channel_credit.try_acquire())).then_some(0);
         }
@@ -724,21 +962,41 @@ impl Queue {
     }
 
     /// Takes the head message for `basic.get`, with the number left.
-    pub fn get(self: &Arc<Self>, now: Instant) -> Option<(QueuedMessage, u32)> {
+    pub fn get(self: &Arc<Self>, now: Instant, no_ack: bool) -> Option<(QueuedMessage, u32)> {
         let mut st = self.lock();
         st.clock = Some(now);
         st.last_used = Some(now);
-        Self::expire_head(&mut st);
-        let m = st.ready.pop_front();
+        self.expire_head(&mut st);
+        let mut got = None;
+        while let Some(e) = st.ready.pop_front() {
+            if let Some(m) = self.materialize(e) {
+                got = Some(m);
+                break;
+            }
+        }
+        if let Some(m) = &got
+            && let Some(msg) = m.message.store_id
+        {
+            let seq = m.seq;
+            if no_ack {
+                self.persist(|queue| PersistOp::Dequeue { queue, seq, msg });
+            } else {
+                self.persist(|queue| PersistOp::Delivered { queue, seq, msg });
+            }
+        }
         let left = u32::try_from(st.ready.len).unwrap_or(u32::MAX);
         self.after(st);
-        Some((m?, left))
+        Some((got?, left))
     }
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        let n = self.lock().ready.clear();
-        u32::try_from(n).unwrap_or(u32::MAX)
+        let mut st = self.lock();
+        let entries = st.ready.drain();
+        for e in &entries {
+            self.dequeue_op(e.seq, e.store_id());
+        }
+        u32::try_from(entries.len()).unwrap_or(u32::MAX)
     }
 
     /// Expires what is due; returns true if the queue itself has been
@@ -749,7 +1007,7 @@ impl Queue {
         }
         let mut st = self.lock();
         st.clock = Some(now);
-        Self::dispatch_locked(self, &mut st);
+        self.dispatch_locked(&mut st);
         let unused_too_long = self.args.expires.is_some_and(|ttl| {
             st.consumers.is_empty()
                 && st
@@ -762,10 +1020,17 @@ impl Queue {
 
     /// Marks the queue deleted, drops its messages and tells every consumer
     /// (`basic.cancel`). Returns the number of ready messages it had.
-    pub fn delete(&self) -> u32 {
+    pub fn delete(&self, vhost: &str) -> u32 {
         let mut st = self.lock();
-        self.deleted.store(true, Ordering::Release);
-        let n = u32::try_from(st.ready.clear()).unwrap_or(u32::MAX);
+        if self.deleted.swap(true, Ordering::AcqRel) {
+            return 0;
+        }
+        let n = u32::try_from(st.ready.drain().len()).unwrap_or(u32::MAX);
+        self.persist(|id| PersistOp::DeleteQueue {
+            vhost: vhost.to_string(),
+            name: self.spec.name.clone(),
+            id,
+        });
         for c in st.consumers.drain(..) {
             c.mailbox.push(Event::Cancelled {
                 channel: c.channel,

@@ -11,6 +11,7 @@ use warren_codec::{FieldTable, FieldValue, ReplyCode, ShortStr};
 use crate::error::{Error, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec};
 use crate::message::Message;
+use crate::persist::{BindingTarget, Durability, PersistOp};
 use crate::queue::{ConnId, DeathReason, Queue, QueueSpec, QueueType, QueuedMessage};
 
 /// A virtual host.
@@ -21,6 +22,7 @@ pub struct VHost {
     me: Weak<VHost>,
     /// Wall-clock seconds, kept by the broker's tick (for `x-death` times).
     wall_clock: Arc<AtomicU64>,
+    durability: Option<Arc<Durability>>,
     // DashMaps: looked up on every publish from many connection tasks.
     // Callers clone the Arc out and drop the guard at once.
     exchanges: DashMap<ShortStr, Arc<Exchange>>,
@@ -67,15 +69,25 @@ fn bool_text(b: bool) -> &'static str {
 
 impl VHost {
     /// A virtual host with the default and `amq.*` exchanges.
-    pub fn new(name: &str, wall_clock: Arc<AtomicU64>) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self::build(name, me.clone(), wall_clock))
+    pub fn new(
+        name: &str,
+        wall_clock: Arc<AtomicU64>,
+        durability: Option<Arc<Durability>>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self::build(name, me.clone(), wall_clock, durability))
     }
 
-    fn build(name: &str, me: Weak<VHost>, wall_clock: Arc<AtomicU64>) -> Self {
+    fn build(
+        name: &str,
+        me: Weak<VHost>,
+        wall_clock: Arc<AtomicU64>,
+        durability: Option<Arc<Durability>>,
+    ) -> Self {
         let vh = VHost {
             name: name.to_string(),
             me,
             wall_clock,
+            durability,
             exchanges: DashMap::new(),
             queues: DashMap::new(),
         };
@@ -239,10 +251,101 @@ impl VHost {
             internal,
             arguments: arguments.clone(),
         };
+        if let Some(d) = &self.durability
+            && durable
+        {
+            d.submit(PersistOp::DeclareExchange {
+                vhost: self.name.clone(),
+                name: name.clone(),
+                kind: kind_parsed.as_str().to_string(),
+                auto_delete,
+                internal,
+                arguments: arguments.clone(),
+            });
+        }
         self.exchanges
             .entry(name.clone())
             .or_insert_with(|| Exchange::new(spec));
         Ok(())
+    }
+
+    /// Adds a binding, storing it when both ends are durable.
+    fn add_binding(
+        &self,
+        ex: &Exchange,
+        dest: Destination,
+        key: ShortStr,
+        args: FieldTable,
+    ) -> Result<()> {
+        let stored = self.durability.is_some() && ex.spec.durable && dest.is_durable(self);
+        let op = stored.then(|| PersistOp::Bind {
+            vhost: self.name.clone(),
+            source: ex.name().clone(),
+            destination: dest.target(),
+            routing_key: key.clone(),
+            arguments: args.clone(),
+        });
+        ex.bind(dest, key, args)?;
+        if let (Some(d), Some(op)) = (&self.durability, op) {
+            d.submit(op);
+        }
+        Ok(())
+    }
+
+    /// Tells the store a binding is gone (if it was stored).
+    fn forget_binding(&self, ex: &Exchange, dest: &Destination, key: &ShortStr, args: &FieldTable) {
+        if let Some(d) = &self.durability
+            && ex.spec.durable
+        {
+            d.submit(PersistOp::Unbind {
+                vhost: self.name.clone(),
+                source: ex.name().clone(),
+                destination: dest.target(),
+                routing_key: key.clone(),
+                arguments: args.clone(),
+            });
+        }
+    }
+
+    /// Recreates a stored exchange at start-up.
+    pub fn restore_exchange(&self, spec: ExchangeSpec) {
+        self.exchanges
+            .entry(spec.name.clone())
+            .or_insert_with(|| Exchange::new(spec));
+    }
+
+    /// Recreates a stored queue at start-up (its messages come after).
+    pub fn restore_queue(&self, spec: QueueSpec) -> Arc<Queue> {
+        let store = self.durability.as_ref().map(|d| Arc::clone(d.store()));
+        let q = Queue::new(spec, self.me.clone(), store);
+        self.queues.insert(q.name().clone(), Arc::clone(&q));
+        q
+    }
+
+    /// Recreates a stored binding at start-up; false if an end is missing.
+    pub fn restore_binding(
+        &self,
+        source: &ShortStr,
+        destination: &BindingTarget,
+        key: ShortStr,
+        args: FieldTable,
+    ) -> bool {
+        let Some(ex) = self.exchange(source.as_bytes()) else {
+            return false;
+        };
+        let dest = match destination {
+            BindingTarget::Queue(q) => match self.queue(q.as_bytes()) {
+                Some(q) => Destination::Queue(q),
+                None => return false,
+            },
+            BindingTarget::Exchange(e) => {
+                if self.exchange(e.as_bytes()).is_none() {
+                    return false;
+                }
+                Destination::Exchange(e.clone())
+            }
+        };
+        ex.bind(dest, key, args).is_ok()
     }
 
     /// `exchange.delete`. Missing exchanges are fine, as in RabbitMQ.
@@ -267,7 +370,18 @@ impl VHost {
     }
 
     fn remove_exchange(&self, name: &ShortStr) {
-        if self.exchanges.remove(name.as_bytes()).is_some() {
+        if let Some((_, ex)) = self.exchanges.remove(name.as_bytes()) {
+            if let Some(d) = &self.durability
+                && ex.spec.durable
+            {
+                for b in ex.bindings() {
+                    self.forget_binding(&ex, &b.destination, &b.key, &b.arguments);
+                }
+                d.submit(PersistOp::DeleteExchange {
+                    vhost: self.name.clone(),
+                    name: name.clone(),
+                });
+            }
             let dest = Destination::Exchange(name.clone());
             self.unbind_everywhere(&dest);
         }
@@ -278,7 +392,11 @@ impl VHost {
     fn unbind_everywhere(&self, dest: &Destination) {
         let mut emptied = Vec::new();
         for ex in self.exchanges() {
-            if ex.unbind_all_to(dest) > 0 && ex.spec.auto_delete && ex.has_no_bindings() {
+            let removed = ex.unbind_all_to(dest);
+            for b in &removed {
+                self.forget_binding(&ex, &b.destination, &b.key, &b.arguments);
+            }
+            if !removed.is_empty() && ex.spec.auto_delete && ex.has_no_bindings() {
                 emptied.push(ex.name().clone());
             }
         }
@@ -325,11 +443,28 @@ impl VHost {
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
             kind,
+            store_id: None,
         };
         let q = Arc::clone(
             self.queues
                 .entry(name)
-                .or_insert_with(|| Queue::new(spec, self.me.clone()))
+                .or_insert_with(|| {
+                    let mut spec = spec;
+                    if spec.durable {
+                        spec.store_id = self.durability.as_ref().map(|d| d.queue_id());
+                    }
+                    if let (Some(d), Some(id)) = (&self.durability, spec.store_id) {
+                        d.submit(PersistOp::DeclareQueue {
+                            vhost: self.name.clone(),
+                            id,
+                            name: spec.name.clone(),
+                            auto_delete: spec.auto_delete,
+                            arguments: spec.arguments.clone(),
+                        });
+                    }
+                    let store = self.durability.as_ref().map(|d| Arc::clone(d.store()));
+                    Queue::new(spec, self.me.clone(), store)
+                })
                 .value(),
         );
         q.touch(now);
@@ -514,7 +649,7 @@ impl VHost {
             .queues
             .remove_if(q.name().as_bytes(), |_, v| Arc::ptr_eq(v, q))
             .is_some();
-        let n = q.delete();
+        let n = q.delete(&self.name);
         if removed {
             self.unbind_everywhere(&Destination::Queue(Arc::clone(q)));
         }
@@ -564,7 +699,7 @@ impl VHost {
             return Err(self.default_exchange_refused(queue));
         }
         let ex = self.exchange_or_404(exchange)?;
-        ex.bind(Destination::Queue(q), key, args)
+        self.add_binding(&ex, Destination::Queue(q), key, args)
     }
 
     fn default_exchange_refused(&self, queue: &ShortStr) -> Error {
@@ -595,11 +730,12 @@ impl VHost {
         let Some(ex) = self.exchange(exchange.as_bytes()) else {
             return Ok(());
         };
-        if ex.unbind(&Destination::Queue(q), key, args)
-            && ex.spec.auto_delete
-            && ex.has_no_bindings()
-        {
-            self.remove_exchange(exchange);
+        let dest = Destination::Queue(q);
+        if ex.unbind(&dest, key, args) {
+            self.forget_binding(&ex, &dest, key, args);
+            if ex.spec.auto_delete && ex.has_no_bindings() {
+                self.remove_exchange(exchange);
+            }
         }
         Ok(())
     }
@@ -620,7 +756,7 @@ impl VHost {
         }
         self.exchange_or_404(destination)?;
         let src = self.exchange_or_404(source)?;
-        src.bind(Destination::Exchange(destination.clone()), key, args)
+        self.add_binding(&src, Destination::Exchange(destination.clone()), key, args)
     }
 
     /// `exchange.unbind`: idempotent.
@@ -640,11 +776,12 @@ impl VHost {
         let Some(src) = self.exchange(source.as_bytes()) else {
             return Ok(());
         };
-        if src.unbind(&Destination::Exchange(destination.clone()), key, args)
-            && src.spec.auto_delete
-            && src.has_no_bindings()
-        {
-            self.remove_exchange(source);
+        let dest = Destination::Exchange(destination.clone());
+        if src.unbind(&dest, key, args) {
+            self.forget_binding(&src, &dest, key, args);
+            if src.spec.auto_delete && src.has_no_bindings() {
+                self.remove_exchange(source);
+            }
         }
         Ok(())
     }
@@ -710,6 +847,44 @@ impl VHost {
 }
 
 impl VHost {
+    /// Makes a routed message shareable, giving it a store id if it is
+    /// persistent and one of `queues` is stored.
+    pub fn prepare(&self, mut message: Message, queues: &[Arc<Queue>]) -> Arc<Message> {
+        if let Some(d) = &self.durability
+            && message.is_persistent()
+            && queues.iter().any(|q| q.is_stored())
+        {
+            message.store_id = Some(d.message_id());
+        }
+        Arc::new(message)
+    }
+
+    /// Puts a prepared message on `queues` (emptying the list), writing its
+    /// record to the store first. Returns whether every queue accepted it.
+    pub fn enqueue(
+        &self,
+        message: Arc<Message>,
+        queues: &mut Vec<Arc<Queue>>,
+        now: Instant,
+    ) -> bool {
+        if let (Some(d), Some(id)) = (&self.durability, message.store_id) {
+            d.submit(PersistOp::Message {
+                id,
+                message: Arc::clone(&message),
+            });
+        }
+        let mut accepted = true;
+        for q in queues.drain(..) {
+            accepted &= q.publish(Arc::clone(&message), now);
+        }
+        accepted
+    }
+
+    /// Whether this vhost stores durable state.
+    pub fn durability(&self) -> Option<&Arc<Durability>> {
+        self.durability.as_ref()
+    }
+
     /// Expires messages and unused queues; called by the broker's tick.
     pub fn sweep(&self, now: Instant) {
         for q in self.queues() {
@@ -831,15 +1006,17 @@ impl VHost {
             headers.insert("x-death", FieldValue::Array(deaths));
             props.headers = Some(headers);
             props.expiration = None;
-            let msg = Arc::new(Message {
-                exchange: dlx_name.clone(),
-                routing_key,
-                properties: props,
-                body: old.body.clone(),
-            });
-            for q in targets.drain(..) {
-                q.publish(Arc::clone(&msg), now);
-            }
+            let msg = self.prepare(
+                Message {
+                    exchange: dlx_name.clone(),
+                    routing_key,
+                    properties: props,
+                    body: old.body.clone(),
+                    store_id: None,
+                },
+                &targets,
+            );
+            self.enqueue(msg, &mut targets, now);
         }
     }
 }

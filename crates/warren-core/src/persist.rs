@@ -1,0 +1,200 @@
+//! What the broker asks of durable storage, without knowing how it is done.
+//!
+//! Core code describes every change to durable state as a [`PersistOp`]
+//! and hands it to a [`Persistence`] sink, in order. Ops are submitted while
+//! the state they describe is still locked (a queue's enqueue under that
+//! queue's lock), so the sink sees them in an order consistent with what
+//! clients can observe: a message's `Enqueue` always precedes its `Dequeue`.
+//! The sink (in the server) applies them in batches and, once a flush covers
+//! a [`PersistOp::Confirm`], tells the publisher's connection.
+
+use std::sync::Arc;
+
+use warren_codec::{FieldTable, ShortStr};
+
+use crate::mailbox::Mailbox;
+use crate::message::Message;
+
+/// Where a stored binding leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingTarget {
+    /// A queue, by name.
+    Queue(ShortStr),
+    /// An exchange, by name.
+    Exchange(ShortStr),
+}
+
+/// One change to durable state.
+#[derive(Debug)]
+pub enum PersistOp {
+    /// Store a persistent message's record (once, however many queues).
+    Message {
+        /// Store id.
+        id: u64,
+        /// The message.
+        message: Arc<Message>,
+    },
+    /// A durable queue holds the message at `seq`.
+    Enqueue {
+        /// Queue store id.
+        queue: u64,
+        /// Position in the queue.
+        seq: u64,
+        /// Message store id.
+        msg: u64,
+    },
+    /// The message at `seq` was delivered (it comes back redelivered).
+    Delivered {
+        /// Queue store id.
+        queue: u64,
+        /// Position in the queue.
+        seq: u64,
+        /// Message store id.
+        msg: u64,
+    },
+    /// The queue no longer holds the message at `seq` (acked, dropped,
+    /// expired, purged). The record goes when no queue holds it.
+    Dequeue {
+        /// Queue store id.
+        queue: u64,
+        /// Position in the queue.
+        seq: u64,
+        /// Message store id.
+        msg: u64,
+    },
+    /// Confirm publish `seq` on `channel` once everything before is durable.
+    Confirm {
+        /// The publisher's connection.
+        mailbox: Arc<Mailbox>,
+        /// Its channel.
+        channel: u16,
+        /// The publish sequence number.
+        seq: u64,
+    },
+    /// Send `tx.commit-ok` on `channel` once everything before is durable.
+    TxCommit {
+        /// The committing connection.
+        mailbox: Arc<Mailbox>,
+        /// Its channel.
+        channel: u16,
+    },
+    /// A durable exchange was declared.
+    DeclareExchange {
+        /// Vhost.
+        vhost: String,
+        /// Name.
+        name: ShortStr,
+        /// Type name.
+        kind: String,
+        /// Auto-delete.
+        auto_delete: bool,
+        /// Internal.
+        internal: bool,
+        /// Arguments.
+        arguments: FieldTable,
+    },
+    /// A durable exchange was deleted.
+    DeleteExchange {
+        /// Vhost.
+        vhost: String,
+        /// Name.
+        name: ShortStr,
+    },
+    /// A durable queue was declared.
+    DeclareQueue {
+        /// Vhost.
+        vhost: String,
+        /// Store id.
+        id: u64,
+        /// Name.
+        name: ShortStr,
+        /// Auto-delete.
+        auto_delete: bool,
+        /// Arguments.
+        arguments: FieldTable,
+    },
+    /// A durable queue was deleted, with every message it held.
+    DeleteQueue {
+        /// Vhost.
+        vhost: String,
+        /// Name.
+        name: ShortStr,
+        /// Store id.
+        id: u64,
+    },
+    /// A binding between durable ends was added.
+    Bind {
+        /// Vhost.
+        vhost: String,
+        /// Source exchange.
+        source: ShortStr,
+        /// Destination.
+        destination: BindingTarget,
+        /// Binding key.
+        routing_key: ShortStr,
+        /// Arguments.
+        arguments: FieldTable,
+    },
+    /// A stored binding was removed.
+    Unbind {
+        /// Vhost.
+        vhost: String,
+        /// Source exchange.
+        source: ShortStr,
+        /// Destination.
+        destination: BindingTarget,
+        /// Binding key.
+        routing_key: ShortStr,
+        /// Arguments.
+        arguments: FieldTable,
+    },
+}
+
+/// The durable store as the broker sees it.
+pub trait Persistence: Send + Sync + std::fmt::Debug {
+    /// Queues an op; never blocks.
+    fn submit(&self, op: PersistOp);
+    /// Reads a stored message back (for messages paged out of memory).
+    fn load(&self, id: u64) -> Option<Arc<Message>>;
+}
+
+/// A broker's durable store and the id counters for what it stores.
+#[derive(Debug)]
+pub struct Durability {
+    store: Arc<dyn Persistence>,
+    next_message: std::sync::atomic::AtomicU64,
+    next_queue: std::sync::atomic::AtomicU64,
+}
+
+impl Durability {
+    /// Wraps a store whose highest used ids are `max_message` and `max_queue`.
+    pub fn new(store: Arc<dyn Persistence>, max_message: u64, max_queue: u64) -> Arc<Self> {
+        Arc::new(Durability {
+            store,
+            next_message: std::sync::atomic::AtomicU64::new(max_message + 1),
+            next_queue: std::sync::atomic::AtomicU64::new(max_queue + 1),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Persistence> {
+        &self.store
+    }
+
+    /// A fresh message id.
+    pub fn message_id(&self) -> u64 {
+        self.next_message
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A fresh queue id.
+    pub fn queue_id(&self) -> u64 {
+        self.next_queue
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Submits an op.
+    pub fn submit(&self, op: PersistOp) {
+        self.store.submit(op);
+    }
+}
