@@ -898,3 +898,53 @@ async fn pipelined_handshake_and_publish_in_one_write() {
     );
     c.close().await;
 }
+
+#[tokio::test]
+async fn consumer_that_never_reads_does_not_stall_the_broker() {
+    // 16 MiB of deliveries to a no-ack consumer that never reads: more than
+    // the broker's write buffer and the socket buffers together.
+    let broker = start_broker().await;
+    let mut publisher = open_client(&broker).await;
+    publisher
+        .send_method(
+            1,
+            warren_codec::QueueDeclare {
+                queue: "flood".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(
+        publisher.read_method().await,
+        (1, Method::QueueDeclareOk(_))
+    ));
+    let mut sleeper = open_client(&broker).await;
+    sleeper
+        .send_method(
+            1,
+            warren_codec::BasicConsume {
+                queue: "flood".into(),
+                consumer_tag: "sleeper".into(),
+                no_ack: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(
+        sleeper.read_method().await,
+        (1, Method::BasicConsumeOk(_))
+    ));
+    let body = vec![b'x'; 16 * 1024];
+    for _ in 0..1024 {
+        publisher.publish(1, &"flood".into(), &body).await;
+    }
+    // The publisher's own connection still answers...
+    let q = publisher.declare_temp_queue(1).await;
+    publisher.publish(1, &q, b"ping").await;
+    assert_eq!(publisher.get(1, &q).await.as_deref(), Some(&b"ping"[..]));
+    publisher.close().await;
+    // ...and so does a new one.
+    assert_broker_works(broker.addr).await;
+    drop(sleeper);
+    assert_broker_works(broker.addr).await;
+}

@@ -287,3 +287,81 @@ async fn declare_ok_counts_messages_and_consumers() {
     }
     c.close().await;
 }
+
+#[tokio::test]
+async fn deliveries_respect_the_negotiated_frame_max() {
+    let broker = start_broker().await;
+    let mut c = RawClient::connect(broker.addr).await;
+    c.handshake_with(|t| warren_codec::ConnectionTuneOk {
+        channel_max: t.channel_max,
+        frame_max: 4096,
+        heartbeat: 0,
+    })
+    .await;
+    c.open_channel(1).await;
+    let q = c.declare_temp_queue(1).await;
+    let body: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    c.publish(1, &q, &body).await;
+    c.send_method(
+        1,
+        warren_codec::BasicGet {
+            queue: q,
+            no_ack: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(matches!(c.read_method().await, (1, Method::BasicGetOk(_))));
+    match c.read_frame().await {
+        Frame::Header { header, .. } => assert_eq!(header.body_size, 10_000),
+        other => panic!("expected a header, got {other:?}"),
+    }
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        match c.read_frame().await {
+            Frame::Body { payload, .. } => {
+                assert!(
+                    payload.len() <= 4096 - 8,
+                    "body frame of {} bytes with frame_max 4096",
+                    payload.len()
+                );
+                got.extend_from_slice(&payload);
+            }
+            other => panic!("expected a body frame, got {other:?}"),
+        }
+        if got.len() >= body.len() {
+            break;
+        }
+    }
+    assert!(got == body, "body differs");
+    c.close().await;
+}
+
+#[tokio::test]
+async fn empty_body_is_delivered_without_body_frames() {
+    let broker = start_broker().await;
+    let mut c = open_client(&broker).await;
+    let q = c.declare_temp_queue(1).await;
+    c.publish(1, &q, b"").await;
+    c.publish(1, &q, b"next").await;
+    assert_eq!(c.get(1, &q).await.as_deref(), Some(&b""[..]));
+    // If a stray empty body frame had been sent, this get would trip on it.
+    assert_eq!(c.get(1, &q).await.as_deref(), Some(&b"next"[..]));
+    c.close().await;
+}
+
+#[tokio::test]
+async fn body_split_over_frames_including_empty_ones_is_reassembled() {
+    let broker = start_broker().await;
+    let mut c = open_client(&broker).await;
+    let q = c.declare_temp_queue(1).await;
+    let mut bytes = BytesMut::new();
+    warren_codec::encode_method(&mut bytes, 1, &publish(&q, false));
+    warren_codec::encode_content_header(&mut bytes, 1, 60, 6, &BasicProperties::default());
+    for piece in [&b"ab"[..], b"", b"cd", b"ef"] {
+        warren_codec::encode_body(&mut bytes, 1, piece);
+    }
+    c.send_raw(&bytes).await.unwrap();
+    assert_eq!(c.get(1, &q).await.as_deref(), Some(&b"abcdef"[..]));
+    c.close().await;
+}
