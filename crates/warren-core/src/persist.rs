@@ -34,6 +34,12 @@ pub enum PersistOp {
         /// The message.
         message: Arc<Message>,
     },
+    /// Every queue a stored message was routed to has had its `Enqueue`
+    /// submitted; a record no queue took can go.
+    Routed {
+        /// Message store id.
+        id: u64,
+    },
     /// A durable queue holds the message at `seq`.
     Enqueue {
         /// Queue store id.

@@ -877,6 +877,9 @@ impl VHost {
         for q in queues.drain(..) {
             accepted &= q.publish(Arc::clone(&message), now);
         }
+        if let (Some(d), Some(id)) = (&self.durability, message.store_id) {
+            d.submit(PersistOp::Routed { id });
+        }
         accepted
     }
 

@@ -4,10 +4,15 @@
 //! # Layout
 //! - [`config`]: the TOML file and its defaults.
 //! - [`server`]: [`run`], the accept loop and the per-connection driver.
+//! - [`persistence`]: the thread that batches store writes and releases
+//!   confirms after each flush.
+//! - [`recovery`]: rebuilding the broker from the data directory.
 //!
 //! Tests start a broker with [`run`] on `127.0.0.1:0` in-process.
 
 pub mod config;
+pub mod persistence;
+pub mod recovery;
 pub mod server;
 
 pub use config::Config;

@@ -50,9 +50,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let listen = config.listen;
+        let server = Server::open(config)?;
+        let listener = tokio::net::TcpListener::bind(listen).await?;
         tracing::info!(listen = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "warren started");
-        let server = Server::new(config);
+
         warren_server::run(listener, server, shutdown_signal()).await;
         tracing::info!("warren stopped");
         Ok::<(), Box<dyn std::error::Error>>(())

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use warren_core::{Broker, ConnInfo, Connection, Mailbox, Wake};
 
 use crate::config::Config;
+use crate::persistence::Persister;
 
 /// Stop reading from a client while this much output is unwritten.
 pub const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -35,15 +36,49 @@ pub struct Server {
     pub broker: Arc<Broker>,
     /// The configuration it runs with.
     pub config: Arc<Config>,
+    /// The store, when the broker is durable.
+    pub persister: Option<Arc<Persister>>,
+    persist_thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Server {
-    /// Builds the broker from a configuration.
+    /// Builds an in-memory broker from a configuration: nothing is written
+    /// to `data_dir` and nothing survives a restart.
     pub fn new(config: Config) -> Self {
         let broker = Broker::new(config.broker_config());
         Server {
             broker,
             config: Arc::new(config),
+            persister: None,
+            persist_thread: Arc::default(),
+        }
+    }
+
+    /// Opens the store in `config.data_dir`, recovers durable exchanges,
+    /// queues, bindings and persistent messages, and builds the broker.
+    pub fn open(config: Config) -> Result<Self, crate::recovery::RecoveryError> {
+        let (broker, persister, thread) = crate::recovery::open(&config)?;
+        Ok(Server {
+            broker,
+            config: Arc::new(config),
+            persister: Some(persister),
+            persist_thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Writes and flushes what the store has been given, then stops its
+    /// thread. Called at the end of [`run`].
+    pub async fn close_store(&self) {
+        if let Some(p) = &self.persister {
+            p.close();
+        }
+        let thread = self
+            .persist_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
 }
@@ -122,6 +157,7 @@ pub async fn run(listener: TcpListener, server: Server, shutdown: impl Future) {
         tasks.abort_all();
     }
     ticker.abort();
+    server.close_store().await;
 }
 
 /// How often message TTLs and queue expiry are checked.

@@ -1,0 +1,369 @@
+//! The persistence thread: applies the broker's [`PersistOp`]s to the
+//! store in batches, flushes, and only then releases publisher confirms.
+//!
+//! Group commit: ops queue up in a channel while the thread is busy
+//! flushing; each turn it takes everything waiting (up to a bound), applies
+//! it as one atomic batch and flushes once, so one flush covers the confirms
+//! of every publish that arrived meanwhile. A failed apply or flush nacks
+//! every confirm in the batch; nothing is acked that is not on disk.
+//!
+//! A message record is written once however many durable queues hold it;
+//! the thread counts references (enqueues minus dequeues) and deletes the
+//! record when the last one goes. Until a record is written, reads of it
+//! (paged-out messages delivered very soon after publishing) are served
+//! from `pending`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use dashmap::DashMap;
+use warren_core::mailbox::Event;
+use warren_core::persist::{BindingTarget, PersistOp, Persistence};
+use warren_core::{Mailbox, Message};
+use warren_store::{
+    Batch, BindingRecord, Destination, ExchangeRecord, QueueRecord, Store, StoreError,
+    StoredMessage,
+};
+
+/// Most ops applied in one batch; bounds the latency one flush adds.
+const MAX_BATCH: usize = 16 * 1024;
+
+/// Counters for reports and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Flushes done.
+    pub flushes: AtomicU64,
+    /// Ops applied.
+    pub ops: AtomicU64,
+    /// Publisher confirms released by flushes.
+    pub confirms: AtomicU64,
+    /// Failed batches.
+    pub failures: AtomicU64,
+}
+
+/// The broker's handle on the store: queues ops for the thread and reads
+/// messages back.
+#[derive(Debug)]
+pub struct Persister {
+    tx: std::sync::Mutex<Option<mpsc::Sender<PersistOp>>>,
+    store: Arc<Store>,
+    pending: DashMap<u64, Arc<Message>>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Persistence for Persister {
+    fn submit(&self, op: PersistOp) {
+        if let PersistOp::Message { id, message } = &op {
+            self.pending.insert(*id, Arc::clone(message));
+        }
+        // A std Mutex around the sender: held only to clone-free send, never
+        // across an await. After shutdown the sender is gone and ops are
+        // dropped: nothing is confirmed that was not written.
+        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = guard.as_ref() {
+            let _ = tx.send(op);
+        }
+    }
+
+    fn load(&self, id: u64) -> Option<Arc<Message>> {
+        if let Some(m) = self.pending.get(&id) {
+            return Some(Arc::clone(m.value()));
+        }
+        match self.store.load_message(id) {
+            Ok(Some(m)) => Some(Arc::new(Message {
+                exchange: m.exchange,
+                routing_key: m.routing_key,
+                properties: m.properties,
+                body: m.body,
+                store_id: Some(id),
+            })),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(msg = id, error = %e, "cannot read a stored message");
+                None
+            }
+        }
+    }
+}
+
+impl Persister {
+    /// Starts the persistence thread over `store`. `refs` holds the
+    /// reference counts of recovered messages.
+    pub fn start(
+        store: Arc<Store>,
+        refs: HashMap<u64, Refs>,
+    ) -> (Arc<Persister>, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel();
+        let persister = Arc::new(Persister {
+            tx: std::sync::Mutex::new(Some(tx)),
+            store,
+            pending: DashMap::new(),
+            stats: Stats::default(),
+        });
+        let p = Arc::clone(&persister);
+        let handle = std::thread::Builder::new()
+            .name("warren-persist".into())
+            .spawn(move || run(&p, rx, refs))
+            .unwrap_or_else(|e| panic!("cannot start the persistence thread: {e}"));
+        (persister, handle)
+    }
+
+    /// Stops accepting ops; the thread writes and flushes what it has, then
+    /// exits.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+/// Who to tell when a batch is durable.
+enum Barrier {
+    Confirm {
+        mailbox: Arc<Mailbox>,
+        channel: u16,
+        seq: u64,
+    },
+    TxCommit {
+        mailbox: Arc<Mailbox>,
+        channel: u16,
+    },
+}
+
+fn run(p: &Persister, rx: mpsc::Receiver<PersistOp>, mut refs: HashMap<u64, Refs>) {
+    let mut ops = Vec::with_capacity(1024);
+    while let Ok(first) = rx.recv() {
+        ops.push(first);
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let n = ops.len();
+        let (result, barriers, written) = apply(p, &mut ops, &mut refs);
+        let ok = result.and_then(|()| p.store.flush().map(|_| ())).map_err(|e| {
+            p.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, ops = n, "store write failed: nacking the publishes in this batch");
+        });
+        let ok = ok.is_ok();
+        for id in written {
+            p.pending.remove(&id);
+        }
+        p.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        p.stats.ops.fetch_add(n as u64, Ordering::Relaxed);
+        let confirms = barriers.len() as u64;
+        p.stats.confirms.fetch_add(confirms, Ordering::Relaxed);
+        for b in barriers {
+            match b {
+                Barrier::Confirm {
+                    mailbox,
+                    channel,
+                    seq,
+                } => mailbox.push(Event::Confirmed { channel, seq, ok }),
+                Barrier::TxCommit { mailbox, channel } => {
+                    mailbox.push(Event::TxCommitted { channel, ok })
+                }
+            }
+        }
+        tracing::trace!(ops = n, confirms, elapsed = ?started.elapsed(), "batch flushed");
+    }
+    // Channel closed: everything sent has been applied and flushed above.
+    tracing::debug!("persistence thread stopped");
+}
+
+/// Applies `ops` (draining it). Returns the outcome, the barriers to
+/// release, and the ids of message records written.
+fn apply(
+    p: &Persister,
+    ops: &mut Vec<PersistOp>,
+    refs: &mut HashMap<u64, Refs>,
+) -> (Result<(), StoreError>, Vec<Barrier>, Vec<u64>) {
+    let mut batch = Batch::default();
+    let mut barriers = Vec::new();
+    let mut written = Vec::new();
+    let mut result = Ok(());
+    for op in ops.drain(..) {
+        match op {
+            PersistOp::Message { id, message } => {
+                refs.insert(
+                    id,
+                    Refs {
+                        count: 0,
+                        routed: false,
+                    },
+                );
+                batch.put_message(
+                    id,
+                    &StoredMessage {
+                        exchange: message.exchange.clone(),
+                        routing_key: message.routing_key.clone(),
+                        properties: message.properties.clone(),
+                        body: message.body.clone(),
+                    },
+                );
+                written.push(id);
+            }
+            PersistOp::Routed { id } => {
+                if let Some(r) = refs.get_mut(&id) {
+                    r.routed = true;
+                    // A record no queue took (all refused it, or it was
+                    // already consumed from every queue) is not kept.
+                    if r.count == 0 {
+                        refs.remove(&id);
+                        batch.delete_message(id);
+                    }
+                }
+            }
+            PersistOp::Enqueue { queue, seq, msg } => {
+                refs.entry(msg)
+                    .or_insert(Refs {
+                        count: 0,
+                        routed: true,
+                    })
+                    .count += 1;
+                batch.enqueue(queue, seq, msg);
+            }
+            PersistOp::Delivered { queue, seq, msg } => batch.mark_delivered(queue, seq, msg),
+            PersistOp::Dequeue { queue, seq, msg } => {
+                batch.dequeue(queue, seq);
+                release(refs, msg, &mut batch);
+            }
+            PersistOp::Confirm {
+                mailbox,
+                channel,
+                seq,
+            } => barriers.push(Barrier::Confirm {
+                mailbox,
+                channel,
+                seq,
+            }),
+            PersistOp::TxCommit { mailbox, channel } => {
+                barriers.push(Barrier::TxCommit { mailbox, channel })
+            }
+            PersistOp::DeclareExchange {
+                vhost,
+                name,
+                kind,
+                auto_delete,
+                internal,
+                arguments,
+            } => {
+                batch.put_exchange(&ExchangeRecord {
+                    vhost,
+                    name,
+                    kind,
+                    auto_delete,
+                    internal,
+                    arguments,
+                });
+            }
+            PersistOp::DeleteExchange { vhost, name } => batch.delete_exchange(&vhost, &name),
+            PersistOp::DeclareQueue {
+                vhost,
+                id,
+                name,
+                auto_delete,
+                arguments,
+            } => {
+                batch.put_queue(&QueueRecord {
+                    id,
+                    vhost,
+                    name,
+                    auto_delete,
+                    arguments,
+                });
+            }
+            PersistOp::DeleteQueue { vhost, name, id } => {
+                batch.delete_queue(&vhost, &name);
+                // The queue's index entries must be gone with what came
+                // before them applied first.
+                let earlier = std::mem::take(&mut batch);
+                if let Err(e) = p.store.apply(earlier) {
+                    result = Err(e);
+                }
+                match p.store.purge_queue_index(id) {
+                    Ok(msgs) => {
+                        for msg in msgs {
+                            release(refs, msg, &mut batch);
+                        }
+                    }
+                    Err(e) => result = Err(e),
+                }
+            }
+            PersistOp::Bind {
+                vhost,
+                source,
+                destination,
+                routing_key,
+                arguments,
+            } => {
+                batch.put_binding(&binding(vhost, source, destination, routing_key, arguments));
+            }
+            PersistOp::Unbind {
+                vhost,
+                source,
+                destination,
+                routing_key,
+                arguments,
+            } => {
+                batch.delete_binding(&binding(vhost, source, destination, routing_key, arguments));
+            }
+        }
+    }
+    if !batch.is_empty()
+        && let Err(e) = p.store.apply(batch)
+    {
+        result = Err(e);
+    }
+    (result, barriers, written)
+}
+
+/// How many queues hold a stored message, and whether routing it has
+/// finished (until then more enqueues may come, so a count of zero does not
+/// mean the record can go).
+#[derive(Debug, Clone, Copy)]
+pub struct Refs {
+    /// Queues holding it.
+    pub count: u32,
+    /// All its enqueues have been seen.
+    pub routed: bool,
+}
+
+fn release(refs: &mut HashMap<u64, Refs>, msg: u64, batch: &mut Batch) {
+    if let Some(r) = refs.get_mut(&msg) {
+        r.count = r.count.saturating_sub(1);
+        if r.count == 0 && r.routed {
+            refs.remove(&msg);
+            batch.delete_message(msg);
+        }
+    }
+}
+
+fn binding(
+    vhost: String,
+    source: warren_codec::ShortStr,
+    destination: BindingTarget,
+    routing_key: warren_codec::ShortStr,
+    arguments: warren_codec::FieldTable,
+) -> BindingRecord {
+    let destination = match destination {
+        BindingTarget::Queue(q) => Destination::Queue(q),
+        BindingTarget::Exchange(e) => Destination::Exchange(e),
+    };
+    BindingRecord {
+        vhost,
+        source,
+        destination,
+        routing_key,
+        arguments,
+    }
+}
