@@ -15,7 +15,6 @@
 //! a join) under `tokio::time::timeout`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -45,7 +44,12 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    data_dir: PathBuf,
+    config: Config,
+    /// Whether the broker keeps durable state in `data_dir`.
+    durable: bool,
+    /// Whether dropping the handle deletes the data directory (not while a
+    /// restart hands it on).
+    owns_data: bool,
 }
 
 impl TestBroker {
@@ -66,6 +70,16 @@ impl TestBroker {
                 .expect("broker task panicked");
         }
     }
+
+    /// Shuts the broker down, waits for it, and starts a new one with the
+    /// same configuration and data directory (on a new port), as after a
+    /// process restart.
+    pub async fn restart(mut self) -> TestBroker {
+        self.owns_data = false;
+        let (config, durable) = (self.config.clone(), self.durable);
+        self.stop().await;
+        spawn_broker(config, durable).await
+    }
 }
 
 impl Drop for TestBroker {
@@ -73,8 +87,10 @@ impl Drop for TestBroker {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        // Best effort: the store may not have created anything.
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.owns_data {
+            // Best effort: the store may not have created anything.
+            let _ = std::fs::remove_dir_all(&self.config.data_dir);
+        }
     }
 }
 
@@ -83,31 +99,49 @@ pub async fn start_broker() -> TestBroker {
     start_broker_with(|_| {}).await
 }
 
-/// Starts a broker after letting the caller adjust the configuration.
-///
-/// The listener is bound here, on `127.0.0.1:0`; `listen` in the config is
-/// not used. Each broker gets its own data directory under the system
-/// temporary directory.
-pub async fn start_broker_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
+/// Starts a broker that keeps durable state in its data directory
+/// (`Server::open`), for tests that restart it.
+pub async fn start_durable_broker() -> TestBroker {
+    spawn_broker(test_config(), true).await
+}
+
+fn test_config() -> Config {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let data_dir = std::env::temp_dir().join(format!(
         "warren-tests-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut config = Config {
-        data_dir: data_dir.clone(),
+    Config {
+        data_dir,
         shutdown_timeout_ms: 1_000,
         ..Config::default()
-    };
+    }
+}
+
+/// Starts a broker after letting the caller adjust the configuration.
+///
+/// The listener is bound here, on `127.0.0.1:0`; `listen` in the config is
+/// not used. Each broker gets its own data directory under the system
+/// temporary directory; this one keeps nothing in it (`Server::new`).
+pub async fn start_broker_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
+    let mut config = test_config();
     adjust(&mut config);
+    spawn_broker(config, false).await
+}
+
+async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local_addr");
     config.listen = addr;
     let (tx, rx) = oneshot::channel::<()>();
-    let server = Server::new(config);
+    let server = if durable {
+        Server::open(config.clone()).expect("open the broker's data directory")
+    } else {
+        Server::new(config.clone())
+    };
     let task = tokio::spawn(async move {
         warren_server::run(listener, server, async move {
             let _ = rx.await;
@@ -118,7 +152,9 @@ pub async fn start_broker_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
         addr,
         shutdown: Some(tx),
         task: Some(task),
-        data_dir,
+        config,
+        durable,
+        owns_data: true,
     }
 }
 

@@ -1,0 +1,263 @@
+//! What survives a broker restart, with lapin: durable exchanges, queues
+//! and bindings, and persistent messages in durable queues; transient
+//! things do not. The broker is stopped cleanly and reopened on the same
+//! data directory.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use warren_tests::lapin_util::{channel, connect, expect_amqp_error, within};
+use warren_tests::start_durable_broker;
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+fn passive() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    }
+}
+
+/// Publishes with confirms on, waiting for the ack: once it arrives the
+/// message is on disk (a confirm waits for the flush that covers it).
+async fn publish_confirmed(ch: &lapin::Channel, exchange: &str, key: &str, body: &[u8], mode: u8) {
+    let confirm = within(
+        "basic.publish",
+        ch.basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default()
+                .with_delivery_mode(mode)
+                .with_message_id("id-1".into()),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(within("confirm", confirm).await.unwrap().is_ack());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_message_in_durable_queue_survives_restart() {
+    let broker = start_durable_broker().await;
+    {
+        let conn = connect(&broker).await;
+        let ch = channel(&conn).await;
+        within(
+            "queue.declare",
+            ch.queue_declare("keep".into(), durable(), FieldTable::default()),
+        )
+        .await
+        .unwrap();
+        within(
+            "confirm.select",
+            ch.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await
+        .unwrap();
+        publish_confirmed(&ch, "", "keep", b"persistent", 2).await;
+        publish_confirmed(&ch, "", "keep", b"transient", 1).await;
+        within("connection.close", conn.close(200, "OK".into()))
+            .await
+            .unwrap();
+    }
+    let broker = broker.restart().await;
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    let q = within(
+        "passive declare",
+        ch.queue_declare("keep".into(), passive(), FieldTable::default()),
+    )
+    .await
+    .expect("the durable queue survives");
+    assert_eq!(q.message_count(), 1, "only the persistent message survives");
+    let m = within(
+        "basic.get",
+        ch.basic_get("keep".into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .unwrap()
+    .expect("the persistent message");
+    assert_eq!(m.delivery.data, b"persistent");
+    assert_eq!(*m.delivery.properties.delivery_mode(), Some(2));
+    assert_eq!(
+        m.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str()),
+        Some("id-1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_queue_is_gone_after_restart() {
+    let broker = start_durable_broker().await;
+    {
+        let conn = connect(&broker).await;
+        let ch = channel(&conn).await;
+        within(
+            "queue.declare",
+            ch.queue_declare(
+                "fleeting".into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        within("connection.close", conn.close(200, "OK".into()))
+            .await
+            .unwrap();
+    }
+    let broker = broker.restart().await;
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    let r = within(
+        "passive declare",
+        ch.queue_declare("fleeting".into(), passive(), FieldTable::default()),
+    )
+    .await;
+    expect_amqp_error(r, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_exchange_and_binding_survive_restart() {
+    let broker = start_durable_broker().await;
+    {
+        let conn = connect(&broker).await;
+        let ch = channel(&conn).await;
+        within(
+            "exchange.declare",
+            ch.exchange_declare(
+                "orders".into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        within(
+            "queue.declare",
+            ch.queue_declare("eu-orders".into(), durable(), FieldTable::default()),
+        )
+        .await
+        .unwrap();
+        within(
+            "queue.bind",
+            ch.queue_bind(
+                "eu-orders".into(),
+                "orders".into(),
+                "eu.#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        within("connection.close", conn.close(200, "OK".into()))
+            .await
+            .unwrap();
+    }
+    let broker = broker.restart().await;
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    within(
+        "confirm.select",
+        ch.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .unwrap();
+    publish_confirmed(&ch, "orders", "eu.de.new", b"routed", 2).await;
+    publish_confirmed(&ch, "orders", "us.new", b"not routed", 2).await;
+    let m = within(
+        "basic.get",
+        ch.basic_get("eu-orders".into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .unwrap()
+    .expect("routed through the recovered binding");
+    assert_eq!(m.delivery.data, b"routed");
+    let none = within(
+        "basic.get",
+        ch.basic_get("eu-orders".into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .unwrap();
+    assert!(none.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_messages_do_not_come_back_after_restart() {
+    let broker = start_durable_broker().await;
+    {
+        let conn = connect(&broker).await;
+        let ch = channel(&conn).await;
+        within(
+            "queue.declare",
+            ch.queue_declare("done".into(), durable(), FieldTable::default()),
+        )
+        .await
+        .unwrap();
+        within(
+            "confirm.select",
+            ch.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await
+        .unwrap();
+        publish_confirmed(&ch, "", "done", b"first", 2).await;
+        publish_confirmed(&ch, "", "done", b"second", 2).await;
+        let m = within(
+            "basic.get",
+            ch.basic_get("done".into(), BasicGetOptions { no_ack: false }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(m.delivery.data, b"first");
+        m.delivery.acker.ack(Default::default()).await.unwrap();
+        // A synchronous round trip so the ack has been processed.
+        within(
+            "passive declare",
+            ch.queue_declare("done".into(), passive(), FieldTable::default()),
+        )
+        .await
+        .unwrap();
+        within("connection.close", conn.close(200, "OK".into()))
+            .await
+            .unwrap();
+    }
+    let broker = broker.restart().await;
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    let q = within(
+        "passive declare",
+        ch.queue_declare("done".into(), passive(), FieldTable::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(q.message_count(), 1);
+    let m = within(
+        "basic.get",
+        ch.basic_get("done".into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(m.delivery.data, b"second");
+}
