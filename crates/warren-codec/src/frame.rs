@@ -62,14 +62,14 @@ pub struct ContentHeader {
 
 impl ContentHeader {
     /// Decodes a header frame payload.
-    pub fn decode(payload: &Bytes) -> Result<ContentHeader, DecodeError> {
+    pub fn decode(payload: &[u8]) -> Result<ContentHeader, DecodeError> {
         Self::decode_boxed(payload).map(|header| *header)
     }
 
     /// Decodes straight into the box a [`Frame::Header`] holds: the
     /// properties are some 400 bytes, and building them on the stack first
     /// cost several copies of that per header on the hot path.
-    fn decode_boxed(payload: &Bytes) -> Result<Box<ContentHeader>, DecodeError> {
+    fn decode_boxed(payload: &[u8]) -> Result<Box<ContentHeader>, DecodeError> {
         let mut r = Reader::new(payload);
         let class_id = r.u16()?;
         let _weight = r.u16()?;
@@ -283,23 +283,23 @@ impl FrameDecoder {
         if end_octet != FRAME_END {
             return Err(DecodeError::new(ErrorKind::BadFrameEnd(end_octet)));
         }
-        let mut frame = buf.split_to(total).freeze();
-        frame.advance(7);
-        frame.truncate(size as usize);
-        let payload = frame;
-        Ok(Some(match kind {
-            FRAME_METHOD => Frame::Method {
-                channel,
-                method: Method::decode(&payload)?,
-            },
-            FRAME_HEADER => Frame::Header {
-                channel,
-                header: ContentHeader::decode_boxed(&payload)?,
-            },
-            FRAME_BODY => Frame::Body { channel, payload },
+        let payload = 7..7 + size as usize;
+        let frame = match kind {
+            // Bodies are kept as zero-copy slices of the read buffer.
+            FRAME_BODY => {
+                let mut frame = buf.split_to(total).freeze();
+                frame.advance(7);
+                frame.truncate(size as usize);
+                return Ok(Some(Frame::Body { channel, payload: frame }));
+            }
+            // Methods and headers are parsed in place and copied out.
+            FRAME_METHOD => Frame::Method { channel, method: Method::decode(&buf[payload])? },
+            FRAME_HEADER => Frame::Header { channel, header: ContentHeader::decode_boxed(&buf[payload])? },
             FRAME_HEARTBEAT => Frame::Heartbeat { channel },
             other => return Err(DecodeError::new(ErrorKind::UnknownFrameType(other))),
-        }))
+        };
+        buf.advance(total);
+        Ok(Some(frame))
     }
 }
 

@@ -1037,7 +1037,7 @@ impl From<ConnectionStart> for Method {
 }
 
 /// `connection.start-ok` (10, 11).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ConnectionStartOk {
     /// `client-properties`.
     pub client_properties: FieldTable,
@@ -1047,6 +1047,18 @@ pub struct ConnectionStartOk {
     pub response: LongStr,
     /// `locale`.
     pub locale: ShortStr,
+}
+
+impl std::fmt::Debug for ConnectionStartOk {
+    /// Prints every field but the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionStartOk")
+            .field("client_properties", &self.client_properties)
+            .field("mechanism", &self.mechanism)
+            .field("response", &"<redacted>")
+            .field("locale", &self.locale)
+            .finish()
+    }
 }
 
 impl Default for ConnectionStartOk {
@@ -1128,10 +1140,19 @@ impl From<ConnectionSecure> for Method {
 }
 
 /// `connection.secure-ok` (10, 21).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ConnectionSecureOk {
     /// `response`.
     pub response: LongStr,
+}
+
+impl std::fmt::Debug for ConnectionSecureOk {
+    /// Prints every field but the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSecureOk")
+            .field("response", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for ConnectionSecureOk {
@@ -1502,12 +1523,22 @@ impl From<ConnectionUnblocked> for Method {
 }
 
 /// `connection.update-secret` (10, 70), synchronous.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ConnectionUpdateSecret {
     /// `new-secret`.
     pub new_secret: LongStr,
     /// `reason`.
     pub reason: ShortStr,
+}
+
+impl std::fmt::Debug for ConnectionUpdateSecret {
+    /// Prints every field but the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionUpdateSecret")
+            .field("new_secret", &"<redacted>")
+            .field("reason", &self.reason)
+            .finish()
+    }
 }
 
 impl Default for ConnectionUpdateSecret {
@@ -3241,7 +3272,7 @@ pub enum Method {
 impl Method {
     /// Decodes a method frame payload: class id, method id, arguments.
     /// All of `payload` must be consumed.
-    pub fn decode(payload: &Bytes) -> Result<Method, DecodeError> {
+    pub fn decode(payload: &[u8]) -> Result<Method, DecodeError> {
         let mut r = Reader::new(payload);
         let class_id = r.u16()?;
         let method_id = r.u16().map_err(|e| e.in_method(class_id, 0))?;

@@ -1,6 +1,10 @@
 //! AMQP primitive types: short and long strings, field tables and arrays,
 //! and the [`Reader`] every generated decoder reads through.
 //!
+//! Decoding copies from the frame rather than sharing it: short strings
+//! go inline, and the rare long ones are small copies. Only message bodies
+//! are shared slices of the read buffer (see `frame`).
+//!
 //! Field values use RabbitMQ's type tags (the errata list, not the 0-9-1
 //! PDF's): `t b B s u I i l f d D S x A T F V`. A decoded table keeps its
 //! entries in wire order, duplicates included, so re-encoding it gives the
@@ -23,24 +27,84 @@ pub const MAX_NESTING: usize = 64;
 
 /// An AMQP `shortstr`: at most 255 bytes, not necessarily UTF-8.
 ///
-/// It wraps [`Bytes`], so a decoded name is a slice of the frame it came in,
-/// and cloning it never copies.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ShortStr(Bytes);
+/// Names up to [`ShortStr::INLINE`] bytes (nearly all exchange names,
+/// routing keys and consumer tags) are stored inline: decoding, cloning and
+/// dropping them touches no shared counter and allocates nothing. Longer
+/// ones share a [`Bytes`] buffer, so cloning still never copies.
+#[derive(Clone)]
+pub struct ShortStr(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, buf: [u8; ShortStr::INLINE] },
+    Shared(Bytes),
+}
+
+impl Default for ShortStr {
+    fn default() -> Self {
+        ShortStr::empty()
+    }
+}
+
+impl PartialEq for ShortStr {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ShortStr {}
+
+impl std::hash::Hash for ShortStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Must hash as `[u8]` does, for `Borrow<[u8]>` map lookups.
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialOrd for ShortStr {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ShortStr {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
 
 impl ShortStr {
     /// The longest a short string can be.
     pub const MAX_LEN: usize = 255;
 
+    /// Strings up to this many bytes are stored inline.
+    pub const INLINE: usize = 30;
+
     /// An empty short string.
     pub const fn empty() -> Self {
-        ShortStr(Bytes::new())
+        ShortStr(Repr::Inline { len: 0, buf: [0; Self::INLINE] })
+    }
+
+    /// A short string holding a copy of `bytes`, if they fit.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() <= Self::INLINE {
+            let mut buf = [0; Self::INLINE];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            // len <= 30 fits in a u8.
+            Some(ShortStr(Repr::Inline { len: bytes.len() as u8, buf }))
+        } else if bytes.len() <= Self::MAX_LEN {
+            Some(ShortStr(Repr::Shared(Bytes::copy_from_slice(bytes))))
+        } else {
+            None
+        }
     }
 
     /// Wraps `bytes` if they fit in a short string.
     pub fn new(bytes: Bytes) -> Result<Self, Bytes> {
-        if bytes.len() <= Self::MAX_LEN {
-            Ok(ShortStr(bytes))
+        if bytes.len() <= Self::INLINE {
+            Ok(Self::from_slice(&bytes).unwrap_or_default())
+        } else if bytes.len() <= Self::MAX_LEN {
+            Ok(ShortStr(Repr::Shared(bytes)))
         } else {
             Err(bytes)
         }
@@ -49,8 +113,10 @@ impl ShortStr {
     /// A short string from a static text; texts longer than 255 bytes are cut
     /// at a character boundary.
     pub fn from_static(s: &'static str) -> Self {
-        if s.len() <= Self::MAX_LEN {
-            ShortStr(Bytes::from_static(s.as_bytes()))
+        if s.len() <= Self::INLINE {
+            Self::from_slice(s.as_bytes()).unwrap_or_default()
+        } else if s.len() <= Self::MAX_LEN {
+            ShortStr(Repr::Shared(Bytes::from_static(s.as_bytes())))
         } else {
             Self::truncating(s)
         }
@@ -64,42 +130,48 @@ impl ShortStr {
         while !s.is_char_boundary(end) {
             end -= 1;
         }
-        ShortStr(Bytes::copy_from_slice(&s.as_bytes()[..end]))
+        Self::from_slice(&s.as_bytes()[..end]).unwrap_or_default()
     }
 
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Repr::Inline { len, buf } => &buf[..usize::from(*len)],
+            Repr::Shared(b) => b,
+        }
     }
 
-    /// The underlying buffer.
-    pub fn as_inner(&self) -> &Bytes {
-        &self.0
+    /// The bytes as a [`Bytes`] (a copy for inline strings).
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.0 {
+            Repr::Inline { .. } => Bytes::copy_from_slice(self.as_bytes()),
+            Repr::Shared(b) => b.clone(),
+        }
     }
 
     /// The text, if it is valid UTF-8.
     pub fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()
+        std::str::from_utf8(self.as_bytes()).ok()
     }
 
     /// The text with invalid UTF-8 replaced, for messages and logs.
     pub fn to_lossy(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.0)
+        String::from_utf8_lossy(self.as_bytes())
     }
 
     /// The length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_bytes().len()
     }
 
     /// Whether the string is empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_bytes().is_empty()
     }
 
     /// Whether the string starts with `prefix`.
     pub fn starts_with(&self, prefix: &[u8]) -> bool {
-        self.0.starts_with(prefix)
+        self.as_bytes().starts_with(prefix)
     }
 }
 
@@ -112,29 +184,29 @@ impl From<&str> for ShortStr {
 
 impl From<String> for ShortStr {
     fn from(s: String) -> Self {
-        if s.len() <= Self::MAX_LEN {
-            ShortStr(Bytes::from(s))
-        } else {
+        if s.len() <= Self::INLINE || s.len() > Self::MAX_LEN {
             ShortStr::truncating(&s)
+        } else {
+            ShortStr(Repr::Shared(Bytes::from(s)))
         }
     }
 }
 
 impl PartialEq<str> for ShortStr {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
 impl PartialEq<&str> for ShortStr {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
 impl std::borrow::Borrow<[u8]> for ShortStr {
     fn borrow(&self) -> &[u8] {
-        &self.0
+        self.as_bytes()
     }
 }
 
@@ -418,17 +490,13 @@ type NomResult<'a, T> = nom::IResult<&'a [u8], T, nom::error::Error<&'a [u8]>>;
 /// running out of bytes means the frame is malformed, never "read more".
 /// Strings come out as zero-copy slices of `src`.
 pub struct Reader<'a> {
-    src: &'a Bytes,
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
     /// Starts reading at the beginning of `src`.
-    pub fn new(src: &'a Bytes) -> Self {
-        Reader {
-            src,
-            rest: &src[..],
-        }
+    pub fn new(src: &'a [u8]) -> Self {
+        Reader { rest: src }
     }
 
     /// Bytes not yet read.
@@ -470,25 +538,27 @@ impl<'a> Reader<'a> {
         self.run(r)
     }
 
-    /// Reads `n` raw bytes as a slice of the source buffer.
+    /// Reads `n` raw bytes (copied: method and header frames are small,
+    /// and copying beats sharing a reference-counted buffer there).
     pub fn bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         let r = take(n).parse(self.rest);
         let s = self.run(r)?;
-        Ok(self.src.slice_ref(s))
+        Ok(Bytes::copy_from_slice(s))
     }
 
     /// Reads a `shortstr`.
     pub fn shortstr(&mut self) -> Result<ShortStr, DecodeError> {
         let r = length_data(be_u8).parse(self.rest);
         let s = self.run(r)?;
-        Ok(ShortStr(self.src.slice_ref(s)))
+        // At most 255 bytes: length_data(be_u8) read it.
+        Ok(ShortStr::from_slice(s).unwrap_or_default())
     }
 
     /// Reads a `longstr`.
     pub fn longstr(&mut self) -> Result<LongStr, DecodeError> {
         let r = length_data(be_u32).parse(self.rest);
         let s = self.run(r)?;
-        Ok(LongStr(self.src.slice_ref(s)))
+        Ok(LongStr(Bytes::copy_from_slice(s)))
     }
 
     /// Reads a field table.
@@ -502,10 +572,7 @@ impl<'a> Reader<'a> {
         }
         let r = length_data(be_u32).parse(self.rest);
         let body = self.run(r)?;
-        let mut inner = Reader {
-            src: self.src,
-            rest: body,
-        };
+        let mut inner = Reader { rest: body };
         // Entries are pushed as they are parsed; nothing is reserved from the
         // declared length, so memory stays proportional to bytes received.
         let mut entries = Vec::new();
@@ -523,10 +590,7 @@ impl<'a> Reader<'a> {
         }
         let r = length_data(be_u32).parse(self.rest);
         let body = self.run(r)?;
-        let mut inner = Reader {
-            src: self.src,
-            rest: body,
-        };
+        let mut inner = Reader { rest: body };
         let mut values = Vec::new();
         while !inner.rest.is_empty() {
             values.push(inner.value(depth)?);

@@ -298,7 +298,14 @@ fn generate(spec: &Value) -> String {
             if m.content { ", carries content" } else { "" }
         )
         .unwrap();
-        o.push_str("#[derive(Debug, Clone, PartialEq)]\n");
+        // Credentials never reach logs: these get a redacting Debug.
+        let secret = |a: &Arg| a.wire == "response" || a.wire == "new-secret";
+        let redact = m.args.iter().any(secret);
+        if redact {
+            o.push_str("#[derive(Clone, PartialEq)]\n");
+        } else {
+            o.push_str("#[derive(Debug, Clone, PartialEq)]\n");
+        }
         if m.args.is_empty() {
             writeln!(o, "pub struct {};\n", m.rust).unwrap();
         } else {
@@ -308,6 +315,20 @@ fn generate(spec: &Value) -> String {
                 writeln!(o, "    pub {}: {},", a.field, a.ty.rust()).unwrap();
             }
             o.push_str("}\n\n");
+        }
+        if redact {
+            writeln!(o, "impl std::fmt::Debug for {} {{", m.rust).unwrap();
+            o.push_str("    /// Prints every field but the credentials.\n");
+            o.push_str("    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {\n");
+            writeln!(o, "        f.debug_struct({:?})", m.rust).unwrap();
+            for a in &m.args {
+                if secret(a) {
+                    writeln!(o, "            .field({:?}, &\"<redacted>\")", a.field).unwrap();
+                } else {
+                    writeln!(o, "            .field({:?}, &self.{})", a.field, a.field).unwrap();
+                }
+            }
+            o.push_str("            .finish()\n    }\n}\n\n");
         }
         writeln!(o, "impl Default for {} {{", m.rust).unwrap();
         o.push_str("    /// The spec's default value for every argument that has one.\n");
@@ -441,7 +462,7 @@ fn generate(spec: &Value) -> String {
     o.push_str("}\n\nimpl Method {\n");
     o.push_str("    /// Decodes a method frame payload: class id, method id, arguments.\n");
     o.push_str("    /// All of `payload` must be consumed.\n");
-    o.push_str("    pub fn decode(payload: &Bytes) -> Result<Method, DecodeError> {\n");
+    o.push_str("    pub fn decode(payload: &[u8]) -> Result<Method, DecodeError> {\n");
     o.push_str("        let mut r = Reader::new(payload);\n");
     o.push_str("        let class_id = r.u16()?;\n        let method_id = r.u16().map_err(|e| e.in_method(class_id, 0))?;\n");
     o.push_str("        let m = match (class_id, method_id) {\n");
@@ -599,6 +620,14 @@ fn generated_code_is_fresh() {
         current == code,
         "src/generated.rs is stale: run `WARREN_CODEGEN=write cargo test -p warren-codec --test codegen`"
     );
+}
+
+#[test]
+fn credentials_are_redacted_in_debug_output() {
+    let m = warren_codec::ConnectionStartOk { response: "\0guest\0s3cr3t".into(), ..Default::default() };
+    let shown = format!("{m:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
 }
 
 #[test]

@@ -150,17 +150,10 @@ pub struct Exchange {
 }
 
 fn split_words(key: &ShortStr) -> Vec<ShortStr> {
-    let b = key.as_inner();
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'.' {
-            out.push(ShortStr::new(b.slice(start..i)).unwrap_or_default());
-            start = i + 1;
-        }
-    }
-    out.push(ShortStr::new(b.slice(start..)).unwrap_or_default());
-    out
+    key.as_bytes()
+        .split(|&c| c == b'.')
+        .map(|w| ShortStr::from_slice(w).unwrap_or_default())
+        .collect()
 }
 
 /// Whether a topic routing key matches a pattern (both split into words).
