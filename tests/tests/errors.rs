@@ -59,7 +59,6 @@ async fn declare_queue(c: &mut RawClient, name: &str) {
 }
 
 #[tokio::test]
-#[ignore = "warren bug: text says 'is not empty', RabbitMQ 'not empty' (/work/bugs.md #2)"]
 async fn queue_delete_if_empty_on_non_empty_queue_is_406() {
     let broker = start_broker().await;
     let mut c = open_client(&broker).await;
@@ -174,7 +173,6 @@ async fn deleting_a_system_exchange_is_403() {
 }
 
 #[tokio::test]
-#[ignore = "warren bug: extra '(queue ..)' after RabbitMQ's text (/work/bugs.md #3)"]
 async fn binding_to_the_default_exchange_is_403() {
     let broker = start_broker().await;
     let mut c = open_client(&broker).await;

@@ -678,7 +678,7 @@ impl VHost {
         }
         if if_empty && q.message_count() > 0 {
             return Err(Error::precondition(format!(
-                "queue '{name}' in vhost '{}' is not empty",
+                "queue '{name}' in vhost '{}' not empty",
                 self.name
             )));
         }
@@ -696,17 +696,14 @@ impl VHost {
     ) -> Result<()> {
         let q = self.queue_for(conn, queue)?;
         if exchange.is_empty() {
-            return Err(self.default_exchange_refused(queue));
+            return Err(self.default_exchange_refused());
         }
         let ex = self.exchange_or_404(exchange)?;
         self.add_binding(&ex, Destination::Queue(q), key, args)
     }
 
-    fn default_exchange_refused(&self, queue: &ShortStr) -> Error {
-        Error::access_refused(format!(
-            "operation not permitted on the default exchange (queue '{queue}' in vhost '{}')",
-            self.name
-        ))
+    fn default_exchange_refused(&self) -> Error {
+        Error::access_refused("operation not permitted on the default exchange")
     }
 
     /// `queue.unbind`: idempotent.
@@ -725,7 +722,7 @@ impl VHost {
             return Err(self.locked(queue));
         }
         if exchange.is_empty() {
-            return Err(self.default_exchange_refused(queue));
+            return Err(self.default_exchange_refused());
         }
         let Some(ex) = self.exchange(exchange.as_bytes()) else {
             return Ok(());
@@ -749,10 +746,7 @@ impl VHost {
         args: FieldTable,
     ) -> Result<()> {
         if destination.is_empty() || source.is_empty() {
-            return Err(Error::access_refused(format!(
-                "operation not permitted on the default exchange in vhost '{}'",
-                self.name
-            )));
+            return Err(self.default_exchange_refused());
         }
         self.exchange_or_404(destination)?;
         let src = self.exchange_or_404(source)?;
@@ -768,10 +762,7 @@ impl VHost {
         args: &FieldTable,
     ) -> Result<()> {
         if destination.is_empty() || source.is_empty() {
-            return Err(Error::access_refused(format!(
-                "operation not permitted on the default exchange in vhost '{}'",
-                self.name
-            )));
+            return Err(self.default_exchange_refused());
         }
         let Some(src) = self.exchange(source.as_bytes()) else {
             return Ok(());

@@ -1226,7 +1226,7 @@ fn delete_if_empty_and_if_unused() {
     );
     assert_eq!(
         c.channel_closed(1, 406),
-        "PRECONDITION_FAILED - queue 'q' in vhost '/' is not empty"
+        "PRECONDITION_FAILED - queue 'q' in vhost '/' not empty"
     );
     c.send(1, ChannelOpen::default());
     c.method();
