@@ -1,5 +1,45 @@
-//! Warren's durable store. Not built yet: durability is tracked by its own
-//! issue, and until it lands every message lives in memory only.
+//! Warren's durable store: definitions (vhosts, durable exchanges and
+//! queues, bindings) and persistent messages, in one sled database.
 //!
 //! # Layout
-//! Empty on purpose; see `ARCHITECTURE.md` for where the store will sit.
+//! - [`Store`] opens the data directory, applies [`Batch`]es atomically,
+//!   flushes them to disk, and reads everything back at startup.
+//! - [`Batch`] is one group of writes (messages, queue index entries,
+//!   definitions) that lands all together or not at all.
+//! - The record types ([`StoredMessage`], [`QueueRecord`],
+//!   [`ExchangeRecord`], [`BindingRecord`], [`IndexEntry`],
+//!   [`Definitions`]) are what callers read and write; sled's types never
+//!   appear in this API.
+//! - `keys` lays out the single sled tree (one key prefix per record kind,
+//!   big-endian integers so scans come out ordered), `records` encodes the
+//!   values with the AMQP codec, `error` holds [`StoreError`].
+//!
+//! A message is stored once (`M` + id) however many queues hold it; each
+//! queue has its own ordered index (`Q` + queue id + seq) pointing at
+//! message ids. Acking a message removes its index entry; the caller
+//! deletes the message when no queue refers to it any more.
+//!
+//! **Architecture Invariant:** this crate knows nothing of channels,
+//! connections, tokio or `warren-core`; it depends on `warren-codec` only.
+//! Every call blocks, so the server runs it on a dedicated persistence
+//! thread.
+//!
+//! **Durability:** [`Store::apply`] makes writes visible and atomic, not
+//! durable. [`Store::flush`] makes every earlier apply durable; a publisher
+//! confirm waits for the flush that covers its message.
+
+mod error;
+mod keys;
+mod records;
+mod store;
+
+pub use error::StoreError;
+pub use records::{
+    BindingRecord, Definitions, Destination, ExchangeRecord, IndexEntry, QueueRecord, StoredMessage,
+};
+pub use store::{Batch, Store};
+
+/// The on-disk format this build writes and the newest it reads. Every
+/// record value starts with it, and the `V` record holds it for the whole
+/// directory.
+pub const FORMAT_VERSION: u8 = 1;

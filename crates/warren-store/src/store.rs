@@ -1,0 +1,634 @@
+//! [`Store`] (the sled database) and [`Batch`] (one atomic group of writes).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sled::IVec;
+use warren_codec::ShortStr;
+
+use crate::error::{StoreError, sled_error};
+use crate::records::{
+    self, BindingRecord, Definitions, ExchangeRecord, Failure, IndexEntry, QueueRecord,
+    StoredMessage,
+};
+use crate::{FORMAT_VERSION, keys};
+
+/// sled's page cache bound. Messages are read back only at startup and on
+/// paging, so a modest cache is enough, and it keeps a broker with a large
+/// backlog from holding it all twice (queues in memory, pages in sled).
+const CACHE_CAPACITY: u64 = 64 << 20;
+
+/// How long [`Store::open`] waits for a just-closed database's file lock.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How often [`Store::open`] retries the lock meanwhile.
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
+/// Whether sled failed to open because another handle holds its file lock.
+/// sled 0.34 reports it only as text inside an `Other` I/O error.
+fn is_lock_contention(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+/// One atomic group of writes, applied by [`Store::apply`].
+///
+/// Encoding happens when an operation is added, so building a batch can be
+/// done on the thread that owns the data and applying it on the persistence
+/// thread. Later operations on the same key replace earlier ones.
+#[derive(Default)]
+pub struct Batch {
+    inner: sled::Batch,
+    len: usize,
+}
+
+impl std::fmt::Debug for Batch {
+    /// Prints the size only: the encoded values hold message bodies, which
+    /// never go to logs above `trace`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("len", &self.len).finish()
+    }
+}
+
+impl Batch {
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.inner.insert(key, value);
+        self.len += 1;
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        self.inner.remove(key);
+        self.len += 1;
+    }
+
+    /// Stores message `id` (replacing any message with that id).
+    pub fn put_message(&mut self, id: u64, m: &StoredMessage) {
+        self.put(&keys::message(id), &records::encode_message(m));
+    }
+
+    /// Deletes message `id`; its index entries are the caller's to remove.
+    pub fn delete_message(&mut self, id: u64) {
+        self.remove(&keys::message(id));
+    }
+
+    /// Adds message `msg_id` to queue `queue` at position `seq`, not yet
+    /// delivered.
+    pub fn enqueue(&mut self, queue: u64, seq: u64, msg_id: u64) {
+        self.put(
+            &keys::index(queue, seq),
+            &records::encode_index(msg_id, false),
+        );
+    }
+
+    /// Records that the message at `seq` in `queue` (message `msg_id`) was
+    /// delivered, so that it comes back `redelivered` after a restart.
+    pub fn mark_delivered(&mut self, queue: u64, seq: u64, msg_id: u64) {
+        self.put(
+            &keys::index(queue, seq),
+            &records::encode_index(msg_id, true),
+        );
+    }
+
+    /// Removes position `seq` from queue `queue` (acked, or dropped).
+    pub fn dequeue(&mut self, queue: u64, seq: u64) {
+        self.remove(&keys::index(queue, seq));
+    }
+
+    /// Stores vhost `name`.
+    pub fn put_vhost(&mut self, name: &str) {
+        self.put(&keys::vhost(name), &records::encode_vhost(name));
+    }
+
+    /// Deletes vhost `name` (its exchanges, queues and bindings are the
+    /// caller's to delete).
+    pub fn delete_vhost(&mut self, name: &str) {
+        self.remove(&keys::vhost(name));
+    }
+
+    /// Stores an exchange, replacing one with the same vhost and name.
+    pub fn put_exchange(&mut self, r: &ExchangeRecord) {
+        self.put(
+            &keys::exchange(&r.vhost, &r.name),
+            &records::encode_exchange(r),
+        );
+    }
+
+    /// Deletes exchange `name` in `vhost`.
+    pub fn delete_exchange(&mut self, vhost: &str, name: &ShortStr) {
+        self.remove(&keys::exchange(vhost, name));
+    }
+
+    /// Stores a queue definition, replacing one with the same vhost and name.
+    pub fn put_queue(&mut self, r: &QueueRecord) {
+        self.put(&keys::queue(&r.vhost, &r.name), &records::encode_queue(r));
+    }
+
+    /// Deletes the definition of queue `name` in `vhost`; its index entries
+    /// are removed with [`Store::purge_queue_index`].
+    pub fn delete_queue(&mut self, vhost: &str, name: &ShortStr) {
+        self.remove(&keys::queue(vhost, name));
+    }
+
+    /// Stores a binding (storing the same binding twice keeps one).
+    pub fn put_binding(&mut self, r: &BindingRecord) {
+        self.put(&keys::binding(r), &records::encode_binding(r));
+    }
+
+    /// Deletes the binding equal to `r`, arguments included.
+    pub fn delete_binding(&mut self, r: &BindingRecord) {
+        self.remove(&keys::binding(r));
+    }
+
+    /// Number of operations added (an overwritten key counts each time).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no operation was added.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The durable store: one sled database in one directory.
+///
+/// All methods take `&self` and may be called from several threads; the
+/// server calls them from its persistence thread. Writes become visible to
+/// reads at [`Store::apply`] and durable at the next [`Store::flush`].
+/// Dropping the store also flushes (sled does it on drop).
+pub struct Store {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Turns a value's decode failure into a [`StoreError`] naming `key`.
+fn failure(key: &[u8]) -> impl FnOnce(Failure) -> StoreError + '_ {
+    move |f| match f {
+        Failure::Newer(found) => StoreError::NewerFormat {
+            found,
+            supported: FORMAT_VERSION,
+        },
+        Failure::Bad(why) => StoreError::Corrupt {
+            what: format!("{}: {why}", keys::describe(key)),
+        },
+    }
+}
+
+/// Copies a sled value into a [`Bytes`] that decoded names and bodies can
+/// slice without further copies.
+fn bytes(v: &IVec) -> Bytes {
+    Bytes::copy_from_slice(v)
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating it if missing.
+    ///
+    /// A new store gets the [`FORMAT_VERSION`] record (flushed before this
+    /// returns). A store written in a newer format is refused with
+    /// [`StoreError::NewerFormat`] and left untouched.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_CAPACITY)
+            // Durability comes only from our flushes, which the server
+            // times to cover publisher confirms; a background flusher would
+            // only add fsyncs.
+            .flush_every_ms(None);
+        let mut waited = Duration::ZERO;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                // sled 0.34 releases its file lock only when its last
+                // internal handle goes, which can be shortly after the `Db`
+                // that was just dropped (spacejam/sled#1234). Wait that out;
+                // a lock held by a live broker lasts far longer and is
+                // reported after the wait.
+                Err(e) if is_lock_contention(&e) && waited < LOCK_WAIT => {
+                    std::thread::sleep(LOCK_RETRY);
+                    waited += LOCK_RETRY;
+                }
+                Err(e) => return Err(sled_error(|| format!("opening {}", dir.display()))(e)),
+            }
+        };
+        let store = Store {
+            db,
+            dir: dir.to_path_buf(),
+        };
+        store.check_version()?;
+        Ok(store)
+    }
+
+    fn check_version(&self) -> Result<(), StoreError> {
+        let ctx = || format!("reading the format version in {}", self.dir.display());
+        match self.db.get(keys::VERSION).map_err(sled_error(ctx))? {
+            Some(v) => match v.as_ref() {
+                [found] if *found == FORMAT_VERSION => Ok(()),
+                [found] if *found > FORMAT_VERSION => Err(StoreError::NewerFormat {
+                    found: *found,
+                    supported: FORMAT_VERSION,
+                }),
+                other => Err(StoreError::Corrupt {
+                    what: format!(
+                        "{}: unknown value \"{}\"",
+                        keys::describe(keys::VERSION),
+                        other.escape_ascii()
+                    ),
+                }),
+            },
+            None => {
+                let first = self.db.iter().next().transpose().map_err(sled_error(ctx))?;
+                if let Some((k, _)) = first {
+                    return Err(StoreError::Corrupt {
+                        what: format!(
+                            "{} holds {} but no format version record",
+                            self.dir.display(),
+                            keys::describe(&k)
+                        ),
+                    });
+                }
+                self.db
+                    .insert(keys::VERSION, &[FORMAT_VERSION])
+                    .map_err(sled_error(ctx))?;
+                self.flush()?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies `batch` atomically: after a crash either all of it or none of
+    /// it is there. It is visible to reads at once but durable only after
+    /// the next [`Store::flush`].
+    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len;
+        self.db
+            .apply_batch(batch.inner)
+            .map_err(sled_error(|| format!("applying a batch of {n} writes")))
+    }
+
+    /// Blocks until every earlier [`Store::apply`] is on disk (written and
+    /// fsynced). Returns the number of bytes written.
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        self.db
+            .flush()
+            .map_err(sled_error(|| format!("flushing {}", self.dir.display())))
+    }
+
+    /// Removes every index entry of `queue` in one atomic write and returns
+    /// their message ids in seq order. Deleting the messages no other queue
+    /// holds is the caller's decision. Entries enqueued concurrently by
+    /// another thread may survive; the server purges from the persistence
+    /// thread, which serialises them.
+    pub fn purge_queue_index(&self, queue: u64) -> Result<Vec<u64>, StoreError> {
+        let entries = self.queue_index(queue)?;
+        let mut batch = sled::Batch::default();
+        for e in &entries {
+            batch.remove(&keys::index(queue, e.seq));
+        }
+        self.db
+            .apply_batch(batch)
+            .map_err(sled_error(|| format!("purging the index of queue {queue}")))?;
+        Ok(entries.into_iter().map(|e| e.msg_id).collect())
+    }
+
+    /// Reads every definition, each kind in key order.
+    pub fn definitions(&self) -> Result<Definitions, StoreError> {
+        let mut defs = Definitions::default();
+        for item in self.db.scan_prefix([keys::DEFINITION]) {
+            let (k, v) = item.map_err(sled_error(|| "reading definitions".to_owned()))?;
+            let v = bytes(&v);
+            match k.get(1).copied() {
+                Some(keys::VHOST) => defs
+                    .vhosts
+                    .push(records::decode_vhost(&v).map_err(failure(&k))?),
+                Some(keys::EXCHANGE) => defs
+                    .exchanges
+                    .push(records::decode_exchange(&v).map_err(failure(&k))?),
+                Some(keys::QUEUE) => defs
+                    .queues
+                    .push(records::decode_queue(&v).map_err(failure(&k))?),
+                Some(keys::BINDING) => defs
+                    .bindings
+                    .push(records::decode_binding(&v).map_err(failure(&k))?),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        what: format!("{}: unknown definition kind", keys::describe(&k)),
+                    });
+                }
+            }
+        }
+        Ok(defs)
+    }
+
+    /// The index entries of `queue`, in seq order.
+    pub fn queue_index(&self, queue: u64) -> Result<Vec<IndexEntry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(keys::index_prefix(queue)) {
+            let (k, v) =
+                item.map_err(sled_error(|| format!("reading the index of queue {queue}")))?;
+            if k.len() != 17 {
+                return Err(StoreError::Corrupt {
+                    what: format!("{}: not an index key", keys::describe(&k)),
+                });
+            }
+            let (msg_id, delivered) = records::decode_index(&bytes(&v)).map_err(failure(&k))?;
+            out.push(IndexEntry {
+                seq: keys::be_u64(&k[9..]),
+                msg_id,
+                delivered,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads message `id`, if it is stored.
+    pub fn load_message(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let k = keys::message(id);
+        let Some(v) = self
+            .db
+            .get(k)
+            .map_err(sled_error(|| format!("reading message {id}")))?
+        else {
+            return Ok(None);
+        };
+        records::decode_message(&bytes(&v))
+            .map(Some)
+            .map_err(failure(&k))
+    }
+
+    /// The largest message id and the largest queue id in use (0 when
+    /// none), to seed the id counters after a restart. Queue ids come from
+    /// both queue definitions and index entries.
+    pub fn max_ids(&self) -> Result<(u64, u64), StoreError> {
+        let ctx = || "reading the largest ids".to_owned();
+        let max_msg = match self.db.scan_prefix([keys::MESSAGE]).next_back() {
+            Some(item) => {
+                let (k, _) = item.map_err(sled_error(ctx))?;
+                id_after_prefix(&k)?
+            }
+            None => 0,
+        };
+        let mut max_queue = match self.db.scan_prefix([keys::INDEX]).next_back() {
+            Some(item) => {
+                let (k, _) = item.map_err(sled_error(ctx))?;
+                id_after_prefix(&k)?
+            }
+            None => 0,
+        };
+        for q in self.definitions()?.queues {
+            max_queue = max_queue.max(q.id);
+        }
+        Ok((max_msg, max_queue))
+    }
+
+    /// Bytes the database's files take on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db
+            .size_on_disk()
+            .map_err(sled_error(|| format!("measuring {}", self.dir.display())))
+    }
+
+    /// Number of stored messages (a full key scan; for tests and reports).
+    pub fn message_count(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in self.db.scan_prefix([keys::MESSAGE]).keys() {
+            item.map_err(sled_error(|| "counting messages".to_owned()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// The u64 after the one-byte prefix of a message or index key.
+fn id_after_prefix(k: &[u8]) -> Result<u64, StoreError> {
+    if k.len() < 9 {
+        return Err(StoreError::Corrupt {
+            what: format!("{}: key too short", keys::describe(k)),
+        });
+    }
+    Ok(keys::be_u64(&k[1..9]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Destination;
+    use warren_codec::{BasicProperties, FieldTable, FieldValue};
+
+    /// A directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!(
+                "warren-store-unit-{}-{name}-{n}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn message(body: &'static [u8]) -> StoredMessage {
+        StoredMessage {
+            exchange: ShortStr::from("x"),
+            routing_key: ShortStr::from("rk"),
+            properties: BasicProperties {
+                delivery_mode: Some(2),
+                headers: Some(FieldTable::new().with(
+                    "nested",
+                    FieldValue::Table(FieldTable::new().with("n", FieldValue::I32(1))),
+                )),
+                ..BasicProperties::default()
+            },
+            body: Bytes::from_static(body),
+        }
+    }
+
+    #[test]
+    fn everything_survives_a_reopen() {
+        let dir = TempDir::new("reopen");
+        let m = message(b"hello");
+        let queue = QueueRecord {
+            id: 7,
+            vhost: "/".to_owned(),
+            name: ShortStr::from("q"),
+            auto_delete: false,
+            arguments: FieldTable::new().with("x-max-length", FieldValue::I64(10)),
+        };
+        let exchange = ExchangeRecord {
+            vhost: "/".to_owned(),
+            name: ShortStr::from("x"),
+            kind: "topic".to_owned(),
+            auto_delete: false,
+            internal: true,
+            arguments: FieldTable::new(),
+        };
+        let binding = BindingRecord {
+            vhost: "/".to_owned(),
+            source: ShortStr::from("x"),
+            destination: Destination::Queue(ShortStr::from("q")),
+            routing_key: ShortStr::from("a.*"),
+            arguments: FieldTable::new(),
+        };
+        {
+            let store = Store::open(&dir.0).unwrap();
+            let mut b = Batch::default();
+            assert!(b.is_empty());
+            b.put_vhost("/");
+            b.put_exchange(&exchange);
+            b.put_queue(&queue);
+            b.put_binding(&binding);
+            b.put_binding(&binding);
+            b.put_message(3, &m);
+            b.enqueue(7, 1, 3);
+            b.enqueue(7, 2, 3);
+            b.mark_delivered(7, 1, 3);
+            assert_eq!(b.len(), 9);
+            store.apply(b).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(&dir.0).unwrap();
+        let defs = store.definitions().unwrap();
+        assert_eq!(defs.vhosts, ["/"]);
+        assert_eq!(defs.exchanges, [exchange]);
+        assert_eq!(defs.queues, [queue]);
+        assert_eq!(defs.bindings, std::slice::from_ref(&binding));
+        assert_eq!(store.load_message(3).unwrap(), Some(m));
+        assert_eq!(store.load_message(4).unwrap(), None);
+        assert_eq!(
+            store.queue_index(7).unwrap(),
+            [
+                IndexEntry {
+                    seq: 1,
+                    msg_id: 3,
+                    delivered: true
+                },
+                IndexEntry {
+                    seq: 2,
+                    msg_id: 3,
+                    delivered: false
+                },
+            ]
+        );
+        assert_eq!(store.max_ids().unwrap(), (3, 7));
+        assert_eq!(store.message_count().unwrap(), 1);
+        assert_eq!(store.purge_queue_index(7).unwrap(), [3, 3]);
+        assert!(store.queue_index(7).unwrap().is_empty());
+        let mut b = Batch::default();
+        b.delete_binding(&binding);
+        b.delete_message(3);
+        store.apply(b).unwrap();
+        assert!(store.definitions().unwrap().bindings.is_empty());
+        assert_eq!(store.message_count().unwrap(), 0);
+        // The queue definition still carries id 7.
+        assert_eq!(store.max_ids().unwrap(), (0, 7));
+    }
+
+    #[test]
+    fn refuses_a_newer_format() {
+        let dir = TempDir::new("newer");
+        {
+            let store = Store::open(&dir.0).unwrap();
+            store
+                .db
+                .insert(keys::VERSION, &[FORMAT_VERSION + 1])
+                .unwrap();
+            store.flush().unwrap();
+        }
+        match Store::open(&dir.0) {
+            Err(StoreError::NewerFormat { found, supported }) => {
+                assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION));
+            }
+            other => panic!("expected NewerFormat, got {other:?}"),
+        }
+        // Refusing wrote nothing: the version is still the newer one.
+        match Store::open(&dir.0) {
+            Err(StoreError::NewerFormat { .. }) => {}
+            other => panic!("expected NewerFormat again, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_data_without_a_version() {
+        let dir = TempDir::new("noversion");
+        {
+            let store = Store::open(&dir.0).unwrap();
+            store.db.remove(keys::VERSION).unwrap();
+            store.db.insert(keys::message(1), &[1u8][..]).unwrap();
+            store.flush().unwrap();
+        }
+        let err = Store::open(&dir.0).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("message 1"), "{err}");
+    }
+
+    fn corrupt_text(r: Result<impl std::fmt::Debug, StoreError>) -> String {
+        match r {
+            Err(e @ StoreError::Corrupt { .. }) => e.to_string(),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn corrupt_records_are_errors_naming_the_key() {
+        let dir = TempDir::new("corrupt");
+        let store = Store::open(&dir.0).unwrap();
+        store
+            .db
+            .insert(keys::message(5), &[FORMAT_VERSION, 9, 9][..])
+            .unwrap();
+        let text = corrupt_text(store.load_message(5));
+        assert!(text.contains("message 5"), "{text}");
+
+        store
+            .db
+            .insert(keys::index(3, 9), &[FORMAT_VERSION, 0][..])
+            .unwrap();
+        let text = corrupt_text(store.queue_index(3));
+        assert!(text.contains("queue 3 seq 9"), "{text}");
+        let text = corrupt_text(store.purge_queue_index(3));
+        assert!(text.contains("queue 3 seq 9"), "{text}");
+
+        let key = keys::queue("/", &ShortStr::from("broken"));
+        store.db.insert(&key[..], &[FORMAT_VERSION][..]).unwrap();
+        let text = corrupt_text(store.definitions());
+        assert!(text.contains("broken"), "{text}");
+
+        // A record in a newer format reads as NewerFormat, not as garbage.
+        store
+            .db
+            .insert(keys::message(6), &[FORMAT_VERSION + 1][..])
+            .unwrap();
+        assert!(matches!(
+            store.load_message(6),
+            Err(StoreError::NewerFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_is_an_error() {
+        let dir = TempDir::new("locked");
+        let _store = Store::open(&dir.0).unwrap();
+        let err = Store::open(&dir.0).unwrap_err();
+        assert!(matches!(err, StoreError::Io(_)), "{err}");
+    }
+}

@@ -1,0 +1,547 @@
+//! The store against an in-memory model: random operations with reopens in
+//! between (the shape of sled's own `fuzz_model`), plus a space test and a
+//! timing note. Only the public API is used, so these tests also show that
+//! it is enough to rebuild a broker's state.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use bytes::Bytes;
+use warren_codec::{BasicProperties, FieldTable, FieldValue, LongStr, ShortStr};
+use warren_store::{
+    Batch, BindingRecord, Destination, ExchangeRecord, IndexEntry, QueueRecord, Store,
+    StoredMessage,
+};
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!(
+            "warren-store-test-{}-{name}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// xorshift64*: deterministic, seeded per case, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+const VHOSTS: [&str; 3] = ["/", "prod", "a/b"];
+const NAMES: [&str; 4] = ["", "q1", "orders", "amq.gen-x"];
+
+fn short(rng: &mut Rng) -> ShortStr {
+    ShortStr::from(*rng.pick(&NAMES))
+}
+
+fn table(rng: &mut Rng, depth: u32) -> FieldTable {
+    let mut t = FieldTable::new();
+    for _ in 0..rng.below(4) {
+        let v = match rng.below(if depth < 2 { 7 } else { 5 }) {
+            0 => FieldValue::Bool(rng.chance(2)),
+            1 => FieldValue::I64(rng.next() as i64),
+            2 => FieldValue::LongStr(LongStr::from(format!("s{}", rng.below(100)))),
+            3 => FieldValue::Bytes(Bytes::from(rng.next().to_be_bytes().to_vec())),
+            4 => FieldValue::Timestamp(rng.next()),
+            5 => FieldValue::Table(table(rng, depth + 1)),
+            _ => FieldValue::Array(vec![
+                FieldValue::Table(table(rng, depth + 1)),
+                FieldValue::Void,
+            ]),
+        };
+        t.insert(
+            *rng.pick(&["k", "x-max-length", "x-dead-letter-exchange"]),
+            v,
+        );
+    }
+    t
+}
+
+fn opt<T>(rng: &mut Rng, f: impl FnOnce(&mut Rng) -> T) -> Option<T> {
+    if rng.chance(2) { Some(f(rng)) } else { None }
+}
+
+fn message(rng: &mut Rng) -> StoredMessage {
+    let properties = BasicProperties {
+        content_type: opt(rng, short),
+        content_encoding: opt(rng, short),
+        headers: opt(rng, |r| table(r, 0)),
+        delivery_mode: opt(rng, |r| r.below(3) as u8),
+        priority: opt(rng, |r| r.below(10) as u8),
+        correlation_id: opt(rng, short),
+        reply_to: opt(rng, short),
+        expiration: opt(rng, |r| ShortStr::from(format!("{}", r.below(100_000)))),
+        message_id: opt(rng, short),
+        timestamp: opt(rng, Rng::next),
+        kind: opt(rng, short),
+        user_id: opt(rng, short),
+        app_id: opt(rng, short),
+        cluster_id: opt(rng, short),
+    };
+    let len = if rng.chance(10) {
+        3000
+    } else {
+        rng.below(64) as usize
+    };
+    let fill = rng.next() as u8;
+    StoredMessage {
+        exchange: short(rng),
+        routing_key: short(rng),
+        properties,
+        body: Bytes::from(vec![fill; len]),
+    }
+}
+
+/// What the store should hold.
+#[derive(Default)]
+struct Model {
+    messages: BTreeMap<u64, StoredMessage>,
+    index: BTreeMap<(u64, u64), (u64, bool)>,
+    vhosts: BTreeSet<String>,
+    exchanges: BTreeMap<(String, ShortStr), ExchangeRecord>,
+    queues: BTreeMap<(String, ShortStr), QueueRecord>,
+    bindings: Vec<BindingRecord>,
+}
+
+/// Ids small enough that operations often hit existing records.
+const QUEUES: u64 = 4;
+
+/// Adds one random operation to `batch` and to `model`.
+fn random_op(rng: &mut Rng, model: &mut Model, batch: &mut Batch, next_msg: &mut u64) {
+    match rng.below(14) {
+        0..=2 => {
+            let id = if rng.chance(8) && !model.messages.is_empty() {
+                // Overwrite an existing message.
+                *rng.pick(&model.messages.keys().copied().collect::<Vec<_>>())
+            } else {
+                *next_msg += 1;
+                *next_msg
+            };
+            let m = message(rng);
+            batch.put_message(id, &m);
+            model.messages.insert(id, m);
+        }
+        3 => {
+            let id = rng.below(*next_msg + 2);
+            batch.delete_message(id);
+            model.messages.remove(&id);
+        }
+        4..=5 => {
+            let (q, seq, msg) = (rng.below(QUEUES), rng.below(32), rng.below(*next_msg + 1));
+            batch.enqueue(q, seq, msg);
+            model.index.insert((q, seq), (msg, false));
+        }
+        6 => {
+            // Mostly on an existing entry, as the broker does.
+            let entry = model
+                .index
+                .iter()
+                .nth(rng.below(model.index.len() as u64 + 1) as usize);
+            let (q, seq, msg) = match entry {
+                Some((&(q, seq), &(msg, _))) => (q, seq, msg),
+                None => (rng.below(QUEUES), rng.below(32), rng.below(100)),
+            };
+            batch.mark_delivered(q, seq, msg);
+            model.index.insert((q, seq), (msg, true));
+        }
+        7 => {
+            let (q, seq) = (rng.below(QUEUES), rng.below(32));
+            batch.dequeue(q, seq);
+            model.index.remove(&(q, seq));
+        }
+        8 => {
+            let v = rng.pick(&VHOSTS).to_string();
+            if rng.chance(3) {
+                batch.delete_vhost(&v);
+                model.vhosts.remove(&v);
+            } else {
+                batch.put_vhost(&v);
+                model.vhosts.insert(v);
+            }
+        }
+        9 => {
+            let (vhost, name) = (rng.pick(&VHOSTS).to_string(), short(rng));
+            if rng.chance(3) {
+                batch.delete_exchange(&vhost, &name);
+                model.exchanges.remove(&(vhost, name));
+            } else {
+                let r = ExchangeRecord {
+                    vhost: vhost.clone(),
+                    name: name.clone(),
+                    kind: rng.pick(&["direct", "topic", "x-custom"]).to_string(),
+                    auto_delete: rng.chance(2),
+                    internal: rng.chance(2),
+                    arguments: table(rng, 0),
+                };
+                batch.put_exchange(&r);
+                model.exchanges.insert((vhost, name), r);
+            }
+        }
+        10 => {
+            let (vhost, name) = (rng.pick(&VHOSTS).to_string(), short(rng));
+            if rng.chance(3) {
+                batch.delete_queue(&vhost, &name);
+                model.queues.remove(&(vhost, name));
+            } else {
+                let r = QueueRecord {
+                    id: rng.below(QUEUES + 2),
+                    vhost: vhost.clone(),
+                    name: name.clone(),
+                    auto_delete: rng.chance(2),
+                    arguments: table(rng, 0),
+                };
+                batch.put_queue(&r);
+                model.queues.insert((vhost, name), r);
+            }
+        }
+        _ => {
+            let delete_existing = rng.chance(3) && !model.bindings.is_empty();
+            let r = if delete_existing {
+                rng.pick(&model.bindings).clone()
+            } else {
+                let name = short(rng);
+                BindingRecord {
+                    vhost: rng.pick(&VHOSTS).to_string(),
+                    source: short(rng),
+                    destination: if rng.chance(2) {
+                        Destination::Queue(name)
+                    } else {
+                        Destination::Exchange(name)
+                    },
+                    routing_key: ShortStr::from(*rng.pick(&["", "a.*", "#"])),
+                    // A small pool of argument tables, so equal bindings recur.
+                    arguments: if rng.chance(2) {
+                        FieldTable::new()
+                    } else {
+                        FieldTable::new().with("x-match", FieldValue::LongStr(LongStr::from("all")))
+                    },
+                }
+            };
+            if delete_existing || rng.chance(4) {
+                batch.delete_binding(&r);
+                model.bindings.retain(|b| *b != r);
+            } else {
+                batch.put_binding(&r);
+                if !model.bindings.contains(&r) {
+                    model.bindings.push(r);
+                }
+            }
+        }
+    }
+}
+
+/// Checks every record the model holds, and that the store holds no more.
+fn check(store: &Store, model: &Model, case: u64) {
+    let defs = store.definitions().unwrap();
+    let vhosts: BTreeSet<String> = defs.vhosts.iter().cloned().collect();
+    assert_eq!(
+        vhosts.len(),
+        defs.vhosts.len(),
+        "case {case}: duplicate vhosts"
+    );
+    assert_eq!(vhosts, model.vhosts, "case {case}");
+    let exchanges: BTreeMap<_, _> = defs
+        .exchanges
+        .iter()
+        .map(|x| ((x.vhost.clone(), x.name.clone()), x.clone()))
+        .collect();
+    assert_eq!(exchanges.len(), defs.exchanges.len(), "case {case}");
+    assert_eq!(exchanges, model.exchanges, "case {case}");
+    let queues: BTreeMap<_, _> = defs
+        .queues
+        .iter()
+        .map(|q| ((q.vhost.clone(), q.name.clone()), q.clone()))
+        .collect();
+    assert_eq!(queues.len(), defs.queues.len(), "case {case}");
+    assert_eq!(queues, model.queues, "case {case}");
+    assert_eq!(defs.bindings.len(), model.bindings.len(), "case {case}");
+    for b in &model.bindings {
+        assert!(defs.bindings.contains(b), "case {case}: missing {b:?}");
+    }
+
+    for q in 0..QUEUES + 1 {
+        let expected: Vec<IndexEntry> = model
+            .index
+            .range((q, 0)..(q + 1, 0))
+            .map(|(&(_, seq), &(msg_id, delivered))| IndexEntry {
+                seq,
+                msg_id,
+                delivered,
+            })
+            .collect();
+        assert_eq!(
+            store.queue_index(q).unwrap(),
+            expected,
+            "case {case} queue {q}"
+        );
+    }
+    let max_msg = model.messages.keys().next_back().copied().unwrap_or(0);
+    for id in 0..=max_msg + 1 {
+        assert_eq!(
+            store.load_message(id).unwrap().as_ref(),
+            model.messages.get(&id),
+            "case {case} message {id}"
+        );
+    }
+    assert_eq!(
+        store.message_count().unwrap(),
+        model.messages.len() as u64,
+        "case {case}"
+    );
+    let max_queue = model
+        .index
+        .keys()
+        .map(|&(q, _)| q)
+        .chain(model.queues.values().map(|q| q.id))
+        .max()
+        .unwrap_or(0);
+    assert_eq!(
+        store.max_ids().unwrap(),
+        (max_msg, max_queue),
+        "case {case}"
+    );
+}
+
+#[test]
+fn random_operations_with_reopens_match_the_model() {
+    const CASES: u64 = 240;
+    let dir = TempDir::new("model");
+    let started = Instant::now();
+    let mut reopens = 0;
+    let mut in_open = std::time::Duration::ZERO;
+    for case in 0..CASES {
+        let _ = std::fs::remove_dir_all(&dir.0);
+        let mut rng = Rng::new(case + 1);
+        let mut model = Model::default();
+        let mut next_msg = 0;
+        let mut store = Store::open(&dir.0).unwrap();
+        for _ in 0..rng.below(24) + 1 {
+            let mut batch = Batch::default();
+            for _ in 0..rng.below(8) + 1 {
+                random_op(&mut rng, &mut model, &mut batch, &mut next_msg);
+            }
+            store.apply(batch).unwrap();
+            if rng.chance(12) {
+                let q = rng.below(QUEUES);
+                let expected: Vec<u64> = model
+                    .index
+                    .range((q, 0)..(q + 1, 0))
+                    .map(|(_, &(msg, _))| msg)
+                    .collect();
+                assert_eq!(store.purge_queue_index(q).unwrap(), expected, "case {case}");
+                model.index.retain(|&(iq, _), _| iq != q);
+            }
+            if rng.chance(6) {
+                store.flush().unwrap();
+                // Close the database (sled releases its file lock on drop)
+                // and read everything back from disk.
+                drop(store);
+                let t = Instant::now();
+                store = Store::open(&dir.0).unwrap();
+                in_open += t.elapsed();
+                reopens += 1;
+                check(&store, &model, case);
+            }
+        }
+        store.flush().unwrap();
+        drop(store);
+        let store = Store::open(&dir.0).unwrap();
+        reopens += 1;
+        check(&store, &model, case);
+    }
+    println!(
+        "model: {CASES} cases, {reopens} reopens in {:?} ({in_open:?} in mid-case reopens)",
+        started.elapsed()
+    );
+}
+
+/// 1 KiB messages put and deleted in batches of 1000, as a broker that
+/// keeps up with its consumers would.
+#[test]
+fn deleted_messages_are_gone_and_space_is_reported() {
+    const N: u64 = 100_000;
+    const PER_BATCH: u64 = 1000;
+    let dir = TempDir::new("space");
+    let store = Store::open(&dir.0).unwrap();
+    let m = StoredMessage {
+        exchange: ShortStr::from("x"),
+        routing_key: ShortStr::from("rk"),
+        properties: BasicProperties::default(),
+        body: Bytes::from(vec![7u8; 1024]),
+    };
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let started = Instant::now();
+    for start in (0..N).step_by(PER_BATCH as usize) {
+        let mut batch = Batch::default();
+        for id in start..start + PER_BATCH {
+            batch.put_message(id, &m);
+        }
+        store.apply(batch).unwrap();
+    }
+    store.flush().unwrap();
+    assert_eq!(store.message_count().unwrap(), N);
+    println!(
+        "space: after {N} x 1 KiB puts: {:.1} MiB on disk ({:?})",
+        mib(store.size_on_disk().unwrap()),
+        started.elapsed()
+    );
+    for start in (0..N).step_by(PER_BATCH as usize) {
+        let mut batch = Batch::default();
+        for id in start..start + PER_BATCH {
+            batch.delete_message(id);
+        }
+        store.apply(batch).unwrap();
+    }
+    store.flush().unwrap();
+    assert_eq!(store.message_count().unwrap(), 0);
+    println!(
+        "space: after deleting them all and flushing: {:.1} MiB",
+        mib(store.size_on_disk().unwrap())
+    );
+    drop(store);
+    let store = Store::open(&dir.0).unwrap();
+    assert_eq!(store.message_count().unwrap(), 0);
+    println!(
+        "space: after a reopen: {:.1} MiB",
+        mib(store.size_on_disk().unwrap())
+    );
+}
+
+/// Churn after a large backlog: whether sled reuses the space that deletes
+/// free. Slow in debug builds: `cargo test -p warren-store --release --test
+/// model -- --ignored --nocapture space`.
+#[test]
+#[ignore = "space note; run by hand in release mode"]
+fn space_is_reused_after_deletes() {
+    const N: u64 = 100_000;
+    const PER_BATCH: u64 = 1000;
+    let dir = TempDir::new("reuse");
+    let store = Store::open(&dir.0).unwrap();
+    let m = StoredMessage {
+        body: Bytes::from(vec![7u8; 1024]),
+        ..StoredMessage::default()
+    };
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    for round in 0..4u64 {
+        // A backlog of N messages, then all of it consumed.
+        for start in (0..N).step_by(PER_BATCH as usize) {
+            let mut batch = Batch::default();
+            for id in start..start + PER_BATCH {
+                batch.put_message(round * N + id, &m);
+            }
+            store.apply(batch).unwrap();
+        }
+        store.flush().unwrap();
+        let full = store.size_on_disk().unwrap();
+        for start in (0..N).step_by(PER_BATCH as usize) {
+            let mut batch = Batch::default();
+            for id in start..start + PER_BATCH {
+                batch.delete_message(round * N + id);
+            }
+            store.apply(batch).unwrap();
+        }
+        store.flush().unwrap();
+        println!(
+            "reuse: round {round}: {:.1} MiB with the backlog, {:.1} MiB after consuming it",
+            mib(full),
+            mib(store.size_on_disk().unwrap())
+        );
+    }
+    // Steady state: each message put and deleted within a few batches.
+    for start in (0..N).step_by(PER_BATCH as usize) {
+        let mut batch = Batch::default();
+        for id in start..start + PER_BATCH {
+            batch.put_message(10 * N + id, &m);
+        }
+        store.apply(batch).unwrap();
+        let mut batch = Batch::default();
+        for id in start..start + PER_BATCH {
+            batch.delete_message(10 * N + id);
+        }
+        store.apply(batch).unwrap();
+        store.flush().unwrap();
+    }
+    println!(
+        "reuse: after {N} more puts and deletes with a flush per batch: {:.1} MiB",
+        mib(store.size_on_disk().unwrap())
+    );
+    assert_eq!(store.message_count().unwrap(), 0);
+}
+
+/// A timing note, not a benchmark: `cargo test -p warren-store --release
+/// --test model -- --ignored --nocapture timing`.
+#[test]
+#[ignore = "timing note; run by hand in release mode"]
+fn timing_of_a_batch_of_1000_publishes() {
+    let dir = TempDir::new("timing");
+    let store = Store::open(&dir.0).unwrap();
+    let m = StoredMessage {
+        exchange: ShortStr::from("x"),
+        routing_key: ShortStr::from("rk"),
+        properties: BasicProperties {
+            delivery_mode: Some(2),
+            ..BasicProperties::default()
+        },
+        body: Bytes::from(vec![7u8; 1024]),
+    };
+    let mut times = Vec::new();
+    for round in 0..50u64 {
+        let started = Instant::now();
+        let mut batch = Batch::default();
+        for i in 0..1000 {
+            let id = round * 1000 + i;
+            batch.put_message(id, &m);
+            batch.enqueue(1, id, id);
+        }
+        store.apply(batch).unwrap();
+        let applied = started.elapsed();
+        store.flush().unwrap();
+        times.push((applied, started.elapsed()));
+    }
+    times.sort();
+    let (apply, total) = times[times.len() / 2];
+    let worst = times.iter().map(|t| t.1).max().unwrap();
+    println!(
+        "timing: 1000 x 1 KiB put_message+enqueue: median apply {apply:?}, median apply+flush {total:?}, worst {worst:?}"
+    );
+}
