@@ -290,11 +290,20 @@ impl FrameDecoder {
                 let mut frame = buf.split_to(total).freeze();
                 frame.advance(7);
                 frame.truncate(size as usize);
-                return Ok(Some(Frame::Body { channel, payload: frame }));
+                return Ok(Some(Frame::Body {
+                    channel,
+                    payload: frame,
+                }));
             }
             // Methods and headers are parsed in place and copied out.
-            FRAME_METHOD => Frame::Method { channel, method: Method::decode(&buf[payload])? },
-            FRAME_HEADER => Frame::Header { channel, header: ContentHeader::decode_boxed(&buf[payload])? },
+            FRAME_METHOD => Frame::Method {
+                channel,
+                method: Method::decode(&buf[payload])?,
+            },
+            FRAME_HEADER => Frame::Header {
+                channel,
+                header: ContentHeader::decode_boxed(&buf[payload])?,
+            },
             FRAME_HEARTBEAT => Frame::Heartbeat { channel },
             other => return Err(DecodeError::new(ErrorKind::UnknownFrameType(other))),
         };

@@ -36,7 +36,10 @@ pub struct ShortStr(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    Inline { len: u8, buf: [u8; ShortStr::INLINE] },
+    Inline {
+        len: u8,
+        buf: [u8; ShortStr::INLINE],
+    },
     Shared(Bytes),
 }
 
@@ -82,7 +85,10 @@ impl ShortStr {
 
     /// An empty short string.
     pub const fn empty() -> Self {
-        ShortStr(Repr::Inline { len: 0, buf: [0; Self::INLINE] })
+        ShortStr(Repr::Inline {
+            len: 0,
+            buf: [0; Self::INLINE],
+        })
     }
 
     /// A short string holding a copy of `bytes`, if they fit.
@@ -91,7 +97,10 @@ impl ShortStr {
             let mut buf = [0; Self::INLINE];
             buf[..bytes.len()].copy_from_slice(bytes);
             // len <= 30 fits in a u8.
-            Some(ShortStr(Repr::Inline { len: bytes.len() as u8, buf }))
+            Some(ShortStr(Repr::Inline {
+                len: bytes.len() as u8,
+                buf,
+            }))
         } else if bytes.len() <= Self::MAX_LEN {
             Some(ShortStr(Repr::Shared(Bytes::copy_from_slice(bytes))))
         } else {

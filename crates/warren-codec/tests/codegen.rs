@@ -319,7 +319,9 @@ fn generate(spec: &Value) -> String {
         if redact {
             writeln!(o, "impl std::fmt::Debug for {} {{", m.rust).unwrap();
             o.push_str("    /// Prints every field but the credentials.\n");
-            o.push_str("    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {\n");
+            o.push_str(
+                "    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {\n",
+            );
             writeln!(o, "        f.debug_struct({:?})", m.rust).unwrap();
             for a in &m.args {
                 if secret(a) {
@@ -624,7 +626,10 @@ fn generated_code_is_fresh() {
 
 #[test]
 fn credentials_are_redacted_in_debug_output() {
-    let m = warren_codec::ConnectionStartOk { response: "\0guest\0s3cr3t".into(), ..Default::default() };
+    let m = warren_codec::ConnectionStartOk {
+        response: "\0guest\0s3cr3t".into(),
+        ..Default::default()
+    };
     let shown = format!("{m:?}");
     assert!(!shown.contains("s3cr3t"), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
