@@ -48,7 +48,9 @@ pub struct Stats {
 /// messages back.
 #[derive(Debug)]
 pub struct Persister {
-    tx: std::sync::Mutex<Option<mpsc::Sender<PersistOp>>>,
+    // An mpsc Sender is Sync: publishers on every connection task send
+    // without a lock, so the persistent publish path has no global mutex.
+    tx: mpsc::Sender<Msg>,
     store: Arc<Store>,
     pending: DashMap<u64, Arc<Message>>,
     /// Counters.
@@ -60,13 +62,9 @@ impl Persistence for Persister {
         if let PersistOp::Message { id, message } = &op {
             self.pending.insert(*id, Arc::clone(message));
         }
-        // A std Mutex around the sender: held only to clone-free send, never
-        // across an await. After shutdown the sender is gone and ops are
-        // dropped: nothing is confirmed that was not written.
-        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = guard.as_ref() {
-            let _ = tx.send(op);
-        }
+        // After shutdown the thread is gone and ops are dropped: nothing
+        // is confirmed that was not written.
+        let _ = self.tx.send(Msg::Op(op));
     }
 
     fn load(&self, id: u64) -> Option<Arc<Message>> {
@@ -99,7 +97,7 @@ impl Persister {
     ) -> (Arc<Persister>, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel();
         let persister = Arc::new(Persister {
-            tx: std::sync::Mutex::new(Some(tx)),
+            tx,
             store,
             pending: DashMap::new(),
             stats: Stats::default(),
@@ -115,13 +113,20 @@ impl Persister {
     /// Stops accepting ops; the thread writes and flushes what it has, then
     /// exits.
     pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = self.tx.send(Msg::Stop);
     }
 
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
+}
+
+/// What the thread receives.
+enum Msg {
+    Op(PersistOp),
+    /// Write and flush what came before, then exit.
+    Stop,
 }
 
 /// Who to tell when a batch is durable.
@@ -137,13 +142,21 @@ enum Barrier {
     },
 }
 
-fn run(p: &Persister, rx: mpsc::Receiver<PersistOp>, mut refs: HashMap<u64, Refs>) {
+fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
     let mut ops = Vec::with_capacity(1024);
-    while let Ok(first) = rx.recv() {
-        ops.push(first);
+    let mut stopping = false;
+    while !stopping {
+        match rx.recv() {
+            Ok(Msg::Op(op)) => ops.push(op),
+            Ok(Msg::Stop) | Err(_) => break,
+        }
         while ops.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(op) => ops.push(op),
+                Ok(Msg::Op(op)) => ops.push(op),
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -176,7 +189,7 @@ fn run(p: &Persister, rx: mpsc::Receiver<PersistOp>, mut refs: HashMap<u64, Refs
         }
         tracing::trace!(ops = n, confirms, elapsed = ?started.elapsed(), "batch flushed");
     }
-    // Channel closed: everything sent has been applied and flushed above.
+    // Everything received before the stop has been applied and flushed.
     tracing::debug!("persistence thread stopped");
 }
 
