@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::permissions::{Access, Resource};
 use crate::persist::PersistOp;
-use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueuedMessage};
+use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueueType, QueuedMessage};
 use crate::vhost::{QueueDeclare, VHost};
 
 /// Content being received after `basic.publish`.
@@ -448,6 +448,12 @@ impl Channel {
                 ctx.grant()
                     .check(Access::Read, Resource::Queue, name.as_bytes())?;
                 let q = ctx.vhost.queue_for(ctx.conn, &name)?;
+                if q.spec.kind == QueueType::Quorum && self.credit.is_limited() {
+                    return Err(Error::not_implemented(format!(
+                        "queue '{name}' in vhost '{}' does not support global qos",
+                        ctx.vhost.name
+                    )));
+                }
                 let tag = if m.consumer_tag.is_empty() {
                     ctx.broker.generate_name("amq.ctag-")
                 } else if self.consumers.contains_key(&m.consumer_tag) {

@@ -2461,3 +2461,41 @@ fn permissions_follow_rabbitmq_rules() {
     c.publish(1, "amq.topic", "x", b"allowed");
     c.nothing();
 }
+
+#[test]
+fn quorum_queues_refuse_global_qos_consumers() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    let q = FieldTable::new().with("x-queue-type", FieldValue::LongStr("quorum".into()));
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "qq".into(),
+            durable: true,
+            arguments: q,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        BasicQos {
+            prefetch_count: 10,
+            global: true,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        BasicConsume {
+            queue: "qq".into(),
+            ..Default::default()
+        },
+    );
+    let (text, _, _) = c.connection_closed(540);
+    assert_eq!(
+        text,
+        "NOT_IMPLEMENTED - queue 'qq' in vhost '/' does not support global qos"
+    );
+}
