@@ -217,7 +217,7 @@ cell() {
     [ -f "$f" ] || { echo "not run"; return; }
     case "$(cat "$f")" in
         0) echo pass ;;
-        3) echo n/a ;;
+        3) grep -q '^n/a: no such scenario' "$RESULTS/$1.$2.log" && echo "—" || echo n/a ;;
         124|137) echo "FAIL (timeout)" ;;
         *) echo FAIL ;;
     esac
@@ -229,22 +229,20 @@ report() {
         printf '| scenario |'; for c in $CLIENTS; do printf ' %s |' "$c"; done; echo
         printf '|---|'; for c in $CLIENTS; do printf -- '---|'; done; echo
         for s in $SCENARIOS; do
-            # A scenario no client in this run can express is left out.
-            local any=0 row="| $s |"
-            for c in $CLIENTS; do
-                local v; v="$(cell "$c" "$s")"
-                [ "$v" != "n/a" ] && any=1
-                row+=" $v |"
-            done
-            [ $any -eq 1 ] && echo "$row"
+            local row="| $s |"
+            for c in $CLIENTS; do row+=" $(cell "$c" "$s") |"; done
+            echo "$row"
         done
         echo
-        echo "Not expressible with the client (n/a), as each client explains:"
+        echo "pass: the scenario passed; FAIL: it failed (see the runner's output);"
+        echo "n/a: the client library cannot express it (reasons below);"
+        echo "—: the scenario is not part of that client's program."
+        echo
+        echo "Why each n/a cell cannot be expressed, in the client program's words:"
         echo
         for s in $SCENARIOS; do for c in $CLIENTS; do
             if [ "$(cell "$c" "$s")" = "n/a" ]; then
-                local why; why="$(grep -m1 '^n/a:' "$RESULTS/$c.$s.log" | cut -c6-)"
-                [ "$why" != "no such scenario for this client" ] && echo "- $c / $s:$why"
+                echo "- $c / $s:$(grep -m1 '^n/a:' "$RESULTS/$c.$s.log" | cut -c5-)"
             fi
         done; done
     } >"$matrix.tmp"
