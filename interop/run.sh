@@ -260,7 +260,8 @@ report() {
         echo "=== failing cells (last lines of each) ==="
         for s in $SCENARIOS; do for c in $CLIENTS; do
             case "$(cell "$c" "$s")" in
-                FAIL*) echo "--- $c / $s"; tail -n 15 "$RESULTS/$c.$s.log" 2>/dev/null ;;
+                FAIL*) echo "--- $c / $s (exit $(cat "$RESULTS/$c.$s.rc"); 124 or 137 = killed after ${CELL_TIMEOUT}s)"
+                       tail -n 15 "$RESULTS/$c.$s.log" 2>/dev/null ;;
             esac
         done; done
         echo
