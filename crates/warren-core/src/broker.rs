@@ -9,6 +9,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 use warren_codec::ShortStr;
 
+use crate::password::Password;
 use crate::permissions::Permissions;
 use crate::persist::Durability;
 use crate::queue::ConnId;
@@ -20,7 +21,7 @@ pub struct User {
     /// Login name.
     pub name: String,
     /// Password (compared in constant time).
-    pub password: String,
+    pub password: Password,
     /// Permissions per virtual host; a vhost not listed cannot be opened.
     pub permissions: Vec<(String, Permissions)>,
     /// May connect only from a loopback address (RabbitMQ's rule for guest).
@@ -76,7 +77,7 @@ impl Default for BrokerConfig {
             vhosts: vec!["/".to_string()],
             users: vec![User {
                 name: "guest".to_string(),
-                password: "guest".to_string(),
+                password: Password::Plain("guest".to_string()),
                 permissions: vec![("/".to_string(), Permissions::all())],
                 loopback_only: true,
             }],
@@ -195,7 +196,7 @@ impl Broker {
         from_loopback: bool,
     ) -> Result<&User, LoginRefused> {
         let u = self.users.get(user).ok_or(LoginRefused::BadCredentials)?;
-        if !constant_time_eq(u.password.as_bytes(), password) {
+        if !u.password.matches(password) {
             return Err(LoginRefused::BadCredentials);
         }
         if u.loopback_only && !from_loopback {
@@ -225,11 +226,4 @@ impl Broker {
         }
         ShortStr::from(s)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

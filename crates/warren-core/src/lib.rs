@@ -21,6 +21,7 @@ pub mod error;
 pub mod exchange;
 pub mod mailbox;
 pub mod message;
+pub mod password;
 pub mod permissions;
 pub mod persist;
 pub mod queue;

@@ -2363,7 +2363,7 @@ fn permissions_follow_rabbitmq_rules() {
     let mut config = BrokerConfig::default();
     config.users.push(warren_core::User {
         name: "probe".into(),
-        password: "pw".into(),
+        password: warren_core::password::Password::Plain("pw".into()),
         permissions: vec![("/".into(), perms)],
         loopback_only: false,
     });

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use warren_core::password::Password;
 use warren_core::permissions::{Pattern, Permissions};
 use warren_core::{BrokerConfig, Limits, User};
 
@@ -62,7 +63,13 @@ pub struct UserConfig {
     /// Login name.
     pub name: String,
     /// Password, in clear: keep the file readable only by the broker.
-    pub password: String,
+    /// Give this or `password_hash`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// RabbitMQ's salted SHA-256 `password_hash` (as in a RabbitMQ
+    /// definitions export, or from `warren hash-password`).
+    #[serde(default)]
+    pub password_hash: Option<String>,
     /// Virtual hosts the user may open with full permissions (configure,
     /// write and read `.*`). Default `["/"]`.
     #[serde(default = "default_vhosts")]
@@ -82,6 +89,7 @@ impl std::fmt::Debug for UserConfig {
         f.debug_struct("UserConfig")
             .field("name", &self.name)
             .field("password", &"<redacted>")
+            .field("password_hash", &"<redacted>")
             .field("vhosts", &self.vhosts)
             .field("loopback_only", &self.loopback_only)
             .finish()
@@ -115,6 +123,25 @@ impl PermissionConfig {
     }
 }
 
+impl UserConfig {
+    /// The stored credential.
+    pub fn credential(&self) -> Result<Password, ConfigError> {
+        match (&self.password, &self.password_hash) {
+            (Some(p), None) => Ok(Password::Plain(p.clone())),
+            (None, Some(h)) => Password::from_rabbitmq_hash(h).ok_or_else(|| {
+                ConfigError(format!(
+                    "user '{}': password_hash is not a RabbitMQ SHA-256 hash",
+                    self.name
+                ))
+            }),
+            _ => Err(ConfigError(format!(
+                "user '{}': give exactly one of password and password_hash",
+                self.name
+            ))),
+        }
+    }
+}
+
 fn default_vhosts() -> Vec<String> {
     vec!["/".to_string()]
 }
@@ -144,7 +171,8 @@ impl Default for Config {
             vhosts: default_vhosts(),
             users: vec![UserConfig {
                 name: "guest".to_string(),
-                password: "guest".to_string(),
+                password: Some("guest".to_string()),
+                password_hash: None,
                 vhosts: default_vhosts(),
                 permissions: Default::default(),
                 loopback_only: true,
@@ -198,6 +226,7 @@ impl Config {
             for p in u.permissions.values() {
                 p.compile()?;
             }
+            u.credential()?;
             for v in u.vhosts.iter().chain(u.permissions.keys()) {
                 if !self.vhosts.contains(v) {
                     return Err(ConfigError(format!(
@@ -219,7 +248,9 @@ impl Config {
                 .iter()
                 .map(|u| User {
                     name: u.name.clone(),
-                    password: u.password.clone(),
+                    password: u
+                        .credential()
+                        .unwrap_or_else(|_| Password::Plain(String::new())),
                     permissions: u
                         .vhosts
                         .iter()
@@ -267,8 +298,25 @@ mod tests {
     #[test]
     fn passwords_are_not_printed() {
         let mut c = Config::default();
-        c.users[0].password = "s3cr3t-value".to_string();
+        c.users[0].password = Some("s3cr3t-value".to_string());
         assert!(!format!("{c:?}").contains("s3cr3t-value"), "{c:?}");
+    }
+
+    #[test]
+    fn users_take_a_password_or_a_rabbitmq_hash() {
+        let hash = Password::hash("pw", [9, 8, 7, 6])
+            .to_rabbitmq_hash()
+            .unwrap();
+        let c = Config::from_toml(&format!(
+            "[[users]]\nname = \"a\"\npassword_hash = \"{hash}\"\n"
+        ))
+        .unwrap();
+        assert!(c.users[0].credential().unwrap().matches(b"pw"));
+        let err = Config::from_toml("[[users]]\nname = \"a\"\n").unwrap_err();
+        assert!(err.0.contains("exactly one"), "{err}");
+        let err =
+            Config::from_toml("[[users]]\nname = \"a\"\npassword_hash = \"zzz\"\n").unwrap_err();
+        assert!(err.0.contains("not a RabbitMQ"), "{err}");
     }
 
     #[test]

@@ -22,10 +22,36 @@ struct Args {
     /// Log filter, overriding the file (e.g. `debug`, `warren_core=trace`).
     #[arg(long)]
     log: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Reads a password on standard input and prints its RabbitMQ-format
+    /// salted SHA-256 hash, for `password_hash` in the configuration.
+    HashPassword,
+}
+
+fn hash_password() -> Result<(), Box<dyn std::error::Error>> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    // A salt needs to be unique, not secret: the std hasher's random keys do.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(password.as_bytes());
+    let salt = (h.finish() as u32).to_be_bytes();
+    let hash = warren_core::password::Password::hash(password, salt);
+    println!("{}", hash.to_rabbitmq_hash().unwrap_or_default());
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(Command::HashPassword) = args.command {
+        return hash_password();
+    }
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),

@@ -1,0 +1,172 @@
+//! Stored passwords: in clear (simple configurations) or as RabbitMQ's
+//! salted SHA-256 hash (`rabbit_password_hashing_sha256`), so hashes taken
+//! from a RabbitMQ definitions export work unchanged.
+
+use sha2::{Digest, Sha256};
+
+/// How a user's password is kept.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Password {
+    /// The password itself.
+    Plain(String),
+    /// RabbitMQ's format: base64 of a 4-byte salt followed by
+    /// SHA-256(salt ++ password).
+    Sha256 {
+        /// The salt.
+        salt: [u8; 4],
+        /// The digest.
+        digest: [u8; 32],
+    },
+}
+
+impl std::fmt::Debug for Password {
+    /// Never prints the password or its hash.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Password::Plain(_) => f.write_str("Plain(<redacted>)"),
+            Password::Sha256 { .. } => f.write_str("Sha256(<redacted>)"),
+        }
+    }
+}
+
+impl Password {
+    /// Parses a RabbitMQ `password_hash` (base64, 36 bytes decoded).
+    pub fn from_rabbitmq_hash(b64: &str) -> Option<Password> {
+        let raw = base64_decode(b64.trim())?;
+        if raw.len() != 36 {
+            return None;
+        }
+        let mut salt = [0; 4];
+        salt.copy_from_slice(&raw[..4]);
+        let mut digest = [0; 32];
+        digest.copy_from_slice(&raw[4..]);
+        Some(Password::Sha256 { salt, digest })
+    }
+
+    /// Hashes `password` with `salt` in RabbitMQ's format.
+    pub fn hash(password: &str, salt: [u8; 4]) -> Password {
+        let digest = Sha256::new()
+            .chain_update(salt)
+            .chain_update(password.as_bytes())
+            .finalize();
+        Password::Sha256 {
+            salt,
+            digest: digest.into(),
+        }
+    }
+
+    /// The RabbitMQ `password_hash` text for a hashed password.
+    pub fn to_rabbitmq_hash(&self) -> Option<String> {
+        match self {
+            Password::Plain(_) => None,
+            Password::Sha256 { salt, digest } => {
+                let mut raw = salt.to_vec();
+                raw.extend_from_slice(digest);
+                Some(base64_encode(&raw))
+            }
+        }
+    }
+
+    /// Whether `attempt` is the password, compared in constant time.
+    pub fn matches(&self, attempt: &[u8]) -> bool {
+        match self {
+            Password::Plain(p) => constant_time_eq(p.as_bytes(), attempt),
+            Password::Sha256 { salt, digest } => {
+                let d = Sha256::new()
+                    .chain_update(salt)
+                    .chain_update(attempt)
+                    .finalize();
+                constant_time_eq(&d, digest)
+            }
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64_encode(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len().div_ceil(3) * 4);
+    for chunk in raw.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for n in 0..40 {
+            let raw: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(base64_decode(&base64_encode(&raw)).unwrap(), raw);
+        }
+        assert_eq!(base64_encode(b"Man"), "TWFu");
+        assert_eq!(base64_encode(b"Ma"), "TWE=");
+    }
+
+    #[test]
+    fn rabbitmq_hashes_verify() {
+        let p = Password::hash("s3cret", [1, 2, 3, 4]);
+        let text = p.to_rabbitmq_hash().unwrap();
+        let parsed = Password::from_rabbitmq_hash(&text).unwrap();
+        assert!(parsed.matches(b"s3cret"));
+        assert!(!parsed.matches(b"s3cres"));
+        assert!(Password::from_rabbitmq_hash("not base64!").is_none());
+        assert!(Password::from_rabbitmq_hash("AAAA").is_none());
+        assert!(!format!("{parsed:?}").contains(&text));
+    }
+
+    #[test]
+    fn known_vector() {
+        // SHA-256 of the 4 salt bytes 0x00 followed by "guest", computed independently.
+        let p = Password::hash("guest", [0, 0, 0, 0]);
+        let Password::Sha256 { digest, .. } = p else {
+            panic!()
+        };
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let expected = {
+            let d = Sha256::digest([0u8, 0, 0, 0, b'g', b'u', b'e', b's', b't']);
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        assert_eq!(hex, expected);
+    }
+}
