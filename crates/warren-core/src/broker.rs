@@ -3,12 +3,14 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use dashmap::DashMap;
 use warren_codec::ShortStr;
 
+use crate::mailbox::{Event, Mailbox};
+use crate::message::Gauge;
 use crate::password::Password;
 use crate::permissions::Permissions;
 use crate::persist::Durability;
@@ -41,6 +43,9 @@ pub struct Limits {
     pub max_message_size: u64,
     /// Time allowed from TCP accept to `connection.open`, in milliseconds.
     pub handshake_timeout_ms: u64,
+    /// Message bytes in memory above which publishers are blocked
+    /// (0: no limit).
+    pub memory_limit: u64,
 }
 
 impl Default for Limits {
@@ -51,6 +56,7 @@ impl Default for Limits {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             handshake_timeout_ms: 10_000,
+            memory_limit: 0,
         }
     }
 }
@@ -110,6 +116,32 @@ pub struct Broker {
     name_counter: AtomicU64,
     wall_clock: Arc<AtomicU64>,
     durability: Option<Arc<Durability>>,
+    gauge: Arc<Gauge>,
+    /// Raised resource alarms (bits of [`Alarm`]).
+    alarms: AtomicU8,
+    // DashMap: connections register at accept and leave at close, from
+    // their own tasks; alarms walk it rarely.
+    connections: DashMap<ConnId, Arc<Mailbox>>,
+}
+
+/// A resource alarm that blocks publishers, as RabbitMQ's memory and disk
+/// alarms do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alarm {
+    /// Message bodies in memory passed the configured limit.
+    Memory = 1,
+    /// The store failed to write (full disk, IO error).
+    Disk = 2,
+}
+
+impl Alarm {
+    /// The reason sent in `connection.blocked`, as RabbitMQ words it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Alarm::Memory => "low on memory",
+            Alarm::Disk => "low on disk space",
+        }
+    }
 }
 
 impl Broker {
@@ -122,10 +154,16 @@ impl Broker {
     pub fn with_durability(config: BrokerConfig, durability: Option<Arc<Durability>>) -> Arc<Self> {
         let vhosts = DashMap::new();
         let wall_clock = Arc::new(AtomicU64::new(0));
+        let gauge = Arc::new(Gauge::default());
         for v in &config.vhosts {
             vhosts.insert(
                 v.clone(),
-                VHost::new(v, Arc::clone(&wall_clock), durability.clone()),
+                VHost::new(
+                    v,
+                    Arc::clone(&wall_clock),
+                    durability.clone(),
+                    Arc::clone(&gauge),
+                ),
             );
         }
         let users = config
@@ -142,7 +180,72 @@ impl Broker {
             name_counter: AtomicU64::new(0),
             wall_clock,
             durability,
+            gauge,
+            alarms: AtomicU8::new(0),
+            connections: DashMap::new(),
         })
+    }
+
+    /// Bytes of message bodies currently held in memory.
+    pub fn memory_in_use(&self) -> u64 {
+        self.gauge.bytes()
+    }
+
+    /// Whether any alarm is raised (publishers are blocked).
+    pub fn is_blocked(&self) -> bool {
+        self.alarms.load(Ordering::Relaxed) != 0
+    }
+
+    /// The reason of the first raised alarm.
+    pub fn block_reason(&self) -> Option<&'static str> {
+        let a = self.alarms.load(Ordering::Relaxed);
+        [Alarm::Memory, Alarm::Disk]
+            .into_iter()
+            .find(|x| a & (*x as u8) != 0)
+            .map(Alarm::reason)
+    }
+
+    /// Raises or clears an alarm and tells every connection when the
+    /// blocked state changes.
+    pub fn set_alarm(&self, alarm: Alarm, on: bool) {
+        let bit = alarm as u8;
+        let before = if on {
+            self.alarms.fetch_or(bit, Ordering::AcqRel)
+        } else {
+            self.alarms.fetch_and(!bit, Ordering::AcqRel)
+        };
+        let after = if on { before | bit } else { before & !bit };
+        if (before == 0) != (after == 0) {
+            if on {
+                tracing::warn!(
+                    alarm = alarm.reason(),
+                    "resource alarm raised: blocking publishers"
+                );
+            } else {
+                tracing::info!(
+                    alarm = alarm.reason(),
+                    "resource alarm cleared: unblocking publishers"
+                );
+            }
+            for c in self.connections.iter() {
+                c.value().push(Event::Alarm);
+            }
+        }
+    }
+
+    /// Registers a connection's mailbox for alarm notices.
+    pub fn register(&self, id: ConnId, mailbox: Arc<Mailbox>) {
+        self.connections.insert(id, mailbox);
+    }
+
+    /// Forgets a connection.
+    pub fn unregister(&self, id: ConnId) {
+        self.connections.remove(&id);
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
     }
 
     /// Periodic work: expires messages and unused queues. The server calls
@@ -152,6 +255,17 @@ impl Broker {
         self.wall_clock.store(unix_secs, Ordering::Relaxed);
         for vh in self.vhosts() {
             vh.sweep(now);
+        }
+        let limit = self.config.limits.memory_limit;
+        if limit > 0 {
+            let used = self.gauge.bytes();
+            // Hysteresis: clear only well below the limit, so publishers
+            // are not flapped on and off around it.
+            if used > limit {
+                self.set_alarm(Alarm::Memory, true);
+            } else if used < limit / 10 * 9 {
+                self.set_alarm(Alarm::Memory, false);
+            }
         }
     }
 
@@ -164,7 +278,12 @@ impl Broker {
     /// restoring stored definitions).
     pub fn vhost_or_create(&self, name: &str) -> Arc<VHost> {
         let vh = self.vhosts.entry(name.to_string()).or_insert_with(|| {
-            VHost::new(name, Arc::clone(&self.wall_clock), self.durability.clone())
+            VHost::new(
+                name,
+                Arc::clone(&self.wall_clock),
+                self.durability.clone(),
+                Arc::clone(&self.gauge),
+            )
         });
         Arc::clone(vh.value())
     }

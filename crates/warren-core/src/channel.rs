@@ -726,6 +726,7 @@ impl Channel {
                 properties,
                 body,
                 store_id: None,
+                gauge: None,
             },
             ctx.scratch,
         );

@@ -67,6 +67,7 @@ enum State {
 pub(crate) struct ClientCaps {
     pub(crate) consumer_cancel_notify: bool,
     pub(crate) authentication_failure_close: bool,
+    pub(crate) connection_blocked: bool,
 }
 
 /// What a channel handler needs from its connection.
@@ -121,6 +122,10 @@ pub struct Connection {
     scratch: Vec<Arc<Queue>>,
     /// Why the connection ended, for the log.
     close_reason: Option<String>,
+    /// The client has published: alarms block it.
+    published: bool,
+    /// We told the client `connection.blocked` and not yet `unblocked`.
+    blocked_sent: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -136,6 +141,7 @@ impl Connection {
     /// A connection that has just been accepted.
     pub fn new(broker: Arc<Broker>, info: ConnInfo, mailbox: Arc<Mailbox>, now: Instant) -> Self {
         let id = broker.next_conn_id();
+        broker.register(id, Arc::clone(&mailbox));
         let limits = &broker.config.limits;
         let (channel_max, frame_max) = (limits.channel_max, limits.frame_max);
         Connection {
@@ -162,6 +168,8 @@ impl Connection {
             exclusive_queues: Vec::new(),
             scratch: Vec::new(),
             close_reason: None,
+            published: false,
+            blocked_sent: false,
         }
     }
 
@@ -226,6 +234,9 @@ impl Connection {
                         self.state = State::StartOk;
                     }
                 },
+                // An alarm blocks a publishing connection: leave the rest
+                // unread (RabbitMQ stops reading such sockets).
+                _ if self.publishing_blocked() => break,
                 _ => match self.decoder.decode(buf) {
                     Ok(None) => break,
                     Ok(Some(frame)) => self.handle_frame(frame, now),
@@ -238,8 +249,49 @@ impl Connection {
             }
         }
         self.flush_confirms();
+        self.update_blocked(now);
         if self.out.len() != before {
             self.last_send = now;
+        }
+    }
+
+    /// Whether the connection published and an alarm is raised.
+    fn publishing_blocked(&self) -> bool {
+        self.published && self.broker.is_blocked()
+    }
+
+    /// Whether the driver should read from the socket: not while a
+    /// resource alarm blocks this publishing connection.
+    pub fn wants_input(&self) -> bool {
+        !(self.state == State::Running && self.publishing_blocked())
+    }
+
+    /// Sends `connection.blocked`/`unblocked` when the state changed, to
+    /// clients that asked for them.
+    fn update_blocked(&mut self, now: Instant) {
+        if self.state != State::Running {
+            return;
+        }
+        let blocked = self.publishing_blocked();
+        if blocked && !self.blocked_sent {
+            self.blocked_sent = true;
+            if self.caps.connection_blocked {
+                let reason = self.broker.block_reason().unwrap_or("resource alarm");
+                self.send(
+                    0,
+                    warren_codec::ConnectionBlocked {
+                        reason: ShortStr::from_static(reason),
+                    },
+                );
+            }
+        } else if !blocked && self.blocked_sent {
+            self.blocked_sent = false;
+            // We read nothing while blocked: the client's heartbeats count
+            // from now, as RabbitMQ pauses its heartbeat monitor.
+            self.last_recv = now;
+            if self.caps.connection_blocked {
+                self.send(0, warren_codec::ConnectionUnblocked);
+            }
         }
     }
 
@@ -267,6 +319,7 @@ impl Connection {
             self.handle_event(ev);
         }
         self.flush_confirms();
+        self.update_blocked(now);
         if self.out.len() != before {
             self.last_send = now;
         }
@@ -299,6 +352,7 @@ impl Connection {
                     }
                 }
             }
+            Event::Alarm => {}
             Event::Confirmed { channel, seq, ok } => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     ch.confirmed(seq, ok);
@@ -386,7 +440,7 @@ impl Connection {
                 if self.heartbeat.is_zero() {
                     return;
                 }
-                if now >= self.last_recv + self.heartbeat * 2 {
+                if now >= self.last_recv + self.heartbeat * 2 && !self.publishing_blocked() {
                     tracing::warn!(
                         conn = self.id,
                         "missed heartbeats from client, timeout: {:?}",
@@ -431,6 +485,7 @@ impl Connection {
     /// requeued, consumers cancelled, exclusive queues deleted. Call once,
     /// when the socket is gone.
     pub fn on_disconnect(&mut self) {
+        self.broker.unregister(self.id);
         for (_, mut ch) in self.channels.drain() {
             if let Some(vh) = &self.vhost {
                 ch.release(self.id, vh);
@@ -503,7 +558,7 @@ impl Connection {
             "direct_reply_to",
         ];
         // Only what works is advertised: clients switch features on from this.
-        let works = |c: &str| !matches!(c, "connection.blocked" | "direct_reply_to");
+        let works = |c: &str| !matches!(c, "direct_reply_to");
         let mut capabilities = FieldTable::new();
         for c in caps {
             if works(c) {
@@ -827,6 +882,13 @@ impl Connection {
             return;
         }
         if let Frame::Method {
+            method: Method::BasicPublish(_),
+            ..
+        } = frame
+        {
+            self.published = true;
+        }
+        if let Frame::Method {
             method: Method::BasicCancel(_),
             ..
         } = frame
@@ -922,6 +984,7 @@ fn client_caps(props: &FieldTable) -> ClientCaps {
         let on = |k: &str| t.get(k).and_then(FieldValue::as_bool).unwrap_or(false);
         caps.consumer_cancel_notify = on("consumer_cancel_notify");
         caps.authentication_failure_close = on("authentication_failure_close");
+        caps.connection_blocked = on("connection.blocked");
     }
     caps
 }

@@ -55,6 +55,9 @@ pub enum Event {
         /// Written.
         ok: bool,
     },
+    /// The broker's resource alarms changed: re-check whether publishing
+    /// is blocked.
+    Alarm,
     /// The queue went away under the consumer: send `basic.cancel`.
     Cancelled {
         /// Channel of the consumer.

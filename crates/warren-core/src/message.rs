@@ -1,5 +1,8 @@
 //! A published message as queues hold it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use warren_codec::{BasicProperties, ShortStr};
 
@@ -19,6 +22,38 @@ pub struct Message {
     /// Id in the durable store, if it is persistent and was routed to at
     /// least one durable queue.
     pub store_id: Option<u64>,
+    /// The broker's count of message bytes held in memory; set by
+    /// [`crate::VHost::prepare`], given back when the message is dropped.
+    pub gauge: Option<Arc<Gauge>>,
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        if let Some(g) = self.gauge.take() {
+            g.0.fetch_sub(self.body.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Bytes of message bodies held in memory, broker-wide: what the memory
+/// alarm watches.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Current total.
+    pub fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Starts counting `message`.
+    pub fn track(self: &Arc<Self>, message: &mut Message) {
+        if message.gauge.is_none() {
+            self.0
+                .fetch_add(message.body.len() as u64, Ordering::Relaxed);
+            message.gauge = Some(Arc::clone(self));
+        }
+    }
 }
 
 impl Message {

@@ -10,7 +10,7 @@ use warren_codec::{FieldTable, FieldValue, ReplyCode, ShortStr};
 
 use crate::error::{Error, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec};
-use crate::message::Message;
+use crate::message::{Gauge, Message};
 use crate::persist::{BindingTarget, Durability, PersistOp};
 use crate::queue::{ConnId, DeathReason, Queue, QueueSpec, QueueType, QueuedMessage};
 
@@ -23,6 +23,7 @@ pub struct VHost {
     /// Wall-clock seconds, kept by the broker's tick (for `x-death` times).
     wall_clock: Arc<AtomicU64>,
     durability: Option<Arc<Durability>>,
+    gauge: Arc<Gauge>,
     // DashMaps: looked up on every publish from many connection tasks.
     // Callers clone the Arc out and drop the guard at once.
     exchanges: DashMap<ShortStr, Arc<Exchange>>,
@@ -73,8 +74,9 @@ impl VHost {
         name: &str,
         wall_clock: Arc<AtomicU64>,
         durability: Option<Arc<Durability>>,
+        gauge: Arc<Gauge>,
     ) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self::build(name, me.clone(), wall_clock, durability))
+        Arc::new_cyclic(|me| Self::build(name, me.clone(), wall_clock, durability, gauge))
     }
 
     fn build(
@@ -82,12 +84,14 @@ impl VHost {
         me: Weak<VHost>,
         wall_clock: Arc<AtomicU64>,
         durability: Option<Arc<Durability>>,
+        gauge: Arc<Gauge>,
     ) -> Self {
         let vh = VHost {
             name: name.to_string(),
             me,
             wall_clock,
             durability,
+            gauge,
             exchanges: DashMap::new(),
             queues: DashMap::new(),
         };
@@ -847,6 +851,7 @@ impl VHost {
         {
             message.store_id = Some(d.message_id());
         }
+        self.gauge.track(&mut message);
         Arc::new(message)
     }
 
@@ -1007,6 +1012,7 @@ impl VHost {
                     properties: props,
                     body: old.body.clone(),
                     store_id: None,
+                    gauge: None,
                 },
                 &targets,
             );

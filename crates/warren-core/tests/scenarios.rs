@@ -2499,3 +2499,51 @@ fn quorum_queues_refuse_global_qos_consumers() {
         "NOT_IMPLEMENTED - queue 'qq' in vhost '/' does not support global qos"
     );
 }
+
+#[test]
+fn memory_alarm_blocks_publishers_and_clears() {
+    let b = Broker::new(BrokerConfig {
+        limits: warren_core::Limits {
+            memory_limit: 1000,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let mut publisher = Client::connect(&b);
+    publisher.handshake_caps(FieldTable::new().with("connection.blocked", FieldValue::Bool(true)));
+    publisher.send(1, ChannelOpen::default());
+    publisher.method();
+    let mut other = Client::open(&b);
+    publisher.declare(1, "q");
+    publisher.publish(1, "", "q", &[0u8; 2000]);
+    assert!(publisher.conn.wants_input());
+    b.tick(publisher.now, 0);
+    assert!(b.is_blocked());
+    let (_, m) = publisher.method();
+    let Method::ConnectionBlocked(blocked) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(blocked.reason.to_string(), "low on memory");
+    assert!(
+        !publisher.conn.wants_input(),
+        "a blocked publisher's socket is not read"
+    );
+    // A connection that never published is not blocked and gets no notice.
+    assert!(other.conn.wants_input());
+    other.nothing();
+    other.send(
+        1,
+        QueuePurge {
+            queue: "q".into(),
+            ..Default::default()
+        },
+    );
+    other.method();
+    b.tick(publisher.now, 0);
+    assert!(!b.is_blocked());
+    assert!(matches!(
+        publisher.method().1,
+        Method::ConnectionUnblocked(_)
+    ));
+    assert!(publisher.conn.wants_input());
+}

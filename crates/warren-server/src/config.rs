@@ -54,6 +54,11 @@ pub struct LimitsConfig {
     /// Time from accept to `connection.open`, in milliseconds. Default
     /// 10,000 (RabbitMQ's `handshake_timeout`).
     pub handshake_timeout_ms: u64,
+    /// Fraction of physical memory that message bodies held in memory may
+    /// use before publishers are blocked (`connection.blocked`, and their
+    /// sockets are no longer read) until consumers catch up. Default 0.4,
+    /// RabbitMQ 3.x's `vm_memory_high_watermark`; 0 disables.
+    pub memory_high_watermark: f64,
 }
 
 /// One user.
@@ -142,6 +147,20 @@ impl UserConfig {
     }
 }
 
+/// `fraction` of the machine's memory (MemTotal in /proc/meminfo), in
+/// bytes; 0 if disabled or unknown.
+fn memory_limit(fraction: f64) -> u64 {
+    if fraction <= 0.0 {
+        return 0;
+    }
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    total_kib.map_or(0, |kib| (kib as f64 * 1024.0 * fraction) as u64)
+}
+
 fn default_vhosts() -> Vec<String> {
     vec!["/".to_string()]
 }
@@ -155,6 +174,7 @@ impl Default for LimitsConfig {
             heartbeat: l.heartbeat,
             max_message_size: l.max_message_size,
             handshake_timeout_ms: l.handshake_timeout_ms,
+            memory_high_watermark: 0.4,
         }
     }
 }
@@ -217,6 +237,12 @@ impl Config {
                 l.frame_max
             )));
         }
+        if !(0.0..=1.0).contains(&l.memory_high_watermark) {
+            return Err(ConfigError(format!(
+                "limits.memory_high_watermark must be between 0 and 1, got {}",
+                l.memory_high_watermark
+            )));
+        }
         if l.channel_max == 0 {
             return Err(ConfigError(
                 "limits.channel_max must be at least 1".to_string(),
@@ -271,6 +297,7 @@ impl Config {
                 heartbeat: self.limits.heartbeat,
                 max_message_size: self.limits.max_message_size,
                 handshake_timeout_ms: self.limits.handshake_timeout_ms,
+                memory_limit: memory_limit(self.limits.memory_high_watermark),
             },
             ..BrokerConfig::default()
         }

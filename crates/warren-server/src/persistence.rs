@@ -20,9 +20,10 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use dashmap::DashMap;
+use warren_core::broker::Alarm;
 use warren_core::mailbox::Event;
 use warren_core::persist::{BindingTarget, PersistOp, Persistence};
-use warren_core::{Mailbox, Message};
+use warren_core::{Broker, Mailbox, Message};
 use warren_store::{
     Batch, BindingRecord, Destination, ExchangeRecord, QueueRecord, Store, StoreError,
     StoredMessage,
@@ -53,6 +54,8 @@ pub struct Persister {
     tx: mpsc::Sender<Msg>,
     store: Arc<Store>,
     pending: DashMap<u64, Arc<Message>>,
+    /// The broker to raise the disk alarm on when writes fail.
+    broker: std::sync::OnceLock<std::sync::Weak<Broker>>,
     /// Counters.
     pub stats: Stats,
 }
@@ -78,6 +81,7 @@ impl Persistence for Persister {
                 properties: m.properties,
                 body: m.body,
                 store_id: Some(id),
+                gauge: None,
             })),
             Ok(None) => None,
             Err(e) => {
@@ -100,6 +104,7 @@ impl Persister {
             tx,
             store,
             pending: DashMap::new(),
+            broker: std::sync::OnceLock::new(),
             stats: Stats::default(),
         });
         let p = Arc::clone(&persister);
@@ -114,6 +119,17 @@ impl Persister {
     /// exits.
     pub fn close(&self) {
         let _ = self.tx.send(Msg::Stop);
+    }
+
+    /// Connects the broker whose disk alarm failed writes raise.
+    pub fn attach(&self, broker: &Arc<Broker>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+    }
+
+    fn disk_alarm(&self, on: bool) {
+        if let Some(b) = self.broker.get().and_then(std::sync::Weak::upgrade) {
+            b.set_alarm(Alarm::Disk, on);
+        }
     }
 
     /// The store.
@@ -168,6 +184,9 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
             tracing::error!(error = %e, ops = n, "store write failed: nacking the publishes in this batch");
         });
         let ok = ok.is_ok();
+        // A failed write blocks publishers (connection.blocked) until a
+        // later write succeeds.
+        p.disk_alarm(!ok);
         for id in written {
             p.pending.remove(&id);
         }

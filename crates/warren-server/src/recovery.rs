@@ -79,6 +79,7 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
     let store_handle: Arc<dyn Persistence> = persister.clone();
     let durability = Durability::new(store_handle, max_msg, max_queue);
     let broker = Broker::with_durability(config.broker_config(), Some(durability));
+    persister.attach(&broker);
 
     for v in &defs.vhosts {
         broker.vhost_or_create(v);

@@ -257,7 +257,7 @@ async fn drive(
                 let n = res?;
                 pending.advance(n);
             }
-            res = rd.read_buf(&mut rbuf), if room => {
+            res = rd.read_buf(&mut rbuf), if room && conn.wants_input() => {
                 if res? == 0 {
                     return Ok(());
                 }
@@ -268,7 +268,13 @@ async fn drive(
                 conn.handle_events(now);
             }
             _ = notify.notified(), if room => {
-                conn.handle_events(std::time::Instant::now());
+                let now = std::time::Instant::now();
+                conn.handle_events(now);
+                // An alarm that cleared lets buffered input through.
+                if conn.wants_input() && !rbuf.is_empty() {
+                    conn.handle_input(&mut rbuf, now);
+                    conn.handle_events(now);
+                }
             }
             _ = sleep_until(deadline) => {
                 conn.handle_timeout(std::time::Instant::now());
