@@ -323,31 +323,32 @@ impl Exchange {
             .collect()
     }
 
-    /// Appends the destinations a message with this key and these headers
-    /// goes to (possibly with duplicates; the caller removes them).
+    /// Calls `f` with each destination a message with this key and these
+    /// headers goes to (possibly twice; the caller removes duplicates).
+    /// Nothing is allocated for direct and fanout exchanges.
     pub fn route(
         &self,
         routing_key: &ShortStr,
         headers: Option<&FieldTable>,
-        out: &mut Vec<Destination>,
+        f: &mut dyn FnMut(&Destination),
     ) {
         let map = self.bindings.read().unwrap_or_else(|e| e.into_inner());
         match self.spec.kind {
             ExchangeKind::Direct => {
                 if let Some(e) = map.get(routing_key) {
-                    out.extend(e.bindings.iter().map(|b| b.destination.clone()));
+                    e.bindings.iter().for_each(|b| f(&b.destination));
                 }
             }
             ExchangeKind::Fanout => {
                 for e in map.values() {
-                    out.extend(e.bindings.iter().map(|b| b.destination.clone()));
+                    e.bindings.iter().for_each(|b| f(&b.destination));
                 }
             }
             ExchangeKind::Topic => {
                 let key: Vec<&[u8]> = routing_key.as_bytes().split(|&c| c == b'.').collect();
                 for e in map.values() {
                     if topic_matches(&e.words, &key) {
-                        out.extend(e.bindings.iter().map(|b| b.destination.clone()));
+                        e.bindings.iter().for_each(|b| f(&b.destination));
                     }
                 }
             }
@@ -355,7 +356,7 @@ impl Exchange {
                 for e in map.values() {
                     for b in &e.bindings {
                         if headers_match(b, headers) {
-                            out.push(b.destination.clone());
+                            f(&b.destination);
                         }
                     }
                 }

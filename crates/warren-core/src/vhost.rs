@@ -796,6 +796,7 @@ impl VHost {
             }
             return;
         }
+        // Allocates only if exchange-to-exchange bindings are followed.
         let mut visited: Vec<ShortStr> = Vec::new();
         self.route_from(exchange, key, headers, out, &mut visited, 0);
     }
@@ -809,34 +810,36 @@ impl VHost {
         visited: &mut Vec<ShortStr>,
         depth: usize,
     ) {
-        // Cycles of exchange-to-exchange bindings are legal; visit each
-        // exchange once. The depth bound is a second guard.
-        if depth > 64 || visited.contains(exchange.name()) {
+        let before = out.len();
+        let mut next: Vec<ShortStr> = Vec::new();
+        exchange.route(key, headers, &mut |d| match d {
+            Destination::Queue(q) => {
+                if !q.is_deleted() && !out.iter().any(|o| Arc::ptr_eq(o, q)) {
+                    out.push(Arc::clone(q));
+                }
+            }
+            Destination::Exchange(name) => next.push(name.clone()),
+        });
+        let alternate = match exchange.spec.arguments.get("alternate-exchange") {
+            Some(FieldValue::LongStr(ae)) if out.len() == before && next.is_empty() => {
+                ShortStr::from_slice(ae.as_bytes())
+            }
+            _ => None,
+        };
+        next.extend(alternate);
+        // Cycles of exchange-to-exchange bindings are legal: each exchange
+        // is visited once, and the depth bound is a second guard.
+        if next.is_empty() || depth >= 64 {
             return;
         }
         visited.push(exchange.name().clone());
-        let before = out.len();
-        let mut dests = Vec::new();
-        exchange.route(key, headers, &mut dests);
-        for d in dests {
-            match d {
-                Destination::Queue(q) => {
-                    if !q.is_deleted() && !out.iter().any(|o| Arc::ptr_eq(o, &q)) {
-                        out.push(q);
-                    }
-                }
-                Destination::Exchange(name) => {
-                    if let Some(ex) = self.exchange(name.as_bytes()) {
-                        self.route_from(&ex, key, headers, out, visited, depth + 1);
-                    }
-                }
+        for name in next {
+            if visited.contains(&name) {
+                continue;
             }
-        }
-        if out.len() == before
-            && let Some(FieldValue::LongStr(ae)) = exchange.spec.arguments.get("alternate-exchange")
-            && let Some(ae) = self.exchange(ae.as_bytes())
-        {
-            self.route_from(&ae, key, headers, out, visited, depth + 1);
+            if let Some(ex) = self.exchange(name.as_bytes()) {
+                self.route_from(&ex, key, headers, out, visited, depth + 1);
+            }
         }
     }
 }

@@ -2547,3 +2547,75 @@ fn memory_alarm_blocks_publishers_and_clears() {
     ));
     assert!(publisher.conn.wants_input());
 }
+
+#[test]
+fn alternate_exchange_takes_unroutable_messages_and_cycles_terminate() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "ae-q");
+    c.send(
+        1,
+        QueueBind {
+            queue: "ae-q".into(),
+            exchange: "amq.fanout".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    let args = FieldTable::new().with(
+        "alternate-exchange",
+        FieldValue::LongStr("amq.fanout".into()),
+    );
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "main".into(),
+            kind: "direct".into(),
+            arguments: args,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(1, ConfirmSelect::default());
+    c.method();
+    // Mandatory but caught by the alternate exchange: no basic.return.
+    c.publish_props(1, "main", "nowhere", b"x", BasicProperties::default(), true);
+    assert!(matches!(c.method().1, Method::BasicAck(_)));
+    assert_eq!(count(&mut c, "ae-q"), 1);
+    // A cycle of exchange-to-exchange bindings delivers once and ends.
+    for (d, s) in [("e1", "e2"), ("e2", "e1")] {
+        for x in [d, s] {
+            c.send(
+                1,
+                ExchangeDeclare {
+                    exchange: x.into(),
+                    kind: "fanout".into(),
+                    ..Default::default()
+                },
+            );
+            c.method();
+        }
+        c.send(
+            1,
+            ExchangeBind {
+                destination: d.into(),
+                source: s.into(),
+                ..Default::default()
+            },
+        );
+        c.method();
+    }
+    c.declare(1, "cyc");
+    c.send(
+        1,
+        QueueBind {
+            queue: "cyc".into(),
+            exchange: "e2".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.publish(1, "e1", "", b"y");
+    c.method();
+    assert_eq!(count(&mut c, "cyc"), 1);
+}
