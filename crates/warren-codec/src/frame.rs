@@ -80,8 +80,10 @@ impl ContentHeader {
             properties: BasicProperties::default(),
         });
         if class_id == crate::generated::CLASS_BASIC {
-            header.properties =
-                BasicProperties::decode(&mut r).map_err(|e| e.in_method(class_id, 0))?;
+            header
+                .properties
+                .decode_into(&mut r)
+                .map_err(|e| e.in_method(class_id, 0))?;
             r.finish().map_err(|e| e.in_method(class_id, 0))?;
         }
         Ok(header)

@@ -3824,6 +3824,14 @@ impl BasicProperties {
 
     /// Reads property flags (with continuation words) and the properties they announce.
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let mut p = BasicProperties::default();
+        p.decode_into(r)?;
+        Ok(p)
+    }
+
+    /// [`BasicProperties::decode`] into an existing (default) value, so a
+    /// boxed header is filled in place rather than moved into its box.
+    pub fn decode_into(&mut self, r: &mut Reader<'_>) -> Result<(), DecodeError> {
         let flags = r.u16()?;
         if flags & !(Self::KNOWN_FLAGS | 1) != 0 {
             return Err(DecodeError::new(ErrorKind::BadPropertyFlags(flags)));
@@ -3838,50 +3846,49 @@ impl BasicProperties {
             }
             more = next & 1 != 0;
         }
-        let mut p = BasicProperties::default();
         if flags & (1 << 15) != 0 {
-            p.content_type = Some(r.shortstr()?);
+            self.content_type = Some(r.shortstr()?);
         }
         if flags & (1 << 14) != 0 {
-            p.content_encoding = Some(r.shortstr()?);
+            self.content_encoding = Some(r.shortstr()?);
         }
         if flags & (1 << 13) != 0 {
-            p.headers = Some(r.table()?);
+            self.headers = Some(r.table()?);
         }
         if flags & (1 << 12) != 0 {
-            p.delivery_mode = Some(r.u8()?);
+            self.delivery_mode = Some(r.u8()?);
         }
         if flags & (1 << 11) != 0 {
-            p.priority = Some(r.u8()?);
+            self.priority = Some(r.u8()?);
         }
         if flags & (1 << 10) != 0 {
-            p.correlation_id = Some(r.shortstr()?);
+            self.correlation_id = Some(r.shortstr()?);
         }
         if flags & (1 << 9) != 0 {
-            p.reply_to = Some(r.shortstr()?);
+            self.reply_to = Some(r.shortstr()?);
         }
         if flags & (1 << 8) != 0 {
-            p.expiration = Some(r.shortstr()?);
+            self.expiration = Some(r.shortstr()?);
         }
         if flags & (1 << 7) != 0 {
-            p.message_id = Some(r.shortstr()?);
+            self.message_id = Some(r.shortstr()?);
         }
         if flags & (1 << 6) != 0 {
-            p.timestamp = Some(r.u64()?);
+            self.timestamp = Some(r.u64()?);
         }
         if flags & (1 << 5) != 0 {
-            p.kind = Some(r.shortstr()?);
+            self.kind = Some(r.shortstr()?);
         }
         if flags & (1 << 4) != 0 {
-            p.user_id = Some(r.shortstr()?);
+            self.user_id = Some(r.shortstr()?);
         }
         if flags & (1 << 3) != 0 {
-            p.app_id = Some(r.shortstr()?);
+            self.app_id = Some(r.shortstr()?);
         }
         if flags & (1 << 2) != 0 {
-            p.cluster_id = Some(r.shortstr()?);
+            self.cluster_id = Some(r.shortstr()?);
         }
-        Ok(p)
+        Ok(())
     }
 
     /// Writes the flag word and the properties that are set.

@@ -559,22 +559,27 @@ fn generate(spec: &Value) -> String {
     writeln!(o, "    /// Flag bits that name a property; the rest must be clear.\n    pub const KNOWN_FLAGS: u16 = {mask:#06x};\n").unwrap();
     o.push_str("    /// Reads property flags (with continuation words) and the properties they announce.\n");
     o.push_str("    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {\n");
+    o.push_str("        let mut p = BasicProperties::default();\n        p.decode_into(r)?;\n        Ok(p)\n    }\n\n");
+    o.push_str("    /// [`BasicProperties::decode`] into an existing (default) value, so a\n");
+    o.push_str("    /// boxed header is filled in place rather than moved into its box.\n");
+    o.push_str(
+        "    pub fn decode_into(&mut self, r: &mut Reader<'_>) -> Result<(), DecodeError> {\n",
+    );
     o.push_str("        let flags = r.u16()?;\n");
     o.push_str("        if flags & !(Self::KNOWN_FLAGS | 1) != 0 {\n            return Err(DecodeError::new(ErrorKind::BadPropertyFlags(flags)));\n        }\n");
     o.push_str("        // Continuation words may follow; basic defines no property past the\n        // first word, so any bit set in them is an error.\n");
     o.push_str("        let mut more = flags & 1 != 0;\n        while more {\n            let next = r.u16()?;\n            if next & !1 != 0 {\n                return Err(DecodeError::new(ErrorKind::BadPropertyFlags(next)));\n            }\n            more = next & 1 != 0;\n        }\n");
-    o.push_str("        let mut p = BasicProperties::default();\n");
     for (i, p) in props.iter().enumerate() {
         writeln!(
             o,
-            "        if flags & (1 << {}) != 0 {{\n            p.{} = Some({});\n        }}",
+            "        if flags & (1 << {}) != 0 {{\n            self.{} = Some({});\n        }}",
             15 - i,
             p.field,
             p.ty.read()
         )
         .unwrap();
     }
-    o.push_str("        Ok(p)\n    }\n\n");
+    o.push_str("        Ok(())\n    }\n\n");
     o.push_str("    /// Writes the flag word and the properties that are set.\n");
     o.push_str("    pub fn encode(&self, buf: &mut BytesMut) {\n        let mut flags = 0u16;\n");
     for (i, p) in props.iter().enumerate() {
