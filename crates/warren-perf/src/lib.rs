@@ -1,0 +1,35 @@
+//! `warren-perf`: a PerfTest-style AMQP 0-9-1 load generator, speaking the
+//! protocol directly through `warren-codec`, for Warren and RabbitMQ alike.
+//!
+//! # Layout
+//! - [`options`]: the command line ([`Options`]).
+//! - `runner`: [`run`], the orchestration of one run: topology, tasks, the
+//!   timed window or the backlog's phases, settle, the report.
+//! - `client`: handshake (PLAIN, broker's frame_max, heartbeat 0) and the
+//!   synchronous methods used during setup.
+//! - `producer` / `consumer`: the hot loops, one task and one connection
+//!   each, driving the socket with `try_read`/`try_write` and pipelined,
+//!   pre-encoded frames.
+//! - `confirms`: the unconfirmed window; `histogram`: latency buckets.
+//! - [`broker`]: CPU and RSS of the broker process from `/proc`.
+//! - [`sink`]: a discard-everything peer for measuring the tool itself.
+//! - [`report`]: the human line and the JSON object.
+//!
+//! Every message body starts with the send time (ns since a process-wide
+//! instant) and this run's id, so consumers time only this run's messages.
+
+pub mod broker;
+mod client;
+mod confirms;
+mod consumer;
+mod histogram;
+pub mod options;
+mod producer;
+pub mod report;
+mod runner;
+mod shared;
+pub mod sink;
+
+pub use options::Options;
+pub use report::Report;
+pub use runner::run;

@@ -1,0 +1,400 @@
+//! A producer: one connection, one task, publishing as fast as the socket,
+//! the confirm window and the rate limit allow.
+//!
+//! Every message is a copy of a pre-encoded template (method, header and
+//! body frames, built once with the codec's encoders) with the send
+//! timestamp patched into the body; a batch of them is written with one
+//! `try_write`. The loop drives the socket with `try_read`/`try_write` and
+//! only waits when it can do nothing else, so confirms are read as they
+//! arrive without a second task.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::sync::mpsc;
+use warren_codec::{
+    BasicProperties, BasicPublish, ChannelFlowOk, ConfirmSelect, ConnectionCloseOk, Frame, Method,
+    ShortStr, encode_content, encode_content_header, encode_method,
+};
+
+use crate::client::{CHANNEL, ClientError, Conn, Result, close_error};
+use crate::confirms::ConfirmTracker;
+use crate::options::Options;
+use crate::shared::{Counters, Go, nanos_at, run_id, wait_go};
+
+/// Bytes encoded per write: big enough that syscalls are a small share of
+/// the work, small enough to stay in L2.
+const BATCH_BYTES: usize = 128 * 1024;
+
+/// How long the last batch may take to write once time is up.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one producer publishes.
+pub(crate) struct Plan {
+    /// Index, for error texts.
+    pub(crate) id: u32,
+    /// (exchange, routing key) pairs, used round-robin.
+    pub(crate) targets: Vec<(String, String)>,
+    /// Stop after this many messages (backlog mode), once all are confirmed.
+    pub(crate) limit: Option<u64>,
+    /// How long to publish for, from the start signal.
+    pub(crate) duration: Duration,
+    /// Close politely at the end (not with the sink, which never answers).
+    pub(crate) graceful_close: bool,
+}
+
+/// One encoded message to copy, and where its timestamp goes.
+pub(crate) struct Template {
+    pub(crate) bytes: Bytes,
+    pub(crate) ts_offset: usize,
+}
+
+/// Encodes a publish of a `size`-byte body to `exchange`/`routing_key`:
+/// bytes 0..8 of the body are left for the timestamp, 8..16 carry the run id.
+pub(crate) fn template(
+    opts: &Options,
+    exchange: &str,
+    routing_key: &str,
+    frame_max: u32,
+) -> Template {
+    let publish: Method = BasicPublish {
+        exchange: ShortStr::from(exchange),
+        routing_key: ShortStr::from(routing_key),
+        ..Default::default()
+    }
+    .into();
+    let props = BasicProperties {
+        delivery_mode: opts.persistent.then_some(2),
+        ..Default::default()
+    };
+    let mut body = vec![0u8; opts.size];
+    body[8..16].copy_from_slice(&run_id().to_be_bytes());
+    let mut head = BytesMut::new();
+    encode_method(&mut head, CHANNEL, &publish);
+    encode_content_header(&mut head, CHANNEL, 60, body.len() as u64, &props);
+    let mut bytes = BytesMut::new();
+    encode_content(
+        &mut bytes,
+        CHANNEL,
+        &publish,
+        &props,
+        &body,
+        frame_max as usize,
+    );
+    // The first body frame starts right after the header frame; its payload
+    // after the 7-byte frame header.
+    Template {
+        bytes: bytes.freeze(),
+        ts_offset: head.len() + 7,
+    }
+}
+
+/// Connects, enters confirm mode if asked, says ready, waits for the start
+/// signal and publishes until the plan is done. Errors are counted in
+/// `counters`; nothing is returned.
+pub(crate) async fn run(
+    opts: Arc<Options>,
+    plan: Plan,
+    counters: Arc<Counters>,
+    ready: mpsc::Sender<bool>,
+    mut go: Go,
+) {
+    let who = format!("producer {}", plan.id);
+    let conn = match setup(&opts).await {
+        Ok(conn) => {
+            let _ = ready.send(true).await;
+            conn
+        }
+        Err(e) => {
+            counters.error(&who, e);
+            let _ = ready.send(false).await;
+            return;
+        }
+    };
+    let Some(start) = wait_go(&mut go).await else {
+        conn.close().await;
+        return;
+    };
+    let mut p = Publisher::new(&opts, &plan, conn, &counters, start);
+    match p.publish().await {
+        Ok(()) => {
+            if plan.graceful_close {
+                p.conn.close().await;
+            }
+        }
+        Err(e) => counters.error(&who, e),
+    }
+}
+
+async fn setup(opts: &Options) -> Result<Conn> {
+    let mut conn = Conn::open(opts).await?;
+    if opts.confirm > 0 {
+        match conn.rpc(ConfirmSelect::default().into()).await? {
+            Method::ConfirmSelectOk(_) => {}
+            other => return Err(ClientError::Unexpected(other.name().to_string())),
+        }
+    }
+    Ok(conn)
+}
+
+struct Publisher<'a> {
+    opts: &'a Options,
+    counters: &'a Counters,
+    conn: Conn,
+    templates: Vec<Template>,
+    next_template: usize,
+    wbuf: BytesMut,
+    tracker: ConfirmTracker,
+    /// Messages per batch when nothing else limits it.
+    batch: u64,
+    sent: u64,
+    limit: Option<u64>,
+    start: Instant,
+    deadline: Instant,
+    /// channel.flow from the broker: publishing paused while false.
+    flow_active: bool,
+}
+
+impl<'a> Publisher<'a> {
+    fn new(
+        opts: &'a Options,
+        plan: &Plan,
+        conn: Conn,
+        counters: &'a Counters,
+        start: Instant,
+    ) -> Self {
+        let templates: Vec<Template> = plan
+            .targets
+            .iter()
+            .map(|(x, rk)| template(opts, x, rk, conn.frame_max))
+            .collect();
+        let per_message = templates.first().map_or(64, |t| t.bytes.len());
+        Publisher {
+            opts,
+            counters,
+            conn,
+            batch: (BATCH_BYTES / per_message).max(1) as u64,
+            templates,
+            next_template: 0,
+            wbuf: BytesMut::with_capacity(BATCH_BYTES * 2),
+            tracker: ConfirmTracker::new(),
+            sent: 0,
+            limit: plan.limit,
+            start,
+            deadline: start + plan.duration,
+            flow_active: true,
+        }
+    }
+
+    /// How many messages may be encoded now.
+    fn allowance(&self, now: Instant) -> u64 {
+        if !self.flow_active {
+            return 0;
+        }
+        let mut n = self.batch;
+        if self.opts.confirm > 0 {
+            n = n.min(self.opts.confirm.saturating_sub(self.tracker.outstanding()));
+        }
+        if let Some(limit) = self.limit {
+            n = n.min(limit - self.sent);
+        }
+        if self.opts.rate > 0.0 {
+            let due = ((now - self.start).as_secs_f64() * self.opts.rate) as u64 + 1;
+            n = n.min(due.saturating_sub(self.sent));
+        }
+        n
+    }
+
+    /// When the rate limit next allows a message.
+    fn next_due(&self) -> Instant {
+        self.start + Duration::from_secs_f64(self.sent as f64 / self.opts.rate)
+    }
+
+    fn fill(&mut self, n: u64, now: Instant) {
+        let ts = nanos_at(now).to_be_bytes();
+        for _ in 0..n {
+            let t = &self.templates[self.next_template];
+            self.next_template += 1;
+            if self.next_template == self.templates.len() {
+                self.next_template = 0;
+            }
+            let at = self.wbuf.len() + t.ts_offset;
+            self.wbuf.extend_from_slice(&t.bytes);
+            self.wbuf[at..at + 8].copy_from_slice(&ts);
+        }
+        self.sent += n;
+        if self.opts.confirm > 0 {
+            self.tracker.published(n);
+        }
+        self.counters.sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn done(&self, now: Instant) -> bool {
+        if now >= self.deadline {
+            return true;
+        }
+        match self.limit {
+            Some(limit) => {
+                self.sent >= limit && self.wbuf.is_empty() && self.tracker.outstanding() == 0
+            }
+            None => false,
+        }
+    }
+
+    async fn publish(&mut self) -> Result<()> {
+        loop {
+            let now = Instant::now();
+            if self.done(now) {
+                return self.flush().await;
+            }
+            if self.wbuf.is_empty() {
+                let n = self.allowance(now);
+                if n > 0 {
+                    self.fill(n, now);
+                }
+            }
+            let mut write_blocked = false;
+            if !self.wbuf.is_empty() {
+                match self.conn.stream.try_write(&self.wbuf) {
+                    Ok(n) => self.wbuf.advance(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => write_blocked = true,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.conn.rbuf.reserve(16 * 1024);
+            match self.conn.stream.try_read_buf(&mut self.conn.rbuf) {
+                Ok(0) => return Err(ClientError::Eof("")),
+                Ok(_) => self.handle_incoming()?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+            let can_write = !self.wbuf.is_empty() && !write_blocked;
+            let can_fill = self.wbuf.is_empty() && self.allowance(now) > 0;
+            if can_write || can_fill {
+                // try_* calls never yield on their own: give the other
+                // tasks on this worker their turn once per batch.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let interest = if self.wbuf.is_empty() {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            let rate_wait = self.opts.rate > 0.0
+                && self.wbuf.is_empty()
+                && self.flow_active
+                && self.limit.is_none_or(|l| self.sent < l);
+            let wake = if rate_wait {
+                self.next_due().min(self.deadline)
+            } else {
+                self.deadline
+            };
+            tokio::select! {
+                r = self.conn.stream.ready(interest) => { r?; }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// Writes what is left of the last batch, so every message counted as
+    /// sent was written. Bounded: a broker that stopped reading is an error.
+    async fn flush(&mut self) -> Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout(FLUSH_TIMEOUT, self.conn.stream.write_all(&self.wbuf))
+            .await
+            .map_err(|_| ClientError::Timeout("writing the last batch"))??;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Handles what the broker sent: confirms, returns, flow, closes.
+    fn handle_incoming(&mut self) -> Result<()> {
+        while let Some(frame) = self.conn.decoder.decode(&mut self.conn.rbuf)? {
+            let Frame::Method { method, .. } = frame else {
+                continue;
+            };
+            match method {
+                Method::BasicAck(a) => {
+                    let n = self.tracker.settle(a.delivery_tag, a.multiple);
+                    self.counters.confirmed.fetch_add(n, Ordering::Relaxed);
+                }
+                Method::BasicNack(a) => {
+                    let n = self.tracker.settle(a.delivery_tag, a.multiple);
+                    self.counters.nacked.fetch_add(n, Ordering::Relaxed);
+                }
+                Method::BasicReturn(_) => {
+                    self.counters.returned.fetch_add(1, Ordering::Relaxed);
+                }
+                Method::ChannelFlow(f) => {
+                    self.flow_active = f.active;
+                    // wbuf holds whole messages only, so a method frame
+                    // appended here never splits one.
+                    encode_method(
+                        &mut self.wbuf,
+                        CHANNEL,
+                        &ChannelFlowOk { active: f.active }.into(),
+                    );
+                }
+                m @ (Method::ConnectionClose(_) | Method::ChannelClose(_)) => {
+                    if matches!(m, Method::ConnectionClose(_)) {
+                        let mut out = BytesMut::new();
+                        encode_method(&mut out, 0, &ConnectionCloseOk.into());
+                        let _ = self.conn.stream.try_write(&out);
+                    }
+                    return Err(close_error(&m).unwrap_or(ClientError::Eof("")));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use warren_codec::FrameDecoder;
+
+    #[test]
+    fn template_decodes_as_a_publish_with_the_run_id() {
+        let opts = Options::parse_from(["warren-perf", "--size", "20000", "--persistent"]);
+        let t = template(&opts, "", "q", 4096);
+        let mut buf = BytesMut::from(&t.bytes[..]);
+        buf[t.ts_offset..t.ts_offset + 8].copy_from_slice(&42u64.to_be_bytes());
+        let dec = FrameDecoder::new(4096);
+        let mut frames = Vec::new();
+        while let Some(f) = dec.decode(&mut buf).expect("valid frames") {
+            frames.push(f);
+        }
+        assert!(buf.is_empty());
+        assert!(matches!(
+            &frames[0],
+            Frame::Method { method: Method::BasicPublish(p), .. } if p.routing_key == "q"
+        ));
+        let Frame::Header { header, .. } = &frames[1] else {
+            panic!("no header: {frames:?}");
+        };
+        assert_eq!(header.body_size, 20000);
+        assert_eq!(header.properties.delivery_mode, Some(2));
+        let Frame::Body { payload, .. } = &frames[2] else {
+            panic!("no body");
+        };
+        assert_eq!(payload[..8], 42u64.to_be_bytes());
+        assert_eq!(payload[8..16], run_id().to_be_bytes());
+        let total: usize = frames[2..]
+            .iter()
+            .map(|f| match f {
+                Frame::Body { payload, .. } => payload.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, 20000);
+    }
+}
