@@ -16,11 +16,13 @@ use warren_codec::{
 
 use crate::connection::Ctx;
 use crate::error::{Error, Result};
+use crate::mailbox::Event;
 use crate::message::Message;
 use crate::permissions::{Access, Resource};
 use crate::persist::PersistOp;
 use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueueType, QueuedMessage};
 use crate::vhost::{QueueDeclare, VHost};
+use crate::vhost::{REPLY_TO, REPLY_TO_PREFIX, ReplyTarget};
 
 /// Content being received after `basic.publish`.
 #[derive(Debug, Default)]
@@ -114,6 +116,9 @@ pub(crate) struct Channel {
     confirm: Option<Confirms>,
     tx: Option<Tx>,
     last_queue: Option<ShortStr>,
+    /// Direct reply-to consumer: (consumer tag, the channel's
+    /// `amq.rabbitmq.reply-to.…` address).
+    reply_consumer: Option<(ShortStr, ShortStr)>,
 }
 
 impl Channel {
@@ -131,6 +136,7 @@ impl Channel {
             confirm: None,
             tx: None,
             last_queue: None,
+            reply_consumer: None,
         }
     }
 
@@ -146,6 +152,9 @@ impl Channel {
     /// Cancels consumers and requeues unacked messages (channel close,
     /// channel error, connection end).
     pub(crate) fn release(&mut self, conn: ConnId, vhost: &VHost) {
+        if let Some((_, name)) = self.reply_consumer.take() {
+            vhost.unregister_reply(&name);
+        }
         for (tag, c) in self.consumers.drain() {
             let removed = c.queue.remove_consumer(conn, self.id, &tag);
             if removed.auto_delete_now {
@@ -339,6 +348,18 @@ impl Channel {
                     self.send(ctx, ExchangeUnbindOk);
                 }
             }
+            Method::QueueDeclare(m) if m.passive && m.queue.as_bytes() == REPLY_TO => {
+                if !m.nowait {
+                    self.send(
+                        ctx,
+                        QueueDeclareOk {
+                            queue: m.queue,
+                            message_count: 0,
+                            consumer_count: 0,
+                        },
+                    );
+                }
+            }
             Method::QueueDeclare(m) => {
                 // Server-named queues get their name here so that the
                 // configure permission is checked against it, as RabbitMQ does.
@@ -443,6 +464,32 @@ impl Channel {
                 }
                 self.send(ctx, BasicQosOk);
             }
+            Method::BasicConsume(m) if m.queue.as_bytes() == REPLY_TO => {
+                if !m.no_ack {
+                    return Err(Error::precondition("reply consumer cannot acknowledge"));
+                }
+                if self.reply_consumer.is_some() {
+                    return Err(Error::precondition("reply consumer already set"));
+                }
+                let tag = if m.consumer_tag.is_empty() {
+                    ctx.broker.generate_name("amq.ctag-")
+                } else {
+                    m.consumer_tag
+                };
+                let address = ctx.broker.generate_name("amq.rabbitmq.reply-to.");
+                ctx.vhost.register_reply(
+                    address.clone(),
+                    ReplyTarget {
+                        mailbox: Arc::clone(ctx.mailbox),
+                        channel: self.id,
+                        consumer_tag: tag.clone(),
+                    },
+                );
+                self.reply_consumer = Some((tag.clone(), address));
+                if !m.nowait {
+                    self.send(ctx, BasicConsumeOk { consumer_tag: tag });
+                }
+            }
             Method::BasicConsume(m) => {
                 let name = self.queue_name(m.queue)?;
                 ctx.grant()
@@ -508,6 +555,14 @@ impl Channel {
                 }
             }
             Method::BasicCancel(m) => {
+                if self
+                    .reply_consumer
+                    .as_ref()
+                    .is_some_and(|(t, _)| *t == m.consumer_tag)
+                    && let Some((_, name)) = self.reply_consumer.take()
+                {
+                    ctx.vhost.unregister_reply(&name);
+                }
                 if let Some(c) = self.consumers.remove(&m.consumer_tag) {
                     let removed = c.queue.remove_consumer(ctx.conn, self.id, &m.consumer_tag);
                     if removed.auto_delete_now {
@@ -712,6 +767,20 @@ impl Channel {
                 ctx.user
             )));
         }
+        let mut properties = properties;
+        if properties
+            .reply_to
+            .as_ref()
+            .is_some_and(|r| r.as_bytes() == REPLY_TO)
+        {
+            let Some((_, address)) = &self.reply_consumer else {
+                return Err(Error::precondition("fast reply consumer does not exist"));
+            };
+            properties.reply_to = Some(address.clone());
+        }
+        if publish.exchange.is_empty() && publish.routing_key.starts_with(REPLY_TO_PREFIX) {
+            return self.publish_reply(ctx, publish, properties, body);
+        }
         ctx.scratch.clear();
         ctx.vhost.route(
             &ex,
@@ -760,6 +829,73 @@ impl Channel {
             }
         }
         Ok(())
+    }
+
+    /// A reply to a direct reply-to address goes straight to the waiting
+    /// channel, bypassing queues; to an address no longer listening it is
+    /// unroutable.
+    fn publish_reply(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        publish: BasicPublish,
+        properties: BasicProperties,
+        body: Bytes,
+    ) -> Result<()> {
+        let target = ctx.vhost.reply_target(&publish.routing_key);
+        let message = ctx.vhost.prepare(
+            Message {
+                exchange: publish.exchange,
+                routing_key: publish.routing_key,
+                properties,
+                body,
+                store_id: None,
+                gauge: None,
+            },
+            &[],
+        );
+        match target {
+            Some(t) => t.mailbox.push(Event::DirectReply {
+                channel: t.channel,
+                consumer_tag: t.consumer_tag,
+                message,
+            }),
+            None => {
+                let _ = self.enqueue(ctx, message, Vec::new(), publish.mandatory);
+            }
+        }
+        if let Some(c) = &mut self.confirm {
+            c.pending.push_back((c.next, Some(true)));
+            c.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes a direct reply-to delivery (no acknowledgement).
+    pub(crate) fn deliver_reply(
+        &mut self,
+        out: &mut BytesMut,
+        frame_max: u32,
+        consumer_tag: ShortStr,
+        message: Arc<Message>,
+    ) {
+        if self.closing
+            || self
+                .reply_consumer
+                .as_ref()
+                .is_none_or(|(t, _)| *t != consumer_tag)
+        {
+            return;
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let deliver = BasicDeliver {
+            consumer_tag,
+            delivery_tag: tag,
+            redelivered: false,
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+        };
+        write_content(out, self.id, &Method::from(deliver), &message, frame_max);
     }
 
     /// Puts a routed message on its queues, or returns it if mandatory and

@@ -353,6 +353,17 @@ impl Connection {
                 }
             }
             Event::Alarm => {}
+            Event::DirectReply {
+                channel,
+                consumer_tag,
+                message,
+            } => {
+                if self.state == State::Running
+                    && let Some(ch) = self.channels.get_mut(&channel)
+                {
+                    ch.deliver_reply(&mut self.out, self.frame_max, consumer_tag, message);
+                }
+            }
             Event::Confirmed { channel, seq, ok } => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     ch.confirmed(seq, ok);
@@ -558,7 +569,7 @@ impl Connection {
             "direct_reply_to",
         ];
         // Only what works is advertised: clients switch features on from this.
-        let works = |c: &str| !matches!(c, "direct_reply_to");
+        let works = |_: &str| true;
         let mut capabilities = FieldTable::new();
         for c in caps {
             if works(c) {

@@ -55,6 +55,15 @@ pub enum Event {
         /// Written.
         ok: bool,
     },
+    /// A reply for this connection's direct reply-to consumer.
+    DirectReply {
+        /// The consumer's channel.
+        channel: u16,
+        /// Its tag.
+        consumer_tag: ShortStr,
+        /// The reply.
+        message: Arc<crate::message::Message>,
+    },
     /// The broker's resource alarms changed: re-check whether publishing
     /// is blocked.
     Alarm,

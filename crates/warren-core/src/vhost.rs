@@ -27,7 +27,26 @@ pub struct VHost {
     // DashMaps: looked up on every publish from many connection tasks.
     // Callers clone the Arc out and drop the guard at once.
     exchanges: DashMap<ShortStr, Arc<Exchange>>,
+    // DashMap: direct reply-to addresses, registered by consuming channels
+    // and looked up by every reply.
+    replies: DashMap<ShortStr, ReplyTarget>,
     queues: DashMap<ShortStr, Arc<Queue>>,
+}
+
+/// The pseudo-queue clients consume from for direct reply-to.
+pub const REPLY_TO: &[u8] = b"amq.rabbitmq.reply-to";
+/// The prefix of the per-channel reply addresses.
+pub const REPLY_TO_PREFIX: &[u8] = b"amq.rabbitmq.reply-to.";
+
+/// Where replies to one direct reply-to address go.
+#[derive(Debug, Clone)]
+pub struct ReplyTarget {
+    /// The consuming connection.
+    pub mailbox: Arc<crate::mailbox::Mailbox>,
+    /// Its channel.
+    pub channel: u16,
+    /// The consumer tag.
+    pub consumer_tag: ShortStr,
 }
 
 /// What `queue.declare` asked for.
@@ -93,6 +112,7 @@ impl VHost {
             durability,
             gauge,
             exchanges: DashMap::new(),
+            replies: DashMap::new(),
             queues: DashMap::new(),
         };
         for (n, kind, internal) in [
@@ -115,6 +135,23 @@ impl VHost {
             vh.exchanges.insert(spec.name.clone(), Exchange::new(spec));
         }
         vh
+    }
+
+    /// Registers a direct reply-to address.
+    pub fn register_reply(&self, address: ShortStr, target: ReplyTarget) {
+        self.replies.insert(address, target);
+    }
+
+    /// Forgets a direct reply-to address.
+    pub fn unregister_reply(&self, address: &ShortStr) {
+        self.replies.remove(address.as_bytes());
+    }
+
+    /// Where replies to `address` go, if anyone listens.
+    pub fn reply_target(&self, address: &ShortStr) -> Option<ReplyTarget> {
+        self.replies
+            .get(address.as_bytes())
+            .map(|t| t.value().clone())
     }
 
     /// The exchange called `name`.

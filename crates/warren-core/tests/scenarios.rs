@@ -2619,3 +2619,70 @@ fn alternate_exchange_takes_unroutable_messages_and_cycles_terminate() {
     c.method();
     assert_eq!(count(&mut c, "cyc"), 1);
 }
+
+#[test]
+fn direct_reply_to_round_trip() {
+    let b = broker();
+    let mut client = Client::open(&b);
+    let mut server = Client::open(&b);
+    server.declare(1, "rpc");
+    // Ack-mode reply consumers and replies without a consumer are refused.
+    client.send(
+        1,
+        BasicConsume {
+            queue: "amq.rabbitmq.reply-to".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        client.channel_closed(1, 406),
+        "PRECONDITION_FAILED - reply consumer cannot acknowledge"
+    );
+    client.send(1, ChannelOpen::default());
+    client.method();
+    let props = BasicProperties {
+        reply_to: Some("amq.rabbitmq.reply-to".into()),
+        ..Default::default()
+    };
+    client.publish_props(1, "", "rpc", b"req", props.clone(), false);
+    assert_eq!(
+        client.channel_closed(1, 406),
+        "PRECONDITION_FAILED - fast reply consumer does not exist"
+    );
+    client.send(1, ChannelOpen::default());
+    client.method();
+    client.send(
+        1,
+        BasicConsume {
+            queue: "amq.rabbitmq.reply-to".into(),
+            consumer_tag: "r".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(client.method().1, Method::BasicConsumeOk(_)));
+    client.publish_props(1, "", "rpc", b"req", props, false);
+    server.send(
+        1,
+        BasicGet {
+            queue: "rpc".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let (_, p, _) = server.content();
+    let reply_to = p.reply_to.unwrap().to_string();
+    assert!(reply_to.starts_with("amq.rabbitmq.reply-to."), "{reply_to}");
+    server.publish(1, "", &reply_to, b"answer");
+    let (m, _, body) = client.content();
+    let Method::BasicDeliver(d) = m else { panic!() };
+    assert_eq!(
+        (d.consumer_tag.to_string(), &body[..]),
+        ("r".to_string(), &b"answer"[..])
+    );
+    // After the client's channel closes the address is gone: unroutable.
+    client.send(1, ChannelClose::default());
+    client.method();
+    server.publish_props(1, "", &reply_to, b"late", BasicProperties::default(), true);
+    assert!(matches!(server.content().0, Method::BasicReturn(_)));
+}
