@@ -44,14 +44,15 @@ pub async fn run(mut opts: Options) -> Result<Report, String> {
         None
     };
     let opts = Arc::new(opts);
+    let mut queued = 0;
     if sink.is_none() {
-        setup_topology(&opts)
+        queued = setup_topology(&opts)
             .await
             .map_err(|e| format!("declaring the topology on {}: {e}", opts.addr()))?;
     }
     let counters = Arc::new(Counters::default());
     let mut report = if opts.backlog > 0 {
-        backlog(&opts, &counters).await?
+        backlog(&opts, &counters, queued).await?
     } else {
         timed(&opts, &counters).await?
     };
@@ -74,8 +75,10 @@ pub async fn run(mut opts: Options) -> Result<Report, String> {
 }
 
 /// Declares the fanout exchange and the (non-exclusive) queues, binds and
-/// purges them, on a connection of its own.
-async fn setup_topology(opts: &Options) -> crate::client::Result<()> {
+/// purges them, on a connection of its own. Returns how many messages the
+/// queues hold afterwards (0 unless --no-purge).
+async fn setup_topology(opts: &Options) -> crate::client::Result<u64> {
+    let mut queued = 0;
     let mut conn = Conn::open(opts).await?;
     if opts.fanout > 0 {
         conn.declare_fanout(opts).await?;
@@ -83,17 +86,19 @@ async fn setup_topology(opts: &Options) -> crate::client::Result<()> {
     if !opts.exclusive {
         for q in 0..opts.queues {
             let name = opts.queue_name(q);
-            conn.declare_queue(opts, &name, false).await?;
+            let count = conn.declare_queue(opts, &name, false).await?;
             if opts.fanout > 0 {
                 conn.bind_fanout(opts, &name).await?;
             }
-            if !opts.no_purge {
+            if opts.no_purge {
+                queued += u64::from(count);
+            } else {
                 conn.purge(&name).await?;
             }
         }
     }
     conn.close().await;
-    Ok(())
+    Ok(queued)
 }
 
 /// What producers publish to: the fanout exchange, or their queues through
@@ -195,12 +200,16 @@ fn spawn_consumers(
     (handles, ready_rx)
 }
 
-/// Joins tasks, each within the bound; a task that does not finish is
+/// Joins tasks, all by `deadline`; a task that has not finished by then is
 /// aborted and counted as an error.
-async fn join_all<T: Default>(handles: Vec<JoinHandle<T>>, counters: &Counters) -> Vec<T> {
+async fn join_all<T: Default>(
+    handles: Vec<JoinHandle<T>>,
+    counters: &Counters,
+    deadline: Instant,
+) -> Vec<T> {
     let mut out = Vec::with_capacity(handles.len());
     for mut h in handles {
-        match tokio::time::timeout(JOIN_TIMEOUT, &mut h).await {
+        match tokio::time::timeout_at(deadline.into(), &mut h).await {
             Ok(Ok(v)) => out.push(v),
             Ok(Err(e)) => counters.error("task", e),
             Err(_) => {
@@ -283,7 +292,7 @@ async fn timed(opts: &Arc<Options>, counters: &Arc<Counters>) -> Result<Report, 
     tokio::time::sleep_until((start + duration).into()).await;
     let window: Snapshot = counters.snapshot();
     let broker = finish_sampler(sampler, counters);
-    join_all(producers, counters).await;
+    join_all(producers, counters, Instant::now() + JOIN_TIMEOUT).await;
 
     let settle_start = Instant::now();
     let sent_total = counters.snapshot().sent;
@@ -303,7 +312,7 @@ async fn timed(opts: &Arc<Options>, counters: &Arc<Counters>) -> Result<Report, 
         None
     };
     let _ = stop_tx.send(true);
-    let hists = join_all(consumers, counters).await;
+    let hists = join_all(consumers, counters, Instant::now() + JOIN_TIMEOUT).await;
     printer.abort();
 
     let secs = duration.as_secs_f64();
@@ -325,8 +334,13 @@ async fn timed(opts: &Arc<Options>, counters: &Arc<Counters>) -> Result<Report, 
 
 /// Backlog mode: publish --backlog messages with no consumer, wait for the
 /// confirms, then start the consumers and time the drain. Each phase is
-/// bounded by --duration.
-async fn backlog(opts: &Arc<Options>, counters: &Arc<Counters>) -> Result<Report, String> {
+/// bounded by --duration. With no producers, the drain expects the
+/// `queued` messages found at setup (at most --backlog).
+async fn backlog(
+    opts: &Arc<Options>,
+    counters: &Arc<Counters>,
+    queued: u64,
+) -> Result<Report, String> {
     let limit = Duration::from_secs(opts.duration);
     let sampler = start_sampler(opts)?;
     let printer = progress(counters.clone(), opts.quiet);
@@ -346,7 +360,7 @@ async fn backlog(opts: &Arc<Options>, counters: &Arc<Counters>) -> Result<Report
         let start = Instant::now();
         let _ = go.0.send(Some(start));
         // Producers end by themselves once all is confirmed, or at the limit.
-        join_all(producers, counters).await;
+        join_all(producers, counters, start + limit + JOIN_TIMEOUT).await;
         b.publish_s = start.elapsed().as_secs_f64();
         published = counters.snapshot();
         b.publish_rate = published.confirmed as f64 / b.publish_s;
@@ -362,7 +376,7 @@ async fn backlog(opts: &Arc<Options>, counters: &Arc<Counters>) -> Result<Report
         }
         b.expected = published.confirmed * copies(opts);
     } else {
-        b.expected = opts.backlog * copies(opts);
+        b.expected = queued.min(opts.backlog * copies(opts));
     }
 
     if opts.consumers == 0 {
@@ -389,7 +403,7 @@ async fn backlog(opts: &Arc<Options>, counters: &Arc<Counters>) -> Result<Report
     }
     let broker = finish_sampler(sampler, counters);
     let _ = stop_tx.send(true);
-    let hists = join_all(consumers, counters).await;
+    let hists = join_all(consumers, counters, Instant::now() + JOIN_TIMEOUT).await;
     printer.abort();
 
     let mut r = Report::new("backlog", (**opts).clone());
