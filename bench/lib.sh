@@ -1,0 +1,37 @@
+# Shared by the bench scripts: start and stop a Warren broker on $PORT with
+# data in $DATA. Only ever signals the broker it started, by pid.
+
+# start_broker LOG [keep]: wipes $DATA unless "keep", starts $WARREN, waits
+# (at most 30 s) until the port accepts; sets BROKER_PID and BROKER_T0 (ns).
+start_broker() {
+  local log=$1 keep=${2:-}
+  [ "$keep" = keep ] || rm -rf "$DATA"
+  BROKER_T0=$(date +%s%N)
+  "$WARREN" --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$log" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 3000); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
+    kill -0 "$BROKER_PID" 2>/dev/null || { echo "broker exited: $(tail -5 "$log")" >&2; return 1; }
+    sleep 0.01
+  done
+  echo "broker did not listen on $PORT within 30 s" >&2
+  return 1
+}
+
+# stop_broker: SIGTERM, then at most 10 s for a clean exit, then SIGKILL.
+stop_broker() {
+  [ -n "${BROKER_PID:-}" ] || return 0
+  kill -TERM "$BROKER_PID" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$BROKER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$BROKER_PID" 2>/dev/null || true
+  wait "$BROKER_PID" 2>/dev/null || true
+  BROKER_PID=
+}
+
+# rss_mib PID: the process's VmRSS in MiB.
+rss_mib() {
+  awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
+}
