@@ -792,7 +792,7 @@ impl Channel {
             Message {
                 exchange: publish.exchange,
                 routing_key: publish.routing_key,
-                properties,
+                properties: properties.into(),
                 body,
                 store_id: None,
                 gauge: None,
@@ -846,7 +846,7 @@ impl Channel {
             Message {
                 exchange: publish.exchange,
                 routing_key: publish.routing_key,
-                properties,
+                properties: properties.into(),
                 body,
                 store_id: None,
                 gauge: None,

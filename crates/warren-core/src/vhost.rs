@@ -949,7 +949,7 @@ impl VHost {
         let mut targets = Vec::new();
         for (m, reason) in dead {
             let old = &m.message;
-            let mut props = old.properties.clone();
+            let mut props = (*old.properties).clone();
             let mut headers = props.headers.take().unwrap_or_default();
             let mut deaths = match headers.remove("x-death") {
                 Some(FieldValue::Array(a)) => a,
@@ -1049,7 +1049,7 @@ impl VHost {
                 Message {
                     exchange: dlx_name.clone(),
                     routing_key,
-                    properties: props,
+                    properties: props.into(),
                     body: old.body.clone(),
                     store_id: None,
                     gauge: None,

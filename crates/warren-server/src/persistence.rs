@@ -78,7 +78,7 @@ impl Persistence for Persister {
             Ok(Some(m)) => Some(Arc::new(Message {
                 exchange: m.exchange,
                 routing_key: m.routing_key,
-                properties: m.properties,
+                properties: m.properties.into(),
                 body: m.body,
                 store_id: Some(id),
                 gauge: None,
@@ -238,7 +238,7 @@ fn apply(
                     &StoredMessage {
                         exchange: message.exchange.clone(),
                         routing_key: message.routing_key.clone(),
-                        properties: message.properties.clone(),
+                        properties: (*message.properties).clone(),
                         body: message.body.clone(),
                     },
                 );
