@@ -119,6 +119,8 @@ pub(crate) struct Channel {
     /// Direct reply-to consumer: (consumer tag, the channel's
     /// `amq.rabbitmq.reply-to.…` address).
     reply_consumer: Option<(ShortStr, ShortStr)>,
+    /// No-ack deliveries written since the last flush, per queue and consumer.
+    written: Vec<(Arc<Queue>, ShortStr, u32)>,
 }
 
 impl Channel {
@@ -137,6 +139,7 @@ impl Channel {
             tx: None,
             last_queue: None,
             reply_consumer: None,
+            written: Vec::new(),
         }
     }
 
@@ -968,6 +971,20 @@ impl Channel {
                 message,
                 consumer: Some(consumer_tag),
             });
+        } else {
+            // Written out: give the queue its no-ack window back, in one
+            // settle per queue and consumer per batch of events.
+            match self.written.last_mut() {
+                Some((q, t, n)) if Arc::ptr_eq(q, &queue) && *t == consumer_tag => *n += 1,
+                _ => self.written.push((queue, consumer_tag, 1)),
+            }
+        }
+    }
+
+    /// Returns the no-ack window of what [`Channel::deliver`] wrote.
+    pub(crate) fn flush_written(&mut self, conn: ConnId) {
+        for (queue, tag, n) in self.written.drain(..) {
+            queue.settle(conn, self.id, Some(&tag), n, []);
         }
     }
 

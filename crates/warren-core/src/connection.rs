@@ -318,6 +318,9 @@ impl Connection {
         while let Some(ev) = self.events.pop_front() {
             self.handle_event(ev);
         }
+        for ch in self.channels.values_mut() {
+            ch.flush_written(self.id);
+        }
         self.flush_confirms();
         self.update_blocked(now);
         if self.out.len() != before {

@@ -20,6 +20,10 @@ use crate::message::Message;
 use crate::persist::{PersistOp, Persistence};
 use crate::vhost::VHost;
 
+/// No-ack deliveries a consumer's connection may have received but not yet
+/// written out.
+pub const NO_ACK_WINDOW: u32 = 1000;
+
 /// Ready messages beyond this many in one queue are kept on disk only (when
 /// persistent and the queue durable), so a long backlog does not need RAM
 /// for every body.
@@ -164,7 +168,14 @@ impl Consumer {
     }
 
     fn has_room(&self) -> bool {
-        !self.ack || self.prefetch == 0 || self.in_flight < self.prefetch
+        if self.ack {
+            self.prefetch == 0 || self.in_flight < self.prefetch
+        } else {
+            // No-ack deliveries count until their connection has written
+            // them out, so a slow no-ack consumer holds back the queue
+            // instead of piling messages up in its connection.
+            self.in_flight < NO_ACK_WINDOW
+        }
     }
 }
 
@@ -912,9 +923,7 @@ impl Queue {
                 });
             }
             let c = &mut st.consumers[i];
-            if c.ack {
-                c.in_flight += 1;
-            }
+            c.in_flight += 1;
             c.mailbox.push(Event::Deliver {
                 channel: c.channel,
                 consumer_tag: c.tag.clone(),

@@ -2686,3 +2686,47 @@ fn direct_reply_to_round_trip() {
     server.publish_props(1, "", &reply_to, b"late", BasicProperties::default(), true);
     assert!(matches!(server.content().0, Method::BasicReturn(_)));
 }
+
+#[test]
+fn no_ack_consumers_take_a_bounded_window_until_written() {
+    let b = broker();
+    let mut publisher = Client::open(&b);
+    publisher.declare(1, "q");
+    for _ in 0..1500 {
+        publisher.publish(1, "", "q", b"x");
+    }
+    let queue = b.vhost("/").unwrap().queue(b"q").unwrap();
+    let mut consumer = Client::open(&b);
+    // Consume without letting the connection write anything out yet.
+    let mut buf = BytesMut::new();
+    let consume = BasicConsume {
+        queue: "q".into(),
+        consumer_tag: "c".into(),
+        no_ack: true,
+        ..Default::default()
+    };
+    encode_method(&mut buf, 1, &Method::from(consume));
+    consumer.conn.handle_input(&mut buf, consumer.now);
+    assert_eq!(
+        queue.message_count(),
+        500,
+        "at most NO_ACK_WINDOW messages leave the queue unwritten"
+    );
+    consumer.collect();
+    consumer.collect();
+    assert_eq!(queue.message_count(), 0);
+    let deliveries = consumer
+        .inbox
+        .iter()
+        .filter(|f| {
+            matches!(
+                f,
+                Frame::Method {
+                    method: Method::BasicDeliver(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(deliveries, 1500);
+}
