@@ -929,7 +929,9 @@ impl Channel {
             }
             return (queues, true);
         }
-        let accepted = ctx.vhost.enqueue(message, &mut queues, ctx.now);
+        let accepted = ctx
+            .vhost
+            .enqueue(message, &mut queues, ctx.now, Some(ctx.mailbox));
         (queues, accepted)
     }
 

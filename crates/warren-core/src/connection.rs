@@ -126,6 +126,8 @@ pub struct Connection {
     published: bool,
     /// We told the client `connection.blocked` and not yet `unblocked`.
     blocked_sent: bool,
+    /// Input was paused at the last look (alarm or flow control).
+    was_paused: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -170,6 +172,7 @@ impl Connection {
             close_reason: None,
             published: false,
             blocked_sent: false,
+            was_paused: false,
         }
     }
 
@@ -236,7 +239,7 @@ impl Connection {
                 },
                 // An alarm blocks a publishing connection: leave the rest
                 // unread (RabbitMQ stops reading such sockets).
-                _ if self.publishing_blocked() => break,
+                _ if self.input_paused() => break,
                 _ => match self.decoder.decode(buf) {
                     Ok(None) => break,
                     Ok(Some(frame)) => self.handle_frame(frame, now),
@@ -263,7 +266,13 @@ impl Connection {
     /// Whether the driver should read from the socket: not while a
     /// resource alarm blocks this publishing connection.
     pub fn wants_input(&self) -> bool {
-        !(self.state == State::Running && self.publishing_blocked())
+        !(self.state == State::Running && self.input_paused())
+    }
+
+    /// Blocked by an alarm, or held back by a congested queue (flow
+    /// control: silent, as RabbitMQ's credit flow is).
+    fn input_paused(&self) -> bool {
+        self.publishing_blocked() || self.mailbox.is_throttled()
     }
 
     /// Sends `connection.blocked`/`unblocked` when the state changed, to
@@ -272,6 +281,13 @@ impl Connection {
         if self.state != State::Running {
             return;
         }
+        let paused = self.input_paused();
+        if self.was_paused && !paused {
+            // Nothing was read while paused: the client's heartbeats count
+            // from now.
+            self.last_recv = now;
+        }
+        self.was_paused = paused;
         let blocked = self.publishing_blocked();
         if blocked && !self.blocked_sent {
             self.blocked_sent = true;
@@ -454,7 +470,7 @@ impl Connection {
                 if self.heartbeat.is_zero() {
                     return;
                 }
-                if now >= self.last_recv + self.heartbeat * 2 && !self.publishing_blocked() {
+                if now >= self.last_recv + self.heartbeat * 2 && !self.input_paused() {
                     tracing::warn!(
                         conn = self.id,
                         "missed heartbeats from client, timeout: {:?}",

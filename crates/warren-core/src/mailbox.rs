@@ -83,6 +83,8 @@ pub struct Mailbox {
     // own lock; the connection never takes a queue lock while holding this).
     events: Mutex<VecDeque<Event>>,
     waker: Box<dyn Wake>,
+    /// Queues currently holding this (publishing) connection back.
+    throttles: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -97,6 +99,7 @@ impl Mailbox {
         Arc::new(Mailbox {
             events: Mutex::new(VecDeque::new()),
             waker,
+            throttles: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -121,6 +124,24 @@ impl Mailbox {
         } else {
             out.extend(q.drain(..));
         }
+    }
+
+    /// Whether congested queues hold this connection's publishing back.
+    pub fn is_throttled(&self) -> bool {
+        self.throttles.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// A queue holds this connection back (called once per queue).
+    pub(crate) fn throttle(&self) {
+        self.throttles
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// A queue lets this connection go again; wakes it.
+    pub(crate) fn release_throttle(&self) {
+        self.throttles
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.push(Event::Alarm);
     }
 
     /// Whether events are waiting.

@@ -20,6 +20,14 @@ use crate::message::Message;
 use crate::persist::{PersistOp, Persistence};
 use crate::vhost::VHost;
 
+/// A queue with at least this many ready messages, while consumers are
+/// taking them, holds its publishers back...
+pub const FLOW_HIGH: usize = 10_000;
+/// ...until it is down to this many.
+pub const FLOW_LOW: usize = 5_000;
+/// Consumers count as taking messages if one was delivered this recently.
+pub const FLOW_ACTIVE: Duration = Duration::from_millis(200);
+
 /// No-ack deliveries a consumer's connection may have received but not yet
 /// written out.
 pub const NO_ACK_WINDOW: u32 = 1000;
@@ -440,6 +448,10 @@ struct State {
     clock: Option<Instant>,
     /// Last declare, get or consumer activity, for `x-expires`.
     last_used: Option<Instant>,
+    /// When a consumer last got a message (is the queue being drained?).
+    last_delivery: Option<Instant>,
+    /// Publishing connections held back while this queue is congested.
+    throttled: Vec<Arc<Mailbox>>,
     /// Dead letters waiting to be routed once the lock is released.
     dead: Vec<(QueuedMessage, DeathReason)>,
 }
@@ -485,6 +497,8 @@ impl Queue {
             clock: None,
             last_used: None,
             dead: Vec::new(),
+            last_delivery: None,
+            throttled: Vec::new(),
         };
         let may_expire = args.message_ttl.is_some() || args.expires.is_some();
         let store = if spec.store_id.is_some() { store } else { None };
@@ -617,7 +631,16 @@ impl Queue {
 
     /// Appends a message and delivers what consumers can take. Returns
     /// false if a length limit with `reject-publish` refused it.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>, now: Instant) -> bool {
+    ///
+    /// If the queue is congested (long, and being drained by consumers)
+    /// the `publisher` is held back until it drains: its connection stops
+    /// reading, so end-to-end latency stays bounded under overload.
+    pub fn publish(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+        now: Instant,
+        publisher: Option<&Arc<Mailbox>>,
+    ) -> bool {
         let mut st = self.lock();
         st.clock = Some(now);
         if st.last_used.is_none() {
@@ -686,6 +709,13 @@ impl Queue {
             }
         }
         self.dispatch_locked(&mut st);
+        if let Some(p) = publisher
+            && Self::congested(&st)
+            && !st.throttled.iter().any(|m| Arc::ptr_eq(m, p))
+        {
+            p.throttle();
+            st.throttled.push(Arc::clone(p));
+        }
         self.after(st);
         true
     }
@@ -932,7 +962,28 @@ impl Queue {
                 message,
             });
             st.cursor = i + 1;
+            st.last_delivery = st.clock;
             self.expire_head(st);
+        }
+        if !st.throttled.is_empty() && st.ready.len < FLOW_LOW {
+            Self::release_throttled(st);
+        }
+    }
+
+    /// Whether publishers should wait: many ready messages while consumers
+    /// are taking them (a backlog nobody consumes does not hold anyone back).
+    fn congested(st: &State) -> bool {
+        st.ready.len >= FLOW_HIGH
+            && !st.consumers.is_empty()
+            && match (st.last_delivery, st.clock) {
+                (Some(d), Some(now)) => now.saturating_duration_since(d) < FLOW_ACTIVE,
+                _ => false,
+            }
+    }
+
+    fn release_throttled(st: &mut State) {
+        for m in st.throttled.drain(..) {
+            m.release_throttle();
         }
     }
 
@@ -1011,11 +1062,15 @@ impl Queue {
     /// Expires what is due; returns true if the queue itself has been
     /// unused for longer than `x-expires` and should be deleted.
     pub fn expire(self: &Arc<Self>, now: Instant) -> bool {
+        let mut st = self.lock();
+        st.clock = Some(now);
+        // Consumers that stopped taking messages no longer hold publishers.
+        if !st.throttled.is_empty() && !Self::congested(&st) {
+            Self::release_throttled(&mut st);
+        }
         if !self.may_expire.load(Ordering::Relaxed) {
             return false;
         }
-        let mut st = self.lock();
-        st.clock = Some(now);
         self.dispatch_locked(&mut st);
         let unused_too_long = self.args.expires.is_some_and(|ttl| {
             st.consumers.is_empty()
@@ -1035,6 +1090,7 @@ impl Queue {
             return 0;
         }
         let n = u32::try_from(st.ready.drain().len()).unwrap_or(u32::MAX);
+        Self::release_throttled(&mut st);
         self.persist(|id| PersistOp::DeleteQueue {
             vhost: vhost.to_string(),
             name: self.spec.name.clone(),

@@ -902,6 +902,7 @@ impl VHost {
         message: Arc<Message>,
         queues: &mut Vec<Arc<Queue>>,
         now: Instant,
+        publisher: Option<&Arc<crate::mailbox::Mailbox>>,
     ) -> bool {
         if let (Some(d), Some(id)) = (&self.durability, message.store_id) {
             d.submit(PersistOp::Message {
@@ -911,7 +912,7 @@ impl VHost {
         }
         let mut accepted = true;
         for q in queues.drain(..) {
-            accepted &= q.publish(Arc::clone(&message), now);
+            accepted &= q.publish(Arc::clone(&message), now, publisher);
         }
         if let (Some(d), Some(id)) = (&self.durability, message.store_id) {
             d.submit(PersistOp::Routed { id });
@@ -1056,7 +1057,7 @@ impl VHost {
                 },
                 &targets,
             );
-            self.enqueue(msg, &mut targets, now);
+            self.enqueue(msg, &mut targets, now, None);
         }
     }
 }

@@ -2730,3 +2730,59 @@ fn no_ack_consumers_take_a_bounded_window_until_written() {
         .count();
     assert_eq!(deliveries, 1500);
 }
+
+#[test]
+fn congested_queue_holds_its_publisher_back_until_it_drains() {
+    let b = broker();
+    let mut consumer = Client::open(&b);
+    consumer.declare(1, "q");
+    consumer.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "c".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let mut publisher = Client::open(&b);
+    let mut input = BytesMut::new();
+    for _ in 0..15_000 {
+        let m = Method::from(BasicPublish {
+            routing_key: "q".into(),
+            ..Default::default()
+        });
+        encode_content(&mut input, 1, &m, &BasicProperties::default(), b"x", 131072);
+    }
+    publisher.conn.handle_input(&mut input, publisher.now);
+    let queue = b.vhost("/").unwrap().queue(b"q").unwrap();
+    assert!(!publisher.conn.wants_input(), "the publisher is held back");
+    assert!(!input.is_empty(), "the rest of its input waits unread");
+    assert_eq!(
+        queue.message_count() as usize,
+        warren_core::queue::FLOW_HIGH
+    );
+    // The consumer drains; below the low mark the publisher goes on.
+    for _ in 0..20 {
+        consumer.collect();
+        consumer.inbox.clear();
+        if publisher.conn.wants_input() {
+            break;
+        }
+    }
+    publisher.conn.handle_events(publisher.now);
+    assert!(publisher.conn.wants_input());
+    // A backlog with nobody taking from it holds nobody back.
+    let mut lone = Client::open(&b);
+    lone.declare(1, "backlog");
+    let mut input = BytesMut::new();
+    for _ in 0..12_000 {
+        let m = Method::from(BasicPublish {
+            routing_key: "backlog".into(),
+            ..Default::default()
+        });
+        encode_content(&mut input, 1, &m, &BasicProperties::default(), b"x", 131072);
+    }
+    lone.conn.handle_input(&mut input, lone.now);
+    assert!(lone.conn.wants_input() && input.is_empty());
+}
