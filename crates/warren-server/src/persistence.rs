@@ -145,6 +145,30 @@ enum Msg {
     Stop,
 }
 
+/// How often the thread considers compacting the store.
+const COMPACTION_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+/// Compact only when the files hold at least this much.
+const COMPACT_ABOVE: u64 = 16 << 20;
+
+/// Gives disk space back once a backlog has been drained: when no message
+/// is stored any more but the files are still large, rewrite the (now
+/// tiny) store. sled reuses freed space but never returns it by itself.
+fn maybe_compact(p: &Persister, refs: &HashMap<u64, Refs>) {
+    if !refs.is_empty() || !p.pending.is_empty() {
+        return;
+    }
+    match p.store.size_on_disk() {
+        Ok(size) if size > COMPACT_ABOVE => match p.store.compact() {
+            Ok((before, after)) => {
+                tracing::info!(before, after, "store compacted after its messages drained")
+            }
+            Err(e) => tracing::error!(error = %e, "store compaction failed"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot measure the store"),
+    }
+}
+
 /// Who to tell when a batch is durable.
 enum Barrier {
     Confirm {
@@ -161,10 +185,16 @@ enum Barrier {
 fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
     let mut ops = Vec::with_capacity(1024);
     let mut stopping = false;
+    let mut last_compaction_check = Instant::now();
     while !stopping {
-        match rx.recv() {
+        if last_compaction_check.elapsed() >= COMPACTION_CHECK {
+            last_compaction_check = Instant::now();
+            maybe_compact(p, &refs);
+        }
+        match rx.recv_timeout(COMPACTION_CHECK) {
             Ok(Msg::Op(op)) => ops.push(op),
-            Ok(Msg::Stop) | Err(_) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         while ops.len() < MAX_BATCH {
             match rx.try_recv() {

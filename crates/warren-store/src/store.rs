@@ -1,6 +1,7 @@
 //! [`Store`] (the sled database) and [`Batch`] (one atomic group of writes).
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -156,8 +157,78 @@ impl Batch {
 /// reads at [`Store::apply`] and durable at the next [`Store::flush`].
 /// Dropping the store also flushes (sled does it on drop).
 pub struct Store {
-    db: sled::Db,
+    // An RwLock so that `compact` can swap in a fresh database; every other
+    // method only reads the handle. Never held across anything that waits
+    // on another lock.
+    db: RwLock<sled::Db>,
     dir: PathBuf,
+}
+
+/// Marks a compacted copy as complete (written and flushed).
+const COMPLETE: &str = "WARREN-COMPACT-COMPLETE";
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+/// Finishes or undoes a compaction that a crash interrupted, so `dir` holds
+/// exactly one complete database.
+fn settle_compaction(dir: &Path) -> Result<(), StoreError> {
+    let io = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
+    let tmp = sibling(dir, ".compact");
+    let old = sibling(dir, ".old");
+    if !dir.exists() {
+        if tmp.join(COMPLETE).exists() {
+            // Crashed between moving the old database away and the new one in.
+            std::fs::rename(&tmp, dir).map_err(|e| io("finishing an interrupted compaction", e))?;
+        } else if old.exists() {
+            std::fs::rename(&old, dir).map_err(|e| io("undoing an interrupted compaction", e))?;
+        }
+    }
+    if dir.exists() {
+        for leftover in [&tmp, &old] {
+            if leftover.exists() {
+                std::fs::remove_dir_all(leftover)
+                    .map_err(|e| io("removing compaction leftovers", e))?;
+            }
+        }
+        let marker = dir.join(COMPLETE);
+        if marker.exists() {
+            std::fs::remove_file(marker).map_err(|e| io("removing the compaction marker", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_CAPACITY)
+        // Durability comes only from our flushes, which the server
+        // times to cover publisher confirms; a background flusher would
+        // only add fsyncs.
+        .flush_every_ms(None);
+    let mut waited = Duration::ZERO;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            // sled 0.34 releases its file lock only when its last
+            // internal handle goes, which can be shortly after the `Db`
+            // that was just dropped (spacejam/sled#1234). Wait that out;
+            // a lock held by a live broker lasts far longer and is
+            // reported after the wait.
+            Err(e) if is_lock_contention(&e) && waited < LOCK_WAIT => {
+                std::thread::sleep(LOCK_RETRY);
+                waited += LOCK_RETRY;
+            }
+            Err(e) => return Err(sled_error(|| format!("opening {}", dir.display()))(e)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -194,40 +265,77 @@ impl Store {
     /// returns). A store written in a newer format is refused with
     /// [`StoreError::NewerFormat`] and left untouched.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_CAPACITY)
-            // Durability comes only from our flushes, which the server
-            // times to cover publisher confirms; a background flusher would
-            // only add fsyncs.
-            .flush_every_ms(None);
-        let mut waited = Duration::ZERO;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                // sled 0.34 releases its file lock only when its last
-                // internal handle goes, which can be shortly after the `Db`
-                // that was just dropped (spacejam/sled#1234). Wait that out;
-                // a lock held by a live broker lasts far longer and is
-                // reported after the wait.
-                Err(e) if is_lock_contention(&e) && waited < LOCK_WAIT => {
-                    std::thread::sleep(LOCK_RETRY);
-                    waited += LOCK_RETRY;
-                }
-                Err(e) => return Err(sled_error(|| format!("opening {}", dir.display()))(e)),
-            }
-        };
+        settle_compaction(dir)?;
+        let db = open_db(dir)?;
         let store = Store {
-            db,
+            db: RwLock::new(db),
             dir: dir.to_path_buf(),
         };
         store.check_version()?;
         Ok(store)
     }
 
+    /// The database handle (a read lock: many at once, only `compact`
+    /// waits for them).
+    fn db(&self) -> std::sync::RwLockReadGuard<'_, sled::Db> {
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rewrites the database into fresh files holding only live records,
+    /// then swaps it in, crash-safely: sled reuses the space of deleted
+    /// records but never gives it back, so after a large backlog is drained
+    /// this is what returns the disk space. Returns the size on disk before
+    /// and after. Blocks readers while it runs; the server calls it only
+    /// when no message is stored, so the copy is small.
+    pub fn compact(&self) -> Result<(u64, u64), StoreError> {
+        let io = |what: &str, e: std::io::Error| StoreError::Io(format!("compacting: {what}: {e}"));
+        let mut guard = self.db.write().unwrap_or_else(|e| e.into_inner());
+        let before = guard
+            .size_on_disk()
+            .map_err(sled_error(|| "measuring".to_owned()))?;
+        let tmp = sibling(&self.dir, ".compact");
+        let old = sibling(&self.dir, ".old");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io("clearing the work directory", e))?;
+        }
+        {
+            let fresh = open_db(&tmp)?;
+            for item in guard.iter() {
+                let (k, v) = item.map_err(sled_error(|| "reading".to_owned()))?;
+                fresh
+                    .insert(k, v)
+                    .map_err(sled_error(|| "copying".to_owned()))?;
+            }
+            fresh
+                .flush()
+                .map_err(sled_error(|| "flushing the copy".to_owned()))?;
+        }
+        let marker = tmp.join(COMPLETE);
+        std::fs::write(&marker, b"").map_err(|e| io("marking the copy complete", e))?;
+        std::fs::File::open(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("syncing the marker", e))?;
+        guard
+            .flush()
+            .map_err(sled_error(|| "flushing".to_owned()))?;
+        // From here a crash leaves either the old directory in place, or the
+        // complete copy to be moved in by `settle_compaction`.
+        std::fs::rename(&self.dir, &old).map_err(|e| io("moving the old database away", e))?;
+        std::fs::rename(&tmp, &self.dir).map_err(|e| io("moving the copy in", e))?;
+        let reopened = open_db(&self.dir)?;
+        let stale = std::mem::replace(&mut *guard, reopened);
+        drop(stale);
+        let _ = std::fs::remove_file(self.dir.join(COMPLETE));
+        let _ = std::fs::remove_dir_all(&old);
+        let after = guard
+            .size_on_disk()
+            .map_err(sled_error(|| "measuring".to_owned()))?;
+        Ok((before, after))
+    }
+
     fn check_version(&self) -> Result<(), StoreError> {
         let ctx = || format!("reading the format version in {}", self.dir.display());
-        match self.db.get(keys::VERSION).map_err(sled_error(ctx))? {
+        match self.db().get(keys::VERSION).map_err(sled_error(ctx))? {
             Some(v) => match v.as_ref() {
                 [found] if *found == FORMAT_VERSION => Ok(()),
                 [found] if *found > FORMAT_VERSION => Err(StoreError::NewerFormat {
@@ -243,7 +351,12 @@ impl Store {
                 }),
             },
             None => {
-                let first = self.db.iter().next().transpose().map_err(sled_error(ctx))?;
+                let first = self
+                    .db()
+                    .iter()
+                    .next()
+                    .transpose()
+                    .map_err(sled_error(ctx))?;
                 if let Some((k, _)) = first {
                     return Err(StoreError::Corrupt {
                         what: format!(
@@ -253,7 +366,7 @@ impl Store {
                         ),
                     });
                 }
-                self.db
+                self.db()
                     .insert(keys::VERSION, &[FORMAT_VERSION])
                     .map_err(sled_error(ctx))?;
                 self.flush()?;
@@ -270,7 +383,7 @@ impl Store {
             return Ok(());
         }
         let n = batch.len;
-        self.db
+        self.db()
             .apply_batch(batch.inner)
             .map_err(sled_error(|| format!("applying a batch of {n} writes")))
     }
@@ -278,7 +391,7 @@ impl Store {
     /// Blocks until every earlier [`Store::apply`] is on disk (written and
     /// fsynced). Returns the number of bytes written.
     pub fn flush(&self) -> Result<usize, StoreError> {
-        self.db
+        self.db()
             .flush()
             .map_err(sled_error(|| format!("flushing {}", self.dir.display())))
     }
@@ -294,7 +407,7 @@ impl Store {
         for e in &entries {
             batch.remove(&keys::index(queue, e.seq));
         }
-        self.db
+        self.db()
             .apply_batch(batch)
             .map_err(sled_error(|| format!("purging the index of queue {queue}")))?;
         Ok(entries.into_iter().map(|e| e.msg_id).collect())
@@ -303,7 +416,7 @@ impl Store {
     /// Reads every definition, each kind in key order.
     pub fn definitions(&self) -> Result<Definitions, StoreError> {
         let mut defs = Definitions::default();
-        for item in self.db.scan_prefix([keys::DEFINITION]) {
+        for item in self.db().scan_prefix([keys::DEFINITION]) {
             let (k, v) = item.map_err(sled_error(|| "reading definitions".to_owned()))?;
             let v = bytes(&v);
             match k.get(1).copied() {
@@ -332,7 +445,7 @@ impl Store {
     /// The index entries of `queue`, in seq order.
     pub fn queue_index(&self, queue: u64) -> Result<Vec<IndexEntry>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.scan_prefix(keys::index_prefix(queue)) {
+        for item in self.db().scan_prefix(keys::index_prefix(queue)) {
             let (k, v) =
                 item.map_err(sled_error(|| format!("reading the index of queue {queue}")))?;
             if k.len() != 17 {
@@ -354,7 +467,7 @@ impl Store {
     pub fn load_message(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
         let k = keys::message(id);
         let Some(v) = self
-            .db
+            .db()
             .get(k)
             .map_err(sled_error(|| format!("reading message {id}")))?
         else {
@@ -370,14 +483,14 @@ impl Store {
     /// both queue definitions and index entries.
     pub fn max_ids(&self) -> Result<(u64, u64), StoreError> {
         let ctx = || "reading the largest ids".to_owned();
-        let max_msg = match self.db.scan_prefix([keys::MESSAGE]).next_back() {
+        let max_msg = match self.db().scan_prefix([keys::MESSAGE]).next_back() {
             Some(item) => {
                 let (k, _) = item.map_err(sled_error(ctx))?;
                 id_after_prefix(&k)?
             }
             None => 0,
         };
-        let mut max_queue = match self.db.scan_prefix([keys::INDEX]).next_back() {
+        let mut max_queue = match self.db().scan_prefix([keys::INDEX]).next_back() {
             Some(item) => {
                 let (k, _) = item.map_err(sled_error(ctx))?;
                 id_after_prefix(&k)?
@@ -392,7 +505,7 @@ impl Store {
 
     /// Bytes the database's files take on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db
+        self.db()
             .size_on_disk()
             .map_err(sled_error(|| format!("measuring {}", self.dir.display())))
     }
@@ -400,7 +513,7 @@ impl Store {
     /// Number of stored messages (a full key scan; for tests and reports).
     pub fn message_count(&self) -> Result<u64, StoreError> {
         let mut n = 0;
-        for item in self.db.scan_prefix([keys::MESSAGE]).keys() {
+        for item in self.db().scan_prefix([keys::MESSAGE]).keys() {
             item.map_err(sled_error(|| "counting messages".to_owned()))?;
             n += 1;
         }
@@ -461,6 +574,77 @@ mod tests {
             },
             body: Bytes::from_static(body),
         }
+    }
+
+    #[test]
+    fn compaction_gives_space_back_and_keeps_live_records() {
+        let dir = TempDir::new("compact");
+        let store = Store::open(&dir.0).unwrap();
+        let body: &'static [u8] = Box::leak(vec![7u8; 1024].into_boxed_slice());
+        for chunk in 0..20u64 {
+            let mut b = Batch::default();
+            for i in 0..500 {
+                b.put_message(chunk * 500 + i, &message(body));
+            }
+            store.apply(b).unwrap();
+        }
+        let mut b = Batch::default();
+        b.put_vhost("kept");
+        b.put_message(1_000_000, &message(b"live"));
+        store.apply(b).unwrap();
+        let mut b = Batch::default();
+        for id in 0..10_000 {
+            b.delete_message(id);
+        }
+        store.apply(b).unwrap();
+        store.flush().unwrap();
+        let (before, after) = store.compact().unwrap();
+        assert!(after < before / 2, "before {before} after {after}");
+        assert_eq!(store.message_count().unwrap(), 1);
+        assert!(store.load_message(1_000_000).unwrap().is_some());
+        // The compacted store is the one that opens next time.
+        drop(store);
+        let store = Store::open(&dir.0).unwrap();
+        assert_eq!(
+            store.definitions().unwrap().vhosts,
+            vec!["kept".to_string()]
+        );
+        assert_eq!(store.message_count().unwrap(), 1);
+        assert!(!sibling(&dir.0, ".old").exists() && !sibling(&dir.0, ".compact").exists());
+    }
+
+    #[test]
+    fn an_interrupted_compaction_is_finished_or_undone_at_open() {
+        // Crash after the old database moved away but before the copy moved in.
+        let dir = TempDir::new("interrupted");
+        let tmp = sibling(&dir.0, ".compact");
+        let old = sibling(&dir.0, ".old");
+        {
+            let copy = Store::open(&tmp).unwrap();
+            let mut b = Batch::default();
+            b.put_vhost("from-copy");
+            copy.apply(b).unwrap();
+            copy.flush().unwrap();
+        }
+        std::fs::write(tmp.join(COMPLETE), b"").unwrap();
+        std::fs::create_dir_all(&old).unwrap();
+        let store = Store::open(&dir.0).unwrap();
+        assert_eq!(
+            store.definitions().unwrap().vhosts,
+            vec!["from-copy".to_string()]
+        );
+        drop(store);
+        assert!(!old.exists() && !tmp.exists());
+        // An incomplete copy next to an intact database is discarded.
+        std::fs::create_dir_all(&tmp).unwrap();
+        let store = Store::open(&dir.0).unwrap();
+        assert_eq!(
+            store.definitions().unwrap().vhosts,
+            vec!["from-copy".to_string()]
+        );
+        assert!(!tmp.exists());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 
     #[test]
@@ -549,7 +733,7 @@ mod tests {
         {
             let store = Store::open(&dir.0).unwrap();
             store
-                .db
+                .db()
                 .insert(keys::VERSION, &[FORMAT_VERSION + 1])
                 .unwrap();
             store.flush().unwrap();
@@ -572,8 +756,8 @@ mod tests {
         let dir = TempDir::new("noversion");
         {
             let store = Store::open(&dir.0).unwrap();
-            store.db.remove(keys::VERSION).unwrap();
-            store.db.insert(keys::message(1), &[1u8][..]).unwrap();
+            store.db().remove(keys::VERSION).unwrap();
+            store.db().insert(keys::message(1), &[1u8][..]).unwrap();
             store.flush().unwrap();
         }
         let err = Store::open(&dir.0).unwrap_err();
@@ -593,14 +777,14 @@ mod tests {
         let dir = TempDir::new("corrupt");
         let store = Store::open(&dir.0).unwrap();
         store
-            .db
+            .db()
             .insert(keys::message(5), &[FORMAT_VERSION, 9, 9][..])
             .unwrap();
         let text = corrupt_text(store.load_message(5));
         assert!(text.contains("message 5"), "{text}");
 
         store
-            .db
+            .db()
             .insert(keys::index(3, 9), &[FORMAT_VERSION, 0][..])
             .unwrap();
         let text = corrupt_text(store.queue_index(3));
@@ -609,13 +793,13 @@ mod tests {
         assert!(text.contains("queue 3 seq 9"), "{text}");
 
         let key = keys::queue("/", &ShortStr::from("broken"));
-        store.db.insert(&key[..], &[FORMAT_VERSION][..]).unwrap();
+        store.db().insert(&key[..], &[FORMAT_VERSION][..]).unwrap();
         let text = corrupt_text(store.definitions());
         assert!(text.contains("broken"), "{text}");
 
         // A record in a newer format reads as NewerFormat, not as garbage.
         store
-            .db
+            .db()
             .insert(keys::message(6), &[FORMAT_VERSION + 1][..])
             .unwrap();
         assert!(matches!(
