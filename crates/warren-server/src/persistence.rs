@@ -242,6 +242,75 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
     tracing::debug!("persistence thread stopped");
 }
 
+/// A write about a message, held back until the batch is built so that a
+/// message published and consumed within one batch is never written.
+enum MsgWrite {
+    Put(u64, Arc<Message>),
+    Enqueue(u64, u64, u64),
+    Delivered(u64, u64, u64),
+    Dequeue(u64, u64, u64),
+    Delete(u64),
+}
+
+impl MsgWrite {
+    fn msg(&self) -> u64 {
+        match self {
+            MsgWrite::Put(id, _) | MsgWrite::Delete(id) => *id,
+            MsgWrite::Enqueue(_, _, m)
+            | MsgWrite::Delivered(_, _, m)
+            | MsgWrite::Dequeue(_, _, m) => *m,
+        }
+    }
+}
+
+/// The message writes of one batch.
+#[derive(Default)]
+struct MsgWrites {
+    writes: Vec<MsgWrite>,
+    /// Messages whose record is put by `writes` (not yet in the store).
+    fresh: std::collections::HashSet<u64>,
+    /// Fresh messages already gone again: none of their writes are needed.
+    dead: std::collections::HashSet<u64>,
+}
+
+impl MsgWrites {
+    /// The last queue let go of `msg`: delete its record, or, if the record
+    /// was never written, write nothing about it at all.
+    fn forget(&mut self, msg: u64) {
+        if self.fresh.contains(&msg) {
+            self.dead.insert(msg);
+        } else {
+            self.writes.push(MsgWrite::Delete(msg));
+        }
+    }
+
+    /// Adds the surviving writes to `batch`.
+    fn drain_into(&mut self, batch: &mut Batch) {
+        for w in self.writes.drain(..) {
+            if self.dead.contains(&w.msg()) {
+                continue;
+            }
+            match w {
+                MsgWrite::Put(id, m) => batch.put_message(
+                    id,
+                    &StoredMessage {
+                        exchange: m.exchange.clone(),
+                        routing_key: m.routing_key.clone(),
+                        properties: (*m.properties).clone(),
+                        body: m.body.clone(),
+                    },
+                ),
+                MsgWrite::Enqueue(q, seq, m) => batch.enqueue(q, seq, m),
+                MsgWrite::Delivered(q, seq, m) => batch.mark_delivered(q, seq, m),
+                MsgWrite::Dequeue(q, seq, _) => batch.dequeue(q, seq),
+                MsgWrite::Delete(id) => batch.delete_message(id),
+            }
+        }
+        self.fresh.clear();
+        self.dead.clear();
+    }
+}
+
 /// Applies `ops` (draining it). Returns the outcome, the barriers to
 /// release, and the ids of message records written.
 fn apply(
@@ -250,6 +319,7 @@ fn apply(
     refs: &mut HashMap<u64, Refs>,
 ) -> (Result<(), StoreError>, Vec<Barrier>, Vec<u64>) {
     let mut batch = Batch::default();
+    let mut msgs = MsgWrites::default();
     let mut barriers = Vec::new();
     let mut written = Vec::new();
     let mut result = Ok(());
@@ -263,15 +333,8 @@ fn apply(
                         routed: false,
                     },
                 );
-                batch.put_message(
-                    id,
-                    &StoredMessage {
-                        exchange: message.exchange.clone(),
-                        routing_key: message.routing_key.clone(),
-                        properties: (*message.properties).clone(),
-                        body: message.body.clone(),
-                    },
-                );
+                msgs.fresh.insert(id);
+                msgs.writes.push(MsgWrite::Put(id, message));
                 written.push(id);
             }
             PersistOp::Routed { id } => {
@@ -281,7 +344,7 @@ fn apply(
                     // already consumed from every queue) is not kept.
                     if r.count == 0 {
                         refs.remove(&id);
-                        batch.delete_message(id);
+                        msgs.forget(id);
                     }
                 }
             }
@@ -292,12 +355,16 @@ fn apply(
                         routed: true,
                     })
                     .count += 1;
-                batch.enqueue(queue, seq, msg);
+                msgs.writes.push(MsgWrite::Enqueue(queue, seq, msg));
             }
-            PersistOp::Delivered { queue, seq, msg } => batch.mark_delivered(queue, seq, msg),
+            PersistOp::Delivered { queue, seq, msg } => {
+                msgs.writes.push(MsgWrite::Delivered(queue, seq, msg))
+            }
             PersistOp::Dequeue { queue, seq, msg } => {
-                batch.dequeue(queue, seq);
-                release(refs, msg, &mut batch);
+                msgs.writes.push(MsgWrite::Dequeue(queue, seq, msg));
+                if release(refs, msg) {
+                    msgs.forget(msg);
+                }
             }
             PersistOp::Confirm {
                 mailbox,
@@ -348,14 +415,17 @@ fn apply(
                 batch.delete_queue(&vhost, &name);
                 // The queue's index entries must be gone with what came
                 // before them applied first.
+                msgs.drain_into(&mut batch);
                 let earlier = std::mem::take(&mut batch);
                 if let Err(e) = p.store.apply(earlier) {
                     result = Err(e);
                 }
                 match p.store.purge_queue_index(id) {
-                    Ok(msgs) => {
-                        for msg in msgs {
-                            release(refs, msg, &mut batch);
+                    Ok(ids) => {
+                        for msg in ids {
+                            if release(refs, msg) {
+                                msgs.forget(msg);
+                            }
                         }
                     }
                     Err(e) => result = Err(e),
@@ -381,6 +451,7 @@ fn apply(
             }
         }
     }
+    msgs.drain_into(&mut batch);
     if !batch.is_empty()
         && let Err(e) = p.store.apply(batch)
     {
@@ -400,14 +471,16 @@ pub struct Refs {
     pub routed: bool,
 }
 
-fn release(refs: &mut HashMap<u64, Refs>, msg: u64, batch: &mut Batch) {
+/// One queue let go of `msg`; true when it was the last (delete it).
+fn release(refs: &mut HashMap<u64, Refs>, msg: u64) -> bool {
     if let Some(r) = refs.get_mut(&msg) {
         r.count = r.count.saturating_sub(1);
         if r.count == 0 && r.routed {
             refs.remove(&msg);
-            batch.delete_message(msg);
+            return true;
         }
     }
+    false
 }
 
 fn binding(
