@@ -1,7 +1,7 @@
 //! One channel: content assembly, the channel's methods, consumers,
 //! unacknowledged deliveries, publisher confirms and transactions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -16,6 +16,7 @@ use warren_codec::{
 
 use crate::connection::Ctx;
 use crate::error::{Error, Result};
+use crate::fxhash::FxHashMap;
 use crate::mailbox::Event;
 use crate::message::Message;
 use crate::permissions::{Access, Resource};
@@ -108,7 +109,7 @@ pub(crate) struct Channel {
     closing: bool,
     max_message_size: u64,
     content: Content,
-    consumers: HashMap<ShortStr, ChanConsumer>,
+    consumers: FxHashMap<ShortStr, ChanConsumer>,
     unacked: VecDeque<Unacked>,
     next_tag: u64,
     prefetch: u32,
@@ -130,7 +131,7 @@ impl Channel {
             closing: false,
             max_message_size,
             content: Content::Idle,
-            consumers: HashMap::new(),
+            consumers: FxHashMap::default(),
             unacked: VecDeque::new(),
             next_tag: 1,
             prefetch: 0,

@@ -14,7 +14,7 @@
 //! RabbitMQ does), except a refused login when the client advertised
 //! `authentication_failure_close`, and a refused vhost at `connection.open`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use warren_codec::{
 use crate::broker::{Broker, LoginRefused};
 use crate::channel::Channel;
 use crate::error::{AmqpError, ConnectionError, Error};
+use crate::fxhash::FxHashMap;
 use crate::mailbox::{Event, Mailbox};
 use crate::permissions::{Grant, Permissions};
 use crate::queue::{ConnId, Queue};
@@ -106,7 +107,7 @@ pub struct Connection {
     out: BytesMut,
     mailbox: Arc<Mailbox>,
     events: VecDeque<Event>,
-    channels: HashMap<u16, Channel>,
+    channels: FxHashMap<u16, Channel>,
     vhost: Option<Arc<VHost>>,
     perms: Option<Arc<Permissions>>,
     user: String,
@@ -155,7 +156,7 @@ impl Connection {
             out: BytesMut::with_capacity(16 * 1024),
             mailbox,
             events: VecDeque::new(),
-            channels: HashMap::new(),
+            channels: FxHashMap::default(),
             vhost: None,
             perms: None,
             user: String::new(),

@@ -19,6 +19,7 @@ mod channel;
 pub mod connection;
 pub mod error;
 pub mod exchange;
+pub mod fxhash;
 pub mod mailbox;
 pub mod message;
 pub mod password;
