@@ -7,18 +7,18 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use warren_codec::{
     BasicAck, BasicCancelOk, BasicConsumeOk, BasicDeliver, BasicGetEmpty, BasicGetOk, BasicNack,
-    BasicProperties, BasicPublish, BasicQosOk, BasicRecoverOk, BasicReturn, CLASS_BASIC,
-    ConfirmSelectOk, ContentHeader, ExchangeBindOk, ExchangeDeclareOk, ExchangeDeleteOk,
-    ExchangeUnbindOk, Frame, Method, QueueBindOk, QueueDeclareOk, QueueDeleteOk, QueuePurgeOk,
-    QueueUnbindOk, ReplyCode, ShortStr, TxCommitOk, TxRollbackOk, TxSelectOk, encode_body,
-    encode_content_header, encode_method,
+    BasicPublish, BasicQosOk, BasicRecoverOk, BasicReturn, CLASS_BASIC, ConfirmSelectOk,
+    ContentHeader, ExchangeBindOk, ExchangeDeclareOk, ExchangeDeleteOk, ExchangeUnbindOk, Frame,
+    Method, QueueBindOk, QueueDeclareOk, QueueDeleteOk, QueuePurgeOk, QueueUnbindOk, ReplyCode,
+    ShortStr, TxCommitOk, TxRollbackOk, TxSelectOk, encode_body, encode_content_header,
+    encode_method,
 };
 
 use crate::connection::Ctx;
 use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
 use crate::mailbox::Event;
-use crate::message::Message;
+use crate::message::{Message, Properties};
 use crate::permissions::{Access, Resource};
 use crate::persist::PersistOp;
 use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueueType, QueuedMessage};
@@ -219,7 +219,12 @@ impl Channel {
                     )));
                 }
                 if header.body_size == 0 {
-                    return self.publish(ctx, publish, header.properties, Bytes::new());
+                    return self.publish(
+                        ctx,
+                        publish,
+                        Properties::from_header(header),
+                        Bytes::new(),
+                    );
                 }
                 self.content = Content::Body {
                     publish,
@@ -262,8 +267,7 @@ impl Channel {
                 }
                 if received == header.body_size {
                     let body = first.unwrap_or_else(|| rest.freeze());
-                    let ContentHeader { properties, .. } = *header;
-                    return self.publish(ctx, publish, properties, body);
+                    return self.publish(ctx, publish, Properties::from_header(header), body);
                 }
                 self.content = Content::Body {
                     publish,
@@ -745,7 +749,7 @@ impl Channel {
         &mut self,
         ctx: &mut Ctx<'_>,
         publish: BasicPublish,
-        properties: BasicProperties,
+        properties: Properties,
         body: Bytes,
     ) -> Result<()> {
         ctx.grant().check(
@@ -780,7 +784,7 @@ impl Channel {
             let Some((_, address)) = &self.reply_consumer else {
                 return Err(Error::precondition("fast reply consumer does not exist"));
             };
-            properties.reply_to = Some(address.clone());
+            properties.make_mut().reply_to = Some(address.clone());
         }
         if publish.exchange.is_empty() && publish.routing_key.starts_with(REPLY_TO_PREFIX) {
             return self.publish_reply(ctx, publish, properties, body);
@@ -796,7 +800,7 @@ impl Channel {
             Message {
                 exchange: publish.exchange,
                 routing_key: publish.routing_key,
-                properties: properties.into(),
+                properties,
                 body,
                 store_id: None,
                 gauge: None,
@@ -842,7 +846,7 @@ impl Channel {
         &mut self,
         ctx: &mut Ctx<'_>,
         publish: BasicPublish,
-        properties: BasicProperties,
+        properties: Properties,
         body: Bytes,
     ) -> Result<()> {
         let target = ctx.vhost.reply_target(&publish.routing_key);
@@ -850,7 +854,7 @@ impl Channel {
             Message {
                 exchange: publish.exchange,
                 routing_key: publish.routing_key,
-                properties: properties.into(),
+                properties,
                 body,
                 store_id: None,
                 gauge: None,

@@ -54,6 +54,23 @@ impl From<BasicProperties> for Properties {
     }
 }
 
+impl Properties {
+    /// The properties of a decoded content header, moved out of it only
+    /// when there are any (the common no-properties case copies nothing).
+    pub fn from_header(mut header: Box<warren_codec::ContentHeader>) -> Properties {
+        if header.properties == *NO_PROPERTIES {
+            Properties(None)
+        } else {
+            Properties(Some(Box::new(std::mem::take(&mut header.properties))))
+        }
+    }
+
+    /// Mutable access, allocating the struct if none was set.
+    pub fn make_mut(&mut self) -> &mut BasicProperties {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
 impl std::ops::Deref for Properties {
     type Target = BasicProperties;
 
