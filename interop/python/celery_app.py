@@ -1,8 +1,8 @@
 """The Celery app a real worker runs in the celery_task scenario.
 
-Result strategy: no result backend. Celery's rpc:// backend needs direct
-reply-to (amq.rabbitmq.reply-to), which Warren does not implement yet, so the
-task records its result as a file named by the caller and the test reads it.
+Results travel back through Celery's rpc:// backend (AMQP replies to the
+caller), and the task also records its result as a file, so a failure shows
+which half broke.
 """
 
 import os
@@ -11,9 +11,8 @@ from pathlib import Path
 from celery import Celery
 
 PORT = os.environ.get("WARREN_PORT", "5672")
-app = Celery("warren_interop", broker=f"amqp://guest:guest@127.0.0.1:{PORT}//")
+app = Celery("warren_interop", broker=f"amqp://guest:guest@127.0.0.1:{PORT}//", backend="rpc://")
 app.conf.update(
-    task_ignore_result=True,
     broker_connection_retry_on_startup=False,
     broker_connection_max_retries=0,
     worker_hijack_root_logger=False,

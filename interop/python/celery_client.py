@@ -29,15 +29,16 @@ def celery_task():
         results = []
         for i, (x, y) in enumerate([(2, 3), (20, 22)]):
             out = str(work / f"result-{i}")
-            add.apply_async((x, y, out), queue=queue)
-            results.append((out, x + y))
+            results.append((out, x + y, add.apply_async((x, y, out), queue=queue)))
         alive = deadline(40)
-        while not all(Path(o).exists() for o, _ in results) and alive():
+        while not all(Path(o).exists() for o, _, _ in results) and alive():
             if worker.poll() is not None:
                 raise AssertionError(f"worker exited with {worker.returncode}")
             time.sleep(0.1)
-        for out, want in results:
-            check_eq(Path(out).read_text() if Path(out).exists() else None, str(want), "task result")
+        for out, want, async_result in results:
+            check_eq(Path(out).read_text() if Path(out).exists() else None, str(want), "task side effect")
+            # The rpc:// result backend: the worker's reply comes back over AMQP.
+            check_eq(async_result.get(timeout=20), want, "task result via rpc://")
     finally:
         worker.send_signal(signal.SIGTERM)  # warm shutdown
         try:
