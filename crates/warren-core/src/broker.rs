@@ -191,6 +191,11 @@ impl Broker {
         self.gauge.bytes()
     }
 
+    /// Whether `alarm` is raised.
+    pub fn alarm_raised(&self, alarm: Alarm) -> bool {
+        self.alarms.load(Ordering::Relaxed) & (alarm as u8) != 0
+    }
+
     /// Whether any alarm is raised (publishers are blocked).
     pub fn is_blocked(&self) -> bool {
         self.alarms.load(Ordering::Relaxed) != 0

@@ -794,6 +794,12 @@ impl Connection {
     }
 
     fn handle_running(&mut self, frame: Frame, now: Instant) {
+        match &frame {
+            Frame::Method { channel, method } => {
+                tracing::debug!(conn = self.id, channel, method = method.name(), "method")
+            }
+            other => tracing::trace!(conn = self.id, channel = other.channel(), "content frame"),
+        }
         let channel = frame.channel();
         if channel == 0 {
             match frame {

@@ -84,7 +84,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         warren_server::run(listener, server, shutdown_signal()).await;
         tracing::info!("warren stopped");
         Ok::<(), Box<dyn std::error::Error>>(())
-    })
+    })?;
+    // Everything is flushed and closed by now. Exit without running the
+    // remaining destructors: after a failed write (a full disk) sled's own
+    // drop retries its flush forever.
+    std::process::exit(0)
 }
 
 async fn shutdown_signal() {

@@ -54,6 +54,9 @@ pub struct Persister {
     tx: mpsc::Sender<Msg>,
     store: Arc<Store>,
     pending: DashMap<u64, Arc<Message>>,
+    /// A write failed at some point: sled 0.34 then retries its final
+    /// flush forever when dropped, so the store is leaked instead.
+    failed: std::sync::atomic::AtomicBool,
     /// The broker to raise the disk alarm on when writes fail.
     broker: std::sync::OnceLock<std::sync::Weak<Broker>>,
     /// Counters.
@@ -105,6 +108,7 @@ impl Persister {
             store,
             pending: DashMap::new(),
             broker: std::sync::OnceLock::new(),
+            failed: std::sync::atomic::AtomicBool::new(false),
             stats: Stats::default(),
         });
         let p = Arc::clone(&persister);
@@ -132,9 +136,32 @@ impl Persister {
         }
     }
 
+    /// While the disk alarm is raised publishers are blocked, so no write
+    /// would ever show the disk is usable again: probe it instead.
+    fn retry_disk(&self) {
+        let raised = self
+            .broker
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .is_some_and(|b| b.alarm_raised(Alarm::Disk));
+        if raised && self.store.probe().is_ok() {
+            tracing::info!("the store takes writes again");
+            self.disk_alarm(false);
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+}
+
+impl Drop for Persister {
+    fn drop(&mut self) {
+        if self.failed.load(Ordering::Relaxed) {
+            // Keep the store alive: its drop would hang (see `failed`).
+            std::mem::forget(Arc::clone(&self.store));
+        }
     }
 }
 
@@ -189,6 +216,7 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
     while !stopping {
         if last_compaction_check.elapsed() >= COMPACTION_CHECK {
             last_compaction_check = Instant::now();
+            p.retry_disk();
             maybe_compact(p, &refs);
         }
         match rx.recv_timeout(COMPACTION_CHECK) {
@@ -211,6 +239,7 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
         let (result, barriers, written) = apply(p, &mut ops, &mut refs);
         let ok = result.and_then(|()| p.store.flush().map(|_| ())).map_err(|e| {
             p.stats.failures.fetch_add(1, Ordering::Relaxed);
+            p.failed.store(true, Ordering::Relaxed);
             tracing::error!(error = %e, ops = n, "store write failed: nacking the publishes in this batch");
         });
         let ok = ok.is_ok();

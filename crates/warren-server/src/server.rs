@@ -78,7 +78,19 @@ impl Server {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            // Bounded: a store that failed (a full disk) may not finish its
+            // last flush; everything confirmed was flushed long before.
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = t.join();
+                let _ = done_tx.send(());
+            });
+            let waited =
+                tokio::task::spawn_blocking(move || done_rx.recv_timeout(Duration::from_secs(10)))
+                    .await;
+            if !matches!(waited, Ok(Ok(()))) {
+                tracing::error!("the store did not close within 10 s; exiting anyway");
+            }
         }
     }
 }

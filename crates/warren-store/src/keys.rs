@@ -24,6 +24,9 @@ use crate::records::{BindingRecord, Destination};
 
 /// The key of the format version record.
 pub(crate) const VERSION: &[u8] = b"V";
+/// A scratch record written and removed to test whether the disk takes
+/// writes again.
+pub(crate) const PROBE: &[u8] = b"P";
 /// First byte of every definition key.
 pub(crate) const DEFINITION: u8 = b'D';
 /// First byte of every message key.

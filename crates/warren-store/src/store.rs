@@ -503,6 +503,21 @@ impl Store {
         Ok((max_msg, max_queue))
     }
 
+    /// Writes, flushes and removes a scratch record: whether the disk takes
+    /// writes (after a full disk was freed, say).
+    pub fn probe(&self) -> Result<(), StoreError> {
+        let db = self.db();
+        db.insert(keys::PROBE, &[FORMAT_VERSION][..])
+            .map_err(sled_error(|| "probing the disk".to_owned()))?;
+        db.flush()
+            .map_err(sled_error(|| "probing the disk".to_owned()))?;
+        db.remove(keys::PROBE)
+            .map_err(sled_error(|| "probing the disk".to_owned()))?;
+        db.flush()
+            .map_err(sled_error(|| "probing the disk".to_owned()))?;
+        Ok(())
+    }
+
     /// Bytes the database's files take on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.db()
