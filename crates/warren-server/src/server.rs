@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::persistence::Persister;
 
 /// Stop reading from a client while this much output is unwritten.
-pub const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
+pub const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Bytes to ask the socket for per read.
 const READ_CHUNK: usize = 64 * 1024;
 
