@@ -188,6 +188,37 @@ impl Client {
         assert!(matches!(m, Method::ConnectionOpenOk(_)), "{m:?}");
     }
 
+    /// Protocol header, PLAIN login with `response`, tune-ok and
+    /// `connection.open` of `vhost`; the reply to the open is left unread.
+    fn login_and_open(&mut self, response: &str, channel_max: u16, heartbeat: u16, vhost: &str) {
+        self.send_bytes(PROTOCOL_HEADER);
+        self.method();
+        self.send(
+            0,
+            ConnectionStartOk {
+                response: response.into(),
+                ..Default::default()
+            },
+        );
+        let (_, m) = self.method();
+        assert!(matches!(m, Method::ConnectionTune(_)), "{m:?}");
+        self.send(
+            0,
+            ConnectionTuneOk {
+                channel_max,
+                frame_max: 131072,
+                heartbeat,
+            },
+        );
+        self.send(
+            0,
+            ConnectionOpen {
+                virtual_host: vhost.into(),
+                ..Default::default()
+            },
+        );
+    }
+
     fn handshake(&mut self) {
         let caps = FieldTable::new()
             .with("consumer_cancel_notify", FieldValue::Bool(true))
@@ -424,31 +455,7 @@ fn tune_ok_out_of_range_closes_the_socket_silently() {
 fn missing_vhost_is_530() {
     let b = broker();
     let mut c = Client::connect(&b);
-    c.send_bytes(PROTOCOL_HEADER);
-    c.method();
-    c.send(
-        0,
-        ConnectionStartOk {
-            response: "\0guest\0guest".into(),
-            ..Default::default()
-        },
-    );
-    c.method();
-    c.send(
-        0,
-        ConnectionTuneOk {
-            channel_max: 10,
-            frame_max: 131072,
-            heartbeat: 0,
-        },
-    );
-    c.send(
-        0,
-        ConnectionOpen {
-            virtual_host: "nope".into(),
-            ..Default::default()
-        },
-    );
+    c.login_and_open("\0guest\0guest", 10, 0, "nope");
     let (text, class, method) = c.connection_closed(530);
     assert_eq!(text, "NOT_ALLOWED - vhost nope not found");
     assert_eq!((class, method), (10, 40));
@@ -468,31 +475,7 @@ fn handshake_times_out() {
 fn heartbeats_are_sent_and_silence_closes() {
     let b = broker();
     let mut c = Client::connect(&b);
-    c.send_bytes(PROTOCOL_HEADER);
-    c.method();
-    c.send(
-        0,
-        ConnectionStartOk {
-            response: "\0guest\0guest".into(),
-            ..Default::default()
-        },
-    );
-    c.method();
-    c.send(
-        0,
-        ConnectionTuneOk {
-            channel_max: 10,
-            frame_max: 131072,
-            heartbeat: 2,
-        },
-    );
-    c.send(
-        0,
-        ConnectionOpen {
-            virtual_host: "/".into(),
-            ..Default::default()
-        },
-    );
+    c.login_and_open("\0guest\0guest", 10, 2, "/");
     c.method();
     c.advance(Duration::from_millis(1100));
     assert!(matches!(c.next(), Frame::Heartbeat { channel: 0 }));
@@ -565,31 +548,7 @@ fn second_channel_open_is_504() {
 fn channel_ids_above_max_are_fine_but_the_count_is_enforced() {
     let b = broker();
     let mut c = Client::connect(&b);
-    c.send_bytes(PROTOCOL_HEADER);
-    c.method();
-    c.send(
-        0,
-        ConnectionStartOk {
-            response: "\0guest\0guest".into(),
-            ..Default::default()
-        },
-    );
-    c.method();
-    c.send(
-        0,
-        ConnectionTuneOk {
-            channel_max: 2,
-            frame_max: 131072,
-            heartbeat: 0,
-        },
-    );
-    c.send(
-        0,
-        ConnectionOpen {
-            virtual_host: "/".into(),
-            ..Default::default()
-        },
-    );
+    c.login_and_open("\0guest\0guest", 2, 0, "/");
     c.method();
     c.send(3000, ChannelOpen::default());
     assert!(matches!(c.method().1, Method::ChannelOpenOk(_)));
@@ -2369,31 +2328,7 @@ fn permissions_follow_rabbitmq_rules() {
     });
     let b = Broker::new(config);
     let mut c = Client::connect(&b);
-    c.send_bytes(PROTOCOL_HEADER);
-    c.method();
-    c.send(
-        0,
-        ConnectionStartOk {
-            response: "\0probe\0pw".into(),
-            ..Default::default()
-        },
-    );
-    c.method();
-    c.send(
-        0,
-        ConnectionTuneOk {
-            channel_max: 10,
-            frame_max: 131072,
-            heartbeat: 0,
-        },
-    );
-    c.send(
-        0,
-        ConnectionOpen {
-            virtual_host: "/".into(),
-            ..Default::default()
-        },
-    );
+    c.login_and_open("\0probe\0pw", 10, 0, "/");
     c.method();
     let reopen = |c: &mut Client| {
         c.send(1, ChannelOpen::default());
