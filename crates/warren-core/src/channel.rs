@@ -122,6 +122,26 @@ pub(crate) struct Channel {
     reply_consumer: Option<(ShortStr, ShortStr)>,
     /// No-ack deliveries written since the last flush, per queue and consumer.
     written: Vec<(Arc<Queue>, ShortStr, u32)>,
+    /// The exchange name last cleared for writing. A connection's
+    /// permissions are fixed when it opens, so the check holds until the
+    /// name changes.
+    write_ok: Option<ShortStr>,
+    /// The exchange last published to and, for its last routing key, the
+    /// queues it routed to; both valid while the vhost's epoch stands.
+    route: Option<Box<RouteCache>>,
+}
+
+/// A channel's last route, so that a publisher sending to the same
+/// exchange and key skips the lookups and the routing.
+#[derive(Debug)]
+struct RouteCache {
+    /// [`VHost::epoch`] read before the lookups.
+    epoch: u64,
+    exchange: Arc<crate::exchange::Exchange>,
+    /// The key `queues` were routed for; `None` when they depended on
+    /// headers (or were never computed).
+    key: Option<ShortStr>,
+    queues: Vec<Arc<Queue>>,
 }
 
 impl Channel {
@@ -141,6 +161,8 @@ impl Channel {
             last_queue: None,
             reply_consumer: None,
             written: Vec::new(),
+            write_ok: None,
+            route: None,
         }
     }
 
@@ -704,7 +726,7 @@ impl Channel {
                 let mut stored = false;
                 for p in tx.publishes {
                     stored |= p.message.store_id.is_some();
-                    let _ = self.enqueue(ctx, p.message, p.queues, p.mandatory);
+                    let _ = Self::enqueue(self.id, ctx, p.message, &p.queues, p.mandatory);
                 }
                 for a in tx.acks {
                     match a {
@@ -752,12 +774,27 @@ impl Channel {
         properties: Properties,
         body: Bytes,
     ) -> Result<()> {
-        ctx.grant().check(
-            Access::Write,
-            Resource::Exchange,
-            publish.exchange.as_bytes(),
-        )?;
-        let ex = ctx.vhost.exchange_or_404(&publish.exchange)?;
+        if self.write_ok.as_ref() != Some(&publish.exchange) {
+            ctx.grant().check(
+                Access::Write,
+                Resource::Exchange,
+                publish.exchange.as_bytes(),
+            )?;
+            self.write_ok = Some(publish.exchange.clone());
+        }
+        // Read the epoch before any lookup: a change after it invalidates
+        // what the lookups find.
+        let epoch = ctx.vhost.epoch();
+        let cache = match &mut self.route {
+            Some(c) if c.epoch == epoch && *c.exchange.name() == publish.exchange => c,
+            slot => slot.insert(Box::new(RouteCache {
+                epoch,
+                exchange: ctx.vhost.exchange_or_404(&publish.exchange)?,
+                key: None,
+                queues: Vec::new(),
+            })),
+        };
+        let ex = &cache.exchange;
         if ex.spec.internal {
             return Err(Error::access_refused(format!(
                 "cannot publish to internal exchange '{}' in vhost '{}'",
@@ -789,13 +826,16 @@ impl Channel {
         if publish.exchange.is_empty() && publish.routing_key.starts_with(REPLY_TO_PREFIX) {
             return self.publish_reply(ctx, publish, properties, body);
         }
-        ctx.scratch.clear();
-        ctx.vhost.route(
-            &ex,
-            &publish.routing_key,
-            properties.headers.as_ref(),
-            ctx.scratch,
-        );
+        if cache.key.as_ref() != Some(&publish.routing_key) {
+            cache.queues.clear();
+            let by_key = ctx.vhost.route(
+                &cache.exchange,
+                &publish.routing_key,
+                properties.headers.as_ref(),
+                &mut cache.queues,
+            );
+            cache.key = by_key.then(|| publish.routing_key.clone());
+        }
         let message = ctx.vhost.prepare(
             Message {
                 exchange: publish.exchange,
@@ -805,20 +845,18 @@ impl Channel {
                 store_id: None,
                 gauge: None,
             },
-            ctx.scratch,
+            &cache.queues,
         );
         if let Some(tx) = &mut self.tx {
             tx.publishes.push(TxPublish {
                 message,
-                queues: ctx.scratch.drain(..).collect(),
+                queues: cache.queues.clone(),
                 mandatory: publish.mandatory,
             });
             return Ok(());
         }
         let stored = message.store_id.is_some();
-        let queues = std::mem::take(ctx.scratch);
-        let (queues, accepted) = self.enqueue(ctx, message, queues, publish.mandatory);
-        *ctx.scratch = queues;
+        let accepted = Self::enqueue(self.id, ctx, message, &cache.queues, publish.mandatory);
         if let Some(c) = &mut self.confirm {
             let seq = c.next;
             c.next += 1;
@@ -868,7 +906,7 @@ impl Channel {
                 message,
             }),
             None => {
-                let _ = self.enqueue(ctx, message, Vec::new(), publish.mandatory);
+                let _ = Self::enqueue(self.id, ctx, message, &[], publish.mandatory);
             }
         }
         if let Some(c) = &mut self.confirm {
@@ -907,15 +945,15 @@ impl Channel {
     }
 
     /// Puts a routed message on its queues, or returns it if mandatory and
-    /// unroutable. Hands the (emptied) queue list back for reuse, with
-    /// whether every queue accepted it (a `reject-publish` limit may not).
+    /// unroutable. Returns whether every queue accepted it (a
+    /// `reject-publish` limit may not).
     fn enqueue(
-        &mut self,
+        channel: u16,
         ctx: &mut Ctx<'_>,
         message: Arc<Message>,
-        mut queues: Vec<Arc<Queue>>,
+        queues: &[Arc<Queue>],
         mandatory: bool,
-    ) -> (Vec<Arc<Queue>>, bool) {
+    ) -> bool {
         if queues.is_empty() {
             if mandatory {
                 let ret = BasicReturn {
@@ -926,18 +964,16 @@ impl Channel {
                 };
                 write_content(
                     ctx.out,
-                    self.id,
+                    channel,
                     &Method::from(ret),
                     &message,
                     ctx.frame_max,
                 );
             }
-            return (queues, true);
+            return true;
         }
-        let accepted = ctx
-            .vhost
-            .enqueue(message, &mut queues, ctx.now, Some(ctx.mailbox));
-        (queues, accepted)
+        ctx.vhost
+            .enqueue(message, queues, ctx.now, Some(ctx.mailbox))
     }
 
     /// Writes a delivery for one of this channel's consumers.

@@ -81,7 +81,6 @@ pub(crate) struct Ctx<'a> {
     pub(crate) frame_max: u32,
     pub(crate) user: &'a str,
     pub(crate) exclusive_queues: &'a mut Vec<Arc<Queue>>,
-    pub(crate) scratch: &'a mut Vec<Arc<Queue>>,
     pub(crate) now: Instant,
     pub(crate) perms: &'a Permissions,
 }
@@ -120,7 +119,6 @@ pub struct Connection {
     last_send: Instant,
     close_deadline: Option<Instant>,
     exclusive_queues: Vec<Arc<Queue>>,
-    scratch: Vec<Arc<Queue>>,
     /// Why the connection ended, for the log.
     close_reason: Option<String>,
     /// The client has published: alarms block it.
@@ -169,7 +167,6 @@ impl Connection {
             last_send: now,
             close_deadline: None,
             exclusive_queues: Vec::new(),
-            scratch: Vec::new(),
             close_reason: None,
             published: false,
             blocked_sent: false,
@@ -871,9 +868,11 @@ impl Connection {
             }
             return;
         }
-        let (Some(vhost), Some(perms)) = (self.vhost.clone(), self.perms.clone()) else {
+        // Borrowed, not cloned: these Arcs are shared by every connection
+        // of the vhost, and touching their counts on every frame costs.
+        if self.vhost.is_none() || self.perms.is_none() {
             return;
-        };
+        }
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;
         };
@@ -913,7 +912,9 @@ impl Connection {
             ..
         } = frame
         {
-            ch.release(self.id, &vhost);
+            if let Some(vhost) = &self.vhost {
+                ch.release(self.id, vhost);
+            }
             self.channels.remove(&channel);
             self.send(channel, warren_codec::ChannelCloseOk);
             return;
@@ -933,28 +934,30 @@ impl Connection {
             // Deliveries dispatched before the cancel go out before cancel-ok.
             self.handle_events(now);
         }
+        let (Some(vhost), Some(perms)) = (&self.vhost, &self.perms) else {
+            return;
+        };
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;
         };
         let mut ctx = Ctx {
             broker: &self.broker,
-            vhost: &vhost,
+            vhost,
             conn: self.id,
             mailbox: &self.mailbox,
             out: &mut self.out,
             frame_max: self.frame_max,
             user: &self.user,
             exclusive_queues: &mut self.exclusive_queues,
-            scratch: &mut self.scratch,
             now,
-            perms: &perms,
+            perms,
         };
         if let Err(err) = ch.handle_frame(&mut ctx, frame) {
             let err = err.in_method(class_id, method_id);
             match err {
                 Error::Channel(e) => {
                     tracing::debug!(conn = self.id, channel, reply_code = e.0.code.code(), text = %e.0.text, "closing channel");
-                    ch.release(self.id, &vhost);
+                    ch.release(self.id, vhost);
                     ch.start_closing();
                     self.send(
                         channel,

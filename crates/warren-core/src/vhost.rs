@@ -31,6 +31,9 @@ pub struct VHost {
     // and looked up by every reply.
     replies: DashMap<ShortStr, ReplyTarget>,
     queues: DashMap<ShortStr, Arc<Queue>>,
+    /// Bumped after every change to exchanges, queues or bindings, so that
+    /// channels can reuse a route computed at the same epoch.
+    epoch: AtomicU64,
 }
 
 /// The pseudo-queue clients consume from for direct reply-to.
@@ -114,6 +117,7 @@ impl VHost {
             exchanges: DashMap::new(),
             replies: DashMap::new(),
             queues: DashMap::new(),
+            epoch: AtomicU64::new(0),
         };
         for (n, kind, internal) in [
             ("", ExchangeKind::Direct, false),
@@ -152,6 +156,17 @@ impl VHost {
         self.replies
             .get(address.as_bytes())
             .map(|t| t.value().clone())
+    }
+
+    /// The topology epoch: it changes after any exchange, queue or binding
+    /// is added or removed. A route computed at epoch E (read before
+    /// routing) is still right while the epoch is E.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The exchange called `name`.
@@ -307,6 +322,7 @@ impl VHost {
         self.exchanges
             .entry(name.clone())
             .or_insert_with(|| Exchange::new(spec));
+        self.changed();
         Ok(())
     }
 
@@ -327,6 +343,7 @@ impl VHost {
             arguments: args.clone(),
         });
         ex.bind(dest, key, args)?;
+        self.changed();
         if let (Some(d), Some(op)) = (&self.durability, op) {
             d.submit(op);
         }
@@ -353,6 +370,7 @@ impl VHost {
         self.exchanges
             .entry(spec.name.clone())
             .or_insert_with(|| Exchange::new(spec));
+        self.changed();
     }
 
     /// Recreates a stored queue at start-up (its messages come after).
@@ -360,6 +378,7 @@ impl VHost {
         let store = self.durability.as_ref().map(|d| Arc::clone(d.store()));
         let q = Queue::new(spec, self.me.clone(), store);
         self.queues.insert(q.name().clone(), Arc::clone(&q));
+        self.changed();
         q
     }
 
@@ -386,7 +405,9 @@ impl VHost {
                 Destination::Exchange(e.clone())
             }
         };
-        ex.bind(dest, key, args).is_ok()
+        let bound = ex.bind(dest, key, args).is_ok();
+        self.changed();
+        bound
     }
 
     /// `exchange.delete`. Missing exchanges are fine, as in RabbitMQ.
@@ -412,6 +433,7 @@ impl VHost {
 
     fn remove_exchange(&self, name: &ShortStr) {
         if let Some((_, ex)) = self.exchanges.remove(name.as_bytes()) {
+            self.changed();
             if let Some(d) = &self.durability
                 && ex.spec.durable
             {
@@ -434,6 +456,9 @@ impl VHost {
         let mut emptied = Vec::new();
         for ex in self.exchanges() {
             let removed = ex.unbind_all_to(dest);
+            if !removed.is_empty() {
+                self.changed();
+            }
             for b in &removed {
                 self.forget_binding(&ex, &b.destination, &b.key, &b.arguments);
             }
@@ -508,6 +533,7 @@ impl VHost {
                 })
                 .value(),
         );
+        self.changed();
         q.touch(now);
         let (m, c) = q.counts();
         Ok((q, m, c))
@@ -691,6 +717,7 @@ impl VHost {
             .remove_if(q.name().as_bytes(), |_, v| Arc::ptr_eq(v, q))
             .is_some();
         let n = q.delete(&self.name);
+        self.changed();
         if removed {
             self.unbind_everywhere(&Destination::Queue(Arc::clone(q)));
         }
@@ -770,6 +797,7 @@ impl VHost {
         };
         let dest = Destination::Queue(q);
         if ex.unbind(&dest, key, args) {
+            self.changed();
             self.forget_binding(&ex, &dest, key, args);
             if ex.spec.auto_delete && ex.has_no_bindings() {
                 self.remove_exchange(exchange);
@@ -810,6 +838,7 @@ impl VHost {
         };
         let dest = Destination::Exchange(destination.clone());
         if src.unbind(&dest, key, args) {
+            self.changed();
             self.forget_binding(&src, &dest, key, args);
             if src.spec.auto_delete && src.has_no_bindings() {
                 self.remove_exchange(source);
@@ -820,24 +849,30 @@ impl VHost {
 
     /// The queues a message published to `exchange` reaches, each once,
     /// following exchange-to-exchange bindings and alternate exchanges.
+    /// Returns whether the result depends only on the exchange, the key
+    /// and the topology (no headers exchange was consulted), so that it
+    /// may be reused for the same pair while [`VHost::epoch`] stands.
     pub fn route(
         &self,
         exchange: &Exchange,
         key: &ShortStr,
         headers: Option<&FieldTable>,
         out: &mut Vec<Arc<Queue>>,
-    ) {
+    ) -> bool {
         if exchange.name().is_empty() {
             if let Some(q) = self.queue(key.as_bytes()) {
                 out.push(q);
             }
-            return;
+            return true;
         }
         // Allocates only if exchange-to-exchange bindings are followed.
         let mut visited: Vec<ShortStr> = Vec::new();
-        self.route_from(exchange, key, headers, out, &mut visited, 0);
+        let mut by_key = true;
+        self.route_from(exchange, key, headers, out, &mut visited, 0, &mut by_key);
+        by_key
     }
 
+    #[allow(clippy::too_many_arguments, reason = "the recursion's state")]
     fn route_from(
         &self,
         exchange: &Exchange,
@@ -846,7 +881,11 @@ impl VHost {
         out: &mut Vec<Arc<Queue>>,
         visited: &mut Vec<ShortStr>,
         depth: usize,
+        by_key: &mut bool,
     ) {
+        if exchange.spec.kind == ExchangeKind::Headers {
+            *by_key = false;
+        }
         let before = out.len();
         let mut next: Vec<ShortStr> = Vec::new();
         exchange.route(key, headers, &mut |d| match d {
@@ -875,7 +914,7 @@ impl VHost {
                 continue;
             }
             if let Some(ex) = self.exchange(name.as_bytes()) {
-                self.route_from(&ex, key, headers, out, visited, depth + 1);
+                self.route_from(&ex, key, headers, out, visited, depth + 1, by_key);
             }
         }
     }
@@ -895,12 +934,12 @@ impl VHost {
         Arc::new(message)
     }
 
-    /// Puts a prepared message on `queues` (emptying the list), writing its
+    /// Puts a prepared message on `queues`, writing its
     /// record to the store first. Returns whether every queue accepted it.
     pub fn enqueue(
         &self,
         message: Arc<Message>,
-        queues: &mut Vec<Arc<Queue>>,
+        queues: &[Arc<Queue>],
         now: Instant,
         publisher: Option<&Arc<crate::mailbox::Mailbox>>,
     ) -> bool {
@@ -911,7 +950,7 @@ impl VHost {
             });
         }
         let mut accepted = true;
-        for q in queues.drain(..) {
+        for q in queues {
             accepted &= q.publish(Arc::clone(&message), now, publisher);
         }
         if let (Some(d), Some(id)) = (&self.durability, message.store_id) {
@@ -1057,7 +1096,7 @@ impl VHost {
                 },
                 &targets,
             );
-            self.enqueue(msg, &mut targets, now, None);
+            self.enqueue(msg, &targets, now, None);
         }
     }
 }

@@ -2721,3 +2721,150 @@ fn congested_queue_holds_its_publisher_back_until_it_drains() {
     lone.conn.handle_input(&mut input, lone.now);
     assert!(lone.conn.wants_input() && input.is_empty());
 }
+
+// ------------------------------------------------------------ route reuse
+
+impl Client {
+    /// The queue's message count, by passive declare.
+    fn count(&mut self, ch: u16, q: &str) -> u32 {
+        self.send(
+            ch,
+            QueueDeclare {
+                queue: q.into(),
+                passive: true,
+                ..Default::default()
+            },
+        );
+        match self.method().1 {
+            Method::QueueDeclareOk(ok) => ok.message_count,
+            m => panic!("expected declare-ok, got {m:?}"),
+        }
+    }
+
+    /// Publishes mandatory; returns whether the broker returned it.
+    fn publish_returned(&mut self, exchange: &str, key: &str, headers: Option<FieldTable>) -> bool {
+        let props = BasicProperties {
+            headers,
+            ..Default::default()
+        };
+        self.publish_props(1, exchange, key, b"m", props, true);
+        self.collect();
+        match self.inbox.front() {
+            None => false,
+            Some(Frame::Method {
+                method: Method::BasicReturn(_),
+                ..
+            }) => {
+                self.content();
+                true
+            }
+            Some(f) => panic!("expected a return or nothing, got {f:?}"),
+        }
+    }
+}
+
+/// A channel reuses its last route while nothing changed; every change
+/// of queues, exchanges or bindings in between must be seen by the very
+/// next publish.
+#[test]
+fn publishes_see_every_topology_change_at_once() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    // Default exchange: no queue yet, then the queue.
+    assert!(c.publish_returned("", "late", None));
+    c.declare(1, "late");
+    assert!(!c.publish_returned("", "late", None));
+    assert_eq!(c.count(1, "late"), 1);
+    // A direct exchange: bound, unbound, bound again.
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "d".into(),
+            kind: "direct".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    assert!(c.publish_returned("d", "k", None));
+    let bind = QueueBind {
+        queue: "late".into(),
+        exchange: "d".into(),
+        routing_key: "k".into(),
+        ..Default::default()
+    };
+    c.send(1, bind.clone());
+    c.method();
+    assert!(!c.publish_returned("d", "k", None));
+    assert_eq!(c.count(1, "late"), 2);
+    c.send(
+        1,
+        QueueUnbind {
+            queue: "late".into(),
+            exchange: "d".into(),
+            routing_key: "k".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    assert!(c.publish_returned("d", "k", None));
+    // A binding made by another connection counts too.
+    let mut other = Client::open(&b);
+    other.send(1, bind);
+    other.method();
+    assert!(!c.publish_returned("d", "k", None));
+    assert_eq!(c.count(1, "late"), 3);
+    // The queue deleted and declared again under its name: the new one.
+    other.send(
+        1,
+        QueueDelete {
+            queue: "late".into(),
+            ..Default::default()
+        },
+    );
+    other.method();
+    assert!(c.publish_returned("d", "k", None));
+    other.declare(1, "late");
+    assert!(!c.publish_returned("", "late", None));
+    assert_eq!(c.count(1, "late"), 1);
+    // The exchange deleted: 404 on the next publish.
+    other.send(
+        1,
+        ExchangeDelete {
+            exchange: "d".into(),
+            ..Default::default()
+        },
+    );
+    other.method();
+    c.publish(1, "d", "k", b"m");
+    c.channel_closed(1, 404);
+}
+
+/// Headers routing depends on each message's headers, never on the key
+/// alone: the same key routes differently with different headers.
+#[test]
+fn headers_routes_are_not_reused_across_messages() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "h");
+    let mut args = FieldTable::new();
+    args.insert("x-match", FieldValue::LongStr("all".into()));
+    args.insert("colour", FieldValue::LongStr("red".into()));
+    c.send(
+        1,
+        QueueBind {
+            queue: "h".into(),
+            exchange: "amq.headers".into(),
+            arguments: args,
+            ..Default::default()
+        },
+    );
+    c.method();
+    let mut red = FieldTable::new();
+    red.insert("colour", FieldValue::LongStr("red".into()));
+    let mut blue = FieldTable::new();
+    blue.insert("colour", FieldValue::LongStr("blue".into()));
+    assert!(!c.publish_returned("amq.headers", "", Some(red.clone())));
+    assert!(c.publish_returned("amq.headers", "", Some(blue)));
+    assert!(!c.publish_returned("amq.headers", "", Some(red)));
+    assert_eq!(c.count(1, "h"), 2);
+}
