@@ -211,6 +211,7 @@ impl Connection {
 
     /// Consumes as many whole frames from `buf` as it holds.
     pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) {
+        let _wakes = crate::mailbox::defer_wakes();
         if !buf.is_empty() {
             self.last_recv = now;
         }
@@ -324,6 +325,7 @@ impl Connection {
 
     /// Delivers what queues have put in the mailbox.
     pub fn handle_events(&mut self, now: Instant) {
+        let _wakes = crate::mailbox::defer_wakes();
         self.mailbox.drain_into(&mut self.events);
         if self.events.is_empty() {
             return;

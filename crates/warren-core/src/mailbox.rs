@@ -1,6 +1,7 @@
 //! The per-connection inbox through which queues hand over deliveries and
 //! server-initiated cancels, and the wake-up hook the IO driver supplies.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -103,15 +104,16 @@ impl Mailbox {
         })
     }
 
-    /// Adds an event, waking the connection if it was idle.
-    pub fn push(&self, event: Event) {
+    /// Adds an event, waking the connection if it was idle (or, inside
+    /// [`defer_wakes`] on this thread, when the guard drops).
+    pub fn push(self: &Arc<Self>, event: Event) {
         let was_empty = {
             let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
             let was_empty = q.is_empty();
             q.push_back(event);
             was_empty
         };
-        if was_empty {
+        if was_empty && !defer(self) {
             self.waker.wake();
         }
     }
@@ -138,7 +140,7 @@ impl Mailbox {
     }
 
     /// A queue lets this connection go again; wakes it.
-    pub(crate) fn release_throttle(&self) {
+    pub(crate) fn release_throttle(self: &Arc<Self>) {
         self.throttles
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         self.push(Event::Alarm);
@@ -150,5 +152,122 @@ impl Mailbox {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_empty()
+    }
+}
+
+thread_local! {
+    /// Mailboxes to wake when this thread's [`DeferWakes`] guard drops.
+    static DEFERRED: RefCell<Option<Vec<Arc<Mailbox>>>> = const { RefCell::new(None) };
+}
+
+/// Records a wake-up for later if this thread defers them.
+fn defer(mailbox: &Arc<Mailbox>) -> bool {
+    DEFERRED.with(|d| match &mut *d.borrow_mut() {
+        Some(list) => {
+            if !list.iter().any(|m| Arc::ptr_eq(m, mailbox)) {
+                list.push(Arc::clone(mailbox));
+            }
+            true
+        }
+        None => false,
+    })
+}
+
+/// Holds back the wake-ups that events pushed on this thread cause until
+/// the guard drops, then gives each mailbox one. A connection handling a
+/// read full of publishes thus wakes its consumers once per read, not
+/// once per message. Nested guards defer to the outermost.
+pub fn defer_wakes() -> DeferWakes {
+    let outer = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_some() {
+            return false;
+        }
+        *d = Some(Vec::new());
+        true
+    });
+    DeferWakes { outer }
+}
+
+/// The guard [`defer_wakes`] returns.
+#[derive(Debug)]
+#[must_use = "wake-ups are deferred only while the guard lives"]
+pub struct DeferWakes {
+    outer: bool,
+}
+
+impl Drop for DeferWakes {
+    fn drop(&mut self) {
+        if !self.outer {
+            return;
+        }
+        let list = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+        for m in list {
+            m.waker.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(Arc<AtomicU32>);
+
+    impl Wake for Count {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn mailbox() -> (Arc<Mailbox>, Arc<AtomicU32>) {
+        let n = Arc::new(AtomicU32::new(0));
+        (Mailbox::new(Box::new(Count(Arc::clone(&n)))), n)
+    }
+
+    #[test]
+    fn wakes_once_when_it_becomes_non_empty() {
+        let (m, n) = mailbox();
+        m.push(Event::Alarm);
+        m.push(Event::Alarm);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        let mut out = VecDeque::new();
+        m.drain_into(&mut out);
+        assert_eq!(out.len(), 2);
+        m.push(Event::Alarm);
+        assert_eq!(n.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn deferred_wakes_happen_once_when_the_outer_guard_drops() {
+        let (a, na) = mailbox();
+        let (b, nb) = mailbox();
+        {
+            let _outer = defer_wakes();
+            a.push(Event::Alarm);
+            {
+                let _inner = defer_wakes();
+                b.push(Event::Alarm);
+                let mut out = VecDeque::new();
+                a.drain_into(&mut out);
+                a.push(Event::Alarm);
+            }
+            assert_eq!(
+                (na.load(Ordering::SeqCst), nb.load(Ordering::SeqCst)),
+                (0, 0)
+            );
+        }
+        assert_eq!(
+            (na.load(Ordering::SeqCst), nb.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+        // Outside a guard, at once again.
+        let mut out = VecDeque::new();
+        b.drain_into(&mut out);
+        b.push(Event::Alarm);
+        assert_eq!(nb.load(Ordering::SeqCst), 2);
     }
 }
