@@ -116,7 +116,7 @@ pub struct Broker {
     name_counter: AtomicU64,
     wall_clock: Arc<AtomicU64>,
     durability: Option<Arc<Durability>>,
-    gauge: Arc<Gauge>,
+    gauge: &'static Gauge,
     /// Raised resource alarms (bits of [`Alarm`]).
     alarms: AtomicU8,
     // DashMap: connections register at accept and leave at close, from
@@ -154,16 +154,11 @@ impl Broker {
     pub fn with_durability(config: BrokerConfig, durability: Option<Arc<Durability>>) -> Arc<Self> {
         let vhosts = DashMap::new();
         let wall_clock = Arc::new(AtomicU64::new(0));
-        let gauge = Arc::new(Gauge::default());
+        let gauge = Gauge::leak();
         for v in &config.vhosts {
             vhosts.insert(
                 v.clone(),
-                VHost::new(
-                    v,
-                    Arc::clone(&wall_clock),
-                    durability.clone(),
-                    Arc::clone(&gauge),
-                ),
+                VHost::new(v, Arc::clone(&wall_clock), durability.clone(), gauge),
             );
         }
         let users = config
@@ -287,7 +282,7 @@ impl Broker {
                 name,
                 Arc::clone(&self.wall_clock),
                 self.durability.clone(),
-                Arc::clone(&self.gauge),
+                self.gauge,
             )
         });
         Arc::clone(vh.value())

@@ -351,22 +351,27 @@ impl Connection {
                 consumer_tag,
                 ack,
                 queue,
-                message,
+                messages,
             } => {
                 let live = self.state == State::Running;
                 match self.channels.get_mut(&channel) {
-                    Some(ch) if live => ch.deliver(
-                        &mut self.out,
-                        self.frame_max,
-                        self.id,
-                        consumer_tag,
-                        ack,
-                        queue,
-                        message,
-                    ),
+                    Some(ch) if live => {
+                        for message in messages {
+                            ch.deliver(
+                                &mut self.out,
+                                self.frame_max,
+                                self.id,
+                                &consumer_tag,
+                                ack,
+                                &queue,
+                                message,
+                            );
+                        }
+                    }
                     _ => {
                         if ack {
-                            queue.settle(self.id, channel, Some(&consumer_tag), 1, [message]);
+                            let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+                            queue.settle(self.id, channel, Some(&consumer_tag), n, messages);
                         }
                     }
                 }
@@ -529,10 +534,11 @@ impl Connection {
                 consumer_tag,
                 ack: true,
                 queue,
-                message,
+                messages,
             } = ev
             {
-                queue.settle(self.id, channel, Some(&consumer_tag), 1, [message]);
+                let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+                queue.settle(self.id, channel, Some(&consumer_tag), n, messages);
             }
         }
         if let Some(vh) = &self.vhost {

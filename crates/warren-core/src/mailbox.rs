@@ -27,7 +27,7 @@ impl Wake for NoWake {
 /// Something a queue sends to a connection.
 #[derive(Debug)]
 pub enum Event {
-    /// A message for one of the connection's consumers.
+    /// Messages for one of the connection's consumers, in order.
     Deliver {
         /// Channel of the consumer.
         channel: u16,
@@ -35,10 +35,10 @@ pub enum Event {
         consumer_tag: ShortStr,
         /// Whether the consumer acknowledges (false: no-ack).
         ack: bool,
-        /// The queue it came from (to ack or requeue it).
+        /// The queue they came from (to ack or requeue them).
         queue: Arc<Queue>,
-        /// The message.
-        message: QueuedMessage,
+        /// The messages.
+        messages: Vec<QueuedMessage>,
     },
     /// The store settled publish `seq` (confirm mode).
     Confirmed {
@@ -112,6 +112,48 @@ impl Mailbox {
             let was_empty = q.is_empty();
             q.push_back(event);
             was_empty
+        };
+        if was_empty && !defer(self) {
+            self.waker.wake();
+        }
+    }
+
+    /// Adds a delivery: to the last event if that one is for the same
+    /// consumer of the same queue, so that a stream of deliveries costs
+    /// one event (and one reference to the queue) per batch.
+    pub(crate) fn deliver(
+        self: &Arc<Self>,
+        channel: u16,
+        consumer_tag: &ShortStr,
+        ack: bool,
+        queue: &Arc<Queue>,
+        message: QueuedMessage,
+    ) {
+        let was_empty = {
+            let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
+            match q.back_mut() {
+                Some(Event::Deliver {
+                    channel: c,
+                    consumer_tag: t,
+                    ack: a,
+                    queue: qu,
+                    messages,
+                }) if *c == channel && *a == ack && Arc::ptr_eq(qu, queue) && t == consumer_tag => {
+                    messages.push(message);
+                    false
+                }
+                _ => {
+                    let was_empty = q.is_empty();
+                    q.push_back(Event::Deliver {
+                        channel,
+                        consumer_tag: consumer_tag.clone(),
+                        ack,
+                        queue: Arc::clone(queue),
+                        messages: vec![message],
+                    });
+                    was_empty
+                }
+            }
         };
         if was_empty && !defer(self) {
             self.waker.wake();

@@ -1,7 +1,6 @@
 //! A published message as queues hold it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use warren_codec::{BasicProperties, ShortStr};
@@ -24,13 +23,13 @@ pub struct Message {
     pub store_id: Option<u64>,
     /// The broker's count of message bytes held in memory; set by
     /// [`crate::VHost::prepare`], given back when the message is dropped.
-    pub gauge: Option<Arc<Gauge>>,
+    pub gauge: Option<&'static Gauge>,
 }
 
 impl Drop for Message {
     fn drop(&mut self) {
         if let Some(g) = self.gauge.take() {
-            g.0.fetch_sub(self.body.len() as u64, Ordering::Relaxed);
+            g.add(-(self.body.len() as i64));
         }
     }
 }
@@ -81,21 +80,60 @@ impl std::ops::Deref for Properties {
 
 /// Bytes of message bodies held in memory, broker-wide: what the memory
 /// alarm watches.
+///
+/// Every message adds on the publisher's thread and subtracts on the
+/// consumer's. One shared counter (and an `Arc` count beside it) bounced
+/// its cache line between the cores twice per message; instead each
+/// thread counts into its own shard, and a reader sums them. A gauge
+/// lives as long as the process ([`Gauge::leak`]): messages refer to it
+/// without counting references.
 #[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
+pub struct Gauge {
+    shards: [Shard; SHARDS],
+}
+
+const SHARDS: usize = 16;
+
+/// One thread's part, alone on its cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(AtomicI64);
+
+/// This thread's shard.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
 
 impl Gauge {
+    /// A gauge for the rest of the process: one per broker (a few hundred
+    /// bytes, never freed).
+    pub fn leak() -> &'static Gauge {
+        Box::leak(Box::default())
+    }
+
     /// Current total.
     pub fn bytes(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        let sum: i64 = self
+            .shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum();
+        u64::try_from(sum).unwrap_or(0)
+    }
+
+    fn add(&self, n: i64) {
+        self.shards[shard()].0.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Starts counting `message`.
-    pub fn track(self: &Arc<Self>, message: &mut Message) {
+    pub fn track(&'static self, message: &mut Message) {
         if message.gauge.is_none() {
-            self.0
-                .fetch_add(message.body.len() as u64, Ordering::Relaxed);
-            message.gauge = Some(Arc::clone(self));
+            self.add(message.body.len() as i64);
+            message.gauge = Some(self);
         }
     }
 }
@@ -110,6 +148,25 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gauge_counts_across_threads() {
+        let g = Gauge::leak();
+        let mut m = Message {
+            exchange: ShortStr::empty(),
+            routing_key: ShortStr::empty(),
+            properties: Properties::default(),
+            body: Bytes::from_static(&[0; 100]),
+            store_id: None,
+            gauge: None,
+        };
+        g.track(&mut m);
+        g.track(&mut m);
+        assert_eq!(g.bytes(), 100);
+        // Dropped on another thread: its shard goes negative, the sum is 0.
+        std::thread::spawn(move || drop(m)).join().unwrap();
+        assert_eq!(g.bytes(), 0);
+    }
 
     #[test]
     fn small_messages_stay_small() {

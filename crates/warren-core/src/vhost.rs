@@ -23,7 +23,7 @@ pub struct VHost {
     /// Wall-clock seconds, kept by the broker's tick (for `x-death` times).
     wall_clock: Arc<AtomicU64>,
     durability: Option<Arc<Durability>>,
-    gauge: Arc<Gauge>,
+    gauge: &'static Gauge,
     // DashMaps: looked up on every publish from many connection tasks.
     // Callers clone the Arc out and drop the guard at once.
     exchanges: DashMap<ShortStr, Arc<Exchange>>,
@@ -96,7 +96,7 @@ impl VHost {
         name: &str,
         wall_clock: Arc<AtomicU64>,
         durability: Option<Arc<Durability>>,
-        gauge: Arc<Gauge>,
+        gauge: &'static Gauge,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self::build(name, me.clone(), wall_clock, durability, gauge))
     }
@@ -106,7 +106,7 @@ impl VHost {
         me: Weak<VHost>,
         wall_clock: Arc<AtomicU64>,
         durability: Option<Arc<Durability>>,
-        gauge: Arc<Gauge>,
+        gauge: &'static Gauge,
     ) -> Self {
         let vh = VHost {
             name: name.to_string(),
@@ -943,17 +943,23 @@ impl VHost {
         now: Instant,
         publisher: Option<&Arc<crate::mailbox::Mailbox>>,
     ) -> bool {
-        if let (Some(d), Some(id)) = (&self.durability, message.store_id) {
+        let store_id = message.store_id;
+        if let (Some(d), Some(id)) = (&self.durability, store_id) {
             d.submit(PersistOp::Message {
                 id,
                 message: Arc::clone(&message),
             });
         }
         let mut accepted = true;
-        for q in queues {
-            accepted &= q.publish(Arc::clone(&message), now, publisher);
+        // The last queue takes the publisher's reference: a message routed
+        // to one queue is then that queue's alone (see COMPACT_FROM).
+        if let Some((last, rest)) = queues.split_last() {
+            for q in rest {
+                accepted &= q.publish(Arc::clone(&message), now, publisher);
+            }
+            accepted &= last.publish(message, now, publisher);
         }
-        if let (Some(d), Some(id)) = (&self.durability, message.store_id) {
+        if let (Some(d), Some(id)) = (&self.durability, store_id) {
             d.submit(PersistOp::Routed { id });
         }
         accepted
