@@ -34,7 +34,7 @@ fn publish_triple() -> Bytes {
     let header = ContentHeader {
         class_id: 60,
         body_size: 16,
-        properties: properties(),
+        properties: properties().into(),
     };
     encode_header(&mut buf, 1, &header);
     encode_body(&mut buf, 1, &[0x42; 16]);
@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
     let header = ContentHeader {
         class_id: 60,
         body_size: 16,
-        properties: properties(),
+        properties: properties().into(),
     };
     let body = Bytes::from_static(&[0x42; 16]);
     let deliver = Method::from(BasicDeliver {

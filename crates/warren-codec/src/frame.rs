@@ -48,6 +48,70 @@ pub fn decode_protocol_header(buf: &[u8]) -> ProtocolHeader {
     }
 }
 
+/// Content properties as headers and messages carry them: a null pointer
+/// when none is set, a box otherwise. [`BasicProperties`] is some 450
+/// bytes; most messages set no property, and building, comparing and
+/// dropping an empty struct per message was a tenth of the publish path.
+/// Reads go through `Deref`; equality compares the properties.
+#[derive(Clone, Default)]
+pub struct Properties(Option<Box<BasicProperties>>);
+
+static NO_PROPERTIES: std::sync::LazyLock<BasicProperties> =
+    std::sync::LazyLock::new(BasicProperties::default);
+
+impl Properties {
+    /// Whether no property is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Mutable access, allocating the struct if none was set.
+    pub fn make_mut(&mut self) -> &mut BasicProperties {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// The properties as a plain struct.
+    pub fn into_inner(self) -> BasicProperties {
+        self.0.map(|b| *b).unwrap_or_default()
+    }
+}
+
+impl From<BasicProperties> for Properties {
+    fn from(p: BasicProperties) -> Self {
+        if p == *NO_PROPERTIES {
+            Properties(None)
+        } else {
+            Properties(Some(Box::new(p)))
+        }
+    }
+}
+
+impl std::ops::Deref for Properties {
+    type Target = BasicProperties;
+
+    fn deref(&self) -> &BasicProperties {
+        self.0.as_deref().unwrap_or(&NO_PROPERTIES)
+    }
+}
+
+impl PartialEq for Properties {
+    fn eq(&self, other: &Properties) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<BasicProperties> for Properties {
+    fn eq(&self, other: &BasicProperties) -> bool {
+        **self == *other
+    }
+}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 /// A content header frame's payload.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContentHeader {
@@ -57,36 +121,40 @@ pub struct ContentHeader {
     pub body_size: u64,
     /// The properties. Only class `basic` has any; for other classes this
     /// stays empty and the receiver reports the class mismatch.
-    pub properties: BasicProperties,
+    pub properties: Properties,
 }
 
 impl ContentHeader {
-    /// Decodes a header frame payload.
+    /// Decodes a header frame payload. No property flag set (the common
+    /// case) allocates nothing; otherwise the properties are decoded
+    /// straight into their box.
     pub fn decode(payload: &[u8]) -> Result<ContentHeader, DecodeError> {
-        Self::decode_boxed(payload).map(|header| *header)
-    }
-
-    /// Decodes straight into the box a [`Frame::Header`] holds: the
-    /// properties are some 400 bytes, and building them on the stack first
-    /// cost several copies of that per header on the hot path.
-    fn decode_boxed(payload: &[u8]) -> Result<Box<ContentHeader>, DecodeError> {
         let mut r = Reader::new(payload);
         let class_id = r.u16()?;
         let _weight = r.u16()?;
         let body_size = r.u64()?;
-        let mut header = Box::new(ContentHeader {
-            class_id,
-            body_size,
-            properties: BasicProperties::default(),
-        });
+        let mut properties = Properties::default();
         if class_id == crate::generated::CLASS_BASIC {
-            header
-                .properties
-                .decode_into(&mut r)
-                .map_err(|e| e.in_method(class_id, 0))?;
+            if payload.get(12..14) == Some(&[0, 0][..]) {
+                // Flags 0: no property and no continuation word.
+                r.u16()?;
+            } else {
+                let mut boxed = Box::<BasicProperties>::default();
+                boxed
+                    .decode_into(&mut r)
+                    .map_err(|e| e.in_method(class_id, 0))?;
+                // Flags with only empty continuation words: still none.
+                if *boxed != *NO_PROPERTIES {
+                    properties = Properties(Some(boxed));
+                }
+            }
             r.finish().map_err(|e| e.in_method(class_id, 0))?;
         }
-        Ok(header)
+        Ok(ContentHeader {
+            class_id,
+            body_size,
+            properties,
+        })
     }
 
     /// Writes the payload (weight 0).
@@ -112,8 +180,8 @@ pub enum Frame {
     Header {
         /// Channel number.
         channel: u16,
-        /// The header, boxed: the properties are large next to other frames.
-        header: Box<ContentHeader>,
+        /// The header.
+        header: ContentHeader,
     },
     /// A content body frame: a zero-copy slice of the read buffer.
     Body {
@@ -304,7 +372,7 @@ impl FrameDecoder {
             },
             FRAME_HEADER => Frame::Header {
                 channel,
-                header: ContentHeader::decode_boxed(&buf[payload])?,
+                header: ContentHeader::decode(&buf[payload])?,
             },
             FRAME_HEARTBEAT => Frame::Heartbeat { channel },
             other => return Err(DecodeError::new(ErrorKind::UnknownFrameType(other))),
@@ -319,6 +387,25 @@ mod tests {
     use super::*;
     use crate::generated::*;
     use crate::types::ShortStr;
+
+    #[test]
+    fn headers_without_properties_carry_none() {
+        // class 60, weight 0, body size 5, then the property flags.
+        let head = [0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+        let none = ContentHeader::decode(&[&head[..], &[0, 0]].concat()).unwrap();
+        assert!(none.properties.is_empty());
+        assert_eq!(none.body_size, 5);
+        // Only an empty continuation word: still none.
+        let cont = ContentHeader::decode(&[&head[..], &[0, 1, 0, 0]].concat()).unwrap();
+        assert!(cont.properties.is_empty());
+        assert_eq!(cont, none);
+        // delivery-mode 2.
+        let some = ContentHeader::decode(&[&head[..], &[0x10, 0, 2]].concat()).unwrap();
+        assert!(!some.properties.is_empty());
+        assert_eq!(some.properties.delivery_mode, Some(2));
+        // Flags 0 followed by stray bytes is malformed.
+        assert!(ContentHeader::decode(&[&head[..], &[0, 0, 9]].concat()).is_err());
+    }
 
     #[test]
     fn protocol_header_decides_early() {

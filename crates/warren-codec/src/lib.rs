@@ -23,9 +23,9 @@ pub mod types;
 
 pub use error::{DecodeError, ErrorKind};
 pub use frame::{
-    ContentHeader, FRAME_OVERHEAD, Frame, FrameDecoder, PROTOCOL_HEADER, ProtocolHeader,
-    decode_protocol_header, encode_body, encode_content, encode_content_header, encode_header,
-    encode_method,
+    ContentHeader, FRAME_OVERHEAD, Frame, FrameDecoder, PROTOCOL_HEADER, Properties,
+    ProtocolHeader, decode_protocol_header, encode_body, encode_content, encode_content_header,
+    encode_header, encode_method,
 };
 pub use generated::*;
 pub use types::{Decimal, FieldTable, FieldValue, LongStr, MAX_NESTING, Reader, ShortStr};

@@ -388,11 +388,11 @@ fn content_frames() -> [Frame; 2] {
     [
         Frame::Header {
             channel: 1,
-            header: Box::new(ContentHeader {
+            header: ContentHeader {
                 class_id: CLASS_BASIC,
                 body_size: 12,
-                properties: text_plain_persistent(),
-            }),
+                properties: text_plain_persistent().into(),
+            },
         },
         Frame::Body {
             channel: 1,
@@ -477,7 +477,7 @@ fn every_tag_table() -> FieldTable {
 fn all_properties_header() -> Frame {
     Frame::Header {
         channel: 1,
-        header: Box::new(ContentHeader {
+        header: ContentHeader {
             class_id: CLASS_BASIC,
             body_size: 5,
             properties: BasicProperties {
@@ -495,8 +495,9 @@ fn all_properties_header() -> Frame {
                 user_id: Some("guest".into()),
                 app_id: Some("warren".into()),
                 cluster_id: Some("c1".into()),
-            },
-        }),
+            }
+            .into(),
+        },
     }
 }
 

@@ -33,7 +33,7 @@ enum Content {
     Header(BasicPublish),
     Body {
         publish: BasicPublish,
-        header: Box<ContentHeader>,
+        header: ContentHeader,
         first: Option<Bytes>,
         rest: BytesMut,
         received: u64,
@@ -269,12 +269,7 @@ impl Channel {
                     )));
                 }
                 if header.body_size == 0 {
-                    return self.publish(
-                        ctx,
-                        publish,
-                        Properties::from_header(header),
-                        Bytes::new(),
-                    );
+                    return self.publish(ctx, publish, header.properties, Bytes::new());
                 }
                 self.content = Content::Body {
                     publish,
@@ -336,7 +331,7 @@ impl Channel {
                     return Ok(());
                 };
                 let body = first.unwrap_or_else(|| rest.freeze());
-                self.publish(ctx, publish, Properties::from_header(header), body)
+                self.publish(ctx, publish, header.properties, body)
             }
         }
     }

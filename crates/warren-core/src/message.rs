@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use warren_codec::{BasicProperties, ShortStr};
+use warren_codec::ShortStr;
 
 /// A message after routing. Shared by every queue it was routed to; the body
 /// is the zero-copy slice of the publisher's read buffer (or one contiguous
@@ -35,48 +35,8 @@ impl Drop for Message {
 }
 
 /// Content properties as a message keeps them: nothing but a null pointer
-/// when the publisher set none, a box otherwise. `BasicProperties` is some
-/// 450 bytes, which would otherwise dominate the memory of small messages.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Properties(Option<Box<BasicProperties>>);
-
-static NO_PROPERTIES: std::sync::LazyLock<BasicProperties> =
-    std::sync::LazyLock::new(BasicProperties::default);
-
-impl From<BasicProperties> for Properties {
-    fn from(p: BasicProperties) -> Self {
-        if p == *NO_PROPERTIES {
-            Properties(None)
-        } else {
-            Properties(Some(Box::new(p)))
-        }
-    }
-}
-
-impl Properties {
-    /// The properties of a decoded content header, moved out of it only
-    /// when there are any (the common no-properties case copies nothing).
-    pub fn from_header(mut header: Box<warren_codec::ContentHeader>) -> Properties {
-        if header.properties == *NO_PROPERTIES {
-            Properties(None)
-        } else {
-            Properties(Some(Box::new(std::mem::take(&mut header.properties))))
-        }
-    }
-
-    /// Mutable access, allocating the struct if none was set.
-    pub fn make_mut(&mut self) -> &mut BasicProperties {
-        self.0.get_or_insert_with(Box::default)
-    }
-}
-
-impl std::ops::Deref for Properties {
-    type Target = BasicProperties;
-
-    fn deref(&self) -> &BasicProperties {
-        self.0.as_deref().unwrap_or(&NO_PROPERTIES)
-    }
-}
+/// when the publisher set none (see [`warren_codec::Properties`]).
+pub use warren_codec::Properties;
 
 /// Bytes of message bodies held in memory, broker-wide: what the memory
 /// alarm watches.
@@ -147,6 +107,8 @@ impl Message {
 
 #[cfg(test)]
 mod tests {
+    use warren_codec::BasicProperties;
+
     use super::*;
 
     #[test]
@@ -174,7 +136,7 @@ mod tests {
         // targets depend on it (1M small messages in a few hundred MiB).
         let size = std::mem::size_of::<Message>();
         assert!(size <= 160, "Message grew to {size} bytes");
-        assert!(Properties::from(BasicProperties::default()).0.is_none());
+        assert!(Properties::from(BasicProperties::default()).is_empty());
         let p = Properties::from(BasicProperties {
             priority: Some(3),
             ..Default::default()

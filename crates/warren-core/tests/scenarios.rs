@@ -149,7 +149,7 @@ impl Client {
             };
             body.extend_from_slice(&payload);
         }
-        (m, header.properties, body.freeze())
+        (m, header.properties.into_inner(), body.freeze())
     }
 
     fn handshake_caps(&mut self, caps: FieldTable) {
