@@ -2725,6 +2725,17 @@ fn congested_queue_holds_its_publisher_back_until_it_drains() {
 // ------------------------------------------------------------ route reuse
 
 impl Client {
+    /// Sends a method and returns the reply, which must not be a close.
+    fn call(&mut self, ch: u16, m: impl Into<Method>) -> Method {
+        self.send(ch, m);
+        let reply = self.method().1;
+        assert!(
+            !matches!(reply, Method::ChannelClose(_) | Method::ConnectionClose(_)),
+            "{reply:?}"
+        );
+        reply
+    }
+
     /// The queue's message count, by passive declare.
     fn count(&mut self, ch: u16, q: &str) -> u32 {
         self.send(
@@ -2776,7 +2787,7 @@ fn publishes_see_every_topology_change_at_once() {
     assert!(!c.publish_returned("", "late", None));
     assert_eq!(c.count(1, "late"), 1);
     // A direct exchange: bound, unbound, bound again.
-    c.send(
+    c.call(
         1,
         ExchangeDeclare {
             exchange: "d".into(),
@@ -2784,7 +2795,6 @@ fn publishes_see_every_topology_change_at_once() {
             ..Default::default()
         },
     );
-    c.method();
     assert!(c.publish_returned("d", "k", None));
     let bind = QueueBind {
         queue: "late".into(),
@@ -2792,11 +2802,10 @@ fn publishes_see_every_topology_change_at_once() {
         routing_key: "k".into(),
         ..Default::default()
     };
-    c.send(1, bind.clone());
-    c.method();
+    c.call(1, bind.clone());
     assert!(!c.publish_returned("d", "k", None));
     assert_eq!(c.count(1, "late"), 2);
-    c.send(
+    c.call(
         1,
         QueueUnbind {
             queue: "late".into(),
@@ -2805,36 +2814,32 @@ fn publishes_see_every_topology_change_at_once() {
             ..Default::default()
         },
     );
-    c.method();
     assert!(c.publish_returned("d", "k", None));
     // A binding made by another connection counts too.
     let mut other = Client::open(&b);
-    other.send(1, bind);
-    other.method();
+    other.call(1, bind);
     assert!(!c.publish_returned("d", "k", None));
     assert_eq!(c.count(1, "late"), 3);
     // The queue deleted and declared again under its name: the new one.
-    other.send(
+    other.call(
         1,
         QueueDelete {
             queue: "late".into(),
             ..Default::default()
         },
     );
-    other.method();
     assert!(c.publish_returned("d", "k", None));
     other.declare(1, "late");
     assert!(!c.publish_returned("", "late", None));
     assert_eq!(c.count(1, "late"), 1);
     // The exchange deleted: 404 on the next publish.
-    other.send(
+    other.call(
         1,
         ExchangeDelete {
             exchange: "d".into(),
             ..Default::default()
         },
     );
-    other.method();
     c.publish(1, "d", "k", b"m");
     c.channel_closed(1, 404);
 }
@@ -2849,7 +2854,7 @@ fn headers_routes_are_not_reused_across_messages() {
     let mut args = FieldTable::new();
     args.insert("x-match", FieldValue::LongStr("all".into()));
     args.insert("colour", FieldValue::LongStr("red".into()));
-    c.send(
+    c.call(
         1,
         QueueBind {
             queue: "h".into(),
@@ -2858,7 +2863,6 @@ fn headers_routes_are_not_reused_across_messages() {
             ..Default::default()
         },
     );
-    c.method();
     let mut red = FieldTable::new();
     red.insert("colour", FieldValue::LongStr("red".into()));
     let mut blue = FieldTable::new();
