@@ -653,6 +653,12 @@ impl Queue {
         publisher: Option<&Arc<Mailbox>>,
     ) -> bool {
         let mut st = self.lock();
+        // Routed just before the queue was deleted (a route found or
+        // reused before the delete): the message goes with the queue.
+        // `delete` sets the flag under this lock, so nothing lands after.
+        if self.is_deleted() {
+            return true;
+        }
         st.clock = Some(now);
         if st.last_used.is_none() {
             st.last_used = Some(now);
@@ -1129,4 +1135,43 @@ impl Queue {
 fn message_expiration(m: &Message) -> Option<Duration> {
     let e = m.properties.expiration.as_ref()?;
     e.as_str()?.parse::<u64>().ok().map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Message, Properties};
+
+    #[test]
+    fn a_deleted_queue_takes_no_message() {
+        let q = Queue::new(
+            QueueSpec {
+                name: ShortStr::from("q"),
+                durable: false,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: FieldTable::new(),
+                kind: QueueType::Classic,
+                store_id: None,
+            },
+            Weak::new(),
+            None,
+        );
+        let message = || {
+            Arc::new(Message {
+                exchange: ShortStr::empty(),
+                routing_key: ShortStr::from("q"),
+                properties: Properties::default(),
+                body: bytes::Bytes::from_static(b"m"),
+                store_id: None,
+                gauge: None,
+            })
+        };
+        let now = Instant::now();
+        assert!(q.publish(message(), now, None));
+        assert_eq!(q.message_count(), 1);
+        assert_eq!(q.delete("/"), 1);
+        assert!(q.publish(message(), now, None));
+        assert_eq!(q.message_count(), 0);
+    }
 }
