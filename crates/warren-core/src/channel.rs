@@ -20,7 +20,7 @@ use crate::fxhash::FxHashMap;
 use crate::mailbox::Event;
 use crate::message::{Message, Properties};
 use crate::permissions::{Access, Resource};
-use crate::persist::PersistOp;
+use crate::persist::{Barrier, PersistOp};
 use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueueType, QueuedMessage};
 use crate::vhost::{QueueDeclare, VHost};
 use crate::vhost::{REPLY_TO, REPLY_TO_PREFIX, ReplyTarget};
@@ -122,12 +122,9 @@ pub(crate) struct Channel {
     reply_consumer: Option<(ShortStr, ShortStr)>,
     /// No-ack deliveries written since the last flush, per queue and consumer.
     written: Vec<(Arc<Queue>, ShortStr, u32)>,
-    /// The exchange name last cleared for writing. A connection's
-    /// permissions are fixed when it opens, so the check holds until the
-    /// name changes.
-    write_ok: Option<ShortStr>,
-    /// The exchange last published to and, for its last routing key, the
-    /// queues it routed to; both valid while the vhost's epoch stands.
+    /// The exchange last published to (already checked: write permission,
+    /// not internal) and, for its last routing key, the queues it routed
+    /// to; both valid while the vhost's epoch stands.
     route: Option<Box<RouteCache>>,
 }
 
@@ -161,7 +158,6 @@ impl Channel {
             last_queue: None,
             reply_consumer: None,
             written: Vec::new(),
-            write_ok: None,
             route: None,
         }
     }
@@ -772,10 +768,10 @@ impl Channel {
                 }
                 match ctx.vhost.durability() {
                     // commit-ok waits until the store has flushed the commit.
-                    Some(d) if stored => d.submit(PersistOp::TxCommit {
+                    Some(d) if stored => d.submit(PersistOp::Barrier(Barrier::TxCommit {
                         mailbox: Arc::clone(ctx.mailbox),
                         channel: self.id,
-                    }),
+                    })),
                     _ => self.send(ctx, TxCommitOk),
                 }
             }
@@ -806,33 +802,34 @@ impl Channel {
         properties: Properties,
         body: Bytes,
     ) -> Result<()> {
-        if self.write_ok.as_ref() != Some(&publish.exchange) {
-            ctx.grant().check(
-                Access::Write,
-                Resource::Exchange,
-                publish.exchange.as_bytes(),
-            )?;
-            self.write_ok = Some(publish.exchange.clone());
-        }
         // Read the epoch before any lookup: a change after it invalidates
-        // what the lookups find.
+        // what the lookups find. The exchange's checks run when it is looked
+        // up; a connection's permissions are fixed when it opens and an
+        // exchange's `internal` never changes, so they hold while cached.
         let epoch = ctx.vhost.epoch();
         let cache = match &mut self.route {
             Some(c) if c.epoch == epoch && *c.exchange.name() == publish.exchange => c,
-            slot => slot.insert(Box::new(RouteCache {
-                epoch,
-                exchange: ctx.vhost.exchange_or_404(&publish.exchange)?,
-                key: None,
-                queues: Vec::new(),
-            })),
+            slot => {
+                ctx.grant().check(
+                    Access::Write,
+                    Resource::Exchange,
+                    publish.exchange.as_bytes(),
+                )?;
+                let exchange = ctx.vhost.exchange_or_404(&publish.exchange)?;
+                if exchange.spec.internal {
+                    return Err(Error::access_refused(format!(
+                        "cannot publish to internal exchange '{}' in vhost '{}'",
+                        publish.exchange, ctx.vhost.name
+                    )));
+                }
+                slot.insert(Box::new(RouteCache {
+                    epoch,
+                    exchange,
+                    key: None,
+                    queues: Vec::new(),
+                }))
+            }
         };
-        let ex = &cache.exchange;
-        if ex.spec.internal {
-            return Err(Error::access_refused(format!(
-                "cannot publish to internal exchange '{}' in vhost '{}'",
-                publish.exchange, ctx.vhost.name
-            )));
-        }
         if let Some(exp) = &properties.expiration {
             check_expiration(exp)?;
         }
@@ -869,14 +866,7 @@ impl Channel {
             cache.key = by_key.then(|| publish.routing_key.clone());
         }
         let message = ctx.vhost.prepare(
-            Message {
-                exchange: publish.exchange,
-                routing_key: publish.routing_key,
-                properties,
-                body,
-                store_id: None,
-                gauge: None,
-            },
+            Message::new(publish.exchange, publish.routing_key, properties, body),
             &cache.queues,
         );
         if let Some(tx) = &mut self.tx {
@@ -896,11 +886,11 @@ impl Channel {
                 // Confirmed once the store has flushed everything so far.
                 c.pending.push_back((seq, None));
                 if let Some(d) = ctx.vhost.durability() {
-                    d.submit(PersistOp::Confirm {
+                    d.submit(PersistOp::Barrier(Barrier::Confirm {
                         mailbox: Arc::clone(ctx.mailbox),
                         channel: self.id,
                         seq,
-                    });
+                    }));
                 }
             } else {
                 c.pending.push_back((seq, Some(accepted)));
@@ -921,14 +911,7 @@ impl Channel {
     ) -> Result<()> {
         let target = ctx.vhost.reply_target(&publish.routing_key);
         let message = ctx.vhost.prepare(
-            Message {
-                exchange: publish.exchange,
-                routing_key: publish.routing_key,
-                properties,
-                body,
-                store_id: None,
-                gauge: None,
-            },
+            Message::new(publish.exchange, publish.routing_key, properties, body),
             &[],
         );
         match target {

@@ -107,10 +107,17 @@ impl Mailbox {
     /// Adds an event, waking the connection if it was idle (or, inside
     /// [`defer_wakes`] on this thread, when the guard drops).
     pub fn push(self: &Arc<Self>, event: Event) {
+        self.add(|q| q.push_back(event));
+    }
+
+    /// Changes the queue under the lock, then wakes the connection if the
+    /// queue was empty before (now, or when this thread's
+    /// [`defer_wakes`] guard drops).
+    fn add(self: &Arc<Self>, f: impl FnOnce(&mut VecDeque<Event>)) {
         let was_empty = {
             let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
             let was_empty = q.is_empty();
-            q.push_back(event);
+            f(&mut q);
             was_empty
         };
         if was_empty && !defer(self) {
@@ -129,35 +136,24 @@ impl Mailbox {
         queue: &Arc<Queue>,
         message: QueuedMessage,
     ) {
-        let was_empty = {
-            let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
-            match q.back_mut() {
-                Some(Event::Deliver {
-                    channel: c,
-                    consumer_tag: t,
-                    ack: a,
-                    queue: qu,
-                    messages,
-                }) if *c == channel && *a == ack && Arc::ptr_eq(qu, queue) && t == consumer_tag => {
-                    messages.push(message);
-                    false
-                }
-                _ => {
-                    let was_empty = q.is_empty();
-                    q.push_back(Event::Deliver {
-                        channel,
-                        consumer_tag: consumer_tag.clone(),
-                        ack,
-                        queue: Arc::clone(queue),
-                        messages: vec![message],
-                    });
-                    was_empty
-                }
+        self.add(|q| match q.back_mut() {
+            Some(Event::Deliver {
+                channel: c,
+                consumer_tag: t,
+                ack: a,
+                queue: qu,
+                messages,
+            }) if *c == channel && *a == ack && Arc::ptr_eq(qu, queue) && t == consumer_tag => {
+                messages.push(message);
             }
-        };
-        if was_empty && !defer(self) {
-            self.waker.wake();
-        }
+            _ => q.push_back(Event::Deliver {
+                channel,
+                consumer_tag: consumer_tag.clone(),
+                ack,
+                queue: Arc::clone(queue),
+                messages: vec![message],
+            }),
+        });
     }
 
     /// Moves every pending event into `out`.

@@ -6,13 +6,13 @@
 //! queue's lock), so the sink sees them in an order consistent with what
 //! clients can observe: a message's `Enqueue` always precedes its `Dequeue`.
 //! The sink (in the server) applies them in batches and, once a flush covers
-//! a [`PersistOp::Confirm`], tells the publisher's connection.
+//! a [`PersistOp::Barrier`], tells the connection waiting on it.
 
 use std::sync::Arc;
 
 use warren_codec::{FieldTable, ShortStr};
 
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Event, Mailbox};
 use crate::message::Message;
 
 /// Where a stored binding leads.
@@ -68,22 +68,8 @@ pub enum PersistOp {
         /// Message store id.
         msg: u64,
     },
-    /// Confirm publish `seq` on `channel` once everything before is durable.
-    Confirm {
-        /// The publisher's connection.
-        mailbox: Arc<Mailbox>,
-        /// Its channel.
-        channel: u16,
-        /// The publish sequence number.
-        seq: u64,
-    },
-    /// Send `tx.commit-ok` on `channel` once everything before is durable.
-    TxCommit {
-        /// The committing connection.
-        mailbox: Arc<Mailbox>,
-        /// Its channel.
-        channel: u16,
-    },
+    /// Tell a connection once everything before is durable.
+    Barrier(Barrier),
     /// A durable exchange was declared.
     DeclareExchange {
         /// Vhost.
@@ -162,6 +148,43 @@ pub trait Persistence: Send + Sync + std::fmt::Debug {
     fn submit(&self, op: PersistOp);
     /// Reads a stored message back (for messages paged out of memory).
     fn load(&self, id: u64) -> Option<Arc<Message>>;
+}
+
+/// Who waits for a flush, and what to tell them once it is done.
+#[derive(Debug)]
+pub enum Barrier {
+    /// Confirm publish `seq` on `channel` (ack, or nack if the write failed).
+    Confirm {
+        /// The publisher's connection.
+        mailbox: Arc<Mailbox>,
+        /// Its channel.
+        channel: u16,
+        /// The publish sequence number.
+        seq: u64,
+    },
+    /// Send `tx.commit-ok` on `channel` (or fail the commit).
+    TxCommit {
+        /// The committing connection.
+        mailbox: Arc<Mailbox>,
+        /// Its channel.
+        channel: u16,
+    },
+}
+
+impl Barrier {
+    /// The flush covering this barrier finished; `ok`: it was written.
+    pub fn release(self, ok: bool) {
+        match self {
+            Barrier::Confirm {
+                mailbox,
+                channel,
+                seq,
+            } => mailbox.push(Event::Confirmed { channel, seq, ok }),
+            Barrier::TxCommit { mailbox, channel } => {
+                mailbox.push(Event::TxCommitted { channel, ok })
+            }
+        }
+    }
 }
 
 /// A broker's durable store and the id counters for what it stores.

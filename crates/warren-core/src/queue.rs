@@ -1158,14 +1158,12 @@ mod tests {
             None,
         );
         let message = || {
-            Arc::new(Message {
-                exchange: ShortStr::empty(),
-                routing_key: ShortStr::from("q"),
-                properties: Properties::default(),
-                body: bytes::Bytes::from_static(b"m"),
-                store_id: None,
-                gauge: None,
-            })
+            Arc::new(Message::new(
+                ShortStr::empty(),
+                ShortStr::from("q"),
+                Properties::default(),
+                bytes::Bytes::from_static(b"m"),
+            ))
         };
         let now = Instant::now();
         assert!(q.publish(message(), now, None));

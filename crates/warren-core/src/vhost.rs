@@ -1092,14 +1092,12 @@ impl VHost {
             props.headers = Some(headers);
             props.expiration = None;
             let msg = self.prepare(
-                Message {
-                    exchange: dlx_name.clone(),
+                Message::new(
+                    dlx_name.clone(),
                     routing_key,
-                    properties: props.into(),
-                    body: old.body.clone(),
-                    store_id: None,
-                    gauge: None,
-                },
+                    props.into(),
+                    old.body.clone(),
+                ),
                 &targets,
             );
             self.enqueue(msg, &targets, now, None);

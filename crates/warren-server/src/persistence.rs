@@ -21,9 +21,8 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use warren_core::broker::Alarm;
-use warren_core::mailbox::Event;
-use warren_core::persist::{BindingTarget, PersistOp, Persistence};
-use warren_core::{Broker, Mailbox, Message};
+use warren_core::persist::{Barrier, BindingTarget, PersistOp, Persistence};
+use warren_core::{Broker, Message};
 use warren_store::{
     Batch, BindingRecord, Destination, ExchangeRecord, QueueRecord, Store, StoreError,
     StoredMessage,
@@ -196,19 +195,6 @@ fn maybe_compact(p: &Persister, refs: &HashMap<u64, Refs>) {
     }
 }
 
-/// Who to tell when a batch is durable.
-enum Barrier {
-    Confirm {
-        mailbox: Arc<Mailbox>,
-        channel: u16,
-        seq: u64,
-    },
-    TxCommit {
-        mailbox: Arc<Mailbox>,
-        channel: u16,
-    },
-}
-
 fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
     let mut ops = Vec::with_capacity(1024);
     let mut stopping = false;
@@ -254,16 +240,7 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
         let confirms = barriers.len() as u64;
         p.stats.confirms.fetch_add(confirms, Ordering::Relaxed);
         for b in barriers {
-            match b {
-                Barrier::Confirm {
-                    mailbox,
-                    channel,
-                    seq,
-                } => mailbox.push(Event::Confirmed { channel, seq, ok }),
-                Barrier::TxCommit { mailbox, channel } => {
-                    mailbox.push(Event::TxCommitted { channel, ok })
-                }
-            }
+            b.release(ok);
         }
         tracing::trace!(ops = n, confirms, elapsed = ?started.elapsed(), "batch flushed");
     }
@@ -395,18 +372,7 @@ fn apply(
                     msgs.forget(msg);
                 }
             }
-            PersistOp::Confirm {
-                mailbox,
-                channel,
-                seq,
-            } => barriers.push(Barrier::Confirm {
-                mailbox,
-                channel,
-                seq,
-            }),
-            PersistOp::TxCommit { mailbox, channel } => {
-                barriers.push(Barrier::TxCommit { mailbox, channel })
-            }
+            PersistOp::Barrier(b) => barriers.push(b),
             PersistOp::DeclareExchange {
                 vhost,
                 name,
