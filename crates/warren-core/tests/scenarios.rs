@@ -273,6 +273,18 @@ impl Client {
         )
     }
 
+    /// Sends the `basic.publish` (to queue `q` on channel 1) that content
+    /// frames are then expected to follow.
+    fn begin_publish(&mut self) {
+        self.send(
+            1,
+            BasicPublish {
+                routing_key: "q".into(),
+                ..Default::default()
+            },
+        );
+    }
+
     fn delivery_tag(&mut self) -> u64 {
         let (m, _, _) = self.content();
         match m {
@@ -281,6 +293,19 @@ impl Client {
             other => panic!("expected a delivery, got {other:?}"),
         }
     }
+}
+
+/// Appends a content header frame on channel 1 with no properties.
+fn header(buf: &mut BytesMut, class_id: u16, body_size: u64) {
+    encode_header(
+        buf,
+        1,
+        &ContentHeader {
+            class_id,
+            body_size,
+            properties: Default::default(),
+        },
+    );
 }
 
 // ---------------------------------------------------------------- handshake
@@ -601,23 +626,9 @@ fn content_without_a_method_is_505() {
 fn header_class_mismatch_is_505() {
     let b = broker();
     let mut c = Client::open(&b);
-    c.send(
-        1,
-        BasicPublish {
-            routing_key: "q".into(),
-            ..Default::default()
-        },
-    );
+    c.begin_publish();
     let mut buf = BytesMut::new();
-    encode_header(
-        &mut buf,
-        1,
-        &ContentHeader {
-            class_id: 50,
-            body_size: 1,
-            properties: Default::default(),
-        },
-    );
+    header(&mut buf, 50, 1);
     c.send_bytes(&buf);
     let (text, _, _) = c.connection_closed(505);
     assert_eq!(
@@ -630,13 +641,7 @@ fn header_class_mismatch_is_505() {
 fn method_instead_of_header_is_505() {
     let b = broker();
     let mut c = Client::open(&b);
-    c.send(
-        1,
-        BasicPublish {
-            routing_key: "q".into(),
-            ..Default::default()
-        },
-    );
+    c.begin_publish();
     c.send(1, BasicQos::default());
     c.connection_closed(505);
 }
@@ -645,23 +650,9 @@ fn method_instead_of_header_is_505() {
 fn body_overrunning_its_size_is_501() {
     let b = broker();
     let mut c = Client::open(&b);
-    c.send(
-        1,
-        BasicPublish {
-            routing_key: "q".into(),
-            ..Default::default()
-        },
-    );
+    c.begin_publish();
     let mut buf = BytesMut::new();
-    encode_header(
-        &mut buf,
-        1,
-        &ContentHeader {
-            class_id: 60,
-            body_size: 3,
-            properties: Default::default(),
-        },
-    );
+    header(&mut buf, 60, 3);
     encode_body(&mut buf, 1, b"toolong");
     c.send_bytes(&buf);
     c.connection_closed(501);
