@@ -28,6 +28,8 @@ pub enum ErrorKind {
     TooDeep,
     /// Property flags with bits for properties the class does not have.
     BadPropertyFlags(u16),
+    /// A short string method argument that is not UTF-8.
+    MalformedUtf8,
 }
 
 /// A decode failure, with the class and method it happened in (0/0 for
@@ -68,7 +70,8 @@ impl DecodeError {
             | ErrorKind::BadFrameEnd(_)
             | ErrorKind::UnknownFrameType(_)
             | ErrorKind::Truncated
-            | ErrorKind::TrailingBytes => ReplyCode::FrameError,
+            | ErrorKind::TrailingBytes
+            | ErrorKind::MalformedUtf8 => ReplyCode::FrameError,
             ErrorKind::BadFieldType(_) | ErrorKind::TooDeep | ErrorKind::BadPropertyFlags(_) => {
                 ReplyCode::SyntaxError
             }
@@ -92,6 +95,8 @@ impl DecodeError {
             ErrorKind::BadFieldType(t) => format!("invalid field table type tag {t:#04x}"),
             ErrorKind::TooDeep => "field tables nested too deeply".to_string(),
             ErrorKind::BadPropertyFlags(f) => format!("invalid property flags {f:#06x}"),
+            // RabbitMQ's words, which clients and their users recognise.
+            ErrorKind::MalformedUtf8 => "Malformed UTF-8 in shortstr".to_string(),
         }
     }
 }

@@ -271,8 +271,8 @@ impl BasicConsume {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let queue = r.shortstr()?;
-        let consumer_tag = r.shortstr()?;
+        let queue = r.shortstr_utf8()?;
+        let consumer_tag = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let no_local = bits & 1 != 0;
         let no_ack = bits & (1 << 1) != 0;
@@ -320,7 +320,7 @@ impl BasicConsumeOk {
     pub const METHOD_ID: u16 = 21;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let consumer_tag = r.shortstr()?;
+        let consumer_tag = r.shortstr_utf8()?;
         Ok(BasicConsumeOk { consumer_tag })
     }
 
@@ -361,7 +361,7 @@ impl BasicCancel {
     pub const METHOD_ID: u16 = 30;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let consumer_tag = r.shortstr()?;
+        let consumer_tag = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let nowait = bits & 1 != 0;
         Ok(BasicCancel { consumer_tag, nowait })
@@ -402,7 +402,7 @@ impl BasicCancelOk {
     pub const METHOD_ID: u16 = 31;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let consumer_tag = r.shortstr()?;
+        let consumer_tag = r.shortstr_utf8()?;
         Ok(BasicCancelOk { consumer_tag })
     }
 
@@ -453,8 +453,8 @@ impl BasicPublish {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let exchange = r.shortstr()?;
-        let routing_key = r.shortstr()?;
+        let exchange = r.shortstr_utf8()?;
+        let routing_key = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let mandatory = bits & 1 != 0;
         let immediate = bits & (1 << 1) != 0;
@@ -508,9 +508,9 @@ impl BasicReturn {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let reply_code = r.u16()?;
-        let reply_text = r.shortstr()?;
-        let exchange = r.shortstr()?;
-        let routing_key = r.shortstr()?;
+        let reply_text = r.shortstr_utf8()?;
+        let exchange = r.shortstr_utf8()?;
+        let routing_key = r.shortstr_utf8()?;
         Ok(BasicReturn { reply_code, reply_text, exchange, routing_key })
     }
 
@@ -563,12 +563,12 @@ impl BasicDeliver {
     pub const METHOD_ID: u16 = 60;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let consumer_tag = r.shortstr()?;
+        let consumer_tag = r.shortstr_utf8()?;
         let delivery_tag = r.u64()?;
         let bits = r.u8()?;
         let redelivered = bits & 1 != 0;
-        let exchange = r.shortstr()?;
-        let routing_key = r.shortstr()?;
+        let exchange = r.shortstr_utf8()?;
+        let routing_key = r.shortstr_utf8()?;
         Ok(BasicDeliver { consumer_tag, delivery_tag, redelivered, exchange, routing_key })
     }
 
@@ -617,7 +617,7 @@ impl BasicGet {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let queue = r.shortstr()?;
+        let queue = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let no_ack = bits & 1 != 0;
         Ok(BasicGet { ticket, queue, no_ack })
@@ -674,8 +674,8 @@ impl BasicGetOk {
         let delivery_tag = r.u64()?;
         let bits = r.u8()?;
         let redelivered = bits & 1 != 0;
-        let exchange = r.shortstr()?;
-        let routing_key = r.shortstr()?;
+        let exchange = r.shortstr_utf8()?;
+        let routing_key = r.shortstr_utf8()?;
         let message_count = r.u32()?;
         Ok(BasicGetOk { delivery_tag, redelivered, exchange, routing_key, message_count })
     }
@@ -718,7 +718,7 @@ impl BasicGetEmpty {
     pub const METHOD_ID: u16 = 72;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let cluster_id = r.shortstr()?;
+        let cluster_id = r.shortstr_utf8()?;
         Ok(BasicGetEmpty { cluster_id })
     }
 
@@ -1081,9 +1081,9 @@ impl ConnectionStartOk {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let client_properties = r.table()?;
-        let mechanism = r.shortstr()?;
+        let mechanism = r.shortstr_utf8()?;
         let response = r.longstr()?;
-        let locale = r.shortstr()?;
+        let locale = r.shortstr_utf8()?;
         Ok(ConnectionStartOk { client_properties, mechanism, response, locale })
     }
 
@@ -1311,8 +1311,8 @@ impl ConnectionOpen {
     pub const METHOD_ID: u16 = 40;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let virtual_host = r.shortstr()?;
-        let capabilities = r.shortstr()?;
+        let virtual_host = r.shortstr_utf8()?;
+        let capabilities = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let insist = bits & 1 != 0;
         Ok(ConnectionOpen { virtual_host, capabilities, insist })
@@ -1354,7 +1354,7 @@ impl ConnectionOpenOk {
     pub const METHOD_ID: u16 = 41;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let known_hosts = r.shortstr()?;
+        let known_hosts = r.shortstr_utf8()?;
         Ok(ConnectionOpenOk { known_hosts })
     }
 
@@ -1402,7 +1402,7 @@ impl ConnectionClose {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let reply_code = r.u16()?;
-        let reply_text = r.shortstr()?;
+        let reply_text = r.shortstr_utf8()?;
         let class_id = r.u16()?;
         let method_id = r.u16()?;
         Ok(ConnectionClose { reply_code, reply_text, class_id, method_id })
@@ -1476,7 +1476,7 @@ impl ConnectionBlocked {
     pub const METHOD_ID: u16 = 60;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let reason = r.shortstr()?;
+        let reason = r.shortstr_utf8()?;
         Ok(ConnectionBlocked { reason })
     }
 
@@ -1559,7 +1559,7 @@ impl ConnectionUpdateSecret {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let new_secret = r.longstr()?;
-        let reason = r.shortstr()?;
+        let reason = r.shortstr_utf8()?;
         Ok(ConnectionUpdateSecret { new_secret, reason })
     }
 
@@ -1629,7 +1629,7 @@ impl ChannelOpen {
     pub const METHOD_ID: u16 = 10;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let out_of_band = r.shortstr()?;
+        let out_of_band = r.shortstr_utf8()?;
         Ok(ChannelOpen { out_of_band })
     }
 
@@ -1793,7 +1793,7 @@ impl ChannelClose {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let reply_code = r.u16()?;
-        let reply_text = r.shortstr()?;
+        let reply_text = r.shortstr_utf8()?;
         let class_id = r.u16()?;
         let method_id = r.u16()?;
         Ok(ChannelClose { reply_code, reply_text, class_id, method_id })
@@ -1882,7 +1882,7 @@ impl AccessRequest {
     pub const METHOD_ID: u16 = 10;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let realm = r.shortstr()?;
+        let realm = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let exclusive = bits & 1 != 0;
         let passive = bits & (1 << 1) != 0;
@@ -1990,8 +1990,8 @@ impl ExchangeDeclare {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let exchange = r.shortstr()?;
-        let kind = r.shortstr()?;
+        let exchange = r.shortstr_utf8()?;
+        let kind = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let passive = bits & 1 != 0;
         let durable = bits & (1 << 1) != 0;
@@ -2081,7 +2081,7 @@ impl ExchangeDelete {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let exchange = r.shortstr()?;
+        let exchange = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let if_unused = bits & 1 != 0;
         let nowait = bits & (1 << 1) != 0;
@@ -2171,9 +2171,9 @@ impl ExchangeBind {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let destination = r.shortstr()?;
-        let source = r.shortstr()?;
-        let routing_key = r.shortstr()?;
+        let destination = r.shortstr_utf8()?;
+        let source = r.shortstr_utf8()?;
+        let routing_key = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let nowait = bits & 1 != 0;
         let arguments = r.table()?;
@@ -2266,9 +2266,9 @@ impl ExchangeUnbind {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let destination = r.shortstr()?;
-        let source = r.shortstr()?;
-        let routing_key = r.shortstr()?;
+        let destination = r.shortstr_utf8()?;
+        let source = r.shortstr_utf8()?;
+        let routing_key = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let nowait = bits & 1 != 0;
         let arguments = r.table()?;
@@ -2367,7 +2367,7 @@ impl QueueDeclare {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let queue = r.shortstr()?;
+        let queue = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let passive = bits & 1 != 0;
         let durable = bits & (1 << 1) != 0;
@@ -2421,7 +2421,7 @@ impl QueueDeclareOk {
     pub const METHOD_ID: u16 = 11;
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let queue = r.shortstr()?;
+        let queue = r.shortstr_utf8()?;
         let message_count = r.u32()?;
         let consumer_count = r.u32()?;
         Ok(QueueDeclareOk { queue, message_count, consumer_count })
@@ -2479,9 +2479,9 @@ impl QueueBind {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let queue = r.shortstr()?;
-        let exchange = r.shortstr()?;
-        let routing_key = r.shortstr()?;
+        let queue = r.shortstr_utf8()?;
+        let exchange = r.shortstr_utf8()?;
+        let routing_key = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let nowait = bits & 1 != 0;
         let arguments = r.table()?;
@@ -2565,7 +2565,7 @@ impl QueuePurge {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let queue = r.shortstr()?;
+        let queue = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let nowait = bits & 1 != 0;
         Ok(QueuePurge { ticket, queue, nowait })
@@ -2658,7 +2658,7 @@ impl QueueDelete {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let queue = r.shortstr()?;
+        let queue = r.shortstr_utf8()?;
         let bits = r.u8()?;
         let if_unused = bits & 1 != 0;
         let if_empty = bits & (1 << 1) != 0;
@@ -2753,9 +2753,9 @@ impl QueueUnbind {
 
     fn decode_args(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let ticket = r.u16()?;
-        let queue = r.shortstr()?;
-        let exchange = r.shortstr()?;
-        let routing_key = r.shortstr()?;
+        let queue = r.shortstr_utf8()?;
+        let exchange = r.shortstr_utf8()?;
+        let routing_key = r.shortstr_utf8()?;
         let arguments = r.table()?;
         Ok(QueueUnbind { ticket, queue, exchange, routing_key, arguments })
     }

@@ -563,6 +563,18 @@ impl<'a> Reader<'a> {
         Ok(ShortStr::from_slice(s).unwrap_or_default())
     }
 
+    /// Reads a `shortstr` that must be UTF-8, as RabbitMQ requires of every
+    /// short string argument of a method (names, routing keys, tags).
+    pub fn shortstr_utf8(&mut self) -> Result<ShortStr, DecodeError> {
+        let r = length_data(be_u8).parse(self.rest);
+        let s = self.run(r)?;
+        if std::str::from_utf8(s).is_err() {
+            return Err(DecodeError::new(ErrorKind::MalformedUtf8));
+        }
+        // At most 255 bytes: length_data(be_u8) read it.
+        Ok(ShortStr::from_slice(s).unwrap_or_default())
+    }
+
     /// Reads a `longstr`.
     pub fn longstr(&mut self) -> Result<LongStr, DecodeError> {
         let r = length_data(be_u32).parse(self.rest);

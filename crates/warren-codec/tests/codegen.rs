@@ -69,6 +69,16 @@ impl Ty {
         }
     }
 
+    /// Reads a method argument: as [`Ty::read`], except that short strings
+    /// must be UTF-8 (RabbitMQ refuses others with 501 FRAME_ERROR; content
+    /// properties and table keys are not checked, as in RabbitMQ).
+    fn read_arg(self) -> &'static str {
+        match self {
+            Ty::ShortStr => "r.shortstr_utf8()?",
+            other => other.read(),
+        }
+    }
+
     fn write(self, expr: &str) -> String {
         match self {
             Ty::Bit => unreachable!("bits are packed"),
@@ -389,7 +399,7 @@ fn generate(spec: &Value) -> String {
                     o,
                     "        let {} = {};",
                     m.args[i].field,
-                    m.args[i].ty.read()
+                    m.args[i].ty.read_arg()
                 )
                 .unwrap();
                 i += 1;

@@ -42,6 +42,17 @@ fn short_str() -> impl Strategy<Value = ShortStr> + Clone {
     .prop_map(|v| ShortStr::new(Bytes::from(v)).unwrap())
 }
 
+/// A short string a method argument may carry: any UTF-8 up to the
+/// 255-byte limit (method arguments must be text; see
+/// `method_arguments_must_be_utf8`).
+fn text_str() -> impl Strategy<Value = ShortStr> + Clone {
+    prop_oneof![
+        4 => "\\PC{0,12}",
+        1 => "\\PC{0,60}",
+    ]
+    .prop_map(|s: String| ShortStr::truncating(&s))
+}
+
 fn long_str() -> impl Strategy<Value = LongStr> + Clone {
     prop_oneof![
         4 => prop::collection::vec(any::<u8>(), 0..32),
@@ -141,8 +152,8 @@ fn basic_methods() -> Vec<MethodStrategy> {
         method!(BasicQosOk),
         method!(BasicConsume {
             ticket: any::<u16>(),
-            queue: short_str(),
-            consumer_tag: short_str(),
+            queue: text_str(),
+            consumer_tag: text_str(),
             no_local: bit(),
             no_ack: bit(),
             exclusive: bit(),
@@ -150,49 +161,49 @@ fn basic_methods() -> Vec<MethodStrategy> {
             arguments: field_table(),
         }),
         method!(BasicConsumeOk {
-            consumer_tag: short_str()
+            consumer_tag: text_str()
         }),
         method!(BasicCancel {
-            consumer_tag: short_str(),
+            consumer_tag: text_str(),
             nowait: bit()
         }),
         method!(BasicCancelOk {
-            consumer_tag: short_str()
+            consumer_tag: text_str()
         }),
         method!(BasicPublish {
             ticket: any::<u16>(),
-            exchange: short_str(),
-            routing_key: short_str(),
+            exchange: text_str(),
+            routing_key: text_str(),
             mandatory: bit(),
             immediate: bit(),
         }),
         method!(BasicReturn {
             reply_code: any::<u16>(),
-            reply_text: short_str(),
-            exchange: short_str(),
-            routing_key: short_str(),
+            reply_text: text_str(),
+            exchange: text_str(),
+            routing_key: text_str(),
         }),
         method!(BasicDeliver {
-            consumer_tag: short_str(),
+            consumer_tag: text_str(),
             delivery_tag: any::<u64>(),
             redelivered: bit(),
-            exchange: short_str(),
-            routing_key: short_str(),
+            exchange: text_str(),
+            routing_key: text_str(),
         }),
         method!(BasicGet {
             ticket: any::<u16>(),
-            queue: short_str(),
+            queue: text_str(),
             no_ack: bit()
         }),
         method!(BasicGetOk {
             delivery_tag: any::<u64>(),
             redelivered: bit(),
-            exchange: short_str(),
-            routing_key: short_str(),
+            exchange: text_str(),
+            routing_key: text_str(),
             message_count: any::<u32>(),
         }),
         method!(BasicGetEmpty {
-            cluster_id: short_str()
+            cluster_id: text_str()
         }),
         method!(BasicAck {
             delivery_tag: any::<u64>(),
@@ -224,9 +235,9 @@ fn connection_methods() -> Vec<MethodStrategy> {
         }),
         method!(ConnectionStartOk {
             client_properties: field_table(),
-            mechanism: short_str(),
+            mechanism: text_str(),
             response: long_str(),
-            locale: short_str(),
+            locale: text_str(),
         }),
         method!(ConnectionSecure {
             challenge: long_str()
@@ -245,27 +256,25 @@ fn connection_methods() -> Vec<MethodStrategy> {
             heartbeat: any::<u16>()
         }),
         method!(ConnectionOpen {
-            virtual_host: short_str(),
-            capabilities: short_str(),
+            virtual_host: text_str(),
+            capabilities: text_str(),
             insist: bit()
         }),
         method!(ConnectionOpenOk {
-            known_hosts: short_str()
+            known_hosts: text_str()
         }),
         method!(ConnectionClose {
             reply_code: any::<u16>(),
-            reply_text: short_str(),
+            reply_text: text_str(),
             class_id: any::<u16>(),
             method_id: any::<u16>(),
         }),
         method!(ConnectionCloseOk),
-        method!(ConnectionBlocked {
-            reason: short_str()
-        }),
+        method!(ConnectionBlocked { reason: text_str() }),
         method!(ConnectionUnblocked),
         method!(ConnectionUpdateSecret {
             new_secret: long_str(),
-            reason: short_str()
+            reason: text_str()
         }),
         method!(ConnectionUpdateSecretOk),
     ]
@@ -274,7 +283,7 @@ fn connection_methods() -> Vec<MethodStrategy> {
 fn channel_methods() -> Vec<MethodStrategy> {
     vec![
         method!(ChannelOpen {
-            out_of_band: short_str()
+            out_of_band: text_str()
         }),
         method!(ChannelOpenOk {
             channel_id: long_str()
@@ -283,7 +292,7 @@ fn channel_methods() -> Vec<MethodStrategy> {
         method!(ChannelFlowOk { active: bit() }),
         method!(ChannelClose {
             reply_code: any::<u16>(),
-            reply_text: short_str(),
+            reply_text: text_str(),
             class_id: any::<u16>(),
             method_id: any::<u16>(),
         }),
@@ -294,7 +303,7 @@ fn channel_methods() -> Vec<MethodStrategy> {
 fn access_methods() -> Vec<MethodStrategy> {
     vec![
         method!(AccessRequest {
-            realm: short_str(),
+            realm: text_str(),
             exclusive: bit(),
             passive: bit(),
             active: bit(),
@@ -311,8 +320,8 @@ fn exchange_methods() -> Vec<MethodStrategy> {
     vec![
         method!(ExchangeDeclare {
             ticket: any::<u16>(),
-            exchange: short_str(),
-            kind: short_str(),
+            exchange: text_str(),
+            kind: text_str(),
             passive: bit(),
             durable: bit(),
             auto_delete: bit(),
@@ -323,25 +332,25 @@ fn exchange_methods() -> Vec<MethodStrategy> {
         method!(ExchangeDeclareOk),
         method!(ExchangeDelete {
             ticket: any::<u16>(),
-            exchange: short_str(),
+            exchange: text_str(),
             if_unused: bit(),
             nowait: bit()
         }),
         method!(ExchangeDeleteOk),
         method!(ExchangeBind {
             ticket: any::<u16>(),
-            destination: short_str(),
-            source: short_str(),
-            routing_key: short_str(),
+            destination: text_str(),
+            source: text_str(),
+            routing_key: text_str(),
             nowait: bit(),
             arguments: field_table(),
         }),
         method!(ExchangeBindOk),
         method!(ExchangeUnbind {
             ticket: any::<u16>(),
-            destination: short_str(),
-            source: short_str(),
-            routing_key: short_str(),
+            destination: text_str(),
+            source: text_str(),
+            routing_key: text_str(),
             nowait: bit(),
             arguments: field_table(),
         }),
@@ -353,7 +362,7 @@ fn queue_methods() -> Vec<MethodStrategy> {
     vec![
         method!(QueueDeclare {
             ticket: any::<u16>(),
-            queue: short_str(),
+            queue: text_str(),
             passive: bit(),
             durable: bit(),
             exclusive: bit(),
@@ -362,22 +371,22 @@ fn queue_methods() -> Vec<MethodStrategy> {
             arguments: field_table(),
         }),
         method!(QueueDeclareOk {
-            queue: short_str(),
+            queue: text_str(),
             message_count: any::<u32>(),
             consumer_count: any::<u32>()
         }),
         method!(QueueBind {
             ticket: any::<u16>(),
-            queue: short_str(),
-            exchange: short_str(),
-            routing_key: short_str(),
+            queue: text_str(),
+            exchange: text_str(),
+            routing_key: text_str(),
             nowait: bit(),
             arguments: field_table(),
         }),
         method!(QueueBindOk),
         method!(QueuePurge {
             ticket: any::<u16>(),
-            queue: short_str(),
+            queue: text_str(),
             nowait: bit()
         }),
         method!(QueuePurgeOk {
@@ -385,7 +394,7 @@ fn queue_methods() -> Vec<MethodStrategy> {
         }),
         method!(QueueDelete {
             ticket: any::<u16>(),
-            queue: short_str(),
+            queue: text_str(),
             if_unused: bit(),
             if_empty: bit(),
             nowait: bit(),
@@ -395,9 +404,9 @@ fn queue_methods() -> Vec<MethodStrategy> {
         }),
         method!(QueueUnbind {
             ticket: any::<u16>(),
-            queue: short_str(),
-            exchange: short_str(),
-            routing_key: short_str(),
+            queue: text_str(),
+            exchange: text_str(),
+            routing_key: text_str(),
             arguments: field_table(),
         }),
         method!(QueueUnbindOk),
@@ -823,7 +832,7 @@ proptest! {
     fn contents_split_by_frame_max_reassemble(
         frame_max in 4096u32..=16384,
         body in prop::collection::vec(any::<u8>(), 0..40_000),
-        routing_key in short_str(),
+        routing_key in text_str(),
     ) {
         let method = Method::from(BasicPublish { routing_key, ..Default::default() });
         let properties = BasicProperties { delivery_mode: Some(2), ..Default::default() };
@@ -1133,4 +1142,44 @@ proptest! {
         frame.push(FRAME_END);
         drain(&FrameDecoder::new(u32::MAX), &mut BytesMut::from(&frame[..]))?;
     }
+}
+
+#[test]
+fn method_arguments_must_be_utf8() {
+    // queue.declare of a queue named ff fe: RabbitMQ closes the connection
+    // with 501 FRAME_ERROR "Malformed UTF-8 in shortstr".
+    let name = ShortStr::new(Bytes::from_static(b"\xff\xfe")).unwrap();
+    let mut buf = BytesMut::new();
+    encode_method(
+        &mut buf,
+        1,
+        &Method::from(QueueDeclare {
+            queue: name.clone(),
+            ..Default::default()
+        }),
+    );
+    let err = FrameDecoder::new(131072).decode(&mut buf).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::MalformedUtf8);
+    assert_eq!(err.reply_code(), ReplyCode::FrameError);
+    assert_eq!((err.class_id, err.method_id), (50, 10));
+    assert_eq!(err.to_string(), "Malformed UTF-8 in shortstr");
+
+    // Content properties and table keys are not checked, as in RabbitMQ.
+    let props = BasicProperties {
+        content_type: Some(name.clone()),
+        headers: Some(FieldTable(vec![(name, FieldValue::Bool(true))])),
+        ..Default::default()
+    };
+    let mut buf = BytesMut::new();
+    let publish = Method::from(BasicPublish {
+        routing_key: "é".into(),
+        ..Default::default()
+    });
+    encode_content(&mut buf, 1, &publish, &props, b"x", 131072);
+    let decoder = FrameDecoder::new(131072);
+    let mut frames = 0;
+    while decoder.decode(&mut buf).unwrap().is_some() {
+        frames += 1;
+    }
+    assert_eq!(frames, 3);
 }
