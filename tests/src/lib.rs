@@ -551,8 +551,23 @@ impl RawClient {
         );
     }
 
-    /// Sends `connection.close` 200 and waits for `close-ok` and EOF.
+    /// Sends `connection.close` 200, waits for `close-ok`, then closes
+    /// its side as a client does and waits for the broker's EOF (the
+    /// broker leaves closing the socket to the client, as RabbitMQ does).
     pub async fn close(&mut self) {
+        self.close_ok().await;
+        self.shutdown_write().await;
+        self.expect_eof().await;
+    }
+
+    /// Sends FIN: the client is done writing, as after `close-ok`.
+    pub async fn shutdown_write(&mut self) {
+        self.stream.shutdown().await.expect("shutdown");
+    }
+
+    /// Sends `connection.close` 200 and waits for `close-ok`; the socket
+    /// stays open.
+    pub async fn close_ok(&mut self) {
         self.send_method(
             0,
             warren_codec::ConnectionClose {
@@ -568,10 +583,7 @@ impl RawClient {
                 Frame::Method {
                     channel: 0,
                     method: Method::ConnectionCloseOk(_),
-                } => {
-                    self.expect_eof().await;
-                    return;
-                }
+                } => return,
                 _ => continue,
             }
         }

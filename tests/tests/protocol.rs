@@ -365,3 +365,33 @@ async fn body_split_over_frames_including_empty_ones_is_reassembled() {
     assert_eq!(c.get(1, &q).await.as_deref(), Some(&b"abcdef"[..]));
     c.close().await;
 }
+
+/// After the client's connection.close the broker answers close-ok and
+/// leaves the socket to the client (as RabbitMQ does): what the client
+/// still writes is read and dropped, and the broker closes its side once
+/// the client has closed its own. Closing first made lapin report
+/// `ConnectionAborted` and amqplib `EPIPE` (issue 11).
+#[tokio::test]
+async fn after_close_ok_the_client_closes_the_socket() {
+    let broker = start_broker().await;
+    let mut c = open_client(&broker).await;
+    let q = c.declare_temp_queue(1).await;
+    c.close_ok().await;
+    // Still open: nothing, not even EOF, within a generous window.
+    let seen = c.read_within(std::time::Duration::from_millis(300)).await;
+    assert!(
+        seen.is_none(),
+        "the broker closed or wrote after close-ok: {seen:?}"
+    );
+    // Publishes queued behind the close are accepted and ignored.
+    for _ in 0..100 {
+        c.send_content(1, publish(&q, false), &BasicProperties::default(), b"late")
+            .await;
+    }
+    c.shutdown_write().await;
+    let seen = c.expect_eof().await;
+    assert!(seen.is_empty(), "frames after close-ok: {seen:?}");
+    // The connection's exclusive queue went with the close, and nothing
+    // published after close-ok reached anything.
+    warren_tests::assert_broker_works(broker.addr).await;
+}

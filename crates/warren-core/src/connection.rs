@@ -9,7 +9,14 @@
 //!  Header --AMQP 0-9-1--> StartOk --start-ok--> TuneOk --tune-ok--> Open
 //!                                                                     |
 //!          Closed <--close-ok/timeout-- Closing <--error-- Running <--open
+//!             ^                                                |
+//!             +--EOF/linger timeout-- Lingering <--close-------+
 //! ```
+//! After the client's `connection.close` we answer `close-ok` and leave the
+//! socket open for the client to close, discarding what it still sends
+//! (bounded by [`linger_timeout`]), as RabbitMQ does: a client that reads
+//! EOF before it has handled the `close-ok` reports an aborted connection,
+//! and one still writing (publishes queued behind its close) gets EPIPE.
 //! Errors before `Running` close the socket without a close frame (as
 //! RabbitMQ does), except a refused login when the client advertised
 //! `authentication_failure_close`, and a refused vhost at `connection.open`.
@@ -41,6 +48,20 @@ pub const PRE_TUNE_FRAME_MAX: u32 = 8192;
 pub const MIN_FRAME_MAX: u32 = 4096;
 /// How long we wait for `close-ok` after sending `connection.close`.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest we keep a socket open after our `close-ok`, waiting for the
+/// client to close it (RabbitMQ's `CLOSING_TIMEOUT`).
+pub const LINGER_MAX: Duration = Duration::from_secs(30);
+
+/// How long a connection lingers after `close-ok`: the heartbeat interval
+/// when one was negotiated and is shorter, [`LINGER_MAX`] otherwise, as
+/// RabbitMQ's reader does.
+pub fn linger_timeout(heartbeat: Duration) -> Duration {
+    if heartbeat.is_zero() {
+        LINGER_MAX
+    } else {
+        heartbeat.min(LINGER_MAX)
+    }
+}
 
 /// Facts about the peer the IO layer knows.
 #[derive(Debug, Clone)]
@@ -60,6 +81,10 @@ enum State {
     Running,
     /// We sent `connection.close`; only close/close-ok matter now.
     Closing,
+    /// The client closed and we answered `close-ok`: everything it held
+    /// is released, its input is discarded, and we wait (bounded) for it to
+    /// close the socket.
+    Lingering,
     Closed,
 }
 
@@ -218,7 +243,7 @@ impl Connection {
         let before = self.out.len();
         loop {
             match self.state {
-                State::Closed => {
+                State::Closed | State::Lingering => {
                     buf.clear();
                     break;
                 }
@@ -443,7 +468,7 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Closed => None,
-            State::Closing => self.close_deadline,
+            State::Closing | State::Lingering => self.close_deadline,
             State::Running => {
                 if self.heartbeat.is_zero() {
                     None
@@ -469,6 +494,11 @@ impl Connection {
             State::Closing => {
                 if self.close_deadline.is_some_and(|d| now >= d) {
                     self.finish("no close-ok in time".to_string());
+                }
+            }
+            State::Lingering => {
+                if self.close_deadline.is_some_and(|d| now >= d) {
+                    self.finish("client did not close its socket after close-ok".to_string());
                 }
             }
             State::Running => {
@@ -512,6 +542,8 @@ impl Connection {
                 self.close_deadline = Some(now + CLOSE_TIMEOUT);
             }
             State::Closing | State::Closed => {}
+            // In the handshake, or lingering after our close-ok: nothing
+            // to say, just close.
             _ => self.finish(reason.to_string()),
         }
     }
@@ -521,6 +553,16 @@ impl Connection {
     /// when the socket is gone.
     pub fn on_disconnect(&mut self) {
         self.broker.unregister(self.id);
+        self.release_all();
+        self.state = State::Closed;
+    }
+
+    /// Cancels every consumer, requeues every unacked message (also those
+    /// still in the mailbox) and deletes exclusive queues. Done when the
+    /// connection closes, before `close-ok` or our `connection.close` is
+    /// sent, as RabbitMQ terminates channels first; again (finding nothing)
+    /// when the socket goes.
+    fn release_all(&mut self) {
         for (_, mut ch) in self.channels.drain() {
             if let Some(vh) = &self.vhost {
                 ch.release(self.id, vh);
@@ -546,7 +588,18 @@ impl Connection {
                 vh.remove_queue(&q);
             }
         }
-        self.state = State::Closed;
+    }
+
+    /// The client's `connection.close`: release everything, answer
+    /// `close-ok`, and wait for the client to close the socket.
+    fn closed_by_client(&mut self, reason: &str, now: Instant) {
+        self.release_all();
+        self.send(0, ConnectionCloseOk);
+        if self.close_reason.is_none() {
+            self.close_reason = Some(reason.to_string());
+        }
+        self.state = State::Lingering;
+        self.close_deadline = Some(now + linger_timeout(self.heartbeat));
     }
 
     fn finish(&mut self, reason: String) {
@@ -567,6 +620,7 @@ impl Connection {
         if self.close_reason.is_none() {
             self.close_reason = Some(e.text.clone());
         }
+        self.release_all();
         self.send(
             0,
             ConnectionClose {
@@ -602,7 +656,7 @@ impl Connection {
             }
         }
         let cfg = &self.broker.config;
-        let props = FieldTable::new()
+        let mut props = FieldTable::new()
             .with("capabilities", FieldValue::Table(capabilities))
             .with("cluster_name", FieldValue::LongStr("warren".into()))
             .with(
@@ -622,6 +676,16 @@ impl Connection {
                 "version",
                 FieldValue::LongStr(LongStr::from(cfg.version.as_str())),
             );
+        for (key, value) in &cfg.server_properties {
+            match props
+                .0
+                .iter_mut()
+                .find(|(k, _)| k.as_bytes() == key.as_bytes())
+            {
+                Some(entry) => entry.1 = value.clone(),
+                None => props.insert(key.as_str(), value.clone()),
+            }
+        }
         self.send(
             0,
             ConnectionStart {
@@ -636,15 +700,16 @@ impl Connection {
 
     fn handle_frame(&mut self, frame: Frame, now: Instant) {
         match self.state {
-            State::Closed => {}
+            State::Closed | State::Lingering => {}
             State::Closing => {
                 if let Frame::Method { channel: 0, method } = frame {
                     match method {
                         Method::ConnectionCloseOk(_) => self.finish("closed".to_string()),
-                        Method::ConnectionClose(_) => {
-                            self.send(0, ConnectionCloseOk);
-                            self.finish("closed".to_string());
-                        }
+                        // The closes crossed: answer theirs and keep
+                        // waiting (bounded) for the close-ok to ours, as
+                        // RabbitMQ does; closing now could reach the
+                        // client before it has read our close-ok.
+                        Method::ConnectionClose(_) => self.send(0, ConnectionCloseOk),
                         _ => {}
                     }
                 }
@@ -761,8 +826,7 @@ impl Connection {
                 tracing::info!(conn = self.id, peer = %self.info.peer, vhost = %name, user = %self.user, "connection open");
             }
             (_, Method::ConnectionClose(_)) => {
-                self.send(0, ConnectionCloseOk);
-                self.finish("closed by client during handshake".to_string());
+                self.closed_by_client("closed by client during handshake", now);
             }
             (_, m) => self.finish(format!("unexpected {} during handshake", m.name())),
         }
@@ -893,12 +957,15 @@ impl Connection {
                 } => {
                     self.channels.remove(&channel);
                 }
+                // Our close crossed theirs: answer it, and keep the channel
+                // (closing) until the close-ok to ours arrives, as RabbitMQ
+                // does; a close-ok for a channel we had forgotten would
+                // otherwise close the connection with 504.
                 Frame::Method {
                     method: Method::ChannelClose(_),
                     ..
                 } => {
                     self.send(channel, warren_codec::ChannelCloseOk);
-                    self.channels.remove(&channel);
                 }
                 _ => {}
             }
@@ -942,6 +1009,14 @@ impl Connection {
             // Deliveries dispatched before the cancel go out before cancel-ok.
             self.handle_events(now);
         }
+        let deletes_queue = matches!(
+            frame,
+            Frame::Method {
+                method: Method::QueueDelete(_),
+                ..
+            }
+        );
+        let mark = self.out.len();
         let (Some(vhost), Some(perms)) = (&self.vhost, &self.perms) else {
             return;
         };
@@ -960,8 +1035,21 @@ impl Connection {
             now,
             perms,
         };
-        if let Err(err) = ch.handle_frame(&mut ctx, frame) {
+        let res = ch.handle_frame(&mut ctx, frame);
+        if res.is_ok() && deletes_queue && self.out.len() > mark {
+            // The deleted queue's consumers on this connection hear
+            // basic.cancel before the delete-ok, as from RabbitMQ: a client
+            // that checks its consumers after delete-ok finds them gone.
+            let reply = self.out.split_off(mark);
+            self.handle_events(now);
+            self.out.unsplit(reply);
+            return;
+        }
+        if let Err(err) = res {
             let err = err.in_method(class_id, method_id);
+            let (Some(vhost), Some(ch)) = (&self.vhost, self.channels.get_mut(&channel)) else {
+                return;
+            };
             match err {
                 Error::Channel(e) => {
                     tracing::debug!(conn = self.id, channel, reply_code = e.0.code.code(), text = %e.0.text, "closing channel");
@@ -989,8 +1077,7 @@ impl Connection {
     fn handle_channel0(&mut self, method: Method, now: Instant) {
         match method {
             Method::ConnectionClose(_) => {
-                self.send(0, ConnectionCloseOk);
-                self.finish("closed by client".to_string());
+                self.closed_by_client("closed by client", now);
                 tracing::info!(conn = self.id, peer = %self.info.peer, "connection closed by client");
             }
             Method::ConnectionCloseOk(_) => self.finish("closed".to_string()),
