@@ -22,7 +22,9 @@ use crate::message::{Message, Properties};
 use crate::permissions::{Access, Resource};
 use crate::persist::{Barrier, PersistOp};
 use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueueType, QueuedMessage};
-use crate::vhost::{QueueDeclare, VHost};
+use crate::vhost::{
+    QueueDeclare, ROUTING_HEADERS, VHost, has_sender_selected_keys, sender_selected_keys,
+};
 use crate::vhost::{REPLY_TO, REPLY_TO_PREFIX, ReplyTarget};
 
 /// Content being received after `basic.publish`.
@@ -855,30 +857,65 @@ impl Channel {
         if publish.exchange.is_empty() && publish.routing_key.starts_with(REPLY_TO_PREFIX) {
             return self.publish_reply(ctx, publish, properties, body);
         }
+        if has_sender_selected_keys(properties.headers.as_ref()) {
+            // Sender-selected distribution: routed afresh by every key,
+            // never through (or into) the route cache.
+            let headers = properties.headers.as_ref();
+            let mut keys = vec![publish.routing_key.clone()];
+            if let Some(h) = headers {
+                keys.extend(sender_selected_keys(h, &ROUTING_HEADERS)?);
+            }
+            let mut queues = Vec::new();
+            ctx.vhost
+                .route(&cache.exchange, &keys, headers, &mut queues);
+            if let Some(h) = properties.make_mut().headers.as_mut() {
+                h.remove("BCC");
+            }
+            return self.publish_routed(ctx, publish, properties, body, &queues);
+        }
         if cache.key.as_ref() != Some(&publish.routing_key) {
             cache.queues.clear();
             let by_key = ctx.vhost.route(
                 &cache.exchange,
-                &publish.routing_key,
+                std::slice::from_ref(&publish.routing_key),
                 properties.headers.as_ref(),
                 &mut cache.queues,
             );
             cache.key = by_key.then(|| publish.routing_key.clone());
         }
+        // Taken out for the call and put back: the cache stays allocated.
+        let queues = std::mem::take(&mut cache.queues);
+        let res = self.publish_routed(ctx, publish, properties, body, &queues);
+        if let Some(c) = &mut self.route {
+            c.queues = queues;
+        }
+        res
+    }
+
+    /// Puts a routed message on `queues` (or into the transaction), and
+    /// books its confirm.
+    fn publish_routed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        publish: BasicPublish,
+        properties: Properties,
+        body: Bytes,
+        queues: &[Arc<Queue>],
+    ) -> Result<()> {
         let message = ctx.vhost.prepare(
             Message::new(publish.exchange, publish.routing_key, properties, body),
-            &cache.queues,
+            queues,
         );
         if let Some(tx) = &mut self.tx {
             tx.publishes.push(TxPublish {
                 message,
-                queues: cache.queues.clone(),
+                queues: queues.to_vec(),
                 mandatory: publish.mandatory,
             });
             return Ok(());
         }
         let stored = message.store_id.is_some();
-        let accepted = Self::enqueue(self.id, ctx, message, &cache.queues, publish.mandatory);
+        let accepted = Self::enqueue(self.id, ctx, message, queues, publish.mandatory);
         if let Some(c) = &mut self.confirm {
             let seq = c.next;
             c.next += 1;

@@ -847,28 +847,37 @@ impl VHost {
         Ok(())
     }
 
-    /// The queues a message published to `exchange` reaches, each once,
-    /// following exchange-to-exchange bindings and alternate exchanges.
-    /// Returns whether the result depends only on the exchange, the key
-    /// and the topology (no headers exchange was consulted), so that it
-    /// may be reused for the same pair while [`VHost::epoch`] stands.
+    /// The queues a message published to `exchange` with routing keys
+    /// `keys` reaches, each once, following exchange-to-exchange bindings
+    /// and alternate exchanges. `keys` is the publish's routing key, then
+    /// those of its `CC` and `BCC` headers ([`sender_selected_keys`]): an
+    /// exchange routes a message by any of them, and its alternate exchange
+    /// takes the message only when none matched. Returns whether the
+    /// result depends only on the exchange, the keys and the topology (no
+    /// headers exchange was consulted), so that it may be reused for the
+    /// same keys while [`VHost::epoch`] stands.
     pub fn route(
         &self,
         exchange: &Exchange,
-        key: &ShortStr,
+        keys: &[ShortStr],
         headers: Option<&FieldTable>,
         out: &mut Vec<Arc<Queue>>,
     ) -> bool {
         if exchange.name().is_empty() {
-            if let Some(q) = self.queue(key.as_bytes()) {
-                out.push(q);
+            for key in keys {
+                if let Some(q) = self.queue(key.as_bytes())
+                    && !q.is_deleted()
+                    && !out.iter().any(|o| Arc::ptr_eq(o, &q))
+                {
+                    out.push(q);
+                }
             }
             return true;
         }
         // Allocates only if exchange-to-exchange bindings are followed.
         let mut visited: Vec<ShortStr> = Vec::new();
         let mut by_key = true;
-        self.route_from(exchange, key, headers, out, &mut visited, 0, &mut by_key);
+        self.route_from(exchange, keys, headers, out, &mut visited, 0, &mut by_key);
         by_key
     }
 
@@ -876,7 +885,7 @@ impl VHost {
     fn route_from(
         &self,
         exchange: &Exchange,
-        key: &ShortStr,
+        keys: &[ShortStr],
         headers: Option<&FieldTable>,
         out: &mut Vec<Arc<Queue>>,
         visited: &mut Vec<ShortStr>,
@@ -888,14 +897,20 @@ impl VHost {
         }
         let before = out.len();
         let mut next: Vec<ShortStr> = Vec::new();
-        exchange.route(key, headers, &mut |d| match d {
-            Destination::Queue(q) => {
-                if !q.is_deleted() && !out.iter().any(|o| Arc::ptr_eq(o, q)) {
-                    out.push(Arc::clone(q));
+        for key in keys {
+            exchange.route(key, headers, &mut |d| match d {
+                Destination::Queue(q) => {
+                    if !q.is_deleted() && !out.iter().any(|o| Arc::ptr_eq(o, q)) {
+                        out.push(Arc::clone(q));
+                    }
                 }
-            }
-            Destination::Exchange(name) => next.push(name.clone()),
-        });
+                Destination::Exchange(name) => {
+                    if !next.contains(name) {
+                        next.push(name.clone());
+                    }
+                }
+            });
+        }
         let alternate = match exchange.spec.arguments.get("alternate-exchange") {
             Some(FieldValue::LongStr(ae)) if out.len() == before && next.is_empty() => {
                 ShortStr::from_slice(ae.as_bytes())
@@ -914,7 +929,7 @@ impl VHost {
                 continue;
             }
             if let Some(ex) = self.exchange(name.as_bytes()) {
-                self.route_from(&ex, key, headers, out, visited, depth + 1, by_key);
+                self.route_from(&ex, keys, headers, out, visited, depth + 1, by_key);
             }
         }
     }
@@ -997,6 +1012,10 @@ impl VHost {
             let old = &m.message;
             let mut props = (*old.properties).clone();
             let mut headers = props.headers.take().unwrap_or_default();
+            let mut original_keys = vec![old.routing_key.clone()];
+            if let Ok(cc) = sender_selected_keys(&headers, &["CC"]) {
+                original_keys.extend(cc);
+            }
             let mut deaths = match headers.remove("x-death") {
                 Some(FieldValue::Array(a)) => a,
                 _ => Vec::new(),
@@ -1035,9 +1054,12 @@ impl VHost {
                         )
                         .with(
                             "routing-keys",
-                            FieldValue::Array(vec![FieldValue::LongStr(
-                                old.routing_key.to_lossy().as_ref().into(),
-                            )]),
+                            FieldValue::Array(
+                                original_keys
+                                    .iter()
+                                    .map(|k| FieldValue::LongStr(k.to_lossy().as_ref().into()))
+                                    .collect(),
+                            ),
                         );
                     if let Some(exp) = &props.expiration {
                         t.insert(
@@ -1077,13 +1099,20 @@ impl VHost {
                     FieldValue::LongStr(reason.as_str().into()),
                 );
             }
-            let routing_key = from
-                .args
-                .dead_letter_routing_key
-                .clone()
-                .unwrap_or_else(|| old.routing_key.clone());
+            // With a dead-letter routing key the message goes by that key
+            // alone and loses its CC header; without one it goes by the
+            // keys it was published with, CC included, as in RabbitMQ
+            // (its BCC keys were removed at publish and are not kept).
+            let keys = match &from.args.dead_letter_routing_key {
+                Some(k) => {
+                    headers.remove("CC");
+                    vec![k.clone()]
+                }
+                None => original_keys.clone(),
+            };
+            let routing_key = keys[0].clone();
             targets.clear();
-            self.route(&dlx, &routing_key, Some(&headers), &mut targets);
+            self.route(&dlx, &keys, Some(&headers), &mut targets);
             // A message that would die in a cycle without ever being
             // rejected is dropped (RabbitMQ's rule), which also bounds the
             // recursion below.
@@ -1103,6 +1132,43 @@ impl VHost {
             self.enqueue(msg, &targets, now, None);
         }
     }
+}
+
+/// The headers by which a publisher adds routing keys (sender-selected
+/// distribution): `CC` is delivered with the message, `BCC` is removed.
+pub const ROUTING_HEADERS: [&str; 2] = ["CC", "BCC"];
+
+/// Whether a message's headers name extra routing keys.
+pub fn has_sender_selected_keys(headers: Option<&FieldTable>) -> bool {
+    headers.is_some_and(|h| ROUTING_HEADERS.iter().any(|k| h.get(k).is_some()))
+}
+
+/// The routing keys named by the headers `names` (of [`ROUTING_HEADERS`]),
+/// in order: each must be an array, of which the long strings count and
+/// anything else is ignored (RabbitMQ's `header_routes`). Any other type
+/// is refused with RabbitMQ's text, as a 406 on the publish.
+pub fn sender_selected_keys(headers: &FieldTable, names: &[&str]) -> Result<Vec<ShortStr>> {
+    let mut keys = Vec::new();
+    for name in names {
+        match headers.get(name) {
+            None => {}
+            Some(FieldValue::Array(values)) => {
+                keys.extend(values.iter().filter_map(|v| match v {
+                    // A key longer than a short string can name no queue
+                    // and match no binding: it routes nowhere.
+                    FieldValue::LongStr(s) => ShortStr::from_slice(s.as_bytes()),
+                    _ => None,
+                }));
+            }
+            Some(other) => {
+                return Err(Error::precondition(format!(
+                    "invalid message: {{unacceptable_type_in_header,\"{name}\",{}}}",
+                    other.type_name()
+                )));
+            }
+        }
+    }
+    Ok(keys)
 }
 
 fn queue_type_arg(args: &FieldTable) -> Option<warren_codec::LongStr> {
