@@ -74,6 +74,10 @@ pub struct BrokerConfig {
     pub product: String,
     /// `version` in server-properties.
     pub version: String,
+    /// Entries of `connection.start`'s server-properties set by the
+    /// operator (RabbitMQ's `server_properties`): each replaces the
+    /// built-in entry of that name, or is added after them.
+    pub server_properties: Vec<(String, warren_codec::FieldValue)>,
 }
 
 impl Default for BrokerConfig {
@@ -90,6 +94,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             product: "Warren".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            server_properties: Vec::new(),
         }
     }
 }

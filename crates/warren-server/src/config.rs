@@ -34,6 +34,36 @@ pub struct Config {
     pub vhosts: Vec<String>,
     /// Users. Default: `guest`/`guest` on `/`, loopback only (RabbitMQ's rule).
     pub users: Vec<UserConfig>,
+    /// Entries of the server properties sent in `connection.start`
+    /// (RabbitMQ's `server_properties`): `product`, `version`, `platform`,
+    /// ... replace Warren's, other keys are added. Default: none, so
+    /// clients see `product = "Warren"`. `capabilities` cannot be set: it
+    /// tells clients which features work.
+    pub server_properties: std::collections::BTreeMap<String, ServerProperty>,
+}
+
+/// A value in `[server_properties]`: text, a whole number or a boolean,
+/// sent as an AMQP long string, signed 64-bit integer or boolean.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ServerProperty {
+    /// Sent as a long string.
+    Text(String),
+    /// Sent as a signed 64-bit integer.
+    Integer(i64),
+    /// Sent as a boolean.
+    Bool(bool),
+}
+
+impl ServerProperty {
+    fn to_field(&self) -> warren_codec::FieldValue {
+        use warren_codec::FieldValue;
+        match self {
+            ServerProperty::Text(s) => FieldValue::LongStr(s.as_str().into()),
+            ServerProperty::Integer(i) => FieldValue::I64(*i),
+            ServerProperty::Bool(b) => FieldValue::Bool(*b),
+        }
+    }
 }
 
 /// Protocol limits.
@@ -197,6 +227,7 @@ impl Default for Config {
                 permissions: Default::default(),
                 loopback_only: true,
             }],
+            server_properties: Default::default(),
         }
     }
 }
@@ -242,6 +273,19 @@ impl Config {
                 "limits.memory_high_watermark must be between 0 and 1, got {}",
                 l.memory_high_watermark
             )));
+        }
+        for key in self.server_properties.keys() {
+            if key == "capabilities" {
+                return Err(ConfigError(
+                    "server_properties.capabilities cannot be set: it tells clients which features work"
+                        .to_string(),
+                ));
+            }
+            if key.is_empty() || key.len() > 255 {
+                return Err(ConfigError(format!(
+                    "server_properties key '{key}' must be 1 to 255 bytes"
+                )));
+            }
         }
         if l.channel_max == 0 {
             return Err(ConfigError(
@@ -299,6 +343,11 @@ impl Config {
                 handshake_timeout_ms: self.limits.handshake_timeout_ms,
                 memory_limit: memory_limit(self.limits.memory_high_watermark),
             },
+            server_properties: self
+                .server_properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_field()))
+                .collect(),
             ..BrokerConfig::default()
         }
     }
@@ -344,6 +393,29 @@ mod tests {
         let err =
             Config::from_toml("[[users]]\nname = \"a\"\npassword_hash = \"zzz\"\n").unwrap_err();
         assert!(err.0.contains("not a RabbitMQ"), "{err}");
+    }
+
+    #[test]
+    fn server_properties_replace_or_add_entries() {
+        let c = Config::from_toml(
+            "[server_properties]\nproduct = \"RabbitMQ\"\nversion = \"3.10.8\"\n\
+             region = \"eu-1\"\nshard = 7\ncanary = true\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let b = c.broker_config();
+        let get = |k: &str| {
+            b.server_properties
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|e| e.1.clone())
+        };
+        use warren_codec::FieldValue;
+        assert_eq!(get("product"), Some(FieldValue::LongStr("RabbitMQ".into())));
+        assert_eq!(get("shard"), Some(FieldValue::I64(7)));
+        assert_eq!(get("canary"), Some(FieldValue::Bool(true)));
+        let err = Config::from_toml("[server_properties]\ncapabilities = \"x\"\n").unwrap_err();
+        assert!(err.0.contains("capabilities"), "{err}");
     }
 
     #[test]
