@@ -16,7 +16,8 @@ struct Client {
     decoder: FrameDecoder,
     inbox: std::collections::VecDeque<Frame>,
     now: Instant,
-    closed_output: bool,
+    /// The broker answered with its protocol header (a header mismatch).
+    got_protocol_header: bool,
 }
 
 fn broker() -> Arc<Broker> {
@@ -45,15 +46,18 @@ impl Client {
             decoder: FrameDecoder::new(1 << 20),
             inbox: Default::default(),
             now,
-            closed_output: false,
+            got_protocol_header: false,
         }
     }
 
     fn collect(&mut self) {
         self.conn.handle_events(self.now);
         let mut out = self.conn.take_output();
-        if !self.closed_output && out.starts_with(b"AMQP") {
-            self.closed_output = true;
+        // Only a header mismatch makes the broker write a protocol header,
+        // and then nothing else: it must be exactly ours.
+        if !self.got_protocol_header && out.starts_with(b"AMQP") {
+            assert_eq!(&out[..], PROTOCOL_HEADER, "the broker's protocol header");
+            self.got_protocol_header = true;
             let _ = out.split_to(8);
         }
         while let Some(f) = self.decoder.decode(&mut out).unwrap() {
@@ -357,9 +361,9 @@ fn wrong_protocol_header_gets_ours_and_a_close() {
     let b = broker();
     let mut c = Client::connect(&b);
     c.send_bytes(b"AMQP\x00\x00\x0a\x00");
-    let out = c.conn.take_output();
+    assert!(c.got_protocol_header, "no protocol header in reply");
     assert!(c.conn.is_closed());
-    let _ = out;
+    c.nothing();
 }
 
 #[test]
@@ -529,7 +533,10 @@ fn client_close_gets_close_ok() {
         },
     );
     assert!(matches!(c.method().1, Method::ConnectionCloseOk(_)));
-    assert!(c.conn.is_closed());
+    // The client closes the socket, not the broker (see the lingering
+    // scenarios below).
+    assert!(!c.conn.is_closed());
+    c.nothing();
 }
 
 #[test]
@@ -2903,4 +2910,553 @@ fn a_long_backlog_of_small_messages_comes_back_intact() {
         let (_, _, body) = c.content();
         assert_eq!(&body[..], format!("body-{i:08}").as_bytes());
     }
+}
+
+// ---------------------------------------------------------------- client fidelity (issue 11)
+
+fn close(code: u16) -> ConnectionClose {
+    ConnectionClose {
+        reply_code: code,
+        reply_text: "bye".into(),
+        class_id: 0,
+        method_id: 0,
+    }
+}
+
+#[test]
+fn after_close_ok_the_socket_stays_open_for_the_client_to_close() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "mine".into(),
+            exclusive: true,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(0, close(200));
+    assert!(matches!(c.method().1, Method::ConnectionCloseOk(_)));
+    assert!(!c.conn.is_closed(), "the broker closed the socket first");
+    // Everything was released before close-ok, as RabbitMQ does: another
+    // connection no longer finds the exclusive queue.
+    let mut other = Client::open(&b);
+    other.send(
+        1,
+        QueueDeclare {
+            queue: "mine".into(),
+            passive: true,
+            ..Default::default()
+        },
+    );
+    other.channel_closed(1, 404);
+    // What the client still sends (publishes queued behind its close) is
+    // read and dropped.
+    c.publish(1, "", "mine", b"late");
+    c.send(1, ChannelOpen::default());
+    c.nothing();
+    assert!(!c.conn.is_closed());
+    // Bounded: without heartbeats, RabbitMQ's 30 s.
+    assert_eq!(c.conn.poll_timeout(), Some(c.now + Duration::from_secs(30)));
+    c.advance(Duration::from_secs(29));
+    assert!(!c.conn.is_closed());
+    c.advance(Duration::from_secs(1));
+    assert!(c.conn.is_closed());
+    c.nothing();
+}
+
+#[test]
+fn lingering_is_bounded_by_the_heartbeat_when_shorter() {
+    assert_eq!(
+        warren_core::connection::linger_timeout(Duration::from_secs(5)),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        warren_core::connection::linger_timeout(Duration::from_secs(60)),
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        warren_core::connection::linger_timeout(Duration::ZERO),
+        Duration::from_secs(30)
+    );
+}
+
+#[test]
+fn close_during_the_handshake_also_lingers() {
+    let b = broker();
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    assert!(matches!(c.method().1, Method::ConnectionStart(_)));
+    c.send(0, close(200));
+    assert!(matches!(c.method().1, Method::ConnectionCloseOk(_)));
+    assert!(!c.conn.is_closed());
+    c.advance(Duration::from_secs(30));
+    assert!(c.conn.is_closed());
+}
+
+#[test]
+fn unacked_messages_are_requeued_before_close_ok() {
+    let b = broker();
+    let mut admin = Client::open(&b);
+    admin.declare(1, "q");
+    admin.publish(1, "", "q", b"m");
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.delivery_tag();
+    c.send(0, close(200));
+    assert!(matches!(c.method().1, Method::ConnectionCloseOk(_)));
+    assert!(!c.conn.is_closed());
+    // The socket is still open, yet the message is back and redelivered.
+    admin.send(
+        1,
+        BasicGet {
+            queue: "q".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let (m, _, body) = admin.content();
+    let Method::BasicGetOk(ok) = m else {
+        panic!("expected get-ok, got {m:?}")
+    };
+    assert!(ok.redelivered);
+    assert_eq!(&body[..], b"m");
+}
+
+#[test]
+fn server_close_waits_for_close_ok_then_closes() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.conn.force_close("maintenance", c.now);
+    c.collect();
+    let (_, m) = c.method();
+    assert!(matches!(m, Method::ConnectionClose(_)), "{m:?}");
+    // Frames the client sent before it saw our close are dropped.
+    c.publish(1, "", "q", b"x");
+    c.nothing();
+    assert!(!c.conn.is_closed());
+    c.send(0, ConnectionCloseOk);
+    assert!(c.conn.is_closed());
+    c.nothing();
+}
+
+#[test]
+fn server_close_without_close_ok_times_out() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.conn.force_close("maintenance", c.now);
+    c.collect();
+    c.method();
+    c.advance(warren_core::connection::CLOSE_TIMEOUT - Duration::from_millis(1));
+    assert!(!c.conn.is_closed());
+    c.advance(Duration::from_millis(1));
+    assert!(c.conn.is_closed());
+}
+
+#[test]
+fn crossing_connection_closes_are_both_answered() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.conn.force_close("maintenance", c.now);
+    // The client's close was on its way before ours arrived.
+    c.send(0, close(200));
+    let (_, m) = c.method();
+    assert!(matches!(m, Method::ConnectionClose(_)), "{m:?}");
+    let (_, m) = c.method();
+    assert!(matches!(m, Method::ConnectionCloseOk(_)), "{m:?}");
+    // We still wait for the close-ok to ours before closing.
+    assert!(!c.conn.is_closed());
+    c.send(0, ConnectionCloseOk);
+    assert!(c.conn.is_closed());
+}
+
+/// Channel 1 publishes to a missing exchange and closes at once, so the
+/// broker's channel.close (404) and the client's cross: the broker answers
+/// the client's close, keeps the channel until the close-ok to its own, and
+/// channel 2 never notices (amqp091-go's check of this sequence).
+#[test]
+fn crossing_channel_closes_leave_other_channels_alone() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(2, ChannelOpen::default());
+    c.method();
+    let mut buf = BytesMut::new();
+    let publish = Method::from(BasicPublish {
+        exchange: "missing".into(),
+        routing_key: "k".into(),
+        ..Default::default()
+    });
+    encode_content(
+        &mut buf,
+        1,
+        &publish,
+        &BasicProperties::default(),
+        b"x",
+        131072,
+    );
+    encode_method(&mut buf, 1, &Method::from(ChannelClose::default()));
+    c.send_bytes(&buf);
+    let (ch, m) = c.method();
+    assert_eq!(ch, 1);
+    assert!(
+        matches!(m, Method::ChannelClose(ref x) if x.reply_code == 404),
+        "{m:?}"
+    );
+    let (ch, m) = c.method();
+    assert_eq!(ch, 1);
+    assert!(matches!(m, Method::ChannelCloseOk(_)), "{m:?}");
+    // The client answers our close; before the fix this close-ok, for a
+    // channel the broker had already forgotten, closed the connection.
+    c.send(1, ChannelCloseOk);
+    c.nothing();
+    assert!(c.conn.is_running());
+    c.send(
+        2,
+        QueueDeclare {
+            queue: "q2".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method(), (2, Method::QueueDeclareOk(_))));
+    c.publish(2, "", "q2", b"still here");
+    c.send(
+        2,
+        BasicGet {
+            queue: "q2".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let (m, _, body) = c.content();
+    assert!(matches!(m, Method::BasicGetOk(_)), "{m:?}");
+    assert_eq!(&body[..], b"still here");
+    // And the channel number is free again.
+    c.send(1, ChannelOpen::default());
+    assert!(matches!(c.method(), (1, Method::ChannelOpenOk(_))));
+}
+
+#[test]
+fn a_closing_channel_ignores_everything_but_close_and_close_ok() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.publish(1, "missing", "k", b"x");
+    let (_, m) = c.method();
+    assert!(matches!(m, Method::ChannelClose(_)), "{m:?}");
+    c.declare_nowait_on_closing_channel();
+    c.nothing();
+    c.send(1, ChannelClose::default());
+    assert!(matches!(c.method(), (1, Method::ChannelCloseOk(_))));
+    c.send(1, ChannelClose::default());
+    assert!(matches!(c.method(), (1, Method::ChannelCloseOk(_))));
+    c.send(1, ChannelCloseOk);
+    c.nothing();
+    assert!(c.conn.is_running());
+}
+
+impl Client {
+    fn declare_nowait_on_closing_channel(&mut self) {
+        self.send(
+            1,
+            QueueDeclare {
+                queue: "ignored".into(),
+                ..Default::default()
+            },
+        );
+        self.publish(1, "", "ignored", b"ignored");
+    }
+}
+
+#[test]
+fn consumers_hear_cancel_before_delete_ok() {
+    // A consumer on another channel of the same connection, and one on
+    // the deleting channel itself.
+    for consumer_channel in [2, 1] {
+        let b = broker();
+        let mut c = Client::open(&b);
+        c.send(2, ChannelOpen::default());
+        c.method();
+        c.declare(1, "q");
+        c.send(
+            consumer_channel,
+            BasicConsume {
+                queue: "q".into(),
+                consumer_tag: "c".into(),
+                ..Default::default()
+            },
+        );
+        c.method();
+        c.send(
+            1,
+            QueueDelete {
+                queue: "q".into(),
+                ..Default::default()
+            },
+        );
+        let (ch, m) = c.method();
+        assert_eq!(ch, consumer_channel);
+        let Method::BasicCancel(cancel) = m else {
+            panic!("expected basic.cancel first, got {m:?}")
+        };
+        assert_eq!(cancel.consumer_tag, "c");
+        let (ch, m) = c.method();
+        assert_eq!(ch, 1);
+        assert!(matches!(m, Method::QueueDeleteOk(_)), "{m:?}");
+        c.nothing();
+    }
+}
+
+#[test]
+fn names_that_are_not_utf8_close_the_connection_with_501() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    let mut buf = BytesMut::new();
+    encode_method(
+        &mut buf,
+        1,
+        &Method::from(QueueDeclare {
+            queue: ShortStr::new(Bytes::from_static(b"\xff\xfe")).unwrap(),
+            ..Default::default()
+        }),
+    );
+    c.send_bytes(&buf);
+    let (text, class, method) = c.connection_closed(501);
+    assert_eq!(text, "FRAME_ERROR - Malformed UTF-8 in shortstr");
+    assert_eq!((class, method), (50, 10));
+}
+
+impl Client {
+    /// basic.get with no-ack on channel 1: the message's properties and
+    /// body, or `None` for get-empty.
+    fn get(&mut self, q: &str) -> Option<(BasicProperties, Bytes)> {
+        self.send(
+            1,
+            BasicGet {
+                queue: q.into(),
+                no_ack: true,
+                ..Default::default()
+            },
+        );
+        self.collect();
+        if matches!(
+            self.inbox.front(),
+            Some(Frame::Method {
+                method: Method::BasicGetEmpty(_),
+                ..
+            })
+        ) {
+            self.inbox.pop_front();
+            return None;
+        }
+        let (m, props, body) = self.content();
+        assert!(matches!(m, Method::BasicGetOk(_)), "{m:?}");
+        Some((props, body))
+    }
+
+    fn bind(&mut self, q: &str, exchange: &str, key: &str) {
+        self.send(
+            1,
+            QueueBind {
+                queue: q.into(),
+                exchange: exchange.into(),
+                routing_key: key.into(),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(self.method().1, Method::QueueBindOk(_)));
+    }
+}
+
+fn keys(ks: &[&str]) -> FieldValue {
+    FieldValue::Array(ks.iter().map(|k| s(k)).collect())
+}
+
+fn cc_bcc(cc: &[&str], bcc: &[&str]) -> BasicProperties {
+    BasicProperties {
+        headers: Some(args(&[("CC", keys(cc)), ("BCC", keys(bcc)), ("x", s("y"))])),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn cc_and_bcc_headers_add_routing_keys_and_bcc_is_removed() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    for q in ["a", "b", "c", "d"] {
+        c.declare(1, q);
+    }
+    // The default exchange: each key names a queue; a repeated key and an
+    // unknown one change nothing.
+    c.publish_props(
+        1,
+        "",
+        "a",
+        b"m",
+        cc_bcc(&["b", "a"], &["c", "nowhere"]),
+        true,
+    );
+    for q in ["a", "b", "c"] {
+        let (props, body) = c.get(q).unwrap_or_else(|| panic!("nothing in {q}"));
+        assert_eq!(&body[..], b"m");
+        let h = props.headers.unwrap();
+        assert_eq!(h.get("CC"), Some(&keys(&["b", "a"])), "CC is kept");
+        assert_eq!(h.get("BCC"), None, "BCC is removed");
+        assert_eq!(h.get("x"), Some(&s("y")));
+        assert!(c.get(q).is_none(), "{q} got two copies");
+    }
+    assert!(c.get("d").is_none());
+    c.nothing();
+
+    // A direct and a topic exchange route each key by their own rules.
+    c.bind("a", "amq.direct", "ka");
+    c.bind("b", "amq.direct", "kb");
+    c.bind("d", "amq.topic", "*.d");
+    c.publish_props(
+        1,
+        "amq.direct",
+        "nomatch",
+        b"direct",
+        cc_bcc(&["ka"], &["kb"]),
+        false,
+    );
+    assert_eq!(c.get("a").unwrap().1, &b"direct"[..]);
+    assert_eq!(c.get("b").unwrap().1, &b"direct"[..]);
+    c.publish_props(1, "amq.topic", "x", b"topic", cc_bcc(&[], &["to.d"]), false);
+    assert_eq!(c.get("d").unwrap().1, &b"topic"[..]);
+    assert!(c.get("a").is_none());
+}
+
+#[test]
+fn a_cc_match_makes_a_mandatory_message_routable() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "b");
+    c.send(1, ConfirmSelect::default());
+    c.method();
+    c.publish_props(1, "", "nowhere", b"m", cc_bcc(&["b"], &[]), true);
+    // No basic.return: just the ack.
+    assert!(matches!(c.method().1, Method::BasicAck(_)));
+    assert!(c.get("b").is_some());
+}
+
+#[test]
+fn routing_headers_of_the_wrong_type_are_406() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    let props = BasicProperties {
+        headers: Some(args(&[("CC", s("b"))])),
+        ..Default::default()
+    };
+    c.publish_props(1, "", "a", b"m", props, false);
+    let text = c.channel_closed(1, 406);
+    assert_eq!(
+        text,
+        "PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,\"CC\",longstr}"
+    );
+}
+
+#[test]
+fn dead_letters_keep_their_cc_keys_unless_a_dead_letter_key_is_set() {
+    for dlrk in [None, Some("to-dl")] {
+        let b = broker();
+        let mut c = Client::open(&b);
+        for q in ["side", "dl-w", "dl-cc", "to-dl"] {
+            c.declare(1, q);
+        }
+        // Published to the default exchange by queue names; dead-lettered
+        // through amq.direct, where the same keys lead elsewhere.
+        c.bind("dl-w", "amq.direct", "work");
+        c.bind("dl-cc", "amq.direct", "side");
+        c.bind("to-dl", "amq.direct", "to-dl");
+        let mut a = vec![("x-dead-letter-exchange", s("amq.direct"))];
+        if let Some(k) = dlrk {
+            a.push(("x-dead-letter-routing-key", s(k)));
+        }
+        c.send(
+            1,
+            QueueDeclare {
+                queue: "work".into(),
+                arguments: args(&a),
+                ..Default::default()
+            },
+        );
+        c.method();
+        c.publish_props(1, "", "work", b"m", cc_bcc(&["side"], &[]), false);
+        assert!(c.get("side").is_some());
+        c.send(
+            1,
+            BasicGet {
+                queue: "work".into(),
+                ..Default::default()
+            },
+        );
+        let t = c.delivery_tag();
+        c.send(
+            1,
+            BasicReject {
+                delivery_tag: t,
+                requeue: false,
+            },
+        );
+        match dlrk {
+            None => {
+                let (props, _) = c.get("dl-w").expect("dead-lettered by its key");
+                assert!(c.get("dl-cc").is_some(), "and by its CC key");
+                assert!(c.get("to-dl").is_none());
+                let h = props.headers.unwrap();
+                assert_eq!(h.get("CC"), Some(&keys(&["side"])));
+                let Some(FieldValue::Array(deaths)) = h.get("x-death") else {
+                    panic!("no x-death in {h:?}")
+                };
+                let FieldValue::Table(death) = &deaths[0] else {
+                    panic!()
+                };
+                assert_eq!(death.get("routing-keys"), Some(&keys(&["work", "side"])));
+            }
+            Some(_) => {
+                let (props, _) = c.get("to-dl").expect("dead-lettered by the queue's key");
+                assert!(c.get("dl-w").is_none());
+                assert!(c.get("dl-cc").is_none());
+                assert_eq!(props.headers.unwrap().get("CC"), None, "CC is removed");
+            }
+        }
+    }
+}
+
+#[test]
+fn operators_can_set_the_server_properties() {
+    let b = Broker::new(BrokerConfig {
+        server_properties: vec![
+            ("product".into(), s("RabbitMQ")),
+            ("region".into(), s("eu-1")),
+        ],
+        ..BrokerConfig::default()
+    });
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    let Method::ConnectionStart(start) = c.method().1 else {
+        panic!("expected connection.start")
+    };
+    let p = &start.server_properties;
+    assert_eq!(p.get("product"), Some(&s("RabbitMQ")));
+    assert_eq!(p.get("region"), Some(&s("eu-1")));
+    assert_eq!(p.get("platform"), Some(&s("Rust")));
+    assert!(matches!(p.get("capabilities"), Some(FieldValue::Table(_))));
+    // Replaced in place, not added twice.
+    assert_eq!(p.iter().filter(|(k, _)| k == "product").count(), 1);
+    // And by default the broker says what it is.
+    let mut d = Client::connect(&broker());
+    d.send_bytes(PROTOCOL_HEADER);
+    let Method::ConnectionStart(start) = d.method().1 else {
+        panic!("expected connection.start")
+    };
+    assert_eq!(start.server_properties.get("product"), Some(&s("Warren")));
 }
