@@ -146,9 +146,18 @@ pub enum PersistOp {
 pub trait Persistence: Send + Sync + std::fmt::Debug {
     /// Queues an op; never blocks.
     fn submit(&self, op: PersistOp);
-    /// Reads a stored message back (for messages paged out of memory).
-    fn load(&self, id: u64) -> Option<Arc<Message>>;
+    /// Reads a stored message back (for messages paged out of memory):
+    /// `Ok(None)` only when the store knows it does not hold the message;
+    /// an error says nothing about whether it does. Called with no lock
+    /// held.
+    fn load(&self, id: u64) -> Result<Option<Arc<Message>>, LoadError>;
 }
+
+/// A failed read of a stored message (an IO or decode error): the message
+/// may well still be there, so it is kept queued and read again later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(pub String);
 
 /// Who waits for a flush, and what to tell them once it is done.
 #[derive(Debug)]

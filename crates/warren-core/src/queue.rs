@@ -7,6 +7,14 @@
 //!
 //! Messages carry a per-queue sequence number, so a requeued message goes
 //! back to its original place rather than to the tail.
+//!
+//! A message paged out to the store is read back with the lock released:
+//! dispatch stops at a paged head and asks for a load, and the op that
+//! found it (publish, ack, consume, the broker's tick) reads a window of
+//! [`READ_AHEAD`] messages, re-takes the lock, puts them in place and
+//! dispatches again. A failed read leaves the message queued (counted in
+//! [`Queue::load_failures`], retried on the next op or tick); only a
+//! message the store proves absent is skipped.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -17,7 +25,7 @@ use warren_codec::{FieldTable, FieldValue, ShortStr};
 
 use crate::mailbox::{Event, Mailbox};
 use crate::message::Message;
-use crate::persist::{PersistOp, Persistence};
+use crate::persist::{LoadError, PersistOp, Persistence};
 use crate::vhost::VHost;
 
 /// A queue with at least this many ready messages, while consumers are
@@ -47,6 +55,15 @@ pub const COMPACT_FROM: usize = 16_384;
 
 /// Bodies up to this size are compacted in a backlog.
 pub const COMPACT_BODY: usize = 512;
+
+/// Paged-out messages read back per load, with the lock released.
+pub const READ_AHEAD: usize = 256;
+
+/// Loads one op may run before it leaves the rest to the next op or tick.
+const LOAD_ROUNDS: usize = 4;
+
+/// What one read of a stored message gave.
+type Loaded = Result<Option<Arc<Message>>, LoadError>;
 
 /// Identifies a connection within the broker.
 pub type ConnId = u64;
@@ -338,6 +355,10 @@ struct Entry {
 }
 
 impl Entry {
+    fn is_paged(&self) -> bool {
+        matches!(self.payload, Payload::Paged { .. })
+    }
+
     fn bytes(&self) -> u64 {
         match &self.payload {
             Payload::Resident(m) => m.body.len() as u64,
@@ -423,6 +444,62 @@ impl Ready {
         Some(self.taken(e))
     }
 
+    /// The first `n` paged-out messages in delivery order (highest
+    /// priority first), as (seq, store id), stopping at the first resident
+    /// one of each level.
+    fn paged_front(&self, n: usize) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for q in self.levels.iter().rev() {
+            for e in q.iter().take(n - out.len()) {
+                match e.payload {
+                    Payload::Paged { id, .. } => out.push((e.seq, id)),
+                    Payload::Resident(_) => break,
+                }
+            }
+            if out.len() == n {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The entry at `seq`, wherever its priority put it.
+    fn find_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        self.levels.iter_mut().find_map(|q| {
+            let i = q.partition_point(|e| e.seq < seq);
+            q.get_mut(i).filter(|e| e.seq == seq)
+        })
+    }
+
+    /// Removes the entry at `seq`.
+    fn remove(&mut self, seq: u64) -> Option<Entry> {
+        let e = self.levels.iter_mut().find_map(|q| {
+            let i = q.partition_point(|e| e.seq < seq);
+            if q.get(i).is_some_and(|e| e.seq == seq) {
+                q.remove(i)
+            } else {
+                None
+            }
+        })?;
+        Some(self.taken(e))
+    }
+
+    /// A paged entry read back: resident from now on, its byte count
+    /// corrected (a recovered record's size may not have been known).
+    fn page_in(&mut self, seq: u64, message: Arc<Message>) -> bool {
+        let Some(e) = self.find_mut(seq) else {
+            return false;
+        };
+        if !e.is_paged() {
+            return false;
+        }
+        let before = e.bytes();
+        e.payload = Payload::Resident(message);
+        let after = e.bytes();
+        self.bytes = self.bytes - before + after;
+        true
+    }
+
     fn drain(&mut self) -> Vec<Entry> {
         self.len = 0;
         self.bytes = 0;
@@ -465,6 +542,17 @@ struct State {
     throttled: Vec<Arc<Mailbox>>,
     /// Dead letters waiting to be routed once the lock is released.
     dead: Vec<(QueuedMessage, DeathReason)>,
+    /// Paged-out messages that died and must be read (unlocked) before
+    /// they can be dead-lettered: (entry, reason).
+    dead_paged: Vec<(Entry, DeathReason)>,
+    /// Dispatch stopped at a paged-out message: read the head back.
+    need_load: bool,
+    /// An op is reading messages back right now (with the lock released).
+    loading: bool,
+    /// A read failed: only the broker's tick tries again (not every op).
+    retry_load: bool,
+    /// Reads from the store that failed (the messages stayed queued).
+    load_failures: u64,
 }
 
 /// Result of removing a consumer.
@@ -508,6 +596,11 @@ impl Queue {
             clock: None,
             last_used: None,
             dead: Vec::new(),
+            dead_paged: Vec::new(),
+            need_load: false,
+            loading: false,
+            retry_load: false,
+            load_failures: 0,
             last_delivery: None,
             throttled: Vec::new(),
         };
@@ -548,30 +641,28 @@ impl Queue {
         }
     }
 
-    /// Turns an entry back into a message, reading it from the store if it
-    /// was paged out. A message the store has lost is logged and skipped.
-    fn materialize(&self, e: Entry) -> Option<QueuedMessage> {
-        let message = match e.payload {
-            Payload::Resident(m) => m,
-            Payload::Paged { id, .. } => match self.store.as_ref().and_then(|s| s.load(id)) {
-                Some(m) => m,
-                None => {
-                    tracing::error!(queue = %self.name(), msg = id, "stored message is missing; skipping it");
-                    self.dequeue_op(e.seq, Some(id));
-                    return None;
-                }
-            },
-        };
-        Some(QueuedMessage {
-            seq: e.seq,
-            message,
-            redelivered: e.redelivered,
-            expires_at: e.expires_at,
-        })
+    /// Turns a resident entry into a delivery. Paged entries are never
+    /// passed here: they are read back first ([`Queue::load`]).
+    fn resident(e: Entry) -> Option<QueuedMessage> {
+        match e.payload {
+            Payload::Resident(message) => Some(QueuedMessage {
+                seq: e.seq,
+                message,
+                redelivered: e.redelivered,
+                expires_at: e.expires_at,
+            }),
+            Payload::Paged { .. } => None,
+        }
     }
 
-    /// Routes dead letters collected under the lock; call with it released.
-    fn after(&self, mut st: MutexGuard<'_, State>) {
+    /// Finishes an op: reads back paged-out messages dispatch is waiting
+    /// for, and routes dead letters, each with the lock released.
+    fn after<'a>(self: &'a Arc<Self>, mut st: MutexGuard<'a, State>) {
+        let mut rounds = 0;
+        while (st.need_load || !st.dead_paged.is_empty()) && !st.loading && rounds < LOAD_ROUNDS {
+            st = self.load(st);
+            rounds += 1;
+        }
         if st.dead.is_empty() {
             return;
         }
@@ -583,15 +674,120 @@ impl Queue {
         }
     }
 
+    /// Reads back, with the lock released, the paged-out messages at the
+    /// head (up to [`READ_AHEAD`]) and those waiting to be dead-lettered;
+    /// then re-takes the lock, puts them in place and dispatches. A message
+    /// whose read failed stays queued (and paged) for the next attempt; one
+    /// the store does not have is skipped.
+    fn load<'a>(self: &'a Arc<Self>, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.need_load = false;
+        let head = st.ready.paged_front(READ_AHEAD);
+        let dying = std::mem::take(&mut st.dead_paged);
+        let Some(store) = self
+            .store
+            .clone()
+            .filter(|_| !head.is_empty() || !dying.is_empty())
+        else {
+            // Nothing to read (or no store to read from: cannot happen for
+            // a queue with paged entries).
+            return st;
+        };
+        st.loading = true;
+        drop(st);
+        let read = |id: u64| store.load(id);
+        let head: Vec<(u64, u64, Loaded)> = head
+            .into_iter()
+            .map(|(seq, id)| (seq, id, read(id)))
+            .collect();
+        let dying: Vec<(Entry, DeathReason, Loaded)> = dying
+            .into_iter()
+            .map(|(e, why)| {
+                let r = e.store_id().map_or(Ok(None), read);
+                (e, why, r)
+            })
+            .collect();
+        let mut st = self.lock();
+        st.loading = false;
+        let mut failed = false;
+        for (seq, id, res) in head {
+            match res {
+                Ok(Some(m)) => {
+                    st.ready.page_in(seq, m);
+                }
+                Ok(None) => {
+                    if st.ready.remove(seq).is_some() {
+                        tracing::error!(queue = %self.name(), msg = id, "stored message is missing; skipping it");
+                        self.dequeue_op(seq, Some(id));
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    st.load_failures += 1;
+                    tracing::error!(queue = %self.name(), msg = id, error = %e, "cannot read a stored message; it stays queued");
+                }
+            }
+        }
+        for (e, why, res) in dying {
+            match res {
+                Ok(Some(message)) => {
+                    let (seq, id) = (e.seq, e.store_id());
+                    if !self.is_deleted() {
+                        self.dequeue_op(seq, id);
+                    }
+                    st.dead.push((
+                        QueuedMessage {
+                            seq,
+                            message,
+                            redelivered: e.redelivered,
+                            expires_at: e.expires_at,
+                        },
+                        why,
+                    ));
+                }
+                Ok(None) if !self.is_deleted() => self.dequeue_op(e.seq, e.store_id()),
+                Ok(None) => {}
+                Err(err) => {
+                    // Back in its place: it dies (and is read) again later.
+                    failed = true;
+                    st.load_failures += 1;
+                    tracing::error!(queue = %self.name(), msg = ?e.store_id(), error = %err, "cannot read a dead-lettered message; it stays queued");
+                    if !self.is_deleted() {
+                        st.ready.insert_by_seq(e);
+                    }
+                }
+            }
+        }
+        if failed {
+            // Retried by the next op or the broker's tick, not in a loop.
+            st.need_load = false;
+            st.retry_load = true;
+        } else {
+            self.dispatch_locked(&mut st);
+        }
+        st
+    }
+
     /// Removes an entry for good (expired, dropped, rejected): tells the
-    /// store and queues it for dead-lettering.
+    /// store and queues it for dead-lettering. A paged-out one is read
+    /// back first, unlocked; it leaves the store only once it has been.
     fn kill(&self, st: &mut State, e: Entry, reason: DeathReason) {
+        if self.args.dead_letter_exchange.is_none() {
+            self.dequeue_op(e.seq, e.store_id());
+            return;
+        }
+        if e.is_paged() {
+            st.dead_paged.push((e, reason));
+            return;
+        }
         self.dequeue_op(e.seq, e.store_id());
-        if self.args.dead_letter_exchange.is_some()
-            && let Some(m) = self.materialize(e)
-        {
+        if let Some(m) = Self::resident(e) {
             st.dead.push((m, reason));
         }
+    }
+
+    /// Reads of stored messages that failed so far (each was retried).
+    pub fn load_failures(&self) -> u64 {
+        self.lock().load_failures
     }
 
     /// Whether the queue has been deleted.
@@ -955,17 +1151,14 @@ impl Queue {
     fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
         self.expire_head(st);
         while st.ready.len > 0 && !st.consumers.is_empty() {
-            let Some(i) = self.pick(st) else { break };
-            let Some(entry) = st.ready.pop_front() else {
+            if st.ready.front().is_some_and(Entry::is_paged) {
+                // Read back by `after`, with the lock released.
+                st.need_load = !st.retry_load;
                 break;
-            };
-            let Some(message) = self.materialize(entry) else {
-                // Give back the credit taken for a message that vanished.
-                let c = &st.consumers[i];
-                if c.ack {
-                    c.channel_credit.release(1);
-                }
-                continue;
+            }
+            let Some(i) = self.pick(st) else { break };
+            let Some(message) = st.ready.pop_front().and_then(Self::resident) else {
+                break;
             };
             if let Some(msg) = message.message.store_id {
                 let (seq, ack) = (message.seq, st.consumers[i].ack);
@@ -1046,13 +1239,15 @@ impl Queue {
         st.clock = Some(now);
         st.last_used = Some(now);
         self.expire_head(&mut st);
-        let mut got = None;
-        while let Some(e) = st.ready.pop_front() {
-            if let Some(m) = self.materialize(e) {
-                got = Some(m);
-                break;
-            }
+        if st.ready.front().is_some_and(Entry::is_paged) {
+            // Read back with the lock released; if that fails the message
+            // stays queued and this get finds the queue empty for now.
+            st = self.load(st);
         }
+        let got = match st.ready.front() {
+            Some(e) if !e.is_paged() => st.ready.pop_front().and_then(Self::resident),
+            _ => None,
+        };
         if let Some(m) = &got
             && let Some(msg) = m.message.store_id
         {
@@ -1086,6 +1281,14 @@ impl Queue {
         // Consumers that stopped taking messages no longer hold publishers.
         if !st.throttled.is_empty() && !Self::congested(&st) {
             Self::release_throttled(&mut st);
+        }
+        if std::mem::take(&mut st.retry_load) || st.need_load {
+            // A read failed earlier: try again, once per tick.
+            st.need_load = true;
+            self.dispatch_locked(&mut st);
+            st.need_load = true;
+            self.after(st);
+            return false;
         }
         if !self.may_expire.load(Ordering::Relaxed) {
             return false;
@@ -1139,8 +1342,195 @@ fn message_expiration(m: &Message) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicU32;
+
     use super::*;
+    use crate::mailbox::NoWake;
     use crate::message::{Message, Properties};
+
+    /// A store whose reads can be made to fail, and that checks no read
+    /// happens while the queue's lock is held.
+    #[derive(Debug, Default)]
+    struct FlakyStore {
+        messages: Mutex<HashMap<u64, Arc<Message>>>,
+        fail: AtomicBool,
+        reads: AtomicU32,
+        reads_under_lock: AtomicU32,
+        queue: Mutex<Weak<Queue>>,
+        dequeued: Mutex<Vec<u64>>,
+    }
+
+    impl Persistence for FlakyStore {
+        fn submit(&self, op: PersistOp) {
+            if let PersistOp::Dequeue { seq, .. } = op {
+                self.dequeued.lock().unwrap().push(seq);
+            }
+        }
+
+        fn load(&self, id: u64) -> Result<Option<Arc<Message>>, LoadError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            if let Some(q) = self.queue.lock().unwrap().upgrade()
+                && q.state.try_lock().is_err()
+            {
+                self.reads_under_lock.fetch_add(1, Ordering::SeqCst);
+            }
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(LoadError("injected read error".into()));
+            }
+            Ok(self.messages.lock().unwrap().get(&id).cloned())
+        }
+    }
+
+    fn spec(arguments: FieldTable) -> QueueSpec {
+        QueueSpec {
+            name: ShortStr::from("q"),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments,
+            kind: QueueType::Classic,
+            store_id: Some(1),
+        }
+    }
+
+    fn stored(id: u64, body: &'static [u8]) -> Arc<Message> {
+        let mut m = Message::new(
+            ShortStr::empty(),
+            ShortStr::from("q"),
+            Properties::default(),
+            bytes::Bytes::from_static(body),
+        );
+        m.store_id = Some(id);
+        Arc::new(m)
+    }
+
+    /// A durable queue recovered with messages 1..=n paged out (bodies
+    /// "m1", "m2", ... in the store), on a store that fails reads.
+    fn recovered(n: u64, arguments: FieldTable) -> (Arc<Queue>, Arc<FlakyStore>) {
+        let store = Arc::new(FlakyStore::default());
+        store.fail.store(true, Ordering::SeqCst);
+        for id in 1..=n {
+            let body: &'static [u8] = Box::leak(format!("m{id}").into_bytes().into_boxed_slice());
+            store.messages.lock().unwrap().insert(id, stored(id, body));
+        }
+        let q = Queue::new(spec(arguments), Weak::new(), Some(Arc::clone(&store) as _));
+        *store.queue.lock().unwrap() = Arc::downgrade(&q);
+        q.recover((1..=n).map(|id| Recovered {
+            seq: id,
+            msg: id,
+            delivered: false,
+            bytes: 2,
+            priority: 0,
+        }));
+        (q, store)
+    }
+
+    fn consumer(mailbox: &Arc<Mailbox>) -> Consumer {
+        Consumer::new(
+            ShortStr::from("c"),
+            1,
+            1,
+            Arc::clone(mailbox),
+            true,
+            0,
+            Arc::new(Credit::default()),
+            false,
+            0,
+        )
+    }
+
+    fn delivered(mailbox: &Arc<Mailbox>) -> Vec<Vec<u8>> {
+        let mut events = VecDeque::new();
+        mailbox.drain_into(&mut events);
+        events
+            .into_iter()
+            .flat_map(|e| match e {
+                Event::Deliver { messages, .. } => messages
+                    .into_iter()
+                    .map(|m| m.message.body.to_vec())
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_read_keeps_the_message_queued_until_a_read_works() {
+        let (q, store) = recovered(3, FieldTable::new());
+        let mailbox = Mailbox::new(Box::new(NoWake));
+        q.add_consumer(consumer(&mailbox)).unwrap();
+        // The reads failed: nothing delivered, nothing dropped, nothing
+        // dequeued in the store, the failure counted.
+        assert!(delivered(&mailbox).is_empty());
+        assert_eq!(q.message_count(), 3);
+        assert!(store.dequeued.lock().unwrap().is_empty());
+        assert!(q.load_failures() >= 1);
+        // basic.get finds nothing it can read yet, and takes nothing.
+        assert!(q.get(Instant::now(), true).is_none());
+        assert_eq!(q.message_count(), 3);
+        // The store recovers; the broker's tick retries.
+        store.fail.store(false, Ordering::SeqCst);
+        q.expire(Instant::now());
+        assert_eq!(
+            delivered(&mailbox),
+            [b"m1".to_vec(), b"m2".to_vec(), b"m3".to_vec()]
+        );
+        assert_eq!(q.message_count(), 0);
+        assert!(store.reads.load(Ordering::SeqCst) >= 4);
+        assert_eq!(
+            store.reads_under_lock.load(Ordering::SeqCst),
+            0,
+            "a read under the queue's lock"
+        );
+    }
+
+    #[test]
+    fn only_a_record_proven_absent_is_skipped() {
+        let (q, store) = recovered(3, FieldTable::new());
+        store.fail.store(false, Ordering::SeqCst);
+        store.messages.lock().unwrap().remove(&2);
+        // The first get reads the window: message 2 is gone from the
+        // store, so it is skipped (and dequeued there).
+        let (m, left) = q.get(Instant::now(), true).unwrap();
+        assert_eq!((&m.message.body[..], left), (&b"m1"[..], 1));
+        let (m, left) = q.get(Instant::now(), true).unwrap();
+        assert_eq!((&m.message.body[..], left), (&b"m3"[..], 0));
+        assert!(store.dequeued.lock().unwrap().contains(&2));
+        assert_eq!(
+            store.reads_under_lock.load(Ordering::SeqCst),
+            0,
+            "a read under the queue's lock"
+        );
+    }
+
+    #[test]
+    fn paged_messages_pushed_out_are_read_unlocked_and_kept_on_failure() {
+        let args = FieldTable::new()
+            .with("x-max-length", FieldValue::I64(1))
+            .with("x-dead-letter-exchange", FieldValue::LongStr("dlx".into()));
+        let (q, store) = recovered(2, args);
+        let now = Instant::now();
+        // A publish pushes the two paged messages out; reading them for
+        // dead-lettering fails, so they stay (and stay stored).
+        assert!(q.publish(stored(10, b"m10"), now, None));
+        assert_eq!(q.message_count(), 3);
+        assert!(store.dequeued.lock().unwrap().is_empty());
+        assert_eq!(q.load_failures(), 2);
+        // Once readable they are dead-lettered (there is no vhost here to
+        // route them to) and leave the store, with the older m10.
+        store.fail.store(false, Ordering::SeqCst);
+        assert!(q.publish(stored(11, b"m11"), now, None));
+        assert_eq!(q.message_count(), 1);
+        let mut gone = store.dequeued.lock().unwrap().clone();
+        gone.sort_unstable();
+        assert_eq!(gone, [1, 2, 3]);
+        assert_eq!(
+            store.reads_under_lock.load(Ordering::SeqCst),
+            0,
+            "a read under the queue's lock"
+        );
+    }
 
     #[test]
     fn a_deleted_queue_takes_no_message() {

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use warren_core::broker::Alarm;
-use warren_core::persist::{Barrier, BindingTarget, PersistOp, Persistence};
+use warren_core::persist::{Barrier, BindingTarget, LoadError, PersistOp, Persistence};
 use warren_core::{Broker, Message};
 use warren_store::{
     Batch, BindingRecord, Destination, ExchangeRecord, QueueRecord, Store, StoreError,
@@ -72,24 +72,21 @@ impl Persistence for Persister {
         let _ = self.tx.send(Msg::Op(op));
     }
 
-    fn load(&self, id: u64) -> Option<Arc<Message>> {
+    fn load(&self, id: u64) -> Result<Option<Arc<Message>>, LoadError> {
         if let Some(m) = self.pending.get(&id) {
-            return Some(Arc::clone(m.value()));
+            return Ok(Some(Arc::clone(m.value())));
         }
         match self.store.load_message(id) {
-            Ok(Some(m)) => Some(Arc::new(Message {
+            Ok(Some(m)) => Ok(Some(Arc::new(Message {
                 exchange: m.exchange,
                 routing_key: m.routing_key,
                 properties: m.properties.into(),
                 body: m.body,
                 store_id: Some(id),
                 gauge: None,
-            })),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(msg = id, error = %e, "cannot read a stored message");
-                None
-            }
+            }))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(LoadError(e.to_string())),
         }
     }
 }

@@ -122,8 +122,12 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
             // Priority queues need each message's priority to place it;
             // ordinary ones recover without reading a single body.
             let priority = if priority_queue {
+                // A record that cannot be read here is read again on
+                // delivery; it is placed at priority 0 meanwhile.
                 persister
                     .load(e.msg_id)
+                    .ok()
+                    .flatten()
                     .and_then(|m| m.properties.priority)
                     .unwrap_or(0)
             } else {
