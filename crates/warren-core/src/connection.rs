@@ -27,15 +27,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_codec::{
-    ConnectionClose, ConnectionCloseOk, ConnectionOpenOk, ConnectionStart, ConnectionTune,
-    ConnectionUpdateSecretOk, DecodeError, FieldTable, FieldValue, Frame, FrameDecoder, LongStr,
-    Method, PROTOCOL_HEADER, ProtocolHeader, ReplyCode, ShortStr, decode_protocol_header,
-    encode_method,
+    ChannelOpen, ConnectionClose, ConnectionCloseOk, ConnectionOpen, ConnectionOpenOk,
+    ConnectionStart, ConnectionTune, ConnectionUpdateSecretOk, DecodeError, FieldTable, FieldValue,
+    Frame, FrameDecoder, LongStr, Method, PROTOCOL_HEADER, ProtocolHeader, ReplyCode, ShortStr,
+    TxCommit, decode_protocol_header, encode_method,
 };
 
 use crate::broker::{Broker, LoginRefused};
 use crate::channel::Channel;
-use crate::error::{AmqpError, ConnectionError, Error};
+use crate::error::{AmqpError, ChannelError, CloseReason, ConnectionError, Error, Initiator};
 use crate::fxhash::FxHashMap;
 use crate::mailbox::{Event, Mailbox};
 use crate::permissions::{Grant, Permissions};
@@ -144,8 +144,8 @@ pub struct Connection {
     last_send: Instant,
     close_deadline: Option<Instant>,
     exclusive_queues: Vec<Arc<Queue>>,
-    /// Why the connection ended, for the log.
-    close_reason: Option<String>,
+    /// Why the connection ended: the first reason set wins.
+    close_reason: Option<CloseReason>,
     /// The client has published: alarms block it.
     published: bool,
     /// We told the client `connection.blocked` and not yet `unblocked`.
@@ -219,9 +219,9 @@ impl Connection {
         self.state == State::Running
     }
 
-    /// Why it ended, once it has.
-    pub fn close_reason(&self) -> Option<&str> {
-        self.close_reason.as_deref()
+    /// Why it ended (or is ending), once it is.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close_reason.as_ref()
     }
 
     /// Bytes to write to the socket, in order.
@@ -251,7 +251,7 @@ impl Connection {
                     ProtocolHeader::Incomplete => break,
                     ProtocolHeader::Mismatch => {
                         self.out.put_slice(PROTOCOL_HEADER);
-                        self.finish("protocol header mismatch".to_string());
+                        self.finish(CloseReason::broker("protocol header mismatch"));
                         buf.clear();
                         break;
                     }
@@ -268,7 +268,7 @@ impl Connection {
                     Ok(None) => break,
                     Ok(Some(frame)) => self.handle_frame(frame, now),
                     Err(e) => {
-                        self.decode_error(e);
+                        self.decode_error(e, now);
                         buf.clear();
                         break;
                     }
@@ -335,16 +335,15 @@ impl Connection {
         }
     }
 
-    fn decode_error(&mut self, e: DecodeError) {
+    fn decode_error(&mut self, e: DecodeError, now: Instant) {
         if self.state == State::Running {
             tracing::warn!(conn = self.id, error = %e, "peer sent a malformed frame");
-            self.close_with(ConnectionError(AmqpError {
-                class_id: e.class_id,
-                method_id: e.method_id,
-                ..AmqpError::new(e.reply_code(), e)
-            }));
+            let err = AmqpError::new(e.reply_code(), e).in_method(e.class_id, e.method_id);
+            self.fail(0, Error::Connection(ConnectionError(err)), now);
         } else {
-            self.finish(format!("malformed frame during handshake: {e}"));
+            self.finish(CloseReason::broker(format!(
+                "malformed frame during handshake: {e}"
+            )));
         }
     }
 
@@ -357,7 +356,7 @@ impl Connection {
         }
         let before = self.out.len();
         while let Some(ev) = self.events.pop_front() {
-            self.handle_event(ev);
+            self.handle_event(ev, now);
         }
         for ch in self.channels.values_mut() {
             ch.flush_written(self.id);
@@ -369,7 +368,7 @@ impl Connection {
         }
     }
 
-    fn handle_event(&mut self, ev: Event) {
+    fn handle_event(&mut self, ev: Event, now: Instant) {
         match ev {
             Event::Deliver {
                 channel,
@@ -419,27 +418,20 @@ impl Connection {
                 }
             }
             Event::TxCommitted { channel, ok } => {
-                if self.state == State::Running
-                    && let Some(ch) = self.channels.get_mut(&channel)
-                    && !ch.is_closing()
-                {
-                    if ok {
-                        self.send(channel, warren_codec::TxCommitOk);
-                    } else {
-                        let close = warren_codec::ChannelClose {
-                            reply_code: ReplyCode::InternalError.code(),
-                            reply_text: ShortStr::from_static(
-                                "INTERNAL_ERROR - the store failed to write the transaction",
-                            ),
-                            class_id: 90,
-                            method_id: 20,
-                        };
-                        if let Some(vh) = &self.vhost {
-                            ch.release(self.id, vh);
-                        }
-                        ch.start_closing();
-                        self.send(channel, close);
-                    }
+                let open = self.state == State::Running
+                    && self
+                        .channels
+                        .get(&channel)
+                        .is_some_and(|ch| !ch.is_closing());
+                if open && ok {
+                    self.send(channel, warren_codec::TxCommitOk);
+                } else if open {
+                    let err = AmqpError::new(
+                        ReplyCode::InternalError,
+                        "the store failed to write the transaction",
+                    )
+                    .in_method(TxCommit::CLASS_ID, TxCommit::METHOD_ID);
+                    self.fail(channel, Error::Channel(ChannelError(err)), now);
                 }
             }
             Event::Cancelled {
@@ -493,12 +485,14 @@ impl Connection {
             State::Closed => {}
             State::Closing => {
                 if self.close_deadline.is_some_and(|d| now >= d) {
-                    self.finish("no close-ok in time".to_string());
+                    self.finish(CloseReason::broker("no close-ok in time"));
                 }
             }
             State::Lingering => {
                 if self.close_deadline.is_some_and(|d| now >= d) {
-                    self.finish("client did not close its socket after close-ok".to_string());
+                    self.finish(CloseReason::broker(
+                        "client did not close its socket after close-ok",
+                    ));
                 }
             }
             State::Running => {
@@ -511,7 +505,10 @@ impl Connection {
                         "missed heartbeats from client, timeout: {:?}",
                         self.heartbeat
                     );
-                    self.finish("missed heartbeats from client".to_string());
+                    self.finish(CloseReason::broker(format!(
+                        "missed heartbeats from client, timeout: {}s",
+                        self.heartbeat.as_secs()
+                    )));
                     return;
                 }
                 if now >= self.last_send + self.heartbeat / 2 {
@@ -524,7 +521,7 @@ impl Connection {
                     >= self.started
                         + Duration::from_millis(self.broker.config.limits.handshake_timeout_ms)
                 {
-                    self.finish("handshake timeout".to_string());
+                    self.finish(CloseReason::broker("handshake timeout"));
                 }
             }
         }
@@ -535,16 +532,16 @@ impl Connection {
     pub fn force_close(&mut self, reason: &str, now: Instant) {
         match self.state {
             State::Running | State::Open => {
-                self.close_with(ConnectionError(AmqpError::new(
+                let err = Error::connection(
                     ReplyCode::ConnectionForced,
                     format!("broker forced connection closure with reason '{reason}'"),
-                )));
-                self.close_deadline = Some(now + CLOSE_TIMEOUT);
+                );
+                self.fail(0, err, now);
             }
             State::Closing | State::Closed => {}
             // In the handshake, or lingering after our close-ok: nothing
             // to say, just close.
-            _ => self.finish(reason.to_string()),
+            _ => self.finish(CloseReason::broker(reason)),
         }
     }
 
@@ -592,20 +589,27 @@ impl Connection {
 
     /// The client's `connection.close`: release everything, answer
     /// `close-ok`, and wait for the client to close the socket.
-    fn closed_by_client(&mut self, reason: &str, now: Instant) {
+    fn closed_by_client(&mut self, close: &ConnectionClose, now: Instant) {
         self.release_all();
         self.send(0, ConnectionCloseOk);
-        if self.close_reason.is_none() {
-            self.close_reason = Some(reason.to_string());
-        }
+        self.set_reason(CloseReason {
+            initiator: Initiator::Client,
+            code: Some(close.reply_code),
+            text: close.reply_text.to_lossy().into_owned(),
+        });
         self.state = State::Lingering;
         self.close_deadline = Some(now + linger_timeout(self.heartbeat));
     }
 
-    fn finish(&mut self, reason: String) {
+    fn set_reason(&mut self, reason: CloseReason) {
         if self.close_reason.is_none() {
             self.close_reason = Some(reason);
         }
+    }
+
+    /// Closes the socket now, without a close frame.
+    fn finish(&mut self, reason: CloseReason) {
+        self.set_reason(reason);
         self.state = State::Closed;
     }
 
@@ -613,26 +617,43 @@ impl Connection {
         encode_method(&mut self.out, channel, &method.into());
     }
 
-    /// Sends `connection.close` and waits for `close-ok`.
-    fn close_with(&mut self, err: ConnectionError) {
-        let e = err.0;
-        tracing::debug!(conn = self.id, reply_code = e.code.code(), text = %e.text, "closing connection");
-        if self.close_reason.is_none() {
-            self.close_reason = Some(e.text.clone());
+    /// The one path from an error to its close: a channel error closes
+    /// `channel` (its consumers cancelled, its unacked messages requeued)
+    /// and waits for `channel.close-ok`; a connection error releases
+    /// everything, sends `connection.close` and waits (until
+    /// [`CLOSE_TIMEOUT`]) for `close-ok`.
+    fn fail(&mut self, channel: u16, err: Error, now: Instant) {
+        match err {
+            Error::Channel(ChannelError(e)) => {
+                tracing::debug!(conn = self.id, channel, reply_code = e.code.code(), text = %e.text, "closing channel");
+                let Some(ch) = self.channels.get_mut(&channel) else {
+                    return;
+                };
+                if let Some(vh) = &self.vhost {
+                    ch.release(self.id, vh);
+                }
+                ch.start_closing();
+                self.send(channel, e.channel_close());
+            }
+            Error::Connection(ConnectionError(e)) => {
+                if matches!(
+                    self.state,
+                    State::Closing | State::Lingering | State::Closed
+                ) {
+                    return;
+                }
+                tracing::debug!(conn = self.id, reply_code = e.code.code(), text = %e.text, "closing connection");
+                self.set_reason(CloseReason {
+                    initiator: Initiator::Broker,
+                    code: Some(e.code.code()),
+                    text: e.text.clone(),
+                });
+                self.release_all();
+                self.send(0, e.connection_close());
+                self.state = State::Closing;
+                self.close_deadline = Some(now + CLOSE_TIMEOUT);
+            }
         }
-        self.release_all();
-        self.send(
-            0,
-            ConnectionClose {
-                reply_code: e.code.code(),
-                reply_text: ShortStr::truncating(&e.text),
-                class_id: e.class_id,
-                method_id: e.method_id,
-            },
-        );
-        self.state = State::Closing;
-        // The deadline is set from the next clock reading we get.
-        self.close_deadline = Some(self.last_recv.max(self.last_send) + CLOSE_TIMEOUT);
     }
 
     fn send_start(&mut self) {
@@ -704,7 +725,7 @@ impl Connection {
             State::Closing => {
                 if let Frame::Method { channel: 0, method } = frame {
                     match method {
-                        Method::ConnectionCloseOk(_) => self.finish("closed".to_string()),
+                        Method::ConnectionCloseOk(_) => self.state = State::Closed,
                         // The closes crossed: answer theirs and keep
                         // waiting (bounded) for the close-ok to ours, as
                         // RabbitMQ does; closing now could reach the
@@ -724,7 +745,7 @@ impl Connection {
             if let Frame::Heartbeat { channel: 0 } = frame {
                 return;
             }
-            self.finish("unexpected frame during handshake".to_string());
+            self.finish(CloseReason::broker("unexpected frame during handshake"));
             return;
         };
         match (self.state, method) {
@@ -734,15 +755,15 @@ impl Connection {
                     b"PLAIN" => parse_plain(m.response.as_bytes()),
                     b"AMQPLAIN" => parse_amqplain(&m.response.0),
                     _ => {
-                        self.finish(format!(
+                        self.finish(CloseReason::broker(format!(
                             "unsupported authentication mechanism '{}'",
                             m.mechanism
-                        ));
+                        )));
                         return;
                     }
                 };
                 let Some((user, password)) = creds else {
-                    self.refuse_login(&m.mechanism, "malformed SASL response");
+                    self.refuse_login(&m.mechanism, "malformed SASL response", now);
                     return;
                 };
                 match self
@@ -760,35 +781,39 @@ impl Connection {
                         self.send(0, tune);
                         self.state = State::TuneOk;
                     }
-                    Err(LoginRefused::BadCredentials) => self
-                        .refuse_login(&m.mechanism, &format!("bad credentials for user '{user}'")),
+                    Err(LoginRefused::BadCredentials) => self.refuse_login(
+                        &m.mechanism,
+                        &format!("bad credentials for user '{user}'"),
+                        now,
+                    ),
                     Err(LoginRefused::NotFromLoopback) => self.refuse_login(
                         &m.mechanism,
                         &format!("user '{user}' can only connect via localhost"),
+                        now,
                     ),
                 }
             }
             (State::TuneOk, Method::ConnectionTuneOk(m)) => {
                 let l = &self.broker.config.limits;
                 if m.channel_max == 0 || m.channel_max > l.channel_max {
-                    self.finish(format!(
+                    self.finish(CloseReason::broker(format!(
                         "negotiated channel_max = {} is higher than the maximum allowed value ({})",
                         m.channel_max, l.channel_max
-                    ));
+                    )));
                     return;
                 }
                 if m.frame_max == 0 || m.frame_max > l.frame_max {
-                    self.finish(format!(
+                    self.finish(CloseReason::broker(format!(
                         "negotiated frame_max = {} is higher than the maximum allowed value ({})",
                         m.frame_max, l.frame_max
-                    ));
+                    )));
                     return;
                 }
                 if m.frame_max < MIN_FRAME_MAX {
-                    self.finish(format!(
+                    self.finish(CloseReason::broker(format!(
                         "negotiated frame_max = {} is lower than the minimum allowed value ({MIN_FRAME_MAX})",
                         m.frame_max
-                    ));
+                    )));
                     return;
                 }
                 self.channel_max = m.channel_max;
@@ -800,18 +825,17 @@ impl Connection {
             (State::Open, Method::ConnectionOpen(m)) => {
                 let name = m.virtual_host.to_lossy().into_owned();
                 let Some(vh) = self.broker.vhost(&name) else {
-                    self.handshake_close(
-                        ReplyCode::NotAllowed,
-                        format!("vhost {name} not found"),
-                        10,
-                        40,
-                        now,
-                    );
+                    let err =
+                        AmqpError::new(ReplyCode::NotAllowed, format!("vhost {name} not found"))
+                            .in_method(ConnectionOpen::CLASS_ID, ConnectionOpen::METHOD_ID);
+                    self.fail(0, Error::Connection(ConnectionError(err)), now);
                     return;
                 };
                 let Some(perms) = self.broker.permissions(&self.user, &name).cloned() else {
                     let text = format!("access to vhost '{name}' refused for user '{}'", self.user);
-                    self.handshake_close(ReplyCode::NotAllowed, text, 10, 40, now);
+                    let err = AmqpError::new(ReplyCode::NotAllowed, text)
+                        .in_method(ConnectionOpen::CLASS_ID, ConnectionOpen::METHOD_ID);
+                    self.fail(0, Error::Connection(ConnectionError(err)), now);
                     return;
                 };
                 self.perms = Some(Arc::new(perms));
@@ -825,40 +849,23 @@ impl Connection {
                 self.state = State::Running;
                 tracing::info!(conn = self.id, peer = %self.info.peer, vhost = %name, user = %self.user, "connection open");
             }
-            (_, Method::ConnectionClose(_)) => {
-                self.closed_by_client("closed by client during handshake", now);
-            }
-            (_, m) => self.finish(format!("unexpected {} during handshake", m.name())),
+            (_, Method::ConnectionClose(close)) => self.closed_by_client(&close, now),
+            (_, m) => self.finish(CloseReason::broker(format!(
+                "unexpected {} during handshake",
+                m.name()
+            ))),
         }
     }
 
-    fn handshake_close(
-        &mut self,
-        code: ReplyCode,
-        text: String,
-        class_id: u16,
-        method_id: u16,
-        now: Instant,
-    ) {
-        let mut e = AmqpError::new(code, text);
-        e.class_id = class_id;
-        e.method_id = method_id;
-        self.close_with(ConnectionError(e));
-        self.close_deadline = Some(now + CLOSE_TIMEOUT);
-    }
-
-    fn refuse_login(&mut self, mechanism: &ShortStr, why: &str) {
+    fn refuse_login(&mut self, mechanism: &ShortStr, why: &str, now: Instant) {
         tracing::warn!(peer = %self.info.peer, "login refused: {why}");
         if self.caps.authentication_failure_close {
             let text = format!(
                 "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
             );
-            self.close_with(ConnectionError(AmqpError::new(
-                ReplyCode::AccessRefused,
-                text,
-            )));
+            self.fail(0, Error::connection(ReplyCode::AccessRefused, text), now);
         } else {
-            self.finish(format!("login refused: {why}"));
+            self.finish(CloseReason::broker(format!("login refused: {why}")));
         }
     }
 
@@ -874,10 +881,11 @@ impl Connection {
             match frame {
                 Frame::Heartbeat { .. } => {}
                 Frame::Method { method, .. } => self.handle_channel0(method, now),
-                _ => self.close_with(ConnectionError(AmqpError::new(
-                    ReplyCode::ChannelError,
-                    "content frame on channel 0",
-                ))),
+                _ => self.fail(
+                    0,
+                    Error::connection(ReplyCode::ChannelError, "content frame on channel 0"),
+                    now,
+                ),
             }
             return;
         }
@@ -886,19 +894,19 @@ impl Connection {
             _ => (0, 0),
         };
         if let Frame::Heartbeat { .. } = frame {
-            self.close_with(ConnectionError(AmqpError::new(
+            let err = Error::connection(
                 ReplyCode::UnexpectedFrame,
                 format!("heartbeat frame on channel {channel}"),
-            )));
+            );
+            self.fail(0, err, now);
             return;
         }
         if let Frame::Method { method, .. } = &frame
             && method.class_id() == warren_codec::CLASS_CONNECTION
         {
-            let mut e = AmqpError::new(ReplyCode::CommandInvalid, "unimplemented method");
-            e.class_id = class_id;
-            e.method_id = method_id;
-            self.close_with(ConnectionError(e));
+            let err = Error::connection(ReplyCode::CommandInvalid, "unimplemented method")
+                .in_method(class_id, method_id);
+            self.fail(0, err, now);
             return;
         }
         if !self.channels.contains_key(&channel) {
@@ -908,17 +916,16 @@ impl Connection {
                     ..
                 } => {
                     if self.channels.len() >= usize::from(self.channel_max) {
-                        let mut e = AmqpError::new(
+                        let err = Error::connection(
                             ReplyCode::NotAllowed,
                             format!(
                                 "number of channels opened ({}) has reached the negotiated channel_max ({})",
                                 self.channels.len(),
                                 self.channel_max
                             ),
-                        );
-                        e.class_id = 20;
-                        e.method_id = 10;
-                        self.close_with(ConnectionError(e));
+                        )
+                        .in_method(ChannelOpen::CLASS_ID, ChannelOpen::METHOD_ID);
+                        self.fail(0, err, now);
                         return;
                     }
                     let ch = Channel::new(channel, self.broker.config.limits.max_message_size);
@@ -932,10 +939,9 @@ impl Connection {
                     tracing::debug!(conn = self.id, channel, "channel open");
                 }
                 _ => {
-                    let mut e = AmqpError::new(ReplyCode::ChannelError, "expected 'channel.open'");
-                    e.class_id = class_id;
-                    e.method_id = method_id;
-                    self.close_with(ConnectionError(e));
+                    let err = Error::connection(ReplyCode::ChannelError, "expected 'channel.open'")
+                        .in_method(class_id, method_id);
+                    self.fail(0, err, now);
                 }
             }
             return;
@@ -976,10 +982,9 @@ impl Connection {
             ..
         } = frame
         {
-            let mut e = AmqpError::new(ReplyCode::ChannelError, "second 'channel.open' seen");
-            e.class_id = 20;
-            e.method_id = 10;
-            self.close_with(ConnectionError(e));
+            let err = Error::connection(ReplyCode::ChannelError, "second 'channel.open' seen")
+                .in_method(ChannelOpen::CLASS_ID, ChannelOpen::METHOD_ID);
+            self.fail(0, err, now);
             return;
         }
         if let Frame::Method {
@@ -1047,40 +1052,24 @@ impl Connection {
         }
         if let Err(err) = res {
             let err = err.in_method(class_id, method_id);
-            let (Some(vhost), Some(ch)) = (&self.vhost, self.channels.get_mut(&channel)) else {
-                return;
-            };
-            match err {
-                Error::Channel(e) => {
-                    tracing::debug!(conn = self.id, channel, reply_code = e.0.code.code(), text = %e.0.text, "closing channel");
-                    ch.release(self.id, vhost);
-                    ch.start_closing();
-                    self.send(
-                        channel,
-                        warren_codec::ChannelClose {
-                            reply_code: e.0.code.code(),
-                            reply_text: ShortStr::truncating(&e.0.text),
-                            class_id: e.0.class_id,
-                            method_id: e.0.method_id,
-                        },
-                    );
-                }
-                Error::Connection(e) => {
-                    tracing::warn!(conn = self.id, channel, reply_code = e.0.code.code(), text = %e.0.text, "connection error");
-                    self.close_with(e);
-                    self.close_deadline = Some(now + CLOSE_TIMEOUT);
-                }
+            if let Error::Connection(ConnectionError(e)) = &err {
+                tracing::warn!(conn = self.id, channel, reply_code = e.code.code(), text = %e.text, "connection error");
             }
+            self.fail(channel, err, now);
         }
     }
 
     fn handle_channel0(&mut self, method: Method, now: Instant) {
         match method {
-            Method::ConnectionClose(_) => {
-                self.closed_by_client("closed by client", now);
+            Method::ConnectionClose(close) => {
+                self.closed_by_client(&close, now);
                 tracing::info!(conn = self.id, peer = %self.info.peer, "connection closed by client");
             }
-            Method::ConnectionCloseOk(_) => self.finish("closed".to_string()),
+            Method::ConnectionCloseOk(_) => self.finish(CloseReason {
+                initiator: Initiator::Client,
+                code: None,
+                text: "close-ok without a close".to_string(),
+            }),
             Method::ConnectionUpdateSecret(_) => self.send(0, ConnectionUpdateSecretOk),
             Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => {}
             m => {
@@ -1090,18 +1079,12 @@ impl Connection {
                 } else {
                     "unexpected method in connection state running".to_string()
                 };
-                let mut e = AmqpError::new(
-                    if c == warren_codec::CLASS_CONNECTION {
-                        ReplyCode::CommandInvalid
-                    } else {
-                        ReplyCode::ChannelError
-                    },
-                    text,
-                );
-                e.class_id = c;
-                e.method_id = mid;
-                self.close_with(ConnectionError(e));
-                self.close_deadline = Some(now + CLOSE_TIMEOUT);
+                let code = if c == warren_codec::CLASS_CONNECTION {
+                    ReplyCode::CommandInvalid
+                } else {
+                    ReplyCode::ChannelError
+                };
+                self.fail(0, Error::connection(code, text).in_method(c, mid), now);
             }
         }
     }

@@ -1,9 +1,10 @@
 //! Protocol errors by scope: a [`ChannelError`] closes one channel, a
-//! [`ConnectionError`] closes the connection. One place
-//! ([`crate::connection`]) turns them into `channel.close` /
-//! `connection.close` frames.
+//! [`ConnectionError`] closes the connection. [`AmqpError::channel_close`]
+//! and [`AmqpError::connection_close`] are the only places they become
+//! frames, and the connection's one error path (`Connection::fail`) the
+//! only caller. How a connection ended is kept as a [`CloseReason`].
 
-use warren_codec::ReplyCode;
+use warren_codec::{ChannelClose, ConnectionClose, ReplyCode, ShortStr};
 
 /// A reply code, RabbitMQ-shaped text (`NOT_FOUND - no queue 'q' in vhost '/'`)
 /// and the class/method that failed.
@@ -27,6 +28,81 @@ impl AmqpError {
             text: format!("{} - {detail}", code.name()),
             class_id: 0,
             method_id: 0,
+        }
+    }
+
+    /// The same error, naming the method that caused it (use the
+    /// generated `CLASS_ID`/`METHOD_ID` constants).
+    pub fn in_method(mut self, class_id: u16, method_id: u16) -> Self {
+        self.class_id = class_id;
+        self.method_id = method_id;
+        self
+    }
+
+    /// The `channel.close` that reports it.
+    pub fn channel_close(&self) -> ChannelClose {
+        ChannelClose {
+            reply_code: self.code.code(),
+            reply_text: ShortStr::truncating(&self.text),
+            class_id: self.class_id,
+            method_id: self.method_id,
+        }
+    }
+
+    /// The `connection.close` that reports it.
+    pub fn connection_close(&self) -> ConnectionClose {
+        ConnectionClose {
+            reply_code: self.code.code(),
+            reply_text: ShortStr::truncating(&self.text),
+            class_id: self.class_id,
+            method_id: self.method_id,
+        }
+    }
+}
+
+/// Which side ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// The client: its `connection.close`, or its socket went away.
+    Client,
+    /// The broker: an error, a timeout, shutdown or an operator.
+    Broker,
+}
+
+/// How a connection ended, for logs and (later) the management API and
+/// metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// Who ended it.
+    pub initiator: Initiator,
+    /// The reply code of the `connection.close` that ended it, if one was
+    /// sent (by either side).
+    pub code: Option<u16>,
+    /// What happened, as RabbitMQ's texts put it where there is one.
+    pub text: String,
+}
+
+impl CloseReason {
+    /// Ended by the broker without a close frame (a handshake error, missed
+    /// heartbeats, a timeout).
+    pub fn broker(text: impl Into<String>) -> Self {
+        CloseReason {
+            initiator: Initiator::Broker,
+            code: None,
+            text: text.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = match self.initiator {
+            Initiator::Client => "client",
+            Initiator::Broker => "broker",
+        };
+        match self.code {
+            Some(code) => write!(f, "closed by {who} ({code}): {}", self.text),
+            None => write!(f, "closed by {who}: {}", self.text),
         }
     }
 }

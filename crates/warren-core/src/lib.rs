@@ -30,7 +30,7 @@ pub mod vhost;
 
 pub use broker::{Broker, BrokerConfig, Limits, User};
 pub use connection::{ConnInfo, Connection};
-pub use error::{AmqpError, ChannelError, ConnectionError, Error};
+pub use error::{AmqpError, ChannelError, CloseReason, ConnectionError, Error, Initiator};
 pub use mailbox::{Mailbox, NoWake, Wake};
 pub use message::Message;
 pub use queue::Queue;

@@ -3460,3 +3460,37 @@ fn operators_can_set_the_server_properties() {
     };
     assert_eq!(start.server_properties.get("product"), Some(&s("Warren")));
 }
+
+#[test]
+fn the_close_reason_says_who_closed_and_why() {
+    use warren_core::{CloseReason, Initiator};
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(0, close(200));
+    c.method();
+    assert_eq!(
+        c.conn.close_reason(),
+        Some(&CloseReason {
+            initiator: Initiator::Client,
+            code: Some(200),
+            text: "bye".into(),
+        })
+    );
+    let mut c = Client::open(&b);
+    c.send(7, ChannelClose::default());
+    c.connection_closed(504);
+    let r = c.conn.close_reason().unwrap();
+    assert_eq!((r.initiator, r.code), (Initiator::Broker, Some(504)));
+    assert_eq!(r.text, "CHANNEL_ERROR - expected 'channel.open'");
+    assert_eq!(
+        r.to_string(),
+        "closed by broker (504): CHANNEL_ERROR - expected 'channel.open'"
+    );
+    let mut c = Client::connect(&b);
+    c.send_bytes(PROTOCOL_HEADER);
+    c.advance(Duration::from_secs(11));
+    assert_eq!(
+        c.conn.close_reason(),
+        Some(&CloseReason::broker("handshake timeout"))
+    );
+}

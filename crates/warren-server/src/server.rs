@@ -225,7 +225,7 @@ async fn serve(socket: TcpStream, peer: SocketAddr, server: Server, stop: watch:
             tracing::debug!(error = %e, "socket error");
         }
         match guard.0.close_reason() {
-            Some(r) => tracing::info!(reason = r, "connection closed"),
+            Some(r) => tracing::info!(reason = %r, "connection closed"),
             None => tracing::info!("connection closed by peer"),
         }
     }
