@@ -7,11 +7,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use warren_codec::{
     BasicAck, BasicCancelOk, BasicConsumeOk, BasicDeliver, BasicGetEmpty, BasicGetOk, BasicNack,
-    BasicPublish, BasicQosOk, BasicRecoverOk, BasicReturn, CLASS_BASIC, ConfirmSelectOk,
-    ContentHeader, ExchangeBindOk, ExchangeDeclareOk, ExchangeDeleteOk, ExchangeUnbindOk, Frame,
-    Method, QueueBindOk, QueueDeclareOk, QueueDeleteOk, QueuePurgeOk, QueueUnbindOk, ReplyCode,
-    ShortStr, TxCommitOk, TxRollbackOk, TxSelectOk, encode_body, encode_content_header,
-    encode_method,
+    BasicPublish, BasicQosOk, BasicRecoverOk, BasicReturn, CLASS_BASIC, CLASS_CONFIRM,
+    CLASS_EXCHANGE, CLASS_QUEUE, CLASS_TX, ConfirmSelectOk, ContentHeader, ExchangeBindOk,
+    ExchangeDeclareOk, ExchangeDeleteOk, ExchangeUnbindOk, Frame, Method, QueueBindOk,
+    QueueDeclareOk, QueueDeleteOk, QueuePurgeOk, QueueUnbindOk, ReplyCode, ShortStr, TxCommitOk,
+    TxRollbackOk, TxSelectOk, encode_body, encode_content_header, encode_method,
 };
 
 use crate::connection::Ctx;
@@ -20,10 +20,11 @@ use crate::fxhash::FxHashMap;
 use crate::mailbox::Event;
 use crate::message::{Message, Properties};
 use crate::permissions::{Access, Resource};
-use crate::persist::{Barrier, PersistOp};
+use crate::persist::{Barrier, BindingTarget, PersistOp};
 use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueueType, QueuedMessage};
 use crate::vhost::{
-    QueueDeclare, ROUTING_HEADERS, VHost, has_sender_selected_keys, sender_selected_keys,
+    Binding, ExchangeDeclare, QueueDeclare, ROUTING_HEADERS, VHost, has_sender_selected_keys,
+    sender_selected_keys,
 };
 use crate::vhost::{REPLY_TO, REPLY_TO_PREFIX, ReplyTarget};
 
@@ -343,7 +344,31 @@ impl Channel {
             .ok_or_else(|| Error::not_found("no previously declared queue"))
     }
 
+    /// Dispatches a method by its class; each class's handler turns the
+    /// method into a typed request (`ExchangeDeclare`, `QueueDeclare`,
+    /// `Binding`, ...) for the vhost, whose rules live there.
     fn handle_method(&mut self, ctx: &mut Ctx<'_>, method: Method) -> Result<()> {
+        match method.class_id() {
+            CLASS_EXCHANGE => self.exchange_method(ctx, method),
+            CLASS_QUEUE => self.queue_method(ctx, method),
+            CLASS_BASIC => self.basic_method(ctx, method),
+            CLASS_CONFIRM | CLASS_TX => self.confirm_tx_method(ctx, method),
+            _ => self.channel_method(ctx, method),
+        }
+    }
+
+    /// channel.open/close are handled by the connection; anything else
+    /// that reaches a channel is a server-to-client method or a connection
+    /// method.
+    fn not_for_a_channel(_method: Method) -> Result<()> {
+        Err(Error::connection(
+            ReplyCode::CommandInvalid,
+            "unimplemented method",
+        ))
+    }
+
+    /// `channel.flow` and `access.request`.
+    fn channel_method(&mut self, ctx: &mut Ctx<'_>, method: Method) -> Result<()> {
         match method {
             Method::ChannelFlow(m) => {
                 if !m.active {
@@ -353,6 +378,14 @@ impl Channel {
             }
             Method::ChannelFlowOk(_) => {}
             Method::AccessRequest(_) => self.send(ctx, warren_codec::AccessRequestOk { ticket: 1 }),
+            other => return Self::not_for_a_channel(other),
+        }
+        Ok(())
+    }
+
+    /// The `exchange` class.
+    fn exchange_method(&mut self, ctx: &mut Ctx<'_>, method: Method) -> Result<()> {
+        match method {
             Method::ExchangeDeclare(m) => {
                 if !m.passive {
                     ctx.grant().check(
@@ -361,15 +394,15 @@ impl Channel {
                         m.exchange.as_bytes(),
                     )?;
                 }
-                ctx.vhost.declare_exchange(
-                    &m.exchange,
-                    &m.kind,
-                    m.passive,
-                    m.durable,
-                    m.auto_delete,
-                    m.internal,
-                    &m.arguments,
-                )?;
+                ctx.vhost.declare_exchange(&ExchangeDeclare {
+                    name: m.exchange,
+                    kind: m.kind,
+                    passive: m.passive,
+                    durable: m.durable,
+                    auto_delete: m.auto_delete,
+                    internal: m.internal,
+                    arguments: m.arguments,
+                })?;
                 if !m.nowait {
                     self.send(ctx, ExchangeDeclareOk);
                 }
@@ -387,8 +420,13 @@ impl Channel {
                     .check(Access::Write, Resource::Exchange, m.destination.as_bytes())?;
                 ctx.grant()
                     .check(Access::Read, Resource::Exchange, m.source.as_bytes())?;
-                ctx.vhost
-                    .bind_exchange(&m.destination, &m.source, m.routing_key, m.arguments)?;
+                let b = Binding {
+                    source: m.source,
+                    destination: BindingTarget::Exchange(m.destination),
+                    routing_key: m.routing_key,
+                    arguments: m.arguments,
+                };
+                ctx.vhost.bind(ctx.conn, &b)?;
                 if !m.nowait {
                     self.send(ctx, ExchangeBindOk);
                 }
@@ -398,16 +436,25 @@ impl Channel {
                     .check(Access::Write, Resource::Exchange, m.destination.as_bytes())?;
                 ctx.grant()
                     .check(Access::Read, Resource::Exchange, m.source.as_bytes())?;
-                ctx.vhost.unbind_exchange(
-                    &m.destination,
-                    &m.source,
-                    &m.routing_key,
-                    &m.arguments,
-                )?;
+                let b = Binding {
+                    source: m.source,
+                    destination: BindingTarget::Exchange(m.destination),
+                    routing_key: m.routing_key,
+                    arguments: m.arguments,
+                };
+                ctx.vhost.unbind(ctx.conn, &b)?;
                 if !m.nowait {
                     self.send(ctx, ExchangeUnbindOk);
                 }
             }
+            other => return Self::not_for_a_channel(other),
+        }
+        Ok(())
+    }
+
+    /// The `queue` class.
+    fn queue_method(&mut self, ctx: &mut Ctx<'_>, method: Method) -> Result<()> {
+        match method {
             Method::QueueDeclare(m) if m.passive && m.queue.as_bytes() == REPLY_TO => {
                 if !m.nowait {
                     self.send(
@@ -466,8 +513,13 @@ impl Channel {
                     .check(Access::Write, Resource::Queue, name.as_bytes())?;
                 ctx.grant()
                     .check(Access::Read, Resource::Exchange, m.exchange.as_bytes())?;
-                ctx.vhost
-                    .bind_queue(ctx.conn, &name, &m.exchange, m.routing_key, m.arguments)?;
+                let b = Binding {
+                    source: m.exchange,
+                    destination: BindingTarget::Queue(name),
+                    routing_key: m.routing_key,
+                    arguments: m.arguments,
+                };
+                ctx.vhost.bind(ctx.conn, &b)?;
                 if !m.nowait {
                     self.send(ctx, QueueBindOk);
                 }
@@ -478,13 +530,13 @@ impl Channel {
                     .check(Access::Write, Resource::Queue, name.as_bytes())?;
                 ctx.grant()
                     .check(Access::Read, Resource::Exchange, m.exchange.as_bytes())?;
-                ctx.vhost.unbind_queue(
-                    ctx.conn,
-                    &name,
-                    &m.exchange,
-                    &m.routing_key,
-                    &m.arguments,
-                )?;
+                let b = Binding {
+                    source: m.exchange,
+                    destination: BindingTarget::Queue(name),
+                    routing_key: m.routing_key,
+                    arguments: m.arguments,
+                };
+                ctx.vhost.unbind(ctx.conn, &b)?;
                 self.send(ctx, QueueUnbindOk);
             }
             Method::QueuePurge(m) => {
@@ -509,6 +561,14 @@ impl Channel {
                     self.send(ctx, QueueDeleteOk { message_count: n });
                 }
             }
+            other => return Self::not_for_a_channel(other),
+        }
+        Ok(())
+    }
+
+    /// The `basic` class (content assembly is in `handle_frame`).
+    fn basic_method(&mut self, ctx: &mut Ctx<'_>, method: Method) -> Result<()> {
+        match method {
             Method::BasicQos(m) => {
                 if m.prefetch_size != 0 {
                     return Err(Error::not_implemented(format!(
@@ -726,6 +786,14 @@ impl Channel {
                 let all: Vec<Unacked> = self.unacked.drain(..).collect();
                 self.settle(ctx.conn, all, Outcome::Requeue);
             }
+            other => return Self::not_for_a_channel(other),
+        }
+        Ok(())
+    }
+
+    /// The `confirm` and `tx` classes.
+    fn confirm_tx_method(&mut self, ctx: &mut Ctx<'_>, method: Method) -> Result<()> {
+        match method {
             Method::ConfirmSelect(m) => {
                 if self.tx.is_some() {
                     return Err(Error::precondition("cannot switch from tx to confirm mode"));
@@ -783,14 +851,7 @@ impl Channel {
                 }
                 self.send(ctx, TxRollbackOk);
             }
-            // channel.open/close are handled by the connection; anything
-            // else is a server-to-client method or a connection method.
-            _ => {
-                return Err(Error::connection(
-                    ReplyCode::CommandInvalid,
-                    "unimplemented method",
-                ));
-            }
+            other => return Self::not_for_a_channel(other),
         }
         Ok(())
     }

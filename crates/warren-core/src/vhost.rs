@@ -71,6 +71,41 @@ pub struct QueueDeclare {
     pub arguments: FieldTable,
 }
 
+/// What `exchange.declare` (or an HTTP `PUT` of an exchange) asks for.
+#[derive(Debug, Clone)]
+pub struct ExchangeDeclare {
+    /// Name.
+    pub name: ShortStr,
+    /// Type name as given (`direct`, `topic`, ...); an unknown one is
+    /// refused.
+    pub kind: ShortStr,
+    /// Only check existence.
+    pub passive: bool,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Takes no publishes, only exchange-to-exchange bindings.
+    pub internal: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// A binding to add or remove: from a source exchange to a queue or an
+/// exchange, by key and arguments (`queue.bind`, `exchange.bind`, and
+/// their unbinds).
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// Source exchange.
+    pub source: ShortStr,
+    /// Destination queue or exchange, by name.
+    pub destination: BindingTarget,
+    /// Binding key.
+    pub routing_key: ShortStr,
+    /// Arguments (headers exchanges match on them).
+    pub arguments: FieldTable,
+}
+
 /// The arguments RabbitMQ compares on redeclare and validates on declare.
 const VALIDATED_QUEUE_ARGS: &[&str] = &[
     "x-message-ttl",
@@ -227,20 +262,18 @@ impl VHost {
     }
 
     /// `exchange.declare`.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "mirrors the method's arguments one to one"
-    )]
-    pub fn declare_exchange(
-        &self,
-        name: &ShortStr,
-        kind: &ShortStr,
-        passive: bool,
-        durable: bool,
-        auto_delete: bool,
-        internal: bool,
-        arguments: &FieldTable,
-    ) -> Result<()> {
+    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<()> {
+        let ExchangeDeclare {
+            name,
+            kind,
+            passive,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+        } = d;
+        let (passive, durable, auto_delete, internal) =
+            (*passive, *durable, *auto_delete, *internal);
         if passive {
             return self.exchange_or_404(name).map(|_| ());
         }
@@ -753,8 +786,37 @@ impl VHost {
         Ok(self.remove_queue(&q))
     }
 
-    /// `queue.bind`.
-    pub fn bind_queue(
+    /// Adds a binding (`queue.bind`, `exchange.bind`) for connection `conn`
+    /// (which must be allowed to use an exclusive destination queue).
+    pub fn bind(&self, conn: ConnId, b: &Binding) -> Result<()> {
+        match &b.destination {
+            BindingTarget::Queue(q) => self.bind_queue(
+                conn,
+                q,
+                &b.source,
+                b.routing_key.clone(),
+                b.arguments.clone(),
+            ),
+            BindingTarget::Exchange(x) => {
+                self.bind_exchange(x, &b.source, b.routing_key.clone(), b.arguments.clone())
+            }
+        }
+    }
+
+    /// Removes a binding (`queue.unbind`, `exchange.unbind`); removing one
+    /// that does not exist is not an error, as in RabbitMQ.
+    pub fn unbind(&self, conn: ConnId, b: &Binding) -> Result<()> {
+        match &b.destination {
+            BindingTarget::Queue(q) => {
+                self.unbind_queue(conn, q, &b.source, &b.routing_key, &b.arguments)
+            }
+            BindingTarget::Exchange(x) => {
+                self.unbind_exchange(x, &b.source, &b.routing_key, &b.arguments)
+            }
+        }
+    }
+
+    fn bind_queue(
         &self,
         conn: ConnId,
         queue: &ShortStr,
@@ -774,8 +836,7 @@ impl VHost {
         Error::access_refused("operation not permitted on the default exchange")
     }
 
-    /// `queue.unbind`: idempotent.
-    pub fn unbind_queue(
+    fn unbind_queue(
         &self,
         conn: ConnId,
         queue: &ShortStr,
@@ -806,8 +867,7 @@ impl VHost {
         Ok(())
     }
 
-    /// `exchange.bind`.
-    pub fn bind_exchange(
+    fn bind_exchange(
         &self,
         destination: &ShortStr,
         source: &ShortStr,
@@ -822,8 +882,7 @@ impl VHost {
         self.add_binding(&src, Destination::Exchange(destination.clone()), key, args)
     }
 
-    /// `exchange.unbind`: idempotent.
-    pub fn unbind_exchange(
+    fn unbind_exchange(
         &self,
         destination: &ShortStr,
         source: &ShortStr,
