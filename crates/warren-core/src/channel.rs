@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use warren_codec::{
@@ -14,19 +15,44 @@ use warren_codec::{
     TxRollbackOk, TxSelectOk, encode_body, encode_content_header, encode_method,
 };
 
-use crate::connection::Ctx;
+use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
-use crate::mailbox::Event;
+use crate::mailbox::{Event, Mailbox};
 use crate::message::{Message, Properties};
-use crate::permissions::{Access, Resource};
-use crate::persist::{Barrier, BindingTarget, PersistOp};
+use crate::permissions::{Access, Grant, Permissions, Resource};
+use crate::persist::{Awaited, Barrier, BindingTarget, PersistOp};
 use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueueType, QueuedMessage};
 use crate::vhost::{
     Binding, ExchangeDeclare, QueueDeclare, ROUTING_HEADERS, VHost, has_sender_selected_keys,
     sender_selected_keys,
 };
 use crate::vhost::{REPLY_TO, REPLY_TO_PREFIX, ReplyTarget};
+
+/// What a channel handler needs from its connection.
+pub(crate) struct Ctx<'a> {
+    pub(crate) broker: &'a Arc<Broker>,
+    pub(crate) vhost: &'a Arc<VHost>,
+    pub(crate) conn: ConnId,
+    pub(crate) mailbox: &'a Arc<Mailbox>,
+    pub(crate) out: &'a mut BytesMut,
+    pub(crate) frame_max: u32,
+    pub(crate) user: &'a str,
+    pub(crate) exclusive_queues: &'a mut Vec<Arc<Queue>>,
+    pub(crate) now: Instant,
+    pub(crate) perms: &'a Permissions,
+}
+
+impl Ctx<'_> {
+    /// The permission checker for this connection's user and vhost.
+    pub(crate) fn grant(&self) -> Grant<'_> {
+        Grant {
+            user: self.user,
+            vhost: &self.vhost.name,
+            perms: self.perms,
+        }
+    }
+}
 
 /// Content being received after `basic.publish`.
 #[derive(Debug, Default)]
@@ -838,9 +864,10 @@ impl Channel {
                 }
                 match ctx.vhost.durability() {
                     // commit-ok waits until the store has flushed the commit.
-                    Some(d) if stored => d.submit(PersistOp::Barrier(Barrier::TxCommit {
-                        mailbox: Arc::clone(ctx.mailbox),
+                    Some(d) if stored => d.submit(PersistOp::Barrier(Barrier {
+                        waiter: Arc::clone(ctx.mailbox) as _,
                         channel: self.id,
+                        what: Awaited::TxCommit,
                     })),
                     _ => self.send(ctx, TxCommitOk),
                 }
@@ -984,10 +1011,10 @@ impl Channel {
                 // Confirmed once the store has flushed everything so far.
                 c.pending.push_back((seq, None));
                 if let Some(d) = ctx.vhost.durability() {
-                    d.submit(PersistOp::Barrier(Barrier::Confirm {
-                        mailbox: Arc::clone(ctx.mailbox),
+                    d.submit(PersistOp::Barrier(Barrier {
+                        waiter: Arc::clone(ctx.mailbox) as _,
                         channel: self.id,
-                        seq,
+                        what: Awaited::Confirm(seq),
                     }));
                 }
             } else {

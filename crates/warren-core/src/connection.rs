@@ -34,11 +34,11 @@ use warren_codec::{
 };
 
 use crate::broker::{Broker, LoginRefused};
-use crate::channel::Channel;
+use crate::channel::{Channel, Ctx};
 use crate::error::{AmqpError, ChannelError, CloseReason, ConnectionError, Error, Initiator};
 use crate::fxhash::FxHashMap;
 use crate::mailbox::{Event, Mailbox};
-use crate::permissions::{Grant, Permissions};
+use crate::permissions::Permissions;
 use crate::queue::{ConnId, Queue};
 use crate::vhost::VHost;
 
@@ -94,31 +94,6 @@ pub(crate) struct ClientCaps {
     pub(crate) consumer_cancel_notify: bool,
     pub(crate) authentication_failure_close: bool,
     pub(crate) connection_blocked: bool,
-}
-
-/// What a channel handler needs from its connection.
-pub(crate) struct Ctx<'a> {
-    pub(crate) broker: &'a Arc<Broker>,
-    pub(crate) vhost: &'a Arc<VHost>,
-    pub(crate) conn: ConnId,
-    pub(crate) mailbox: &'a Arc<Mailbox>,
-    pub(crate) out: &'a mut BytesMut,
-    pub(crate) frame_max: u32,
-    pub(crate) user: &'a str,
-    pub(crate) exclusive_queues: &'a mut Vec<Arc<Queue>>,
-    pub(crate) now: Instant,
-    pub(crate) perms: &'a Permissions,
-}
-
-impl Ctx<'_> {
-    /// The permission checker for this connection's user and vhost.
-    pub(crate) fn grant(&self) -> Grant<'_> {
-        Grant {
-            user: self.user,
-            vhost: &self.vhost.name,
-            perms: self.perms,
-        }
-    }
 }
 
 /// One AMQP connection.

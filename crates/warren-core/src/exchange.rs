@@ -75,16 +75,6 @@ pub enum Destination {
 }
 
 impl Destination {
-    /// Whether the destination survives restarts.
-    pub fn is_durable(&self, vhost: &crate::vhost::VHost) -> bool {
-        match self {
-            Destination::Queue(q) => q.is_stored(),
-            Destination::Exchange(e) => {
-                vhost.exchange(e.as_bytes()).is_some_and(|e| e.spec.durable)
-            }
-        }
-    }
-
     /// The stored form.
     pub fn target(&self) -> crate::persist::BindingTarget {
         match self {

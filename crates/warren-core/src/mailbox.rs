@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use warren_codec::ShortStr;
 
+use crate::persist::{Awaited, Waiter};
 use crate::queue::{Queue, QueuedMessage};
 
 /// Wakes the task that drives a connection. The server implements it over
@@ -242,6 +243,17 @@ impl Drop for DeferWakes {
         let list = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
         for m in list {
             m.waker.wake();
+        }
+    }
+}
+
+/// The store tells a publisher's connection, through its mailbox, that a
+/// flush covering its confirm or commit has finished.
+impl Waiter for Mailbox {
+    fn flushed(self: Arc<Self>, channel: u16, what: Awaited, ok: bool) {
+        match what {
+            Awaited::Confirm(seq) => self.push(Event::Confirmed { channel, seq, ok }),
+            Awaited::TxCommit => self.push(Event::TxCommitted { channel, ok }),
         }
     }
 }

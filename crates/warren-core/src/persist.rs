@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use warren_codec::{FieldTable, ShortStr};
 
-use crate::mailbox::{Event, Mailbox};
 use crate::message::Message;
 
 /// Where a stored binding leads.
@@ -159,40 +158,38 @@ pub trait Persistence: Send + Sync + std::fmt::Debug {
 #[error("{0}")]
 pub struct LoadError(pub String);
 
+/// A connection waiting for flushes: told when one covering its barrier
+/// has finished (the mailbox implements it; the store knows no more of
+/// connections than this).
+pub trait Waiter: Send + Sync + std::fmt::Debug {
+    /// The flush covering `barrier` finished; `ok`: it was written.
+    fn flushed(self: Arc<Self>, channel: u16, what: Awaited, ok: bool);
+}
+
+/// What a connection waits for a flush to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    /// The publisher confirm for publish `seq`.
+    Confirm(u64),
+    /// `tx.commit-ok`.
+    TxCommit,
+}
+
 /// Who waits for a flush, and what to tell them once it is done.
 #[derive(Debug)]
-pub enum Barrier {
-    /// Confirm publish `seq` on `channel` (ack, or nack if the write failed).
-    Confirm {
-        /// The publisher's connection.
-        mailbox: Arc<Mailbox>,
-        /// Its channel.
-        channel: u16,
-        /// The publish sequence number.
-        seq: u64,
-    },
-    /// Send `tx.commit-ok` on `channel` (or fail the commit).
-    TxCommit {
-        /// The committing connection.
-        mailbox: Arc<Mailbox>,
-        /// Its channel.
-        channel: u16,
-    },
+pub struct Barrier {
+    /// The waiting connection.
+    pub waiter: Arc<dyn Waiter>,
+    /// Its channel.
+    pub channel: u16,
+    /// What it will send.
+    pub what: Awaited,
 }
 
 impl Barrier {
     /// The flush covering this barrier finished; `ok`: it was written.
     pub fn release(self, ok: bool) {
-        match self {
-            Barrier::Confirm {
-                mailbox,
-                channel,
-                seq,
-            } => mailbox.push(Event::Confirmed { channel, seq, ok }),
-            Barrier::TxCommit { mailbox, channel } => {
-                mailbox.push(Event::TxCommitted { channel, ok })
-            }
-        }
+        self.waiter.flushed(self.channel, self.what, ok);
     }
 }
 

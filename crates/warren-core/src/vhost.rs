@@ -359,6 +359,14 @@ impl VHost {
         Ok(())
     }
 
+    /// Whether a binding's destination survives restarts.
+    fn is_durable(&self, dest: &Destination) -> bool {
+        match dest {
+            Destination::Queue(q) => q.is_stored(),
+            Destination::Exchange(e) => self.exchange(e.as_bytes()).is_some_and(|e| e.spec.durable),
+        }
+    }
+
     /// Adds a binding, storing it when both ends are durable.
     fn add_binding(
         &self,
@@ -367,7 +375,7 @@ impl VHost {
         key: ShortStr,
         args: FieldTable,
     ) -> Result<()> {
-        let stored = self.durability.is_some() && ex.spec.durable && dest.is_durable(self);
+        let stored = self.durability.is_some() && ex.spec.durable && self.is_durable(&dest);
         let op = stored.then(|| PersistOp::Bind {
             vhost: self.name.clone(),
             source: ex.name().clone(),
