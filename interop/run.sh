@@ -9,6 +9,10 @@
 #   INTEROP_WRITE_DOCS=1 bash interop/run.sh         # also refresh docs/compatibility.md
 #   INTEROP_SKIP_INSTALL=1 bash interop/run.sh       # never call apt/pip/npm
 #
+# The `lapin-relay` and `pika-relay` columns run the lapin and pika programs
+# through relay.py, a TCP relay in front of warren, for the scenarios in
+# INTEROP_RELAY_SCENARIOS.
+#
 # Ends with a line `N passed, N failed`; exits non-zero if any cell failed.
 set -uo pipefail
 
@@ -23,14 +27,19 @@ START_TS=$(date +%s)
 SCENARIOS_ALL="hello work_queues pubsub routing topics rpc confirms_individual
 confirms_batch confirms_async mandatory_return nack_requeue prefetch_limit
 exclusive_locked passive_404 redeclare_406 wrong_password large_message
-many_channels heartbeat server_cancel celery_task"
-CLIENTS_ALL="pika aio-pika kombu celery amqplib-cb amqplib-promise go java lapin amqprs amqp-tools"
+many_channels heartbeat server_cancel celery_task close_clean close_after_burst
+cc_bcc channel_close_race"
+CLIENTS_ALL="pika aio-pika kombu celery amqplib-cb amqplib-promise go java lapin amqprs amqp-tools
+lapin-relay pika-relay"
 SCENARIOS="${INTEROP_SCENARIOS:-$SCENARIOS_ALL}"
 CLIENTS="${INTEROP_CLIENTS:-$CLIENTS_ALL}"
+# What the `*-relay` columns run; their other cells show "—".
+RELAY_SCENARIOS="${INTEROP_RELAY_SCENARIOS:-hello close_clean close_after_burst channel_close_race wrong_password}"
 
 log() { printf '[interop %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 2; }
-wants() { [[ " $(echo $CLIENTS) " == *" $1 "* ]]; }
+# wants CLIENT: that client runs, directly or through the relay.
+wants() { [[ " $(echo $CLIENTS) " == *" $1 "* || " $(echo $CLIENTS) " == *" $1-relay "* ]]; }
 
 # ---------------------------------------------------------------- installs
 # Each step checks before it acts, so a second run installs nothing.
@@ -121,7 +130,7 @@ build_all() {
 client_cmd() {
     local py="$VENV/bin/python"
     case "$1" in
-        pika) echo "$py $HERE/python/pika_client.py" ;;
+        pika|pika-relay) echo "$py $HERE/python/pika_client.py" ;;
         aio-pika) echo "$py $HERE/python/aiopika_client.py" ;;
         kombu) echo "$py $HERE/python/kombu_client.py" ;;
         celery) echo "$py $HERE/python/celery_client.py" ;;
@@ -129,7 +138,7 @@ client_cmd() {
         amqplib-promise) echo "node $HERE/node/client.js promise" ;;
         go) echo "$BUILD/go-client" ;;
         java) echo "java -Xshare:auto -XX:TieredStopAtLevel=1 -cp $BUILD/java:/usr/share/java/amqp-client.jar:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-nop.jar Interop" ;;
-        lapin) echo "$CARGO_TARGET_DIR_INTEROP/debug/lapin_client" ;;
+        lapin|lapin-relay) echo "$CARGO_TARGET_DIR_INTEROP/debug/lapin_client" ;;
         amqprs) echo "$CARGO_TARGET_DIR_INTEROP/debug/amqprs_client" ;;
         amqp-tools) echo "bash $HERE/c/amqp_tools.sh" ;;
         *) die "unknown client $1" ;;
@@ -140,7 +149,9 @@ client_cmd() {
 
 WORK=""
 BROKER_PID=""
+RELAY_PID=""
 cleanup() {
+    if [ -n "$RELAY_PID" ]; then kill "$RELAY_PID" 2>/dev/null; fi
     if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
         kill -TERM "$BROKER_PID" 2>/dev/null
         for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -184,6 +195,24 @@ EOF
     log "warren pid $BROKER_PID on 127.0.0.1:$PORT (log: $WORK/warren.log)"
 }
 
+# A relay in front of the broker, for the `*-relay` columns (see relay.py).
+start_relay() {
+    [[ " $(echo $CLIENTS) " == *"-relay "* ]] || return 0
+    local py=python3
+    [ -x "$VENV/bin/python" ] && py="$VENV/bin/python"
+    "$py" "$HERE/relay.py" 127.0.0.1 "$PORT" >"$WORK/relay.log" 2>&1 &
+    RELAY_PID=$!
+    RELAY_PORT=""
+    for _ in $(seq 100); do
+        RELAY_PORT="$(grep -m1 -o 'listening on 127\.0\.0\.1:[0-9]*' "$WORK/relay.log" | cut -d: -f2)"
+        [ -n "$RELAY_PORT" ] && break
+        kill -0 "$RELAY_PID" 2>/dev/null || { cat "$WORK/relay.log" >&2; die "relay exited at start"; }
+        sleep 0.1
+    done
+    [ -n "$RELAY_PORT" ] || die "relay did not print its port within 10s"
+    log "relay pid $RELAY_PID on 127.0.0.1:$RELAY_PORT -> $PORT (log: $WORK/relay.log)"
+}
+
 # --------------------------------------------------------------------- run
 
 run_cells() {
@@ -195,9 +224,16 @@ run_cells() {
         local cmd t0 rc
         cmd="$(client_cmd "$c")"
         t0=$(date +%s)
+        local port="$PORT"
+        [[ $c == *-relay ]] && port="$RELAY_PORT"
         for s in $SCENARIOS; do
             local out="$RESULTS/$c.$s"
-            (cd "$HERE" && timeout -k 5 "$CELL_TIMEOUT" $cmd "$s") >"$out.log" 2>&1 </dev/null
+            if [[ $c == *-relay && " $(echo $RELAY_SCENARIOS) " != *" $s "* ]]; then
+                echo "n/a: no such scenario through the relay (INTEROP_RELAY_SCENARIOS)" >"$out.log"
+                echo 3 >"$out.rc"
+                continue
+            fi
+            (cd "$HERE" && WARREN_PORT="$port" timeout -k 5 "$CELL_TIMEOUT" $cmd "$s") >"$out.log" 2>&1 </dev/null
             rc=$?
             echo "$rc" >"$out.rc"
             case $rc in
@@ -207,6 +243,7 @@ run_cells() {
                 *) log "FAIL $c $s (exit $rc)" ;;
             esac
             kill -0 "$BROKER_PID" 2>/dev/null || { log "warren died during $c $s"; break 2; }
+            [[ $c != *-relay ]] || kill -0 "$RELAY_PID" 2>/dev/null || { log "relay died during $c $s"; break 2; }
         done
         log "$c done in $(( $(date +%s) - t0 ))s"
     done
@@ -267,6 +304,11 @@ report() {
         echo
         echo "=== warren log tail ($WORK/warren.log) ==="
         sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/warren.log" | tail -n 40
+        if [ -s "$WORK/relay.log" ]; then
+            echo
+            echo "=== relay log tail ($WORK/relay.log) ==="
+            tail -n 20 "$WORK/relay.log"
+        fi
     fi
     if [ -n "${INTEROP_WRITE_DOCS:-}" ]; then
         bash "$HERE/update-docs.sh" "$matrix" && log "docs/compatibility.md updated"
@@ -282,6 +324,7 @@ install_all
 build_all
 BUILD_SECS=$(( $(date +%s) - START_TS ))
 start_broker
+start_relay
 T_RUN=$(date +%s)
 run_cells
 RUN_SECS=$(( $(date +%s) - T_RUN ))

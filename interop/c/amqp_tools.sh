@@ -218,6 +218,18 @@ heartbeat() {
     delete_q "$q"
 }
 
+close_clean() {
+    # Each amqp-publish connects, publishes and closes: the "hello world"
+    # sender, 50 times. A failed close makes it exit non-zero.
+    local q; q="$(name close)"
+    declare_q -q "$q"
+    for i in $(seq 0 49); do
+        amqp-publish "${CONN[@]}" -r "$q" -b "Hello World!" || fail "iteration $i: amqp-publish exited with $?"
+    done
+    for i in $(seq 0 49); do get_one "$q" >/dev/null; done
+    delete_q "$q"
+}
+
 rpc() { na "amqp-consume does not pass reply-to/correlation-id to its command, and an exclusive reply queue lives only as long as one tool's connection"; }
 confirms_individual() { na "amqp-publish has no publisher-confirm mode"; }
 confirms_batch() { na "amqp-publish has no publisher-confirm mode"; }
@@ -226,12 +238,16 @@ mandatory_return() { na "amqp-publish cannot set the mandatory flag"; }
 nack_requeue() { na "the tools cannot nack"; }
 prefetch_limit() { na "amqp-consume acks each message before taking the next; the unacked count cannot be observed"; }
 many_channels() { na "each tool opens a single channel"; }
+close_after_burst() { na "amqp-publish sends one message per connection"; }
+cc_bcc() { na "amqp-publish --header sets string values only; CC and BCC are arrays"; }
+channel_close_race() { na "each tool opens a single channel"; }
 server_cancel() { na "librabbitmq does not advertise consumer_cancel_notify, so a broker (RabbitMQ too) sends it no basic.cancel"; }
 
 case "${1:-}" in
     __line) cat; echo ;;   # amqp-consume's per-message command
     hello|work_queues|pubsub|routing|topics|rpc|confirms_individual|confirms_batch|confirms_async|\
     mandatory_return|nack_requeue|prefetch_limit|exclusive_locked|passive_404|redeclare_406|\
-    wrong_password|large_message|many_channels|heartbeat|server_cancel) "$1" ;;
+    wrong_password|large_message|many_channels|heartbeat|server_cancel|close_clean|close_after_burst|\
+    cc_bcc|channel_close_race) "$1" ;;
     *) echo "n/a: no such scenario for this client"; exit 3 ;;
 esac

@@ -162,6 +162,75 @@ func waitConfirms(confirms <-chan amqp.Confirmation, n int) {
 	}
 }
 
+// iterate runs fn n times and names the iteration that fails.
+func iterate(n int, fn func()) {
+	for i := 0; i < n; i++ {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					fail("iteration %d: %v", i, r)
+				}
+			}()
+			fn()
+		}()
+	}
+}
+
+// closeConn closes conn and checks that neither Close nor the library's
+// close notification reports an error.
+func closeConn(conn *amqp.Connection, closed <-chan *amqp.Error) {
+	ok(conn.Close())
+	select {
+	case e := <-closed:
+		check(e == nil, "connection closed with %v", e)
+	case <-time.After(5 * time.Second):
+		fail("no close notification within 5s")
+	}
+}
+
+// deleteCounting deletes q on a new connection and checks how many messages it held.
+func deleteCounting(q string, want int, what string) {
+	conn := connect()
+	defer conn.Close()
+	n := must(must(conn.Channel()).QueueDelete(q, false, false, false))
+	check(n == want, "%s: %d, want %d", what, n, want)
+}
+
+// ccBccRound publishes once with CC and BCC headers; keys route to queues a,
+// b and c (on the default exchange, keys is nil and the queue names are used).
+func ccBccRound(ch *amqp.Channel, ex string, keys []string) {
+	var qs []string
+	for _, x := range []string{"a", "b", "c"} {
+		qs = append(qs, must(ch.QueueDeclare(name("cc-"+x), false, false, true, false, nil)).Name)
+	}
+	if keys == nil {
+		keys = qs
+	}
+	for i := range qs {
+		if ex != "" {
+			ok(ch.QueueBind(qs[i], keys[i], ex, false, nil))
+		}
+	}
+	headers := amqp.Table{"CC": []interface{}{keys[1]}, "BCC": []interface{}{keys[2]}, "x-other": "kept"}
+	publish(ch, ex, keys[0], []byte("cc and bcc"), false, amqp.Publishing{Headers: headers})
+	// Each queue gets one copy, with the publish's routing key, and BCC gone.
+	var got, want []string
+	for i, q := range qs {
+		seen := "no message"
+		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			if d, found := must2(ch.Get(q, true)); found {
+				_, again := must2(ch.Get(q, true))
+				seen = fmt.Sprintf("key=%s body=%s headers=%v second_copy=%v", d.RoutingKey, d.Body, d.Headers, again)
+				break
+			}
+		}
+		got = append(got, fmt.Sprintf("%c: %s", 'a'+i, seen))
+		want = append(want, fmt.Sprintf("%c: key=%s body=cc and bcc headers=%v second_copy=false", 'a'+i, keys[0],
+			amqp.Table{"CC": []interface{}{keys[1]}, "x-other": "kept"}))
+	}
+	check(strings.Join(got, "\n") == strings.Join(want, "\n"), "deliveries:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+}
+
 var scenarios = map[string]func(){
 	"hello": func() {
 		conn := connect()
@@ -545,6 +614,70 @@ var scenarios = map[string]func(){
 		}
 		publish(ch, "", q, []byte("alive"), false, amqp.Publishing{})
 		check(string(getOne(ch, q, 5*time.Second).Body) == "alive", "after idle")
+	},
+
+	"close_clean": func() {
+		// RabbitMQ's "hello world" sender, 50 times: every close must succeed.
+		q := name("close")
+		iterate(50, func() {
+			conn := connect()
+			closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+			ch := must(conn.Channel())
+			must(ch.QueueDeclare(q, false, false, false, false, nil))
+			publish(ch, "", q, []byte("Hello World!"), false, amqp.Publishing{})
+			ok(ch.Close())
+			closeConn(conn, closed)
+		})
+		deleteCounting(q, 50, "messages published before each close")
+	},
+
+	"close_after_burst": func() {
+		conn := connect()
+		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+		ch := must(conn.Channel())
+		q := name("burst")
+		must(ch.QueueDeclare(q, false, false, false, false, nil))
+		n := 5000
+		for i := 0; i < n; i++ {
+			publish(ch, "", q, []byte(fmt.Sprintf("burst %d", i)), false, amqp.Publishing{})
+		}
+		closeConn(conn, closed)
+		deleteCounting(q, n, "messages published before close")
+	},
+
+	"cc_bcc": func() {
+		conn := connect()
+		defer conn.Close()
+		ch := must(conn.Channel())
+		ccBccRound(ch, "", nil)
+		ex := name("cc")
+		ok(ch.ExchangeDeclare(ex, "direct", false, false, false, false, nil))
+		ccBccRound(ch, ex, []string{"key-a", "key-b", "key-c"})
+		ok(ch.ExchangeDelete(ex, false, false))
+	},
+
+	"channel_close_race": func() {
+		// The broker's channel.close (404, no exchange) and ours cross on
+		// the wire; then another channel must work and the connection
+		// close cleanly. That channel is opened first: this library reuses
+		// a freed channel number at once, and would take the broker's late
+		// close-ok for the old channel as the reply to the new channel.open
+		// (against RabbitMQ too).
+		iterate(20, func() {
+			conn := connect()
+			closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+			ch2 := must(conn.Channel())
+			ch := must(conn.Channel())
+			publish(ch, name("missing"), "key", []byte("lost"), false, amqp.Publishing{})
+			// Ours may win, or the broker's (404), or it may have closed the channel already.
+			if err := ch.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
+				expectClose(err, 404)
+			}
+			q := must(ch2.QueueDeclare("", false, false, true, false, nil))
+			publish(ch2, "", q.Name, []byte("after the race"), false, amqp.Publishing{})
+			check(string(getOne(ch2, q.Name, 5*time.Second).Body) == "after the race", "message on the second channel")
+			closeConn(conn, closed)
+		})
 	},
 
 	"server_cancel": func() {

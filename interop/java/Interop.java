@@ -444,6 +444,132 @@ public class Interop {
                 checkEq(cancelled.poll(5, TimeUnit.SECONDS), tag, "server-sent basic.cancel");
             }
         });
+
+        SCENARIOS.put("close_clean", () -> {
+            // RabbitMQ's "hello world" sender, 50 times: every close must succeed.
+            String q = name("close");
+            for (int i = 0; i < 50; i++) {
+                try {
+                    Connection conn = connect();
+                    Channel ch = conn.createChannel();
+                    ch.queueDeclare(q, false, false, false, null);
+                    ch.basicPublish("", q, null, utf8("Hello World!"));
+                    ch.close();
+                    closeClean(conn);
+                } catch (Exception | AssertionError e) {
+                    throw new AssertionError("iteration " + i + ": " + e, e);
+                }
+            }
+            deleteCounting(q, 50, "messages published before each close");
+        });
+
+        SCENARIOS.put("close_after_burst", () -> {
+            String q = name("burst");
+            Connection conn = connect();
+            Channel ch = conn.createChannel();
+            ch.queueDeclare(q, false, false, false, null);
+            int n = 5000;
+            for (int i = 0; i < n; i++) ch.basicPublish("", q, null, utf8("burst " + i));
+            closeClean(conn);
+            deleteCounting(q, n, "messages published before close");
+        });
+
+        SCENARIOS.put("cc_bcc", () -> {
+            try (Connection conn = connect()) {
+                Channel ch = conn.createChannel();
+                ccBccRound(ch, "", null);
+                String ex = name("cc");
+                ch.exchangeDeclare(ex, "direct");
+                ccBccRound(ch, ex, List.of("key-a", "key-b", "key-c"));
+                ch.exchangeDelete(ex);
+            }
+        });
+
+        SCENARIOS.put("channel_close_race", () -> {
+            // The broker's channel.close (404, no exchange) and ours cross on
+            // the wire; then another channel must work and the connection
+            // close cleanly. That channel is opened first: this client reuses
+            // a freed channel number at once, and would take the broker's late
+            // close-ok for the old channel as the reply to the new
+            // channel.open (against RabbitMQ too).
+            for (int i = 0; i < 20; i++) {
+                try {
+                    Connection conn = connect();
+                    Channel ch2 = conn.createChannel();
+                    Channel ch = conn.createChannel();
+                    ch.basicPublish(name("missing"), "key", null, utf8("lost"));
+                    try {
+                        ch.close();
+                    } catch (ShutdownSignalException e) {
+                        // The broker's close won, or had already closed the channel.
+                        checkEq(((AMQP.Channel.Close) e.getReason()).getReplyCode(), 404, "reply code");
+                    }
+                    String q = ch2.queueDeclare().getQueue();
+                    ch2.basicPublish("", q, null, utf8("after the race"));
+                    checkEq(str(getOne(ch2, q, 5000).getBody()), "after the race", "message on the second channel");
+                    closeClean(conn);
+                } catch (Exception | AssertionError e) {
+                    throw new AssertionError("iteration " + i + ": " + e, e);
+                }
+            }
+        });
+    }
+
+    /** Closes conn and checks that the close was ours and clean. */
+    static void closeClean(Connection conn) throws Exception {
+        conn.close(5000);
+        ShutdownSignalException why = conn.getCloseReason();
+        check(why.isInitiatedByApplication() && why.getCause() == null, "connection closed with " + why);
+    }
+
+    /** Deletes q on a new connection and checks how many messages it held. */
+    static void deleteCounting(String q, int want, String what) throws Exception {
+        try (Connection conn = connect()) {
+            checkEq(conn.createChannel().queueDelete(q).getMessageCount(), want, what);
+        }
+    }
+
+    /** Header values as text: long strings as strings, arrays as [a,b], tables sorted. */
+    static String show(Object v) {
+        if (v instanceof List<?> l) {
+            List<String> out = new ArrayList<>();
+            for (Object o : l) out.add(show(o));
+            return "[" + String.join(",", out) + "]";
+        }
+        if (v instanceof Map<?, ?> m) {
+            Map<String, String> out = new TreeMap<>();
+            m.forEach((k, x) -> out.put(k.toString(), show(x)));
+            return out.toString();
+        }
+        return String.valueOf(v);
+    }
+
+    /** One publish with CC and BCC headers; keys route to queues a, b, c (null: the queue names, default exchange). */
+    static void ccBccRound(Channel ch, String ex, List<String> keys) throws Exception {
+        List<String> qs = new ArrayList<>();
+        for (String x : List.of("a", "b", "c")) qs.add(ch.queueDeclare(name("cc-" + x), false, true, false, null).getQueue());
+        if (keys == null) keys = qs;
+        for (int i = 0; i < 3 && !ex.isEmpty(); i++) ch.queueBind(qs.get(i), ex, keys.get(i));
+        Map<String, Object> headers = new HashMap<>();
+        headers.put("CC", List.of(keys.get(1)));
+        headers.put("BCC", List.of(keys.get(2)));
+        headers.put("x-other", "kept");
+        ch.basicPublish(ex, keys.get(0), new AMQP.BasicProperties.Builder().headers(headers).build(), utf8("cc and bcc"));
+        // Each queue gets one copy, with the publish's routing key, and BCC gone.
+        List<String> got = new ArrayList<>(), want = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            String x = "abc".substring(i, i + 1), seen;
+            try {
+                GetResponse r = getOne(ch, qs.get(i), 2000);
+                seen = "key=" + r.getEnvelope().getRoutingKey() + " body=" + str(r.getBody())
+                        + " headers=" + show(r.getProps().getHeaders()) + " second_copy=" + (ch.basicGet(qs.get(i), true) != null);
+            } catch (AssertionError e) {
+                seen = e.getMessage();
+            }
+            got.add(x + ": " + seen);
+            want.add(x + ": key=" + keys.get(0) + " body=cc and bcc headers={CC=[" + keys.get(1) + "], x-other=kept} second_copy=false");
+        }
+        check(got.equals(want), "deliveries:\n" + String.join("\n", got) + "\nwant:\n" + String.join("\n", want));
     }
 
     interface ConfirmBody { void run(Channel ch, String q) throws Exception; }

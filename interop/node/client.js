@@ -135,6 +135,82 @@ async function boundQueue(conn, ex, keys) {
   return { ch, queue };
 }
 
+// Records the 'error' events a connection emits (a write EPIPE, say).
+function watchErrors(conn) {
+  const errors = [];
+  conn.on('error', (e) => errors.push(String(e)));
+  return errors;
+}
+
+async function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not complete within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// Closes conn: the close callback (or promise) must complete, without an
+// error, and the connection must not have emitted one on the way.
+async function closeClean(conn, errors) {
+  try {
+    await within(conn.close(), 5000, 'connection close');
+  } catch (e) {
+    throw new Error(`${e.message} (errors emitted: ${JSON.stringify(errors)})`);
+  }
+  await new Promise(setImmediate); // let pending socket events arrive
+  assert.deepEqual(errors, [], 'errors emitted by the connection');
+}
+
+// Deletes q on a new connection. (The other clients also count what it
+// held; amqplib's close overtakes publishes still in its channel buffers, so
+// RabbitMQ 3.10 holds none of them either.)
+async function deleteQueue(q) {
+  const conn = await connect();
+  await (await channel(conn)).deleteQueue(q, {});
+  await conn.close();
+}
+
+async function iterate(n, fn) {
+  for (let i = 0; i < n; i++) {
+    try {
+      await fn();
+    } catch (e) {
+      throw new Error(`iteration ${i}: ${e.message}`);
+    }
+  }
+}
+
+// One publish with CC and BCC headers; keys route to queues a, b and c
+// (on the default exchange, keys is null and the queue names are used).
+async function ccBccRound(ch, ex, keys) {
+  const qs = [];
+  for (const x of 'abc') qs.push((await ch.assertQueue(name(`cc-${x}`), { exclusive: true })).queue);
+  keys = keys || qs;
+  if (ex) for (let i = 0; i < 3; i++) await ch.bindQueue(qs[i], ex, keys[i], {});
+  ch.publish(ex, keys[0], Buffer.from('cc and bcc'), { headers: { CC: [keys[1]], BCC: [keys[2]], 'x-other': 'kept' } });
+  // Each queue gets one copy, with the publish's routing key, and BCC gone.
+  const got = [];
+  const want = [];
+  for (let i = 0; i < 3; i++) {
+    let seen;
+    try {
+      const m = await getOne(ch, qs[i], 2000);
+      const secondCopy = (await ch.get(qs[i], { noAck: true })) !== false;
+      seen = { key: m.fields.routingKey, body: m.content.toString(), headers: m.properties.headers, secondCopy };
+    } catch (e) {
+      seen = e.message;
+    }
+    got.push(seen);
+    want.push({ key: keys[0], body: 'cc and bcc', headers: { CC: [keys[1]], 'x-other': 'kept' }, secondCopy: false });
+  }
+  assert.deepEqual(got, want, 'deliveries');
+}
+
 const scenarios = {
   async hello() {
     const conn = await connect();
@@ -453,6 +529,76 @@ const scenarios = {
     await b.close();
     await until(() => cancelled, 5000, 'server-sent basic.cancel');
     await a.close();
+  },
+
+  async close_clean() {
+    // RabbitMQ's "hello world" sender, 50 times: every close must succeed.
+    const q = name('close');
+    await iterate(50, async () => {
+      const conn = await connect();
+      const errors = watchErrors(conn);
+      const ch = await channel(conn);
+      await ch.assertQueue(q, { durable: false });
+      ch.sendToQueue(q, Buffer.from('Hello World!'));
+      await closeClean(conn, errors);
+    });
+    await deleteQueue(q);
+  },
+
+  async close_after_burst() {
+    // Publish until amqplib says its buffer is full, then close at once.
+    const conn = await connect();
+    const errors = watchErrors(conn);
+    const ch = await channel(conn);
+    const q = name('burst');
+    await ch.assertQueue(q, { durable: false });
+    let n = 0;
+    for (;;) {
+      const more = ch.sendToQueue(q, Buffer.from(`burst ${n}`));
+      n++;
+      if (!more || n >= 100000) break;
+    }
+    await closeClean(conn, errors);
+    await deleteQueue(q);
+  },
+
+  async cc_bcc() {
+    const conn = await connect();
+    const ch = await channel(conn);
+    await ccBccRound(ch, '', null);
+    const ex = name('cc');
+    await ch.assertExchange(ex, 'direct', { durable: false });
+    await ccBccRound(ch, ex, ['key-a', 'key-b', 'key-c']);
+    await ch.deleteExchange(ex, {});
+    await conn.close();
+  },
+
+  async channel_close_race() {
+    // The broker's channel.close (404, no exchange) and ours cross on the
+    // wire; then another channel must work and the connection close cleanly.
+    // That channel is opened first, as a client that reuses the freed number
+    // at once could take the broker's late close-ok for the old channel as
+    // the reply to the new channel.open.
+    await iterate(20, async () => {
+      const conn = await connect();
+      const errors = watchErrors(conn);
+      const ch2 = await channel(conn);
+      const ch = await channel(conn);
+      ch.publish(name('missing'), 'key', Buffer.from('lost'));
+      try {
+        await within(ch.close(), 5000, 'channel close');
+      } catch (e) {
+        assert.equal(e.code, 404, `channel close: ${e.message}`);
+      }
+      try {
+        const { queue } = await ch2.assertQueue('', { exclusive: true });
+        ch2.sendToQueue(queue, Buffer.from('after the race'));
+        assert.equal((await getOne(ch2, queue)).content.toString(), 'after the race');
+      } catch (e) {
+        throw new Error(`second channel: ${e.message} (errors emitted: ${JSON.stringify(errors)})`);
+      }
+      await closeClean(conn, errors);
+    });
   },
 };
 

@@ -1,5 +1,6 @@
 """pika's BlockingConnection against Warren."""
 
+import logging
 import sys
 import time
 
@@ -387,11 +388,121 @@ def server_cancel():
     a.close()
 
 
+class LoggedErrors(logging.Handler):
+    """Collects what pika logs at ERROR, such as a socket error while closing:
+    BlockingConnection.close() can log those rather than raise them."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages = []
+        logging.getLogger("pika").addHandler(self)
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def close_clean():
+    # RabbitMQ's "hello world" sender, 50 times: the close must succeed.
+    q = name("close")
+    logged = LoggedErrors()
+    for i in range(50):
+        try:
+            conn = connect()
+            ch = conn.channel()
+            ch.queue_declare(q)
+            ch.basic_publish("", q, b"Hello World!")
+            conn.close()
+        except Exception as e:
+            raise AssertionError(f"iteration {i}: {e!r}") from e
+        check(conn.is_closed, f"iteration {i}: connection not closed after close()")
+        check(not logged.messages, f"iteration {i}: pika logged {logged.messages}")
+    conn = connect()
+    check_eq(conn.channel().queue_delete(q).method.message_count, 50, "messages published before each close")
+    conn.close()
+
+
+def close_after_burst():
+    # Publishes queue up in pika's output buffer; close() must flush them.
+    q = name("burst")
+    logged = LoggedErrors()
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare(q)
+    n = 5000
+    for i in range(n):
+        ch.basic_publish("", q, b"burst %d" % i)
+    conn.close()
+    check(conn.is_closed, "connection not closed after close()")
+    check(not logged.messages, f"pika logged {logged.messages}")
+    conn = connect()
+    check_eq(conn.channel().queue_delete(q).method.message_count, n, "messages published before close")
+    conn.close()
+
+
+def cc_bcc_round(ch, ex, keys):
+    """One publish with CC and BCC headers; keys route to queues a, b, c."""
+    qs = [ch.queue_declare(name(f"cc-{x}"), exclusive=True).method.queue for x in "abc"]
+    if ex:
+        for q, k in zip(qs, keys):
+            ch.queue_bind(q, ex, routing_key=k)
+    else:
+        keys = qs
+    headers = {"CC": [keys[1]], "BCC": [keys[2]], "x-other": "kept"}
+    ch.basic_publish(ex, keys[0], b"cc and bcc", pika.BasicProperties(headers=headers))
+    # Each queue gets one copy, with the publish's routing key, and BCC gone.
+    got, want = [], []
+    for x, q in zip("abc", qs):
+        try:
+            m, props, body = get_one(ch, q, 2)
+            again = ch.basic_get(q, auto_ack=True)[0] is not None
+            got.append((x, m.routing_key, body, props.headers, f"second copy: {again}"))
+        except AssertionError as e:
+            got.append((x, str(e)))
+        want.append((x, keys[0], b"cc and bcc", {"CC": [keys[1]], "x-other": "kept"}, "second copy: False"))
+    check_eq(got, want, "deliveries")
+
+
+def cc_bcc():
+    conn = connect()
+    ch = conn.channel()
+    cc_bcc_round(ch, "", None)
+    ex = name("cc")
+    ch.exchange_declare(ex, exchange_type="direct")
+    cc_bcc_round(ch, ex, ["key-a", "key-b", "key-c"])
+    ch.exchange_delete(ex)
+    conn.close()
+
+
+def channel_close_race():
+    # The broker's channel.close (404, no exchange) and ours cross on the
+    # wire; then another channel must work and the connection close cleanly.
+    # That channel is opened first, as a client that reuses the freed number
+    # at once could take the broker's late close-ok for the old channel as
+    # the reply to the new channel.open.
+    for i in range(20):
+        try:
+            conn = connect()
+            ch2 = conn.channel()
+            ch = conn.channel()
+            ch.basic_publish(name("missing"), "key", b"lost")
+            try:
+                ch.close()
+            except pe.ChannelClosedByBroker as e:
+                check_eq(e.reply_code, 404, f"reply code ({e.reply_text})")
+            q = ch2.queue_declare("", exclusive=True).method.queue
+            ch2.basic_publish("", q, b"after the race")
+            check_eq(get_one(ch2, q)[2], b"after the race", "message on the second channel")
+            conn.close()
+        except Exception as e:
+            raise AssertionError(f"iteration {i}: {e!r}") from e
+
+
 SCENARIOS = {f.__name__: f for f in [
     hello, work_queues, pubsub, routing, topics, rpc, confirms_individual,
     confirms_batch, confirms_async, mandatory_return, nack_requeue,
     prefetch_limit, exclusive_locked, passive_404, redeclare_406,
-    wrong_password, large_message, many_channels, heartbeat, server_cancel]}
+    wrong_password, large_message, many_channels, heartbeat, server_cancel,
+    close_clean, close_after_burst, cc_bcc, channel_close_race]}
 
 if __name__ == "__main__":
     sys.exit(main(SCENARIOS))

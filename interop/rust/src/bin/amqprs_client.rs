@@ -14,7 +14,7 @@ use std::time::Duration;
 use amqprs::callbacks::{ChannelCallback, DefaultConnectionCallback};
 use amqprs::channel::*;
 use amqprs::connection::{Connection, OpenConnectionArguments};
-use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, FieldArray, FieldTable, FieldValue, Nack, Return};
 use async_trait::async_trait;
 use common::*;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -523,6 +523,118 @@ async fn server_cancel() -> Res {
     check_eq(ev.with(|s| s.cancels.clone()), vec![tag], "cancelled tag")
 }
 
+/// RabbitMQ's "hello world" sender as amqprs's tutorial writes it.
+async fn hello_send(q: &str) -> Res {
+    let conn = connect().await?;
+    let (ch, _) = channel(&conn).await?;
+    declare(&ch, qargs(q, false, false, false)).await?;
+    publish(&ch, "", q, b"Hello World!").await?;
+    ch.close().await.ctx("channel.close")?;
+    conn.close().await.ctx("connection.close")
+}
+
+/// Deletes `q` on a new connection and checks how many messages it held.
+async fn delete_counting(q: &str, want: u32, what: &str) -> Res {
+    let conn = connect().await?;
+    let (ch, _) = channel(&conn).await?;
+    let n = ch.queue_delete(QueueDeleteArguments::new(q)).await.ctx("delete")?;
+    check_eq(n, Some(want), what)?;
+    conn.close().await.ctx("connection.close")
+}
+
+async fn close_clean() -> Res {
+    // The close races the broker's socket close, so once is not enough.
+    let q = q_name("close");
+    for i in 0..50 {
+        hello_send(&q).await.map_err(|e| format!("iteration {i}: {e}"))?;
+    }
+    delete_counting(&q, 50, "messages published before each close").await
+}
+
+async fn close_after_burst() -> Res {
+    let conn = connect().await?;
+    let (ch, _) = channel(&conn).await?;
+    let (q, _) = declare(&ch, qargs(&q_name("burst"), false, false, false)).await?;
+    let n = 5000;
+    for i in 0..n {
+        publish(&ch, "", &q, format!("burst {i}").as_bytes()).await?;
+    }
+    conn.close().await.ctx("connection.close")?;
+    delete_counting(&q, n, "messages published before close").await
+}
+
+fn long_strings(v: &[&str]) -> FieldValue {
+    FieldValue::A(FieldArray::try_from(v.iter().map(|&s| FieldValue::from(s)).collect::<Vec<_>>()).unwrap())
+}
+
+/// Headers as sorted `k=v` text, so a failure reads well.
+fn show_headers(h: Option<&FieldTable>) -> String {
+    fn show(v: &FieldValue) -> String {
+        match v {
+            FieldValue::A(a) => format!("[{}]", Vec::from(a.clone()).iter().map(show).collect::<Vec<_>>().join(",")),
+            v => v.to_string(),
+        }
+    }
+    let Some(h) = h else { return "none".into() };
+    let mut kv: Vec<String> = h.as_ref().iter().map(|(k, v)| format!("{k}={}", show(v))).collect();
+    kv.sort();
+    kv.join(" ")
+}
+
+/// One publish with CC and BCC headers; `keys` route to queues a, b, c
+/// (on the default exchange, `keys` is None and the queue names are used).
+async fn cc_bcc_round(ch: &Channel, ex: &str, keys: Option<[&str; 3]>) -> Res {
+    let mut qs = Vec::new();
+    for x in ["a", "b", "c"] {
+        qs.push(declare(ch, qargs(&q_name(&format!("cc-{x}")), false, true, false)).await?.0);
+    }
+    let keys = keys.unwrap_or([qs[0].as_str(), qs[1].as_str(), qs[2].as_str()]);
+    if !ex.is_empty() {
+        for (q, k) in qs.iter().zip(keys) {
+            ch.queue_bind(QueueBindArguments::new(q, ex, k)).await.ctx("bind")?;
+        }
+    }
+    let mut headers = FieldTable::new();
+    headers.insert("CC".try_into().unwrap(), long_strings(&[keys[1]]));
+    headers.insert("BCC".try_into().unwrap(), long_strings(&[keys[2]]));
+    headers.insert("x-other".try_into().unwrap(), FieldValue::from("kept"));
+    let props = BasicProperties::default().with_headers(headers).finish();
+    publish_with(ch, ex, keys[0], b"cc and bcc", props, false).await?;
+    // Each queue gets one copy, with the publish's routing key, and BCC gone.
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for (x, q) in ["a", "b", "c"].iter().zip(&qs) {
+        let seen = match get_one(ch, q, 2).await {
+            Ok((get, props, body)) => {
+                let again = ch.basic_get(BasicGetArguments::new(q).no_ack(true).finish()).await.ctx("basic.get")?.is_some();
+                format!("key={} body={} {} second_copy={again}", get.routing_key(), text(&body), show_headers(props.headers()))
+            }
+            Err(e) => e,
+        };
+        got.push(format!("{x}: {seen}"));
+        want.push(format!("{x}: key={} body=cc and bcc CC=[{}] x-other=kept second_copy=false", keys[0], keys[1]));
+    }
+    check_eq(got, want, "deliveries")
+}
+
+async fn cc_bcc() -> Res {
+    let conn = connect().await?;
+    let (ch, _) = channel(&conn).await?;
+    cc_bcc_round(&ch, "", None).await?;
+    let ex = q_name("cc");
+    exchange(&ch, &ex, "direct").await?;
+    cc_bcc_round(&ch, &ex, Some(["key-a", "key-b", "key-c"])).await?;
+    ch.exchange_delete(ExchangeDeleteArguments::new(&ex)).await.ctx("exchange.delete")?;
+    conn.close().await.ctx("connection.close")
+}
+
+async fn channel_close_race() -> Res {
+    // Checked against RabbitMQ 3.10: when amqprs's channel.close crosses the
+    // broker's, the next calls on another channel of the connection fail
+    // inside amqprs 2.1 (InternalChannelError "channel closed", or "failed
+    // to receive response to Get").
+    Err(format!("{NA} amqprs 2.1 breaks another channel when its channel.close crosses the broker's, against RabbitMQ too"))
+}
+
 macro_rules! scenarios {
     ($($f:ident),* $(,)?) => {
         &[$((stringify!($f), (|| Box::pin($f()) as std::pin::Pin<Box<dyn std::future::Future<Output = Res> + Send>>) as Scenario)),*]
@@ -534,6 +646,6 @@ fn main() {
         hello, work_queues, pubsub, routing, topics, rpc, confirms_individual, confirms_batch,
         confirms_async, mandatory_return, nack_requeue, prefetch_limit, exclusive_locked,
         passive_404, redeclare_406, wrong_password, large_message, many_channels, heartbeat,
-        server_cancel,
+        server_cancel, close_clean, close_after_burst, cc_bcc, channel_close_race,
     ])
 }

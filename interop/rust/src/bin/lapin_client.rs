@@ -12,7 +12,7 @@ use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::*;
 use lapin::publisher_confirm::Confirmation;
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 
 fn q_name(p: &str) -> String {
@@ -474,6 +474,120 @@ async fn server_cancel() -> Res {
     }
 }
 
+/// RabbitMQ's "hello world" sender for lapin, ending as the tutorial does.
+async fn hello_send(q: &str) -> Res {
+    let conn = connect().await?;
+    let ch = conn.create_channel().await.ctx("channel")?;
+    declare(&ch, q, opts(false, false, false)).await?;
+    ch.basic_publish("", q, BasicPublishOptions::default(), b"Hello World!", BasicProperties::default())
+        .await
+        .ctx("publish")?;
+    conn.close(0, "").await.ctx("connection.close")
+}
+
+/// Deletes `q` on a new connection and checks how many messages it held.
+async fn delete_counting(q: &str, want: u32, what: &str) -> Res {
+    let conn = connect().await?;
+    let ch = conn.create_channel().await.ctx("channel")?;
+    check_eq(ch.queue_delete(q, QueueDeleteOptions::default()).await.ctx("delete")?, want, what)?;
+    conn.close(200, "").await.ctx("connection.close")
+}
+
+async fn close_clean() -> Res {
+    // The close races the broker's socket close, so once is not enough.
+    let q = q_name("close");
+    for i in 0..50 {
+        hello_send(&q).await.map_err(|e| format!("iteration {i}: {e}"))?;
+    }
+    delete_counting(&q, 50, "messages published before each close").await
+}
+
+async fn close_after_burst() -> Res {
+    let conn = connect().await?;
+    let ch = conn.create_channel().await.ctx("channel")?;
+    let q = declare(&ch, &q_name("burst"), opts(false, false, false)).await?;
+    let n = 5000;
+    for i in 0..n {
+        // Without confirm mode the returned confirmation is already settled.
+        ch.basic_publish("", &q, BasicPublishOptions::default(), format!("burst {i}").as_bytes(), BasicProperties::default())
+            .await
+            .ctx("publish")?;
+    }
+    conn.close(0, "").await.ctx("connection.close")?;
+    delete_counting(&q, n, "messages published before close").await
+}
+
+fn long_strings(v: &[&str]) -> AMQPValue {
+    AMQPValue::FieldArray(v.iter().map(|s| AMQPValue::LongString((*s).into())).collect::<Vec<_>>().into())
+}
+
+/// Headers as `k=v` text, so a failure reads well.
+fn show_headers(h: &Option<FieldTable>) -> String {
+    fn show(v: &AMQPValue) -> String {
+        match v {
+            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            AMQPValue::FieldArray(a) => format!("[{}]", a.as_slice().iter().map(show).collect::<Vec<_>>().join(",")),
+            v => format!("{v:?}"),
+        }
+    }
+    let Some(h) = h else { return "none".into() };
+    h.inner().iter().map(|(k, v)| format!("{k}={}", show(v))).collect::<Vec<_>>().join(" ")
+}
+
+/// One publish with CC and BCC headers; `keys` route to queues a, b, c
+/// (on the default exchange, `keys` is None and the queue names are used).
+async fn cc_bcc_round(ch: &Channel, ex: &str, keys: Option<[&str; 3]>) -> Res {
+    let mut qs = Vec::new();
+    for x in ["a", "b", "c"] {
+        qs.push(declare(ch, &q_name(&format!("cc-{x}")), opts(false, true, false)).await?);
+    }
+    let keys = keys.unwrap_or([qs[0].as_str(), qs[1].as_str(), qs[2].as_str()]);
+    if !ex.is_empty() {
+        for (q, k) in qs.iter().zip(keys) {
+            ch.queue_bind(q, ex, k, QueueBindOptions::default(), FieldTable::default()).await.ctx("bind")?;
+        }
+    }
+    let mut headers = FieldTable::default();
+    headers.insert("CC".into(), long_strings(&[keys[1]]));
+    headers.insert("BCC".into(), long_strings(&[keys[2]]));
+    headers.insert("x-other".into(), AMQPValue::LongString("kept".into()));
+    let props = BasicProperties::default().with_headers(headers);
+    ch.basic_publish(ex, keys[0], BasicPublishOptions::default(), b"cc and bcc", props).await.ctx("publish")?;
+    // Each queue gets one copy, with the publish's routing key, and BCC gone.
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for (x, q) in ["a", "b", "c"].iter().zip(&qs) {
+        let seen = match get_one(ch, q, 2).await {
+            Ok(d) => {
+                let again = ch.basic_get(q, BasicGetOptions { no_ack: true }).await.ctx("basic.get")?.is_some();
+                format!("key={} body={} {} second_copy={again}", d.routing_key, text(&d), show_headers(d.properties.headers()))
+            }
+            Err(e) => e,
+        };
+        got.push(format!("{x}: {seen}"));
+        want.push(format!("{x}: key={} body=cc and bcc CC=[{}] x-other=kept second_copy=false", keys[0], keys[1]));
+    }
+    check_eq(got, want, "deliveries")
+}
+
+async fn cc_bcc() -> Res {
+    let conn = connect().await?;
+    let ch = conn.create_channel().await.ctx("channel")?;
+    cc_bcc_round(&ch, "", None).await?;
+    let ex = q_name("cc");
+    exchange(&ch, &ex, ExchangeKind::Direct).await?;
+    cc_bcc_round(&ch, &ex, Some(["key-a", "key-b", "key-c"])).await?;
+    ch.exchange_delete(&ex, ExchangeDeleteOptions::default()).await.ctx("exchange.delete")?;
+    conn.close(200, "").await.ctx("connection.close")
+}
+
+async fn channel_close_race() -> Res {
+    // Checked against RabbitMQ 3.10: when lapin's channel.close crosses the
+    // broker's, lapin 2.5 drops the channel at the broker's close and then
+    // fails on the close-ok for its own (InvalidChannel(1), or the next
+    // channel fails with InvalidChannelState / InvalidConnectionState).
+    Err(format!("{NA} lapin 2.5 loses the connection when its channel.close crosses the broker's, against RabbitMQ too"))
+}
+
 macro_rules! scenarios {
     ($($f:ident),* $(,)?) => {
         &[$((stringify!($f), (|| Box::pin($f()) as std::pin::Pin<Box<dyn std::future::Future<Output = Res> + Send>>) as Scenario)),*]
@@ -485,6 +599,6 @@ fn main() {
         hello, work_queues, pubsub, routing, topics, rpc, confirms_individual, confirms_batch,
         confirms_async, mandatory_return, nack_requeue, prefetch_limit, exclusive_locked,
         passive_404, redeclare_406, wrong_password, large_message, many_channels, heartbeat,
-        server_cancel,
+        server_cancel, close_clean, close_after_burst, cc_bcc, channel_close_race,
     ])
 }
