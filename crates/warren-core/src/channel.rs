@@ -208,12 +208,13 @@ impl Channel {
         }
         for (tag, c) in self.consumers.drain() {
             let removed = c.queue.remove_consumer(conn, self.id, &tag);
+            vhost.dead_letter(&c.queue, removed.dead);
             if removed.auto_delete_now {
                 vhost.remove_queue(&c.queue);
             }
         }
         let all: Vec<Unacked> = self.unacked.drain(..).collect();
-        self.settle(conn, all, Outcome::Requeue);
+        self.settle(conn, vhost, all, Outcome::Requeue);
         self.tx = None;
         self.confirm = None;
         self.content = Content::Idle;
@@ -604,7 +605,7 @@ impl Channel {
                 }
                 if m.global {
                     self.credit.set_limit(u32::from(m.prefetch_count));
-                    self.redispatch();
+                    self.redispatch(ctx.vhost);
                 } else {
                     self.prefetch = u32::from(m.prefetch_count);
                 }
@@ -680,7 +681,7 @@ impl Channel {
                 // Register first: consume-ok must not be sent for a refused
                 // consumer. Deliveries wait in the mailbox until after it.
                 match q.add_consumer(consumer) {
-                    Ok(()) => {}
+                    Ok(dead) => ctx.vhost.dead_letter(&q, dead),
                     Err(ConsumeRefused::ExclusiveInUse) => {
                         return Err(Error::access_refused(format!(
                             "queue '{name}' in vhost '{}' in exclusive use",
@@ -711,6 +712,7 @@ impl Channel {
                 }
                 if let Some(c) = self.consumers.remove(&m.consumer_tag) {
                     let removed = c.queue.remove_consumer(ctx.conn, self.id, &m.consumer_tag);
+                    ctx.vhost.dead_letter(&c.queue, removed.dead);
                     if removed.auto_delete_now {
                         ctx.vhost.remove_queue(&c.queue);
                     }
@@ -735,7 +737,9 @@ impl Channel {
                 ctx.grant()
                     .check(Access::Read, Resource::Queue, name.as_bytes())?;
                 let q = ctx.vhost.queue_for(ctx.conn, &name)?;
-                match q.get(ctx.now, m.no_ack) {
+                let (got, dead) = q.get(ctx.now, m.no_ack);
+                ctx.vhost.dead_letter(&q, dead);
+                match got {
                     None => self.send(
                         ctx,
                         BasicGetEmpty {
@@ -772,7 +776,7 @@ impl Channel {
                         multiple: m.multiple,
                     });
                 } else {
-                    self.ack(ctx.conn, m.delivery_tag, m.multiple, None)?;
+                    self.ack(ctx.conn, ctx.vhost, m.delivery_tag, m.multiple, None)?;
                 }
             }
             Method::BasicReject(m) => {
@@ -783,7 +787,7 @@ impl Channel {
                         requeue: m.requeue,
                     });
                 } else {
-                    self.ack(ctx.conn, m.delivery_tag, false, Some(m.requeue))?;
+                    self.ack(ctx.conn, ctx.vhost, m.delivery_tag, false, Some(m.requeue))?;
                 }
             }
             Method::BasicNack(m) => {
@@ -794,7 +798,13 @@ impl Channel {
                         requeue: m.requeue,
                     });
                 } else {
-                    self.ack(ctx.conn, m.delivery_tag, m.multiple, Some(m.requeue))?;
+                    self.ack(
+                        ctx.conn,
+                        ctx.vhost,
+                        m.delivery_tag,
+                        m.multiple,
+                        Some(m.requeue),
+                    )?;
                 }
             }
             Method::BasicRecover(m) => {
@@ -802,7 +812,7 @@ impl Channel {
                     return Err(Error::not_implemented("requeue=false"));
                 }
                 let all: Vec<Unacked> = self.unacked.drain(..).collect();
-                self.settle(ctx.conn, all, Outcome::Requeue);
+                self.settle(ctx.conn, ctx.vhost, all, Outcome::Requeue);
                 self.send(ctx, BasicRecoverOk);
             }
             Method::BasicRecoverAsync(m) => {
@@ -810,7 +820,7 @@ impl Channel {
                     return Err(Error::not_implemented("requeue=false"));
                 }
                 let all: Vec<Unacked> = self.unacked.drain(..).collect();
-                self.settle(ctx.conn, all, Outcome::Requeue);
+                self.settle(ctx.conn, ctx.vhost, all, Outcome::Requeue);
             }
             other => return Self::not_for_a_channel(other),
         }
@@ -854,12 +864,14 @@ impl Channel {
                 }
                 for a in tx.acks {
                     match a {
-                        TxAck::Ack { tag, multiple } => self.ack(ctx.conn, tag, multiple, None)?,
+                        TxAck::Ack { tag, multiple } => {
+                            self.ack(ctx.conn, ctx.vhost, tag, multiple, None)?
+                        }
                         TxAck::Reject {
                             tag,
                             multiple,
                             requeue,
-                        } => self.ack(ctx.conn, tag, multiple, Some(requeue))?,
+                        } => self.ack(ctx.conn, ctx.vhost, tag, multiple, Some(requeue))?,
                     }
                 }
                 match ctx.vhost.durability() {
@@ -1122,7 +1134,7 @@ impl Channel {
         &mut self,
         out: &mut BytesMut,
         frame_max: u32,
-        conn: ConnId,
+        (conn, vhost): (ConnId, &VHost),
         consumer_tag: &ShortStr,
         ack: bool,
         queue: &Arc<Queue>,
@@ -1132,7 +1144,8 @@ impl Channel {
             // Dispatched just before a cancel or close: give it back unread.
             if ack {
                 self.credit.release(1);
-                queue.settle(conn, self.id, Some(consumer_tag), 1, [message]);
+                let dead = queue.settle(conn, self.id, Some(consumer_tag), 1, [message]);
+                vhost.dead_letter(queue, dead);
             }
             return;
         }
@@ -1167,14 +1180,22 @@ impl Channel {
     }
 
     /// Returns the no-ack window of what [`Channel::deliver`] wrote.
-    pub(crate) fn flush_written(&mut self, conn: ConnId) {
+    pub(crate) fn flush_written(&mut self, conn: ConnId, vhost: &VHost) {
         for (queue, tag, n) in self.written.drain(..) {
-            queue.settle(conn, self.id, Some(&tag), n, []);
+            let dead = queue.settle(conn, self.id, Some(&tag), n, []);
+            vhost.dead_letter(&queue, dead);
         }
     }
 
     /// ack (`requeue` None) or reject/nack (`Some(requeue)`).
-    fn ack(&mut self, conn: ConnId, tag: u64, multiple: bool, requeue: Option<bool>) -> Result<()> {
+    fn ack(
+        &mut self,
+        conn: ConnId,
+        vhost: &VHost,
+        tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    ) -> Result<()> {
         let taken: Vec<Unacked> = if multiple && tag == 0 {
             self.unacked.drain(..).collect()
         } else {
@@ -1192,12 +1213,12 @@ impl Channel {
             Some(true) => Outcome::Requeue,
             Some(false) => Outcome::Reject,
         };
-        self.settle(conn, taken, outcome);
+        self.settle(conn, vhost, taken, outcome);
         Ok(())
     }
 
     /// Settles deliveries with their queues, grouped by queue and consumer.
-    fn settle(&mut self, conn: ConnId, mut taken: Vec<Unacked>, outcome: Outcome) {
+    fn settle(&mut self, conn: ConnId, vhost: &VHost, mut taken: Vec<Unacked>, outcome: Outcome) {
         if taken.is_empty() {
             return;
         }
@@ -1224,32 +1245,33 @@ impl Channel {
             };
             let mut msgs: Vec<QueuedMessage> = group.into_iter().map(|u| u.message).collect();
             msgs.sort_by_key(|m| m.seq);
-            match outcome {
+            let dead = match outcome {
                 Outcome::Ack => queue.ack(conn, self.id, consumer.as_ref(), msgs),
                 Outcome::Requeue => {
                     for m in &mut msgs {
                         m.redelivered = true;
                     }
-                    queue.settle(conn, self.id, consumer.as_ref(), settled, msgs);
+                    queue.settle(conn, self.id, consumer.as_ref(), settled, msgs)
                 }
                 Outcome::Reject => {
                     queue.settle_with_dead(conn, self.id, consumer.as_ref(), settled, [], msgs)
                 }
-            }
+            };
+            vhost.dead_letter(&queue, dead);
         }
         if self.credit.is_limited() {
-            self.redispatch();
+            self.redispatch(vhost);
         }
     }
 
     /// With a channel-wide window, freed credit may unblock any queue this
     /// channel consumes from.
-    fn redispatch(&self) {
+    fn redispatch(&self, vhost: &VHost) {
         let mut seen: Vec<&Arc<Queue>> = Vec::new();
         for c in self.consumers.values() {
             if !seen.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
                 seen.push(&c.queue);
-                c.queue.dispatch();
+                vhost.dead_letter(&c.queue, c.queue.dispatch());
             }
         }
     }

@@ -333,8 +333,10 @@ impl Connection {
         while let Some(ev) = self.events.pop_front() {
             self.handle_event(ev, now);
         }
-        for ch in self.channels.values_mut() {
-            ch.flush_written(self.id);
+        if let Some(vh) = &self.vhost {
+            for ch in self.channels.values_mut() {
+                ch.flush_written(self.id, vh);
+            }
         }
         self.flush_confirms();
         self.update_blocked(now);
@@ -353,13 +355,13 @@ impl Connection {
                 messages,
             } => {
                 let live = self.state == State::Running;
-                match self.channels.get_mut(&channel) {
-                    Some(ch) if live => {
+                match (self.channels.get_mut(&channel), &self.vhost) {
+                    (Some(ch), Some(vh)) if live => {
                         for message in messages {
                             ch.deliver(
                                 &mut self.out,
                                 self.frame_max,
-                                self.id,
+                                (self.id, vh),
                                 &consumer_tag,
                                 ack,
                                 &queue,
@@ -369,8 +371,7 @@ impl Connection {
                     }
                     _ => {
                         if ack {
-                            let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
-                            queue.settle(self.id, channel, Some(&consumer_tag), n, messages);
+                            self.give_back(channel, &consumer_tag, &queue, messages);
                         }
                     }
                 }
@@ -542,7 +543,7 @@ impl Connection {
         }
         // Deliveries that raced with the close go back to their queues.
         self.mailbox.drain_into(&mut self.events);
-        for ev in self.events.drain(..) {
+        for ev in std::mem::take(&mut self.events) {
             if let Event::Deliver {
                 channel,
                 consumer_tag,
@@ -551,14 +552,29 @@ impl Connection {
                 messages,
             } = ev
             {
-                let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
-                queue.settle(self.id, channel, Some(&consumer_tag), n, messages);
+                self.give_back(channel, &consumer_tag, &queue, messages);
             }
         }
         if let Some(vh) = &self.vhost {
             for q in self.exclusive_queues.drain(..) {
                 vh.remove_queue(&q);
             }
+        }
+    }
+
+    /// Deliveries that will not be written (their channel or connection is
+    /// closing) go back to their queue, unread.
+    fn give_back(
+        &self,
+        channel: u16,
+        consumer_tag: &ShortStr,
+        queue: &Arc<Queue>,
+        messages: Vec<crate::queue::QueuedMessage>,
+    ) {
+        let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+        let dead = queue.settle(self.id, channel, Some(consumer_tag), n, messages);
+        if let Some(vh) = &self.vhost {
+            vh.dead_letter(queue, dead);
         }
     }
 

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use warren_codec::{FieldTable, FieldValue, ShortStr};
@@ -26,7 +26,6 @@ use warren_codec::{FieldTable, FieldValue, ShortStr};
 use crate::mailbox::{Event, Mailbox};
 use crate::message::Message;
 use crate::persist::{LoadError, PersistOp, Persistence};
-use crate::vhost::VHost;
 
 /// A queue with at least this many ready messages, while consumers are
 /// taking them, holds its publishers back...
@@ -317,7 +316,7 @@ impl QueueArgs {
 }
 
 /// Why a message was dead-lettered (`x-death` `reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DeathReason {
     /// Rejected or nacked with `requeue=false`.
     Rejected,
@@ -507,6 +506,27 @@ impl Ready {
     }
 }
 
+/// Messages that died in a queue (expired, rejected, pushed out by a
+/// limit), handed back by the operation that killed them: the caller, who
+/// knows the vhost, routes them to the dead-letter exchange once the
+/// queue's lock is released (`VHost::dead_letter`). The queue itself
+/// knows nothing of vhosts or exchanges.
+#[derive(Debug, Default)]
+#[must_use = "dead letters are lost unless routed with VHost::dead_letter"]
+pub struct DeadLetters {
+    /// The messages and why each died.
+    pub messages: Vec<(QueuedMessage, DeathReason)>,
+    /// When they died (the queue's latest clock reading).
+    pub now: Option<Instant>,
+}
+
+impl DeadLetters {
+    /// Whether there is nothing to route.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
 /// A queue.
 #[derive(Debug)]
 pub struct Queue {
@@ -514,7 +534,6 @@ pub struct Queue {
     pub spec: QueueSpec,
     /// Parsed behaviour arguments.
     pub args: QueueArgs,
-    vhost: Weak<VHost>,
     store: Option<Arc<dyn Persistence>>,
     deleted: AtomicBool,
     /// Whether any message may carry an expiry, so the periodic sweep can
@@ -556,12 +575,14 @@ struct State {
 }
 
 /// Result of removing a consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Removed {
     /// Whether a consumer was found.
     pub found: bool,
     /// The queue is auto-delete and has just lost its last consumer.
     pub auto_delete_now: bool,
+    /// Messages that died meanwhile (dispatch expires the head).
+    pub dead: DeadLetters,
 }
 
 /// A message recovered from the store at start-up.
@@ -580,12 +601,8 @@ pub struct Recovered {
 }
 
 impl Queue {
-    /// A new, empty queue in `vhost`, persisting through `store` if durable.
-    pub fn new(
-        spec: QueueSpec,
-        vhost: Weak<VHost>,
-        store: Option<Arc<dyn Persistence>>,
-    ) -> Arc<Self> {
+    /// A new, empty queue, persisting through `store` if durable.
+    pub fn new(spec: QueueSpec, store: Option<Arc<dyn Persistence>>) -> Arc<Self> {
         let args = QueueArgs::from_table(&spec.arguments);
         let state = State {
             ready: Ready::new(args.max_priority),
@@ -609,7 +626,6 @@ impl Queue {
         Arc::new(Queue {
             spec,
             args,
-            vhost,
             store,
             deleted: AtomicBool::new(false),
             may_expire: AtomicBool::new(may_expire),
@@ -656,21 +672,17 @@ impl Queue {
     }
 
     /// Finishes an op: reads back paged-out messages dispatch is waiting
-    /// for, and routes dead letters, each with the lock released.
-    fn after<'a>(self: &'a Arc<Self>, mut st: MutexGuard<'a, State>) {
+    /// for (with the lock released), and hands back the dead letters the
+    /// op produced, for the caller to route once the lock is gone.
+    fn after<'a>(self: &'a Arc<Self>, mut st: MutexGuard<'a, State>) -> DeadLetters {
         let mut rounds = 0;
         while (st.need_load || !st.dead_paged.is_empty()) && !st.loading && rounds < LOAD_ROUNDS {
             st = self.load(st);
             rounds += 1;
         }
-        if st.dead.is_empty() {
-            return;
-        }
-        let dead = std::mem::take(&mut st.dead);
-        let Some(now) = st.clock else { return };
-        drop(st);
-        if let Some(vh) = self.vhost.upgrade() {
-            vh.dead_letter(self, dead, now);
+        DeadLetters {
+            messages: std::mem::take(&mut st.dead),
+            now: st.clock,
         }
     }
 
@@ -837,7 +849,8 @@ impl Queue {
     }
 
     /// Appends a message and delivers what consumers can take. Returns
-    /// false if a length limit with `reject-publish` refused it.
+    /// false if a length limit with `reject-publish` refused it, and the
+    /// messages that died.
     ///
     /// If the queue is congested (long, and being drained by consumers)
     /// the `publisher` is held back until it drains: its connection stops
@@ -847,13 +860,13 @@ impl Queue {
         mut message: Arc<Message>,
         now: Instant,
         publisher: Option<&Arc<Mailbox>>,
-    ) -> bool {
+    ) -> (bool, DeadLetters) {
         let mut st = self.lock();
         // Routed just before the queue was deleted (a route found or
         // reused before the delete): the message goes with the queue.
         // `delete` sets the flag under this lock, so nothing lands after.
         if self.is_deleted() {
-            return true;
+            return (true, DeadLetters::default());
         }
         st.clock = Some(now);
         if st.last_used.is_none() {
@@ -891,8 +904,7 @@ impl Queue {
                 };
                 st.dead.push((m, DeathReason::Maxlen));
             }
-            self.after(st);
-            return false;
+            return (false, self.after(st));
         }
         st.next_seq += 1;
         if let Some(msg) = stored {
@@ -937,8 +949,7 @@ impl Queue {
             p.throttle();
             st.throttled.push(Arc::clone(p));
         }
-        self.after(st);
-        true
+        (true, self.after(st))
     }
 
     fn over_limit(&self, st: &State) -> bool {
@@ -972,7 +983,10 @@ impl Queue {
     }
 
     /// Adds a consumer and starts delivering to it.
-    pub fn add_consumer(self: &Arc<Self>, consumer: Consumer) -> Result<(), ConsumeRefused> {
+    pub fn add_consumer(
+        self: &Arc<Self>,
+        consumer: Consumer,
+    ) -> Result<DeadLetters, ConsumeRefused> {
         let mut st = self.lock();
         if self.is_deleted() {
             return Err(ConsumeRefused::Deleted);
@@ -985,8 +999,7 @@ impl Queue {
         st.had_consumer = true;
         st.consumers.push(consumer);
         self.dispatch_locked(&mut st);
-        self.after(st);
-        Ok(())
+        Ok(self.after(st))
     }
 
     /// Removes a consumer.
@@ -1008,12 +1021,12 @@ impl Queue {
         }
         // Others may now get what the removed consumer could not take.
         self.dispatch_locked(&mut st);
-        let removed = Removed {
+        let auto_delete_now = found && self.spec.auto_delete && st.consumers.is_empty();
+        Removed {
             found,
-            auto_delete_now: found && self.spec.auto_delete && st.consumers.is_empty(),
-        };
-        self.after(st);
-        removed
+            auto_delete_now,
+            dead: self.after(st),
+        }
     }
 
     /// Settles deliveries made to one consumer (or to `basic.get` when
@@ -1027,7 +1040,7 @@ impl Queue {
         consumer: Option<&ShortStr>,
         settled: u32,
         requeue: impl IntoIterator<Item = QueuedMessage>,
-    ) {
+    ) -> DeadLetters {
         self.settle_all(
             conn,
             channel,
@@ -1036,7 +1049,7 @@ impl Queue {
             requeue,
             Vec::new(),
             Vec::new(),
-        );
+        )
     }
 
     /// Acknowledges deliveries: frees prefetch and forgets them for good.
@@ -1046,10 +1059,10 @@ impl Queue {
         channel: u16,
         consumer: Option<&ShortStr>,
         acked: Vec<QueuedMessage>,
-    ) {
+    ) -> DeadLetters {
         let n = u32::try_from(acked.len()).unwrap_or(u32::MAX);
         let n = if consumer.is_some() { n } else { 0 };
-        self.settle_all(conn, channel, consumer, n, [], acked, Vec::new());
+        self.settle_all(conn, channel, consumer, n, [], acked, Vec::new())
     }
 
     /// [`Queue::settle`], also dead-lettering rejected messages.
@@ -1061,7 +1074,7 @@ impl Queue {
         settled: u32,
         requeue: impl IntoIterator<Item = QueuedMessage>,
         rejected: Vec<QueuedMessage>,
-    ) {
+    ) -> DeadLetters {
         self.settle_all(
             conn,
             channel,
@@ -1070,7 +1083,7 @@ impl Queue {
             requeue,
             Vec::new(),
             rejected,
-        );
+        )
     }
 
     #[allow(
@@ -1086,7 +1099,7 @@ impl Queue {
         requeue: impl IntoIterator<Item = QueuedMessage>,
         acked: Vec<QueuedMessage>,
         rejected: Vec<QueuedMessage>,
-    ) {
+    ) -> DeadLetters {
         let mut st = self.lock();
         if let Some(tag) = consumer
             && let Some(c) = st.consumers.iter_mut().find(|c| c.is(conn, channel, tag))
@@ -1124,14 +1137,14 @@ impl Queue {
         if any || settled > 0 {
             self.dispatch_locked(&mut st);
         }
-        self.after(st);
+        self.after(st)
     }
 
     /// Delivers what the consumers have room for.
-    pub fn dispatch(self: &Arc<Self>) {
+    pub fn dispatch(self: &Arc<Self>) -> DeadLetters {
         let mut st = self.lock();
         self.dispatch_locked(&mut st);
-        self.after(st);
+        self.after(st)
     }
 
     /// Drops expired messages from the head.
@@ -1234,7 +1247,11 @@ impl Queue {
     }
 
     /// Takes the head message for `basic.get`, with the number left.
-    pub fn get(self: &Arc<Self>, now: Instant, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+    pub fn get(
+        self: &Arc<Self>,
+        now: Instant,
+        no_ack: bool,
+    ) -> (Option<(QueuedMessage, u32)>, DeadLetters) {
         let mut st = self.lock();
         st.clock = Some(now);
         st.last_used = Some(now);
@@ -1259,8 +1276,8 @@ impl Queue {
             }
         }
         let left = u32::try_from(st.ready.len).unwrap_or(u32::MAX);
-        self.after(st);
-        Some((got?, left))
+        let dead = self.after(st);
+        (got.map(|m| (m, left)), dead)
     }
 
     /// Drops every ready message; returns how many.
@@ -1275,7 +1292,7 @@ impl Queue {
 
     /// Expires what is due; returns true if the queue itself has been
     /// unused for longer than `x-expires` and should be deleted.
-    pub fn expire(self: &Arc<Self>, now: Instant) -> bool {
+    pub fn expire(self: &Arc<Self>, now: Instant) -> (bool, DeadLetters) {
         let mut st = self.lock();
         st.clock = Some(now);
         // Consumers that stopped taking messages no longer hold publishers.
@@ -1287,11 +1304,10 @@ impl Queue {
             st.need_load = true;
             self.dispatch_locked(&mut st);
             st.need_load = true;
-            self.after(st);
-            return false;
+            return (false, self.after(st));
         }
         if !self.may_expire.load(Ordering::Relaxed) {
-            return false;
+            return (false, DeadLetters::default());
         }
         self.dispatch_locked(&mut st);
         let unused_too_long = self.args.expires.is_some_and(|ttl| {
@@ -1300,8 +1316,7 @@ impl Queue {
                     .last_used
                     .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
         });
-        self.after(st);
-        unused_too_long
+        (unused_too_long, self.after(st))
     }
 
     /// Marks the queue deleted, drops its messages and tells every consumer
@@ -1343,6 +1358,7 @@ fn message_expiration(m: &Message) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::sync::Weak;
     use std::sync::atomic::AtomicU32;
 
     use super::*;
@@ -1414,7 +1430,7 @@ mod tests {
             let body: &'static [u8] = Box::leak(format!("m{id}").into_bytes().into_boxed_slice());
             store.messages.lock().unwrap().insert(id, stored(id, body));
         }
-        let q = Queue::new(spec(arguments), Weak::new(), Some(Arc::clone(&store) as _));
+        let q = Queue::new(spec(arguments), Some(Arc::clone(&store) as _));
         *store.queue.lock().unwrap() = Arc::downgrade(&q);
         q.recover((1..=n).map(|id| Recovered {
             seq: id,
@@ -1459,7 +1475,7 @@ mod tests {
     fn a_failed_read_keeps_the_message_queued_until_a_read_works() {
         let (q, store) = recovered(3, FieldTable::new());
         let mailbox = Mailbox::new(Box::new(NoWake));
-        q.add_consumer(consumer(&mailbox)).unwrap();
+        assert!(q.add_consumer(consumer(&mailbox)).unwrap().is_empty());
         // The reads failed: nothing delivered, nothing dropped, nothing
         // dequeued in the store, the failure counted.
         assert!(delivered(&mailbox).is_empty());
@@ -1467,11 +1483,11 @@ mod tests {
         assert!(store.dequeued.lock().unwrap().is_empty());
         assert!(q.load_failures() >= 1);
         // basic.get finds nothing it can read yet, and takes nothing.
-        assert!(q.get(Instant::now(), true).is_none());
+        assert!(q.get(Instant::now(), true).0.is_none());
         assert_eq!(q.message_count(), 3);
         // The store recovers; the broker's tick retries.
         store.fail.store(false, Ordering::SeqCst);
-        q.expire(Instant::now());
+        assert!(q.expire(Instant::now()).1.is_empty());
         assert_eq!(
             delivered(&mailbox),
             [b"m1".to_vec(), b"m2".to_vec(), b"m3".to_vec()]
@@ -1492,9 +1508,9 @@ mod tests {
         store.messages.lock().unwrap().remove(&2);
         // The first get reads the window: message 2 is gone from the
         // store, so it is skipped (and dequeued there).
-        let (m, left) = q.get(Instant::now(), true).unwrap();
+        let (m, left) = q.get(Instant::now(), true).0.unwrap();
         assert_eq!((&m.message.body[..], left), (&b"m1"[..], 1));
-        let (m, left) = q.get(Instant::now(), true).unwrap();
+        let (m, left) = q.get(Instant::now(), true).0.unwrap();
         assert_eq!((&m.message.body[..], left), (&b"m3"[..], 0));
         assert!(store.dequeued.lock().unwrap().contains(&2));
         assert_eq!(
@@ -1513,14 +1529,31 @@ mod tests {
         let now = Instant::now();
         // A publish pushes the two paged messages out; reading them for
         // dead-lettering fails, so they stay (and stay stored).
-        assert!(q.publish(stored(10, b"m10"), now, None));
+        let (accepted, dead) = q.publish(stored(10, b"m10"), now, None);
+        assert!(accepted && dead.is_empty());
         assert_eq!(q.message_count(), 3);
         assert!(store.dequeued.lock().unwrap().is_empty());
         assert_eq!(q.load_failures(), 2);
-        // Once readable they are dead-lettered (there is no vhost here to
-        // route them to) and leave the store, with the older m10.
+        // Once readable they come back as dead letters, for the vhost to
+        // route, and leave the store, with the older m10.
         store.fail.store(false, Ordering::SeqCst);
-        assert!(q.publish(stored(11, b"m11"), now, None));
+        let (accepted, dead) = q.publish(stored(11, b"m11"), now, None);
+        assert!(accepted);
+        let mut bodies: Vec<(Vec<u8>, DeathReason)> = dead
+            .messages
+            .iter()
+            .map(|(m, why)| (m.message.body.to_vec(), *why))
+            .collect();
+        bodies.sort();
+        assert_eq!(
+            bodies,
+            [
+                (b"m1".to_vec(), DeathReason::Maxlen),
+                (b"m10".to_vec(), DeathReason::Maxlen),
+                (b"m2".to_vec(), DeathReason::Maxlen)
+            ]
+        );
+        assert_eq!(dead.now, Some(now));
         assert_eq!(q.message_count(), 1);
         let mut gone = store.dequeued.lock().unwrap().clone();
         gone.sort_unstable();
@@ -1544,7 +1577,6 @@ mod tests {
                 kind: QueueType::Classic,
                 store_id: None,
             },
-            Weak::new(),
             None,
         );
         let message = || {
@@ -1556,10 +1588,10 @@ mod tests {
             ))
         };
         let now = Instant::now();
-        assert!(q.publish(message(), now, None));
+        assert!(q.publish(message(), now, None).0);
         assert_eq!(q.message_count(), 1);
         assert_eq!(q.delete("/"), 1);
-        assert!(q.publish(message(), now, None));
+        assert!(q.publish(message(), now, None).0);
         assert_eq!(q.message_count(), 0);
     }
 }

@@ -1,8 +1,8 @@
 //! Virtual hosts: the exchanges, queues and bindings of one namespace, and
 //! the declare/delete/bind rules with RabbitMQ's reply codes and texts.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -12,14 +12,13 @@ use crate::error::{Error, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec};
 use crate::message::{Gauge, Message};
 use crate::persist::{BindingTarget, Durability, PersistOp};
-use crate::queue::{ConnId, DeathReason, Queue, QueueSpec, QueueType, QueuedMessage};
+use crate::queue::{ConnId, DeadLetters, Queue, QueueSpec, QueueType};
 
 /// A virtual host.
 #[derive(Debug)]
 pub struct VHost {
     /// The name, e.g. `/`.
     pub name: String,
-    me: Weak<VHost>,
     /// Wall-clock seconds, kept by the broker's tick (for `x-death` times).
     wall_clock: Arc<AtomicU64>,
     durability: Option<Arc<Durability>>,
@@ -133,19 +132,17 @@ impl VHost {
         durability: Option<Arc<Durability>>,
         gauge: &'static Gauge,
     ) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self::build(name, me.clone(), wall_clock, durability, gauge))
+        Arc::new(Self::build(name, wall_clock, durability, gauge))
     }
 
     fn build(
         name: &str,
-        me: Weak<VHost>,
         wall_clock: Arc<AtomicU64>,
         durability: Option<Arc<Durability>>,
         gauge: &'static Gauge,
     ) -> Self {
         let vh = VHost {
             name: name.to_string(),
-            me,
             wall_clock,
             durability,
             gauge,
@@ -417,7 +414,7 @@ impl VHost {
     /// Recreates a stored queue at start-up (its messages come after).
     pub fn restore_queue(&self, spec: QueueSpec) -> Arc<Queue> {
         let store = self.durability.as_ref().map(|d| Arc::clone(d.store()));
-        let q = Queue::new(spec, self.me.clone(), store);
+        let q = Queue::new(spec, store);
         self.queues.insert(q.name().clone(), Arc::clone(&q));
         self.changed();
         q
@@ -570,7 +567,7 @@ impl VHost {
                         });
                     }
                     let store = self.durability.as_ref().map(|d| Arc::clone(d.store()));
-                    Queue::new(spec, self.me.clone(), store)
+                    Queue::new(spec, store)
                 })
                 .value(),
         );
@@ -1037,9 +1034,13 @@ impl VHost {
         // to one queue is then that queue's alone (see COMPACT_FROM).
         if let Some((last, rest)) = queues.split_last() {
             for q in rest {
-                accepted &= q.publish(Arc::clone(&message), now, publisher);
+                let (ok, dead) = q.publish(Arc::clone(&message), now, publisher);
+                accepted &= ok;
+                self.dead_letter(q, dead);
             }
-            accepted &= last.publish(message, now, publisher);
+            let (ok, dead) = last.publish(message, now, publisher);
+            accepted &= ok;
+            self.dead_letter(last, dead);
         }
         if let (Some(d), Some(id)) = (&self.durability, store_id) {
             d.submit(PersistOp::Routed { id });
@@ -1055,7 +1056,9 @@ impl VHost {
     /// Expires messages and unused queues; called by the broker's tick.
     pub fn sweep(&self, now: Instant) {
         for q in self.queues() {
-            if q.expire(now) {
+            let (unused, dead) = q.expire(now);
+            self.dead_letter(&q, dead);
+            if unused {
                 tracing::debug!(vhost = %self.name, queue = %q.name(), "queue expired (x-expires)");
                 self.remove_queue(&q);
             }
@@ -1066,7 +1069,11 @@ impl VHost {
     /// exchange, with RabbitMQ's `x-death` and `x-first-death-*` headers.
     /// Without a dead-letter exchange (or if it does not exist) they are
     /// dropped, as in RabbitMQ.
-    pub fn dead_letter(&self, from: &Queue, dead: Vec<(QueuedMessage, DeathReason)>, now: Instant) {
+    pub fn dead_letter(&self, from: &Queue, dead: DeadLetters) {
+        if dead.is_empty() {
+            return;
+        }
+        let Some(now) = dead.now else { return };
         let Some(dlx_name) = &from.args.dead_letter_exchange else {
             return;
         };
@@ -1075,7 +1082,7 @@ impl VHost {
         };
         let wall = self.wall_clock.load(Ordering::Relaxed);
         let mut targets = Vec::new();
-        for (m, reason) in dead {
+        for (m, reason) in dead.messages {
             let old = &m.message;
             let mut props = (*old.properties).clone();
             let mut headers = props.headers.take().unwrap_or_default();
