@@ -1,0 +1,725 @@
+//! A queue on its own, without a broker, a vhost or a connection: each
+//! test is a table of steps (publish, consume, settle, let time pass) and
+//! the effects each must have (deliveries to which consumer, dead letters
+//! with their reasons, store ops, counts). A property test runs random
+//! sequences against a reference model of a queue.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use warren_codec::{BasicProperties, FieldTable, FieldValue, ShortStr};
+use warren_core::mailbox::Event;
+use warren_core::message::{Message, Properties};
+use warren_core::persist::{LoadError, PersistOp, Persistence};
+use warren_core::queue::{
+    Consumer, Credit, DeadLetters, Queue, QueueSpec, QueueType, QueuedMessage,
+};
+use warren_core::{Mailbox, NoWake};
+
+/// Records what the queue asks of the store, in order.
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Persistence for Recorder {
+    fn submit(&self, op: PersistOp) {
+        let line = match op {
+            PersistOp::Enqueue { seq, msg, .. } => format!("enqueue {seq} m{msg}"),
+            PersistOp::Delivered { seq, msg, .. } => format!("delivered {seq} m{msg}"),
+            PersistOp::Dequeue { seq, msg, .. } => format!("dequeue {seq} m{msg}"),
+            PersistOp::DeleteQueue { .. } => "delete queue".to_string(),
+            other => format!("{other:?}"),
+        };
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn load(&self, _id: u64) -> Result<Option<Arc<Message>>, LoadError> {
+        Ok(None)
+    }
+}
+
+/// One step of a table and what it must cause.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Publish a body (accepted).
+    Pub(&'static str),
+    /// Publish with a priority.
+    PubPrio(&'static str, u8),
+    /// Publish with a per-message `expiration` in ms.
+    PubTtl(&'static str, u64),
+    /// Publish, and expect a length limit to refuse it.
+    Refused(&'static str),
+    /// Add an acknowledging consumer: tag, prefetch (0: none), priority.
+    Consume(&'static str, u32, i64),
+    /// Add a no-ack consumer.
+    ConsumeNoAck(&'static str),
+    /// Remove a consumer.
+    Cancel(&'static str),
+    /// Expect exactly these bodies delivered to the consumer since the last
+    /// look (with `*` after a body: redelivered).
+    Got(&'static str, &'static [&'static str]),
+    /// Ack these bodies held by a consumer.
+    Ack(&'static str, &'static [&'static str]),
+    /// Nack with requeue.
+    Requeue(&'static str, &'static [&'static str]),
+    /// Reject without requeue.
+    Reject(&'static str, &'static [&'static str]),
+    /// Expect these dead letters (body, reason) since the last look.
+    Dead(&'static [(&'static str, &'static str)]),
+    /// Let time pass and run the broker's tick.
+    Tick(u64),
+    /// Expect this many ready messages.
+    Ready(u32),
+    /// basic.get with no-ack: expect this body, or nothing.
+    Get(Option<&'static str>),
+    /// Expect the tick to find the queue unused for longer than x-expires.
+    Unused(bool),
+    /// Purge; expect this many dropped.
+    Purge(u32),
+    /// Delete; expect these consumers to hear basic.cancel.
+    Delete(&'static [&'static str]),
+}
+
+struct Harness {
+    q: Arc<Queue>,
+    now: Instant,
+    mailboxes: HashMap<&'static str, Arc<Mailbox>>,
+    /// Deliveries not yet settled, per consumer, by body.
+    held: HashMap<&'static str, Vec<QueuedMessage>>,
+    dead: Vec<(String, &'static str)>,
+    last_unused: bool,
+    credit: Arc<Credit>,
+}
+
+fn body(m: &QueuedMessage) -> String {
+    String::from_utf8_lossy(&m.message.body).into_owned()
+}
+
+impl Harness {
+    fn new(args: &[(&str, FieldValue)], store: Option<Arc<Recorder>>) -> Self {
+        let mut t = FieldTable::new();
+        for (k, v) in args {
+            t.insert(*k, v.clone());
+        }
+        let spec = QueueSpec {
+            name: "q".into(),
+            durable: store.is_some(),
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: t,
+            kind: QueueType::Classic,
+            store_id: store.as_ref().map(|_| 1),
+        };
+        Harness {
+            q: Queue::new(spec, store.map(|s| s as Arc<dyn Persistence>)),
+            now: Instant::now(),
+            mailboxes: HashMap::new(),
+            held: HashMap::new(),
+            dead: Vec::new(),
+            last_unused: false,
+            credit: Arc::new(Credit::default()),
+        }
+    }
+
+    fn take_dead(&mut self, d: DeadLetters) {
+        for (m, why) in d.messages {
+            self.dead.push((body(&m), why.as_str()));
+        }
+    }
+
+    fn publish(&mut self, b: &'static str, props: BasicProperties, store_id: Option<u64>) -> bool {
+        let mut m = Message::new(
+            ShortStr::empty(),
+            "q".into(),
+            Properties::from(props),
+            Bytes::from_static(b.as_bytes()),
+        );
+        m.store_id = store_id;
+        let (ok, dead) = self.q.publish(Arc::new(m), self.now, None);
+        self.take_dead(dead);
+        ok
+    }
+
+    fn consume(&mut self, tag: &'static str, ack: bool, prefetch: u32, priority: i64) {
+        let mb = Mailbox::new(Box::new(NoWake));
+        let c = Consumer::new(
+            tag.into(),
+            1,
+            1,
+            Arc::clone(&mb),
+            ack,
+            prefetch,
+            Arc::clone(&self.credit),
+            false,
+            priority,
+        );
+        self.mailboxes.insert(tag, mb);
+        let dead = self.q.add_consumer(c).unwrap();
+        self.take_dead(dead);
+    }
+
+    /// Bodies delivered to `tag` since the last look; keeps acking ones.
+    fn delivered(&mut self, tag: &'static str) -> Vec<String> {
+        let mut events = VecDeque::new();
+        self.mailboxes[tag].drain_into(&mut events);
+        let mut out = Vec::new();
+        for e in events {
+            if let Event::Deliver { messages, ack, .. } = e {
+                for m in messages {
+                    out.push(format!(
+                        "{}{}",
+                        body(&m),
+                        if m.redelivered { "*" } else { "" }
+                    ));
+                    if ack {
+                        self.held.entry(tag).or_default().push(m);
+                    } else {
+                        // A no-ack delivery written out frees its window.
+                        let dead = self.q.settle(1, 1, Some(&tag.into()), 1, []);
+                        self.take_dead(dead);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn take_held(&mut self, tag: &'static str, bodies: &[&str]) -> Vec<QueuedMessage> {
+        let held = self.held.entry(tag).or_default();
+        bodies
+            .iter()
+            .map(|b| {
+                let i = held
+                    .iter()
+                    .position(|m| body(m) == *b)
+                    .unwrap_or_else(|| panic!("{tag} does not hold {b}"));
+                held.remove(i)
+            })
+            .collect()
+    }
+
+    fn run(&mut self, steps: &[Step]) {
+        for (i, step) in steps.iter().enumerate() {
+            let at = format!("step {i}: {step:?}");
+            match step.clone() {
+                Step::Pub(b) => assert!(self.publish(b, Default::default(), None), "{at}"),
+                Step::PubPrio(b, p) => {
+                    let props = BasicProperties {
+                        priority: Some(p),
+                        ..Default::default()
+                    };
+                    assert!(self.publish(b, props, None), "{at}");
+                }
+                Step::PubTtl(b, ms) => {
+                    let props = BasicProperties {
+                        expiration: Some(ms.to_string().as_str().into()),
+                        ..Default::default()
+                    };
+                    assert!(self.publish(b, props, None), "{at}");
+                }
+                Step::Refused(b) => assert!(!self.publish(b, Default::default(), None), "{at}"),
+                Step::Consume(tag, prefetch, prio) => self.consume(tag, true, prefetch, prio),
+                Step::ConsumeNoAck(tag) => self.consume(tag, false, 0, 0),
+                Step::Cancel(tag) => {
+                    let removed = self.q.remove_consumer(1, 1, &tag.into());
+                    assert!(removed.found, "{at}");
+                    self.take_dead(removed.dead);
+                }
+                Step::Got(tag, want) => {
+                    let got = self.delivered(tag);
+                    assert_eq!(got, want, "{at}");
+                }
+                Step::Ack(tag, bodies) => {
+                    let ms = self.take_held(tag, bodies);
+                    let dead = self.q.ack(1, 1, Some(&tag.into()), ms);
+                    self.take_dead(dead);
+                }
+                Step::Requeue(tag, bodies) => {
+                    let mut ms = self.take_held(tag, bodies);
+                    let n = ms.len() as u32;
+                    for m in &mut ms {
+                        m.redelivered = true;
+                    }
+                    let dead = self.q.settle(1, 1, Some(&tag.into()), n, ms);
+                    self.take_dead(dead);
+                }
+                Step::Reject(tag, bodies) => {
+                    let ms = self.take_held(tag, bodies);
+                    let n = ms.len() as u32;
+                    let dead = self.q.settle_with_dead(1, 1, Some(&tag.into()), n, [], ms);
+                    self.take_dead(dead);
+                }
+                Step::Dead(want) => {
+                    let got: Vec<(String, &str)> = std::mem::take(&mut self.dead);
+                    let want: Vec<(String, &str)> =
+                        want.iter().map(|(b, r)| (b.to_string(), *r)).collect();
+                    assert_eq!(got, want, "{at}");
+                }
+                Step::Tick(ms) => {
+                    self.now += Duration::from_millis(ms);
+                    let (unused, dead) = self.q.expire(self.now);
+                    self.last_unused = unused;
+                    self.take_dead(dead);
+                }
+                Step::Ready(n) => assert_eq!(self.q.message_count(), n, "{at}"),
+                Step::Get(want) => {
+                    let (got, dead) = self.q.get(self.now, true);
+                    self.take_dead(dead);
+                    assert_eq!(got.map(|(m, _)| body(&m)).as_deref(), want, "{at}");
+                }
+                Step::Unused(want) => assert_eq!(self.last_unused, want, "{at}"),
+                Step::Purge(n) => assert_eq!(self.q.purge(), n, "{at}"),
+                Step::Delete(cancelled) => {
+                    self.q.delete("/");
+                    for tag in cancelled {
+                        let mut events = VecDeque::new();
+                        self.mailboxes[tag].drain_into(&mut events);
+                        assert!(
+                            events.iter().any(|e| matches!(e, Event::Cancelled { consumer_tag, .. } if consumer_tag == *tag)),
+                            "{at}: no basic.cancel for {tag}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            self.dead.is_empty(),
+            "unchecked dead letters: {:?}",
+            self.dead
+        );
+    }
+}
+
+fn table(args: &[(&str, FieldValue)], steps: &[Step]) {
+    Harness::new(args, None).run(steps);
+}
+
+fn int(n: i64) -> FieldValue {
+    FieldValue::I64(n)
+}
+
+fn text(s: &str) -> FieldValue {
+    FieldValue::LongStr(s.into())
+}
+
+fn dlx() -> (&'static str, FieldValue) {
+    ("x-dead-letter-exchange", text("dlx"))
+}
+
+use Step::*;
+
+#[test]
+fn fifo_and_prefetch() {
+    table(
+        &[],
+        &[
+            Pub("a"),
+            Pub("b"),
+            Pub("c"),
+            Consume("c1", 2, 0),
+            Got("c1", &["a", "b"]),
+            Ready(1),
+            Ack("c1", &["a"]),
+            Got("c1", &["c"]),
+            Ready(0),
+        ],
+    );
+}
+
+#[test]
+fn requeue_goes_back_to_its_place_redelivered() {
+    table(
+        &[],
+        &[
+            Pub("a"),
+            Pub("b"),
+            Pub("c"),
+            Consume("c1", 1, 0),
+            Got("c1", &["a"]),
+            Requeue("c1", &["a"]),
+            Got("c1", &["a*"]),
+            Ack("c1", &["a"]),
+            Got("c1", &["b"]),
+            // Cancelling leaves "b" with the channel, unacked...
+            Cancel("c1"),
+            Ready(1),
+            Get(Some("c")),
+            Get(None),
+            // ...until the channel requeues it.
+            Requeue("c1", &["b"]),
+            Get(Some("b")),
+            Get(None),
+        ],
+    );
+}
+
+#[test]
+fn round_robin_and_consumer_priorities() {
+    table(
+        &[],
+        &[
+            Consume("c1", 0, 0),
+            Consume("c2", 0, 0),
+            Pub("a"),
+            Pub("b"),
+            Pub("c"),
+            Got("c1", &["a", "c"]),
+            Got("c2", &["b"]),
+            // A higher-priority consumer takes everything while it has room.
+            Consume("hi", 1, 5),
+            Pub("d"),
+            Pub("e"),
+            Got("hi", &["d"]),
+            Got("c1", &["e"]),
+            Got("c2", &[]),
+        ],
+    );
+}
+
+#[test]
+fn single_active_consumer_takes_everything_until_it_leaves() {
+    table(
+        &[("x-single-active-consumer", FieldValue::Bool(true))],
+        &[
+            Consume("c1", 1, 0),
+            Consume("c2", 0, 0),
+            Pub("a"),
+            Pub("b"),
+            Got("c1", &["a"]),
+            Got("c2", &[]),
+            Cancel("c1"),
+            // The unacked "a" is the channel's to requeue; c2 takes "b".
+            Got("c2", &["b"]),
+        ],
+    );
+}
+
+#[test]
+fn priority_queues_deliver_high_first_and_fifo_within_a_level() {
+    table(
+        &[("x-max-priority", int(5))],
+        &[
+            PubPrio("low1", 1),
+            PubPrio("high", 5),
+            PubPrio("low2", 1),
+            PubPrio("over", 9),
+            Pub("none"),
+            Get(Some("high")),
+            // Above x-max-priority counts as the maximum.
+            Get(Some("over")),
+            Get(Some("low1")),
+            Get(Some("low2")),
+            Get(Some("none")),
+        ],
+    );
+}
+
+#[test]
+fn ttl_expires_at_the_head_into_dead_letters() {
+    table(
+        &[("x-message-ttl", int(1000)), dlx()],
+        &[
+            Pub("a"),
+            Tick(500),
+            Pub("b"),
+            Tick(501),
+            Dead(&[("a", "expired")]),
+            Ready(1),
+            Tick(500),
+            Dead(&[("b", "expired")]),
+            Ready(0),
+        ],
+    );
+    // Per-message expiration, and the shorter of the two wins.
+    table(
+        &[("x-message-ttl", int(1000)), dlx()],
+        &[
+            PubTtl("short", 10),
+            PubTtl("long", 60_000),
+            Tick(11),
+            Dead(&[("short", "expired")]),
+            Tick(1000),
+            Dead(&[("long", "expired")]),
+        ],
+    );
+    // Without a dead-letter exchange nothing is handed back.
+    table(&[("x-message-ttl", int(0))], &[Pub("a"), Tick(1), Ready(0)]);
+}
+
+#[test]
+fn length_limits_with_each_overflow() {
+    table(
+        &[("x-max-length", int(2)), dlx()],
+        &[
+            Pub("a"),
+            Pub("b"),
+            Pub("c"),
+            Dead(&[("a", "maxlen")]),
+            Ready(2),
+        ],
+    );
+    table(
+        &[
+            ("x-max-length", int(2)),
+            ("x-overflow", text("reject-publish")),
+            dlx(),
+        ],
+        &[
+            Pub("a"),
+            Pub("b"),
+            Refused("c"),
+            Ready(2),
+            Get(Some("a")),
+            Pub("d"),
+        ],
+    );
+    table(
+        &[
+            ("x-max-length", int(1)),
+            ("x-overflow", text("reject-publish-dlx")),
+            dlx(),
+        ],
+        &[Pub("a"), Refused("b"), Dead(&[("b", "maxlen")]), Ready(1)],
+    );
+    table(
+        &[("x-max-length-bytes", int(5)), dlx()],
+        &[
+            Pub("aa"),
+            Pub("bb"),
+            Pub("cc"),
+            Dead(&[("aa", "maxlen")]),
+            Ready(2),
+        ],
+    );
+}
+
+#[test]
+fn rejected_messages_die_with_reason_rejected() {
+    table(
+        &[dlx()],
+        &[
+            Pub("a"),
+            Pub("b"),
+            Consume("c1", 0, 0),
+            Got("c1", &["a", "b"]),
+            Reject("c1", &["b"]),
+            Dead(&[("b", "rejected")]),
+            Ack("c1", &["a"]),
+            Ready(0),
+        ],
+    );
+}
+
+#[test]
+fn no_ack_consumers_take_a_bounded_window() {
+    let mut steps = vec![ConsumeNoAck("c1")];
+    for _ in 0..3 {
+        steps.push(Pub("m"));
+    }
+    steps.push(Got("c1", &["m", "m", "m"]));
+    steps.push(Ready(0));
+    table(&[], &steps);
+}
+
+#[test]
+fn an_unused_queue_expires() {
+    table(
+        &[("x-expires", int(1000))],
+        &[
+            Pub("a"),
+            Tick(999),
+            Unused(false),
+            Consume("c1", 0, 0),
+            Got("c1", &["a"]),
+            Tick(5000),
+            Unused(false),
+            Cancel("c1"),
+            Tick(1000),
+            Unused(true),
+        ],
+    );
+}
+
+#[test]
+fn purge_and_delete() {
+    table(
+        &[],
+        &[
+            Pub("a"),
+            Pub("b"),
+            Consume("c1", 1, 0),
+            Got("c1", &["a"]),
+            // Purge drops the ready, not the unacked.
+            Purge(1),
+            Ready(0),
+            Delete(&["c1"]),
+            // A deleted queue takes nothing.
+            Pub("late"),
+            Ready(0),
+        ],
+    );
+}
+
+#[test]
+fn the_store_sees_enqueue_before_delivery_and_dequeue() {
+    let store = Arc::new(Recorder::default());
+    let mut h = Harness::new(&[], Some(Arc::clone(&store)));
+    assert!(h.publish("a", Default::default(), Some(7)));
+    assert!(h.publish("b", Default::default(), Some(8)));
+    h.run(&[
+        Consume("c1", 0, 0),
+        Got("c1", &["a", "b"]),
+        Ack("c1", &["a"]),
+    ]);
+    h.run(&[Requeue("c1", &["b"]), Got("c1", &["b*"]), Ack("c1", &["b"])]);
+    assert_eq!(
+        *store.0.lock().unwrap(),
+        [
+            "enqueue 0 m7",
+            "enqueue 1 m8",
+            "delivered 0 m7",
+            "delivered 1 m8",
+            "dequeue 0 m7",
+            "delivered 1 m8",
+            "dequeue 1 m8",
+        ]
+    );
+}
+
+#[test]
+fn global_qos_is_shared_by_the_channels_consumers() {
+    let mut h = Harness::new(&[], None);
+    h.credit.set_limit(2);
+    h.run(&[
+        Consume("c1", 0, 0),
+        Consume("c2", 0, 0),
+        Pub("a"),
+        Pub("b"),
+        Pub("c"),
+        Got("c1", &["a"]),
+        Got("c2", &["b"]),
+        Ready(1),
+    ]);
+    // Freeing one unit of the channel's window lets one more through.
+    h.credit.release(1);
+    let dead = h.q.dispatch();
+    assert!(dead.is_empty());
+    h.run(&[Got("c1", &["c"])]);
+}
+
+// ---------------------------------------------------------------- property test
+
+/// What a queue with one acknowledging consumer must do, as a model: ready
+/// messages in sequence order, at most `prefetch` delivered and unsettled,
+/// a requeued message back in its place and marked redelivered.
+#[derive(Debug, Clone)]
+enum Op {
+    Publish,
+    AckOldest,
+    RequeueNewest,
+    Get,
+    Prefetch(u32),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => Just(Op::Publish),
+        2 => Just(Op::AckOldest),
+        2 => Just(Op::RequeueNewest),
+        1 => Just(Op::Get),
+        1 => (1u32..4).prop_map(Op::Prefetch),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_queue_behaves_like_its_model(ops in prop::collection::vec(op(), 1..60)) {
+        let q = Queue::new(
+            QueueSpec {
+                name: "q".into(),
+                durable: false,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: FieldTable::new(),
+                kind: QueueType::Classic,
+                store_id: None,
+            },
+            None,
+        );
+        let now = Instant::now();
+        let mut next = 0u32;
+        // The model: ready (body, redelivered) in order; unacked in order
+        // of delivery.
+        let mut ready: VecDeque<(u32, bool)> = VecDeque::new();
+        let mut unacked: Vec<(u32, bool)> = Vec::new();
+        let mut held: Vec<QueuedMessage> = Vec::new();
+        let mut prefetch = 0u32;
+        let mut consumer: Option<Arc<Mailbox>> = None;
+        for op in ops {
+            match op {
+                Op::Prefetch(p) if consumer.is_none() => {
+                    prefetch = p;
+                    let mb = Mailbox::new(Box::new(NoWake));
+                    let c = Consumer::new("c".into(), 1, 1, Arc::clone(&mb), true, p, Arc::new(Credit::default()), false, 0);
+                    prop_assert!(q.add_consumer(c).unwrap().is_empty());
+                    consumer = Some(mb);
+                }
+                Op::Prefetch(_) => {}
+                Op::Publish => {
+                    let m = Message::new(ShortStr::empty(), "q".into(), Properties::default(), Bytes::from(next.to_string()));
+                    prop_assert!(q.publish(Arc::new(m), now, None).0);
+                    ready.push_back((next, false));
+                    next += 1;
+                }
+                Op::AckOldest if !held.is_empty() => {
+                    let m = held.remove(0);
+                    unacked.remove(0);
+                    prop_assert!(q.ack(1, 1, Some(&"c".into()), vec![m]).is_empty());
+                }
+                Op::RequeueNewest if !held.is_empty() => {
+                    let mut m = held.pop().unwrap();
+                    let (n, _) = unacked.pop().unwrap();
+                    m.redelivered = true;
+                    // Back in place: before every later message.
+                    let pos = ready.iter().position(|(r, _)| *r > n).unwrap_or(ready.len());
+                    ready.insert(pos, (n, true));
+                    prop_assert!(q.settle(1, 1, Some(&"c".into()), 1, [m]).is_empty());
+                }
+                Op::AckOldest | Op::RequeueNewest => {}
+                Op::Get => {
+                    let (got, _) = q.get(now, true);
+                    let want = if consumer.is_some() && (prefetch as usize) > unacked.len() {
+                        // The consumer would have taken it already.
+                        None
+                    } else {
+                        ready.pop_front()
+                    };
+                    let got = got.map(|(m, _)| (String::from_utf8_lossy(&m.message.body).parse::<u32>().unwrap(), m.redelivered));
+                    prop_assert_eq!(got, want);
+                }
+            }
+            // The consumer takes the head while it has room.
+            if let Some(mb) = &consumer {
+                while (unacked.len() as u32) < prefetch {
+                    let Some(m) = ready.pop_front() else { break };
+                    unacked.push(m);
+                }
+                let mut events = VecDeque::new();
+                mb.drain_into(&mut events);
+                for e in events {
+                    if let Event::Deliver { messages, .. } = e {
+                        held.extend(messages);
+                    }
+                }
+                let seen: Vec<(u32, bool)> = held.iter().map(|m| (String::from_utf8_lossy(&m.message.body).parse().unwrap(), m.redelivered)).collect();
+                prop_assert_eq!(&seen, &unacked);
+            }
+            prop_assert_eq!(q.message_count() as usize, ready.len());
+        }
+    }
+}
