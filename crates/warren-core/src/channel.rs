@@ -19,6 +19,7 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
 use crate::mailbox::{Event, Mailbox};
+use crate::message::QueueRef;
 use crate::message::{Message, Properties};
 use crate::permissions::{Access, Grant, Permissions, Resource};
 use crate::persist::{Awaited, Barrier, BindingTarget, PersistOp};
@@ -1128,53 +1129,58 @@ impl Channel {
             .enqueue(message, queues, ctx.now, Some(ctx.mailbox))
     }
 
-    /// Writes a delivery for one of this channel's consumers.
-    #[allow(clippy::too_many_arguments, reason = "the parts of one delivery event")]
+    /// Writes deliveries for one of this channel's consumers, from the
+    /// queue `from`; what can no longer be written (a cancelled consumer,
+    /// a closing channel) goes back to the queue unread.
     pub(crate) fn deliver(
         &mut self,
         out: &mut BytesMut,
         frame_max: u32,
         (conn, vhost): (ConnId, &VHost),
-        consumer_tag: &ShortStr,
-        ack: bool,
-        queue: &Arc<Queue>,
-        message: QueuedMessage,
+        (consumer_tag, ack): (&ShortStr, bool),
+        from: &QueueRef,
+        messages: Vec<QueuedMessage>,
     ) {
-        if self.closing || !self.consumers.contains_key(consumer_tag) {
-            // Dispatched just before a cancel or close: give it back unread.
-            if ack {
-                self.credit.release(1);
-                let dead = queue.settle(conn, self.id, Some(consumer_tag), 1, [message]);
-                vhost.dead_letter(queue, dead);
+        let queue = match self.consumers.get(consumer_tag) {
+            Some(c) if !self.closing && c.queue.me.id == from.id => Arc::clone(&c.queue),
+            _ => {
+                // Dispatched just before a cancel or close.
+                if ack {
+                    let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+                    self.credit.release(n);
+                    give_back(vhost, (conn, self.id), consumer_tag, from, messages);
+                }
+                return;
             }
-            return;
-        }
-        let tag = self.next_tag;
-        self.next_tag += 1;
-        let msg = &message.message;
-        let deliver = BasicDeliver {
-            consumer_tag: consumer_tag.clone(),
-            delivery_tag: tag,
-            redelivered: message.redelivered,
-            exchange: msg.exchange.clone(),
-            routing_key: msg.routing_key.clone(),
         };
-        write_content(out, self.id, &Method::from(deliver), msg, frame_max);
-        if ack {
-            self.unacked.push_back(Unacked {
-                tag,
-                queue: Arc::clone(queue),
-                message,
-                consumer: Some(consumer_tag.clone()),
-            });
-        } else {
-            // Written out: give the queue its no-ack window back, in one
-            // settle per queue and consumer per batch of events.
-            match self.written.last_mut() {
-                Some((q, t, n)) if Arc::ptr_eq(q, queue) && t == consumer_tag => *n += 1,
-                _ => self
-                    .written
-                    .push((Arc::clone(queue), consumer_tag.clone(), 1)),
+        for message in messages {
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            let msg = &message.message;
+            let deliver = BasicDeliver {
+                consumer_tag: consumer_tag.clone(),
+                delivery_tag: tag,
+                redelivered: message.redelivered,
+                exchange: msg.exchange.clone(),
+                routing_key: msg.routing_key.clone(),
+            };
+            write_content(out, self.id, &Method::from(deliver), msg, frame_max);
+            if ack {
+                self.unacked.push_back(Unacked {
+                    tag,
+                    queue: Arc::clone(&queue),
+                    message,
+                    consumer: Some(consumer_tag.clone()),
+                });
+            } else {
+                // Written out: give the queue its no-ack window back, in one
+                // settle per queue and consumer per batch of events.
+                match self.written.last_mut() {
+                    Some((q, t, n)) if Arc::ptr_eq(q, &queue) && t == consumer_tag => *n += 1,
+                    _ => self
+                        .written
+                        .push((Arc::clone(&queue), consumer_tag.clone(), 1)),
+                }
             }
         }
     }
@@ -1352,4 +1358,26 @@ fn write_content(out: &mut BytesMut, channel: u16, method: &Method, msg: &Messag
     for piece in msg.body.chunks(chunk) {
         encode_body(out, channel, piece);
     }
+}
+
+/// Deliveries that will not be written (their consumer, channel or
+/// connection is gone) go back, unread, to the queue they came from, if it
+/// still exists.
+pub(crate) fn give_back(
+    vhost: &VHost,
+    (conn, channel): (ConnId, u16),
+    consumer_tag: &ShortStr,
+    from: &QueueRef,
+    messages: Vec<QueuedMessage>,
+) {
+    let Some(queue) = vhost
+        .queue(from.name.as_bytes())
+        .filter(|q| q.me.id == from.id)
+    else {
+        // Deleted meanwhile: it dropped what it held.
+        return;
+    };
+    let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+    let dead = queue.settle(conn, channel, Some(consumer_tag), n, messages);
+    vhost.dead_letter(&queue, dead);
 }

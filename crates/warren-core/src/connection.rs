@@ -38,6 +38,7 @@ use crate::channel::{Channel, Ctx};
 use crate::error::{AmqpError, ChannelError, CloseReason, ConnectionError, Error, Initiator};
 use crate::fxhash::FxHashMap;
 use crate::mailbox::{Event, Mailbox};
+use crate::message::{QueueRef, QueuedMessage};
 use crate::permissions::Permissions;
 use crate::queue::{ConnId, Queue};
 use crate::vhost::VHost;
@@ -356,19 +357,14 @@ impl Connection {
             } => {
                 let live = self.state == State::Running;
                 match (self.channels.get_mut(&channel), &self.vhost) {
-                    (Some(ch), Some(vh)) if live => {
-                        for message in messages {
-                            ch.deliver(
-                                &mut self.out,
-                                self.frame_max,
-                                (self.id, vh),
-                                &consumer_tag,
-                                ack,
-                                &queue,
-                                message,
-                            );
-                        }
-                    }
+                    (Some(ch), Some(vh)) if live => ch.deliver(
+                        &mut self.out,
+                        self.frame_max,
+                        (self.id, vh),
+                        (&consumer_tag, ack),
+                        &queue,
+                        messages,
+                    ),
                     _ => {
                         if ack {
                             self.give_back(channel, &consumer_tag, &queue, messages);
@@ -568,13 +564,11 @@ impl Connection {
         &self,
         channel: u16,
         consumer_tag: &ShortStr,
-        queue: &Arc<Queue>,
-        messages: Vec<crate::queue::QueuedMessage>,
+        queue: &QueueRef,
+        messages: Vec<QueuedMessage>,
     ) {
-        let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
-        let dead = queue.settle(self.id, channel, Some(consumer_tag), n, messages);
         if let Some(vh) = &self.vhost {
-            vh.dead_letter(queue, dead);
+            crate::channel::give_back(vh, (self.id, channel), consumer_tag, queue, messages);
         }
     }
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use warren_codec::ShortStr;
 
+use crate::message::{QueueRef, QueuedMessage};
 use crate::persist::{Awaited, Waiter};
-use crate::queue::{Queue, QueuedMessage};
 
 /// Wakes the task that drives a connection. The server implements it over
 /// its runtime's notification primitive; tests use a no-op.
@@ -37,7 +37,7 @@ pub enum Event {
         /// Whether the consumer acknowledges (false: no-ack).
         ack: bool,
         /// The queue they came from (to ack or requeue them).
-        queue: Arc<Queue>,
+        queue: QueueRef,
         /// The messages.
         messages: Vec<QueuedMessage>,
     },
@@ -128,13 +128,13 @@ impl Mailbox {
 
     /// Adds a delivery: to the last event if that one is for the same
     /// consumer of the same queue, so that a stream of deliveries costs
-    /// one event (and one reference to the queue) per batch.
+    /// one event per batch.
     pub(crate) fn deliver(
         self: &Arc<Self>,
         channel: u16,
         consumer_tag: &ShortStr,
         ack: bool,
-        queue: &Arc<Queue>,
+        queue: &QueueRef,
         message: QueuedMessage,
     ) {
         self.add(|q| match q.back_mut() {
@@ -144,14 +144,14 @@ impl Mailbox {
                 ack: a,
                 queue: qu,
                 messages,
-            }) if *c == channel && *a == ack && Arc::ptr_eq(qu, queue) && t == consumer_tag => {
+            }) if *c == channel && *a == ack && qu.id == queue.id && t == consumer_tag => {
                 messages.push(message);
             }
             _ => q.push_back(Event::Deliver {
                 channel,
                 consumer_tag: consumer_tag.clone(),
                 ack,
-                queue: Arc::clone(queue),
+                queue: queue.clone(),
                 messages: vec![message],
             }),
         });

@@ -1,6 +1,8 @@
 //! A published message as queues hold it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use warren_codec::ShortStr;
@@ -32,6 +34,30 @@ impl Drop for Message {
             g.add(-(self.body.len() as i64));
         }
     }
+}
+
+/// A message in a queue, or delivered from one and not yet settled.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    /// Position in the queue; requeues go back here.
+    pub seq: u64,
+    /// The shared message.
+    pub message: Arc<Message>,
+    /// Whether it has been delivered before.
+    pub redelivered: bool,
+    /// When it expires (queue TTL or the message's `expiration`).
+    pub expires_at: Option<Instant>,
+}
+
+/// Which queue a delivery came from, so that it can be settled there: a
+/// name to find the queue by and an id that tells it from a later queue of
+/// the same name. Deliveries carry this, not the queue itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRef {
+    /// Unique among the queues of this process.
+    pub id: u64,
+    /// The queue's name in its vhost.
+    pub name: ShortStr,
 }
 
 /// Content properties as a message keeps them: nothing but a null pointer

@@ -87,18 +87,7 @@ impl QueueType {
     }
 }
 
-/// A message in a queue.
-#[derive(Debug, Clone)]
-pub struct QueuedMessage {
-    /// Position in the queue; requeues go back here.
-    pub seq: u64,
-    /// The shared message.
-    pub message: Arc<Message>,
-    /// Whether it has been delivered before.
-    pub redelivered: bool,
-    /// When it expires (queue TTL or the message's `expiration`).
-    pub expires_at: Option<Instant>,
-}
+pub use crate::message::{QueueRef, QueuedMessage};
 
 /// A channel's shared prefetch window (`basic.qos global=true`), counted
 /// across every queue the channel consumes from.
@@ -530,6 +519,10 @@ impl DeadLetters {
 /// A queue.
 #[derive(Debug)]
 pub struct Queue {
+    /// Who the queue is, for the deliveries it hands out: its name and an
+    /// id no other queue of this process has (a queue deleted and declared
+    /// again under the same name is another queue).
+    pub me: QueueRef,
     /// What it was declared with.
     pub spec: QueueSpec,
     /// Parsed behaviour arguments.
@@ -623,7 +616,13 @@ impl Queue {
         };
         let may_expire = args.message_ttl.is_some() || args.expires.is_some();
         let store = if spec.store_id.is_some() { store } else { None };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let me = QueueRef {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: spec.name.clone(),
+        };
         Arc::new(Queue {
+            me,
             spec,
             args,
             store,
@@ -1185,7 +1184,8 @@ impl Queue {
             }
             let c = &mut st.consumers[i];
             c.in_flight += 1;
-            c.mailbox.deliver(c.channel, &c.tag, c.ack, self, message);
+            c.mailbox
+                .deliver(c.channel, &c.tag, c.ack, &self.me, message);
             st.cursor = i + 1;
             st.last_delivery = st.clock;
             self.expire_head(st);
