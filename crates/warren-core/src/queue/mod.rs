@@ -1,5 +1,11 @@
 //! Queues: ready messages in order, consumers with credit, and dispatch.
 //!
+//! # Layout
+//! - [`state`] (private): the queue as a deterministic state machine,
+//!   commands in, effects out, no locks, connections or store.
+//! - this module: the public types, and [`Queue`], the executor that runs
+//!   the state machine under the queue's lock and carries out its effects.
+//!
 //! A queue's mutable state sits behind one short `std::sync::Mutex`. It is
 //! taken by whichever task publishes to, acks on, or consumes from the
 //! queue, never across an await, and the only lock taken while holding it is
@@ -16,7 +22,8 @@
 //! [`Queue::load_failures`], retried on the next op or tick); only a
 //! message the store proves absent is skipped.
 
-use std::collections::VecDeque;
+mod state;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -25,7 +32,8 @@ use warren_codec::{FieldTable, FieldValue, ShortStr};
 
 use crate::mailbox::{Event, Mailbox};
 use crate::message::Message;
-use crate::persist::{LoadError, PersistOp, Persistence};
+use crate::persist::Persistence;
+use state::{ConsumerState, Effects, QueueState, Read};
 
 /// A queue with at least this many ready messages, while consumers are
 /// taking them, holds its publishers back...
@@ -57,12 +65,6 @@ pub const COMPACT_BODY: usize = 512;
 
 /// Paged-out messages read back per load, with the lock released.
 pub const READ_AHEAD: usize = 256;
-
-/// Loads one op may run before it leaves the rest to the next op or tick.
-const LOAD_ROUNDS: usize = 4;
-
-/// What one read of a stored message gave.
-type Loaded = Result<Option<Arc<Message>>, LoadError>;
 
 /// Identifies a connection within the broker.
 pub type ConnId = u64;
@@ -153,7 +155,6 @@ pub struct Consumer {
     pub exclusive: bool,
     /// `x-priority`: higher first.
     pub priority: i64,
-    in_flight: u32,
 }
 
 impl Consumer {
@@ -183,22 +184,6 @@ impl Consumer {
             channel_credit,
             exclusive,
             priority,
-            in_flight: 0,
-        }
-    }
-
-    fn is(&self, conn: ConnId, channel: u16, tag: &ShortStr) -> bool {
-        self.conn == conn && self.channel == channel && &self.tag == tag
-    }
-
-    fn has_room(&self) -> bool {
-        if self.ack {
-            self.prefetch == 0 || self.in_flight < self.prefetch
-        } else {
-            // No-ack deliveries count until their connection has written
-            // them out, so a slow no-ack consumer holds back the queue
-            // instead of piling messages up in its connection.
-            self.in_flight < NO_ACK_WINDOW
         }
     }
 }
@@ -298,10 +283,6 @@ impl QueueArgs {
                 .unwrap_or(false),
         }
     }
-
-    fn has_length_limit(&self) -> bool {
-        self.max_length.is_some() || self.max_length_bytes.is_some()
-    }
 }
 
 /// Why a message was dead-lettered (`x-death` `reason`).
@@ -326,175 +307,6 @@ impl DeathReason {
     }
 }
 
-/// A ready message's content: in memory, or only in the store.
-#[derive(Debug)]
-enum Payload {
-    Resident(Arc<Message>),
-    Paged { id: u64, bytes: u32, priority: u8 },
-}
-
-/// One ready message as the queue keeps it.
-#[derive(Debug)]
-struct Entry {
-    seq: u64,
-    payload: Payload,
-    redelivered: bool,
-    expires_at: Option<Instant>,
-}
-
-impl Entry {
-    fn is_paged(&self) -> bool {
-        matches!(self.payload, Payload::Paged { .. })
-    }
-
-    fn bytes(&self) -> u64 {
-        match &self.payload {
-            Payload::Resident(m) => m.body.len() as u64,
-            Payload::Paged { bytes, .. } => u64::from(*bytes),
-        }
-    }
-
-    fn priority(&self) -> u8 {
-        match &self.payload {
-            Payload::Resident(m) => m.properties.priority.unwrap_or(0),
-            Payload::Paged { priority, .. } => *priority,
-        }
-    }
-
-    fn store_id(&self) -> Option<u64> {
-        match &self.payload {
-            Payload::Resident(m) => m.store_id,
-            Payload::Paged { id, .. } => Some(*id),
-        }
-    }
-}
-
-/// Ready messages, one FIFO per priority level (one level for an ordinary
-/// queue), each ordered by sequence number.
-#[derive(Debug, Default)]
-struct Ready {
-    levels: Vec<VecDeque<Entry>>,
-    len: usize,
-    bytes: u64,
-}
-
-impl Ready {
-    fn new(max_priority: u8) -> Self {
-        Ready {
-            levels: (0..=max_priority).map(|_| VecDeque::new()).collect(),
-            len: 0,
-            bytes: 0,
-        }
-    }
-
-    fn level(&self, e: &Entry) -> usize {
-        usize::from(e.priority()).min(self.levels.len() - 1)
-    }
-
-    fn push_back(&mut self, e: Entry) {
-        self.len += 1;
-        self.bytes += e.bytes();
-        let l = self.level(&e);
-        self.levels[l].push_back(e);
-    }
-
-    fn insert_by_seq(&mut self, e: Entry) {
-        self.len += 1;
-        self.bytes += e.bytes();
-        let l = self.level(&e);
-        let q = &mut self.levels[l];
-        let pos = q.partition_point(|r| r.seq < e.seq);
-        q.insert(pos, e);
-    }
-
-    fn front(&self) -> Option<&Entry> {
-        self.levels.iter().rev().find_map(|q| q.front())
-    }
-
-    fn taken(&mut self, e: Entry) -> Entry {
-        self.len -= 1;
-        self.bytes -= e.bytes();
-        e
-    }
-
-    fn pop_front(&mut self) -> Option<Entry> {
-        let e = self.levels.iter_mut().rev().find_map(|q| q.pop_front())?;
-        Some(self.taken(e))
-    }
-
-    /// The oldest message (lowest sequence number) across levels, for
-    /// drop-head: length limits drop by age, not by priority.
-    fn pop_oldest(&mut self) -> Option<Entry> {
-        let level = (0..self.levels.len())
-            .filter(|&l| !self.levels[l].is_empty())
-            .min_by_key(|&l| self.levels[l].front().map_or(u64::MAX, |m| m.seq))?;
-        let e = self.levels[level].pop_front()?;
-        Some(self.taken(e))
-    }
-
-    /// The first `n` paged-out messages in delivery order (highest
-    /// priority first), as (seq, store id), stopping at the first resident
-    /// one of each level.
-    fn paged_front(&self, n: usize) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        for q in self.levels.iter().rev() {
-            for e in q.iter().take(n - out.len()) {
-                match e.payload {
-                    Payload::Paged { id, .. } => out.push((e.seq, id)),
-                    Payload::Resident(_) => break,
-                }
-            }
-            if out.len() == n {
-                break;
-            }
-        }
-        out
-    }
-
-    /// The entry at `seq`, wherever its priority put it.
-    fn find_mut(&mut self, seq: u64) -> Option<&mut Entry> {
-        self.levels.iter_mut().find_map(|q| {
-            let i = q.partition_point(|e| e.seq < seq);
-            q.get_mut(i).filter(|e| e.seq == seq)
-        })
-    }
-
-    /// Removes the entry at `seq`.
-    fn remove(&mut self, seq: u64) -> Option<Entry> {
-        let e = self.levels.iter_mut().find_map(|q| {
-            let i = q.partition_point(|e| e.seq < seq);
-            if q.get(i).is_some_and(|e| e.seq == seq) {
-                q.remove(i)
-            } else {
-                None
-            }
-        })?;
-        Some(self.taken(e))
-    }
-
-    /// A paged entry read back: resident from now on, its byte count
-    /// corrected (a recovered record's size may not have been known).
-    fn page_in(&mut self, seq: u64, message: Arc<Message>) -> bool {
-        let Some(e) = self.find_mut(seq) else {
-            return false;
-        };
-        if !e.is_paged() {
-            return false;
-        }
-        let before = e.bytes();
-        e.payload = Payload::Resident(message);
-        let after = e.bytes();
-        self.bytes = self.bytes - before + after;
-        true
-    }
-
-    fn drain(&mut self) -> Vec<Entry> {
-        self.len = 0;
-        self.bytes = 0;
-        self.levels.iter_mut().flat_map(|q| q.drain(..)).collect()
-    }
-}
-
 /// Messages that died in a queue (expired, rejected, pushed out by a
 /// limit), handed back by the operation that killed them: the caller, who
 /// knows the vhost, routes them to the dead-letter exchange once the
@@ -516,7 +328,14 @@ impl DeadLetters {
     }
 }
 
-/// A queue.
+/// A queue: its [`QueueState`] behind one short mutex, and the executor
+/// that carries out what the state machine asks.
+///
+/// Every operation locks, gives the state machine one command, then carries
+/// out its effects: store ops and deliveries while still holding the lock
+/// (so the store and each consumer see them in the queue's order), reads
+/// of paged-out messages with the lock released, and dead letters handed
+/// back to the caller (who routes them through the vhost).
 #[derive(Debug)]
 pub struct Queue {
     /// Who the queue is, for the deliveries it hands out: its name and an
@@ -532,39 +351,22 @@ pub struct Queue {
     /// Whether any message may carry an expiry, so the periodic sweep can
     /// skip queues that have none.
     may_expire: AtomicBool,
-    state: Mutex<State>,
+    inner: Mutex<Inner>,
 }
 
+/// What the lock protects: the state machine, the connections it refers to
+/// by id, and the reused effect buffers.
 #[derive(Debug)]
-struct State {
-    ready: Ready,
-    next_seq: u64,
-    consumers: Vec<Consumer>,
-    /// Index to start the next round-robin scan at.
-    cursor: usize,
-    /// Set once a consumer has ever subscribed (auto-delete waits for that).
-    had_consumer: bool,
-    /// The latest time any caller told the queue about.
-    clock: Option<Instant>,
-    /// Last declare, get or consumer activity, for `x-expires`.
-    last_used: Option<Instant>,
-    /// When a consumer last got a message (is the queue being drained?).
-    last_delivery: Option<Instant>,
+struct Inner {
+    st: QueueState,
+    /// The mailbox of each consumer, index for index with
+    /// `st.consumers`.
+    sinks: Vec<Arc<Mailbox>>,
     /// Publishing connections held back while this queue is congested.
     throttled: Vec<Arc<Mailbox>>,
-    /// Dead letters waiting to be routed once the lock is released.
-    dead: Vec<(QueuedMessage, DeathReason)>,
-    /// Paged-out messages that died and must be read (unlocked) before
-    /// they can be dead-lettered: (entry, reason).
-    dead_paged: Vec<(Entry, DeathReason)>,
-    /// Dispatch stopped at a paged-out message: read the head back.
-    need_load: bool,
     /// An op is reading messages back right now (with the lock released).
     loading: bool,
-    /// A read failed: only the broker's tick tries again (not every op).
-    retry_load: bool,
-    /// Reads from the store that failed (the messages stayed queued).
-    load_failures: u64,
+    fx: Effects,
 }
 
 /// Result of removing a consumer.
@@ -593,34 +395,22 @@ pub struct Recovered {
     pub priority: u8,
 }
 
+/// Loads one op may run before it leaves the rest to the next op or tick.
+const LOAD_ROUNDS: usize = 4;
+
 impl Queue {
     /// A new, empty queue, persisting through `store` if durable.
     pub fn new(spec: QueueSpec, store: Option<Arc<dyn Persistence>>) -> Arc<Self> {
         let args = QueueArgs::from_table(&spec.arguments);
-        let state = State {
-            ready: Ready::new(args.max_priority),
-            next_seq: 0,
-            consumers: Vec::new(),
-            cursor: 0,
-            had_consumer: false,
-            clock: None,
-            last_used: None,
-            dead: Vec::new(),
-            dead_paged: Vec::new(),
-            need_load: false,
-            loading: false,
-            retry_load: false,
-            load_failures: 0,
-            last_delivery: None,
-            throttled: Vec::new(),
-        };
-        let may_expire = args.message_ttl.is_some() || args.expires.is_some();
         let store = if spec.store_id.is_some() { store } else { None };
+        let store_id = spec.store_id.filter(|_| store.is_some());
+        let may_expire = args.message_ttl.is_some() || args.expires.is_some();
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let me = QueueRef {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: spec.name.clone(),
         };
+        let st = QueueState::new(args.clone(), spec.auto_delete, store_id);
         Arc::new(Queue {
             me,
             spec,
@@ -628,7 +418,13 @@ impl Queue {
             store,
             deleted: AtomicBool::new(false),
             may_expire: AtomicBool::new(may_expire),
-            state: Mutex::new(state),
+            inner: Mutex::new(Inner {
+                st,
+                sinks: Vec::new(),
+                throttled: Vec::new(),
+                loading: false,
+                fx: Effects::default(),
+            }),
         })
     }
 
@@ -637,168 +433,113 @@ impl Queue {
         &self.spec.name
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the state consistent enough
         // (every mutation is a single push/pop), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Submits a store op if this queue is durable and the message stored.
-    fn persist(&self, op: impl FnOnce(u64) -> PersistOp) {
-        if let (Some(store), Some(q)) = (&self.store, self.spec.store_id) {
-            store.submit(op(q));
+    /// Carries out what must happen under the lock, in order: store ops,
+    /// then deliveries, cancels and flow control. Dead letters stay in the
+    /// buffer for [`Queue::finish`].
+    fn apply(&self, inner: &mut Inner, publisher: Option<&Arc<Mailbox>>) {
+        let Inner {
+            st,
+            sinks,
+            throttled,
+            fx,
+            ..
+        } = inner;
+        if let Some(store) = &self.store {
+            for op in fx.persist.drain(..) {
+                store.submit(op);
+            }
+        } else {
+            fx.persist.clear();
         }
-    }
-
-    fn dequeue_op(&self, seq: u64, msg: Option<u64>) {
-        if let Some(msg) = msg {
-            self.persist(|queue| PersistOp::Dequeue { queue, seq, msg });
+        for (i, message) in fx.deliver.drain(..) {
+            let (Some(c), Some(sink)) = (st.consumers.get(i), sinks.get(i)) else {
+                continue;
+            };
+            sink.deliver(c.channel, &c.tag, c.ack, &self.me, message);
         }
-    }
-
-    /// Turns a resident entry into a delivery. Paged entries are never
-    /// passed here: they are read back first ([`Queue::load`]).
-    fn resident(e: Entry) -> Option<QueuedMessage> {
-        match e.payload {
-            Payload::Resident(message) => Some(QueuedMessage {
-                seq: e.seq,
-                message,
-                redelivered: e.redelivered,
-                expires_at: e.expires_at,
-            }),
-            Payload::Paged { .. } => None,
+        if fx.throttle
+            && let Some(p) = publisher
+            && !throttled.iter().any(|m| Arc::ptr_eq(m, p))
+        {
+            p.throttle();
+            throttled.push(Arc::clone(p));
         }
+        if fx.release_throttled {
+            for m in throttled.drain(..) {
+                m.release_throttle();
+            }
+        }
+        st.throttled = throttled.len();
+        fx.throttle = false;
+        fx.release_throttled = false;
     }
 
-    /// Finishes an op: reads back paged-out messages dispatch is waiting
-    /// for (with the lock released), and hands back the dead letters the
-    /// op produced, for the caller to route once the lock is gone.
-    fn after<'a>(self: &'a Arc<Self>, mut st: MutexGuard<'a, State>) -> DeadLetters {
+    /// Ends an op: reads back what the state machine is waiting for (with
+    /// the lock released, a few windows at most), then hands back the dead
+    /// letters for the caller to route once the lock is gone.
+    fn finish<'a>(self: &'a Arc<Self>, mut inner: MutexGuard<'a, Inner>) -> DeadLetters {
         let mut rounds = 0;
-        while (st.need_load || !st.dead_paged.is_empty()) && !st.loading && rounds < LOAD_ROUNDS {
-            st = self.load(st);
+        while inner.st.wants_load() && !inner.loading && rounds < LOAD_ROUNDS {
+            inner = self.load(inner);
             rounds += 1;
         }
+        inner.fx.load = false;
         DeadLetters {
-            messages: std::mem::take(&mut st.dead),
-            now: st.clock,
+            messages: std::mem::take(&mut inner.fx.dead),
+            now: inner.st.clock,
         }
     }
 
-    /// Reads back, with the lock released, the paged-out messages at the
-    /// head (up to [`READ_AHEAD`]) and those waiting to be dead-lettered;
-    /// then re-takes the lock, puts them in place and dispatches. A message
-    /// whose read failed stays queued (and paged) for the next attempt; one
-    /// the store does not have is skipped.
-    fn load<'a>(self: &'a Arc<Self>, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        st.need_load = false;
-        let head = st.ready.paged_front(READ_AHEAD);
-        let dying = std::mem::take(&mut st.dead_paged);
+    /// Reads back, with the lock released, what the state machine asked
+    /// for, then re-takes the lock and gives it the results.
+    fn load<'a>(self: &'a Arc<Self>, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        let request = inner.st.take_load_request();
         let Some(store) = self
             .store
             .clone()
-            .filter(|_| !head.is_empty() || !dying.is_empty())
+            .filter(|_| !request.head.is_empty() || !request.dying.is_empty())
         else {
             // Nothing to read (or no store to read from: cannot happen for
             // a queue with paged entries).
-            return st;
+            return inner;
         };
-        st.loading = true;
-        drop(st);
-        let read = |id: u64| store.load(id);
-        let head: Vec<(u64, u64, Loaded)> = head
+        inner.loading = true;
+        drop(inner);
+        let read = |id: u64| match store.load(id) {
+            Ok(Some(m)) => Read::Found(m),
+            Ok(None) => Read::Absent,
+            Err(e) => {
+                tracing::warn!(queue = %self.name(), msg = id, error = %e, "store read failed");
+                Read::Failed
+            }
+        };
+        let head: Vec<(u64, u64, Read)> = request
+            .head
             .into_iter()
             .map(|(seq, id)| (seq, id, read(id)))
             .collect();
-        let dying: Vec<(Entry, DeathReason, Loaded)> = dying
+        let dying: Vec<(state::Entry, DeathReason, Read)> = request
+            .dying
             .into_iter()
             .map(|(e, why)| {
-                let r = e.store_id().map_or(Ok(None), read);
+                let r = e.store_id().map_or(Read::Absent, read);
                 (e, why, r)
             })
             .collect();
-        let mut st = self.lock();
-        st.loading = false;
-        let mut failed = false;
-        for (seq, id, res) in head {
-            match res {
-                Ok(Some(m)) => {
-                    st.ready.page_in(seq, m);
-                }
-                Ok(None) => {
-                    if st.ready.remove(seq).is_some() {
-                        tracing::error!(queue = %self.name(), msg = id, "stored message is missing; skipping it");
-                        self.dequeue_op(seq, Some(id));
-                    }
-                }
-                Err(e) => {
-                    failed = true;
-                    st.load_failures += 1;
-                    tracing::error!(queue = %self.name(), msg = id, error = %e, "cannot read a stored message; it stays queued");
-                }
-            }
+        let mut inner = self.lock();
+        inner.loading = false;
+        let Inner { st, fx, .. } = &mut *inner;
+        for (msg, what) in st.loaded(fx, head, dying) {
+            tracing::error!(queue = %self.name(), msg, "{what}");
         }
-        for (e, why, res) in dying {
-            match res {
-                Ok(Some(message)) => {
-                    let (seq, id) = (e.seq, e.store_id());
-                    if !self.is_deleted() {
-                        self.dequeue_op(seq, id);
-                    }
-                    st.dead.push((
-                        QueuedMessage {
-                            seq,
-                            message,
-                            redelivered: e.redelivered,
-                            expires_at: e.expires_at,
-                        },
-                        why,
-                    ));
-                }
-                Ok(None) if !self.is_deleted() => self.dequeue_op(e.seq, e.store_id()),
-                Ok(None) => {}
-                Err(err) => {
-                    // Back in its place: it dies (and is read) again later.
-                    failed = true;
-                    st.load_failures += 1;
-                    tracing::error!(queue = %self.name(), msg = ?e.store_id(), error = %err, "cannot read a dead-lettered message; it stays queued");
-                    if !self.is_deleted() {
-                        st.ready.insert_by_seq(e);
-                    }
-                }
-            }
-        }
-        if failed {
-            // Retried by the next op or the broker's tick, not in a loop.
-            st.need_load = false;
-            st.retry_load = true;
-        } else {
-            self.dispatch_locked(&mut st);
-        }
-        st
-    }
-
-    /// Removes an entry for good (expired, dropped, rejected): tells the
-    /// store and queues it for dead-lettering. A paged-out one is read
-    /// back first, unlocked; it leaves the store only once it has been.
-    fn kill(&self, st: &mut State, e: Entry, reason: DeathReason) {
-        if self.args.dead_letter_exchange.is_none() {
-            self.dequeue_op(e.seq, e.store_id());
-            return;
-        }
-        if e.is_paged() {
-            st.dead_paged.push((e, reason));
-            return;
-        }
-        self.dequeue_op(e.seq, e.store_id());
-        if let Some(m) = Self::resident(e) {
-            st.dead.push((m, reason));
-        }
-    }
-
-    /// Reads of stored messages that failed so far (each was retried).
-    pub fn load_failures(&self) -> u64 {
-        self.lock().load_failures
+        self.apply(&mut inner, None);
+        inner
     }
 
     /// Whether the queue has been deleted.
@@ -818,31 +559,14 @@ impl Queue {
 
     /// Marks the queue used now (declare, get), for `x-expires`.
     pub fn touch(&self, now: Instant) {
-        let mut st = self.lock();
-        st.clock = Some(now);
-        st.last_used = Some(now);
+        self.lock().st.touch(now);
     }
 
     /// Loads the messages the store held for this queue at start-up, in
     /// order, without reading their bodies.
     pub fn recover(&self, entries: impl IntoIterator<Item = Recovered>) {
-        let mut st = self.lock();
-        for r in entries {
-            st.next_seq = st.next_seq.max(r.seq + 1);
-            let e = Entry {
-                seq: r.seq,
-                payload: Payload::Paged {
-                    id: r.msg,
-                    bytes: r.bytes,
-                    priority: r.priority,
-                },
-                redelivered: r.delivered,
-                expires_at: None,
-            };
-            st.ready.push_back(e);
-        }
+        self.lock().st.recover(entries);
         if self.args.message_ttl.is_some() {
-            // TTLs restart from recovery: expiry times are not stored.
             self.may_expire.store(true, Ordering::Relaxed);
         }
     }
@@ -856,21 +580,10 @@ impl Queue {
     /// reading, so end-to-end latency stays bounded under overload.
     pub fn publish(
         self: &Arc<Self>,
-        mut message: Arc<Message>,
+        message: Arc<Message>,
         now: Instant,
         publisher: Option<&Arc<Mailbox>>,
     ) -> (bool, DeadLetters) {
-        let mut st = self.lock();
-        // Routed just before the queue was deleted (a route found or
-        // reused before the delete): the message goes with the queue.
-        // `delete` sets the flag under this lock, so nothing lands after.
-        if self.is_deleted() {
-            return (true, DeadLetters::default());
-        }
-        st.clock = Some(now);
-        if st.last_used.is_none() {
-            st.last_used = Some(now);
-        }
         let ttl = match (self.args.message_ttl, message_expiration(&message)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -878,106 +591,30 @@ impl Queue {
         if ttl.is_some() {
             self.may_expire.store(true, Ordering::Relaxed);
         }
-        let seq = st.next_seq;
-        let stored = message.store_id.filter(|_| self.store.is_some());
-        let bytes = message.body.len() as u64;
-        let refused = self.args.has_length_limit()
-            && self.args.overflow != Overflow::DropHead
-            && (self
-                .args
-                .max_length
-                .is_some_and(|n| st.ready.len as u64 >= n)
-                || self
-                    .args
-                    .max_length_bytes
-                    .is_some_and(|n| st.ready.bytes + bytes > n));
-        if refused {
-            if self.args.overflow == Overflow::RejectPublishDlx
-                && self.args.dead_letter_exchange.is_some()
-            {
-                let m = QueuedMessage {
-                    seq,
-                    message,
-                    redelivered: false,
-                    expires_at: None,
-                };
-                st.dead.push((m, DeathReason::Maxlen));
-            }
-            return (false, self.after(st));
-        }
-        st.next_seq += 1;
-        if let Some(msg) = stored {
-            // Under the lock: the store sees this before any dequeue of it.
-            self.persist(|queue| PersistOp::Enqueue { queue, seq, msg });
-        }
-        let payload = match stored {
-            Some(id) if st.ready.len >= RESIDENT_LIMIT => Payload::Paged {
-                id,
-                bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
-                priority: message.properties.priority.unwrap_or(0),
-            },
-            _ => {
-                if st.ready.len >= COMPACT_FROM
-                    && message.body.len() <= COMPACT_BODY
-                    && let Some(m) = Arc::get_mut(&mut message)
-                {
-                    m.body = bytes::Bytes::copy_from_slice(&m.body);
-                }
-                Payload::Resident(message)
-            }
-        };
-        st.ready.push_back(Entry {
-            seq,
-            payload,
-            redelivered: false,
-            expires_at: ttl.map(|t| now + t),
-        });
-        if self.args.has_length_limit() {
-            while self.over_limit(&st) {
-                let Some(old) = st.ready.pop_oldest() else {
-                    break;
-                };
-                self.kill(&mut st, old, DeathReason::Maxlen);
-            }
-        }
-        self.dispatch_locked(&mut st);
-        if let Some(p) = publisher
-            && Self::congested(&st)
-            && !st.throttled.iter().any(|m| Arc::ptr_eq(m, p))
-        {
-            p.throttle();
-            st.throttled.push(Arc::clone(p));
-        }
-        (true, self.after(st))
-    }
-
-    fn over_limit(&self, st: &State) -> bool {
-        self.args
-            .max_length
-            .is_some_and(|n| st.ready.len as u64 > n)
-            || self
-                .args
-                .max_length_bytes
-                .is_some_and(|n| st.ready.bytes > n)
+        let mut inner = self.lock();
+        let Inner { st, fx, .. } = &mut *inner;
+        let accepted = st.publish(fx, message, ttl, now, publisher.is_some());
+        self.apply(&mut inner, publisher);
+        (accepted, self.finish(inner))
     }
 
     /// Ready messages (not counting unacknowledged ones), as `declare-ok`
     /// reports them.
     pub fn message_count(&self) -> u32 {
-        u32::try_from(self.lock().ready.len).unwrap_or(u32::MAX)
+        u32::try_from(self.lock().st.ready_len()).unwrap_or(u32::MAX)
     }
 
     /// Number of consumers.
     pub fn consumer_count(&self) -> u32 {
-        u32::try_from(self.lock().consumers.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.lock().st.consumer_count()).unwrap_or(u32::MAX)
     }
 
     /// Ready messages and consumers in one look.
     pub fn counts(&self) -> (u32, u32) {
-        let st = self.lock();
+        let inner = self.lock();
         (
-            u32::try_from(st.ready.len).unwrap_or(u32::MAX),
-            u32::try_from(st.consumers.len()).unwrap_or(u32::MAX),
+            u32::try_from(inner.st.ready_len()).unwrap_or(u32::MAX),
+            u32::try_from(inner.st.consumer_count()).unwrap_or(u32::MAX),
         )
     }
 
@@ -986,19 +623,43 @@ impl Queue {
         self: &Arc<Self>,
         consumer: Consumer,
     ) -> Result<DeadLetters, ConsumeRefused> {
-        let mut st = self.lock();
-        if self.is_deleted() {
-            return Err(ConsumeRefused::Deleted);
+        let Consumer {
+            tag,
+            conn,
+            channel,
+            mailbox,
+            ack,
+            prefetch,
+            channel_credit,
+            exclusive,
+            priority,
+        } = consumer;
+        let mut inner = self.lock();
+        let Inner { st, sinks, fx, .. } = &mut *inner;
+        // The sink goes in first, at the index the consumer will have, so
+        // that the deliveries of this very command find it.
+        sinks.push(mailbox);
+        let added = st.add_consumer(
+            fx,
+            ConsumerState {
+                tag,
+                conn,
+                channel,
+                ack,
+                prefetch,
+                credit: channel_credit,
+                exclusive,
+                priority,
+                in_flight: 0,
+            },
+        );
+        if added.is_err() {
+            sinks.pop();
+            fx.clear();
         }
-        if st.consumers.iter().any(|c| c.exclusive)
-            || (consumer.exclusive && !st.consumers.is_empty())
-        {
-            return Err(ConsumeRefused::ExclusiveInUse);
-        }
-        st.had_consumer = true;
-        st.consumers.push(consumer);
-        self.dispatch_locked(&mut st);
-        Ok(self.after(st))
+        added?;
+        self.apply(&mut inner, None);
+        Ok(self.finish(inner))
     }
 
     /// Removes a consumer.
@@ -1008,23 +669,21 @@ impl Queue {
         channel: u16,
         tag: &ShortStr,
     ) -> Removed {
-        let mut st = self.lock();
-        let before = st.consumers.len();
-        st.consumers.retain(|c| !c.is(conn, channel, tag));
-        let found = st.consumers.len() != before;
-        if st.cursor >= st.consumers.len() {
-            st.cursor = 0;
-        }
-        if st.consumers.is_empty() {
-            st.last_used = st.clock;
+        let mut inner = self.lock();
+        let Inner { st, sinks, fx, .. } = &mut *inner;
+        let (index, auto_delete_now) = st.remove_consumer(conn, channel, tag);
+        if let Some(i) = index
+            && i < sinks.len()
+        {
+            sinks.remove(i);
         }
         // Others may now get what the removed consumer could not take.
-        self.dispatch_locked(&mut st);
-        let auto_delete_now = found && self.spec.auto_delete && st.consumers.is_empty();
+        st.dispatch(fx);
+        self.apply(&mut inner, None);
         Removed {
-            found,
+            found: index.is_some(),
             auto_delete_now,
-            dead: self.after(st),
+            dead: self.finish(inner),
         }
     }
 
@@ -1041,9 +700,7 @@ impl Queue {
         requeue: impl IntoIterator<Item = QueuedMessage>,
     ) -> DeadLetters {
         self.settle_all(
-            conn,
-            channel,
-            consumer,
+            (conn, channel, consumer),
             settled,
             requeue,
             Vec::new(),
@@ -1061,7 +718,7 @@ impl Queue {
     ) -> DeadLetters {
         let n = u32::try_from(acked.len()).unwrap_or(u32::MAX);
         let n = if consumer.is_some() { n } else { 0 };
-        self.settle_all(conn, channel, consumer, n, [], acked, Vec::new())
+        self.settle_all((conn, channel, consumer), n, [], acked, Vec::new())
     }
 
     /// [`Queue::settle`], also dead-lettering rejected messages.
@@ -1075,9 +732,7 @@ impl Queue {
         rejected: Vec<QueuedMessage>,
     ) -> DeadLetters {
         self.settle_all(
-            conn,
-            channel,
-            consumer,
+            (conn, channel, consumer),
             settled,
             requeue,
             Vec::new(),
@@ -1085,266 +740,104 @@ impl Queue {
         )
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one lock acquisition for every way a delivery ends"
-    )]
     fn settle_all(
         self: &Arc<Self>,
-        conn: ConnId,
-        channel: u16,
-        consumer: Option<&ShortStr>,
+        who: (ConnId, u16, Option<&ShortStr>),
         settled: u32,
         requeue: impl IntoIterator<Item = QueuedMessage>,
         acked: Vec<QueuedMessage>,
         rejected: Vec<QueuedMessage>,
     ) -> DeadLetters {
-        let mut st = self.lock();
-        if let Some(tag) = consumer
-            && let Some(c) = st.consumers.iter_mut().find(|c| c.is(conn, channel, tag))
-        {
-            c.in_flight = c.in_flight.saturating_sub(settled);
-        }
-        // Once deleted, the store dropped everything this queue held.
-        let live = !self.is_deleted();
-        if live {
-            for m in &acked {
-                self.dequeue_op(m.seq, m.message.store_id);
-            }
-            for m in &rejected {
-                self.dequeue_op(m.seq, m.message.store_id);
-            }
-        }
-        let mut any = false;
-        for m in requeue {
-            if !live {
-                break;
-            }
-            let e = Entry {
-                seq: m.seq,
-                payload: Payload::Resident(m.message),
-                redelivered: m.redelivered,
-                expires_at: m.expires_at,
-            };
-            st.ready.insert_by_seq(e);
-            any = true;
-        }
-        if self.args.dead_letter_exchange.is_some() {
-            st.dead
-                .extend(rejected.into_iter().map(|m| (m, DeathReason::Rejected)));
-        }
-        if any || settled > 0 {
-            self.dispatch_locked(&mut st);
-        }
-        self.after(st)
+        let mut inner = self.lock();
+        let Inner { st, fx, .. } = &mut *inner;
+        st.settle(fx, who, settled, requeue, acked, rejected);
+        self.apply(&mut inner, None);
+        self.finish(inner)
     }
 
     /// Delivers what the consumers have room for.
     pub fn dispatch(self: &Arc<Self>) -> DeadLetters {
-        let mut st = self.lock();
-        self.dispatch_locked(&mut st);
-        self.after(st)
+        let mut inner = self.lock();
+        let Inner { st, fx, .. } = &mut *inner;
+        st.dispatch(fx);
+        self.apply(&mut inner, None);
+        self.finish(inner)
     }
 
-    /// Drops expired messages from the head.
-    fn expire_head(&self, st: &mut State) {
-        let Some(now) = st.clock else { return };
-        while st
-            .ready
-            .front()
-            .is_some_and(|m| m.expires_at.is_some_and(|e| e < now))
-        {
-            if let Some(e) = st.ready.pop_front() {
-                self.kill(st, e, DeathReason::Expired);
-            }
-        }
-    }
-
-    fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
-        self.expire_head(st);
-        while st.ready.len > 0 && !st.consumers.is_empty() {
-            if st.ready.front().is_some_and(Entry::is_paged) {
-                // Read back by `after`, with the lock released.
-                st.need_load = !st.retry_load;
-                break;
-            }
-            let Some(i) = self.pick(st) else { break };
-            let Some(message) = st.ready.pop_front().and_then(Self::resident) else {
-                break;
-            };
-            if let Some(msg) = message.message.store_id {
-                let (seq, ack) = (message.seq, st.consumers[i].ack);
-                self.persist(|queue| {
-                    if ack {
-                        PersistOp::Delivered { queue, seq, msg }
-                    } else {
-                        PersistOp::Dequeue { queue, seq, msg }
-                    }
-                });
-            }
-            let c = &mut st.consumers[i];
-            c.in_flight += 1;
-            c.mailbox
-                .deliver(c.channel, &c.tag, c.ack, &self.me, message);
-            st.cursor = i + 1;
-            st.last_delivery = st.clock;
-            self.expire_head(st);
-        }
-        if !st.throttled.is_empty() && st.ready.len < FLOW_LOW {
-            Self::release_throttled(st);
-        }
-    }
-
-    /// Whether publishers should wait: many ready messages while consumers
-    /// are taking them (a backlog nobody consumes does not hold anyone back).
-    fn congested(st: &State) -> bool {
-        st.ready.len >= FLOW_HIGH
-            && !st.consumers.is_empty()
-            && match (st.last_delivery, st.clock) {
-                (Some(d), Some(now)) => now.saturating_duration_since(d) < FLOW_ACTIVE,
-                _ => false,
-            }
-    }
-
-    fn release_throttled(st: &mut State) {
-        for m in st.throttled.drain(..) {
-            m.release_throttle();
-        }
-    }
-
-    /// Picks the next consumer with room: the highest priority first,
-    /// round-robin among equals; with single-active-consumer only the
-    /// earliest. Takes channel credit for the one chosen.
-    fn pick(&self, st: &mut State) -> Option<usize> {
-        let n = st.consumers.len();
-        if self.args.single_active_consumer {
-            let c = st.consumers.first()?;
-            return (c.has_room() && (!c.ack || c.channel_credit.try_acquire())).then_some(0);
-        }
-        let top = st
-            .consumers
-            .iter()
-            .filter(|c| c.has_room())
-            .map(|c| c.priority)
-            .max()?;
-        for k in 0..n {
-            let i = (st.cursor + k) % n;
-            let c = &st.consumers[i];
-            if c.priority == top && c.has_room() && (!c.ack || c.channel_credit.try_acquire()) {
-                return Some(i);
-            }
-        }
-        // Every top-priority consumer is blocked by its channel's window;
-        // try lower priorities in order.
-        for k in 0..n {
-            let i = (st.cursor + k) % n;
-            let c = &st.consumers[i];
-            if c.priority < top && c.has_room() && (!c.ack || c.channel_credit.try_acquire()) {
-                return Some(i);
-            }
-        }
-        None
-    }
-
-    /// Takes the head message for `basic.get`, with the number left.
+    /// Takes the head message for `basic.get`, with the number left. A
+    /// paged-out head is read back first (with the lock released); if that
+    /// fails the message stays queued and this get finds nothing for now.
     pub fn get(
         self: &Arc<Self>,
         now: Instant,
         no_ack: bool,
     ) -> (Option<(QueuedMessage, u32)>, DeadLetters) {
-        let mut st = self.lock();
-        st.clock = Some(now);
-        st.last_used = Some(now);
-        self.expire_head(&mut st);
-        if st.ready.front().is_some_and(Entry::is_paged) {
-            // Read back with the lock released; if that fails the message
-            // stays queued and this get finds the queue empty for now.
-            st = self.load(st);
+        let mut inner = self.lock();
+        let Inner { st, fx, .. } = &mut *inner;
+        let mut got = st.get(fx, now, no_ack);
+        if got.is_none() && inner.st.head_is_paged() {
+            inner.st.need_load = true;
+            inner = self.load(inner);
+            let Inner { st, fx, .. } = &mut *inner;
+            got = st.get(fx, now, no_ack);
         }
-        let got = match st.ready.front() {
-            Some(e) if !e.is_paged() => st.ready.pop_front().and_then(Self::resident),
-            _ => None,
-        };
-        if let Some(m) = &got
-            && let Some(msg) = m.message.store_id
-        {
-            let seq = m.seq;
-            if no_ack {
-                self.persist(|queue| PersistOp::Dequeue { queue, seq, msg });
-            } else {
-                self.persist(|queue| PersistOp::Delivered { queue, seq, msg });
-            }
-        }
-        let left = u32::try_from(st.ready.len).unwrap_or(u32::MAX);
-        let dead = self.after(st);
+        self.apply(&mut inner, None);
+        let left = u32::try_from(inner.st.ready_len()).unwrap_or(u32::MAX);
+        let dead = self.finish(inner);
         (got.map(|m| (m, left)), dead)
     }
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        let mut st = self.lock();
-        let entries = st.ready.drain();
-        for e in &entries {
-            self.dequeue_op(e.seq, e.store_id());
-        }
-        u32::try_from(entries.len()).unwrap_or(u32::MAX)
+        let mut inner = self.lock();
+        let Inner { st, fx, .. } = &mut *inner;
+        let n = st.purge(fx);
+        self.apply(&mut inner, None);
+        n
     }
 
-    /// Expires what is due; returns true if the queue itself has been
-    /// unused for longer than `x-expires` and should be deleted.
+    /// The broker's tick: expires what is due and retries failed reads;
+    /// returns true if the queue itself has been unused for longer than
+    /// `x-expires` and should be deleted.
     pub fn expire(self: &Arc<Self>, now: Instant) -> (bool, DeadLetters) {
-        let mut st = self.lock();
-        st.clock = Some(now);
-        // Consumers that stopped taking messages no longer hold publishers.
-        if !st.throttled.is_empty() && !Self::congested(&st) {
-            Self::release_throttled(&mut st);
-        }
-        if std::mem::take(&mut st.retry_load) || st.need_load {
-            // A read failed earlier: try again, once per tick.
-            st.need_load = true;
-            self.dispatch_locked(&mut st);
-            st.need_load = true;
-            return (false, self.after(st));
-        }
-        if !self.may_expire.load(Ordering::Relaxed) {
-            return (false, DeadLetters::default());
-        }
-        self.dispatch_locked(&mut st);
-        let unused_too_long = self.args.expires.is_some_and(|ttl| {
-            st.consumers.is_empty()
-                && st
-                    .last_used
-                    .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
-        });
-        (unused_too_long, self.after(st))
+        let may_expire = self.may_expire.load(Ordering::Relaxed);
+        let mut inner = self.lock();
+        let Inner { st, fx, .. } = &mut *inner;
+        let unused = st.tick(fx, now, may_expire);
+        self.apply(&mut inner, None);
+        (unused, self.finish(inner))
     }
 
     /// Marks the queue deleted, drops its messages and tells every consumer
     /// (`basic.cancel`). Returns the number of ready messages it had.
     pub fn delete(&self, vhost: &str) -> u32 {
-        let mut st = self.lock();
+        let mut inner = self.lock();
         if self.deleted.swap(true, Ordering::AcqRel) {
             return 0;
         }
-        let n = u32::try_from(st.ready.drain().len()).unwrap_or(u32::MAX);
-        Self::release_throttled(&mut st);
-        self.persist(|id| PersistOp::DeleteQueue {
-            vhost: vhost.to_string(),
-            name: self.spec.name.clone(),
-            id,
-        });
-        for c in st.consumers.drain(..) {
-            c.mailbox.push(Event::Cancelled {
-                channel: c.channel,
-                consumer_tag: c.tag.clone(),
-            });
+        let Inner { st, sinks, fx, .. } = &mut *inner;
+        let n = st.delete(fx, vhost, &self.spec.name);
+        for (i, channel, consumer_tag) in fx.cancel.drain(..) {
+            if let Some(sink) = sinks.get(i) {
+                sink.push(Event::Cancelled {
+                    channel,
+                    consumer_tag,
+                });
+            }
         }
+        sinks.clear();
+        self.apply(&mut inner, None);
         n
     }
 
     /// Whether the queue has no consumers (RabbitMQ's `if-unused`).
     pub fn is_unused(&self) -> bool {
-        self.lock().consumers.is_empty()
+        !self.lock().st.has_consumers()
+    }
+
+    /// Reads of stored messages that failed so far (each was retried).
+    pub fn load_failures(&self) -> u64 {
+        self.lock().st.load_failures
     }
 }
 
@@ -1357,13 +850,14 @@ fn message_expiration(m: &Message) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, VecDeque};
     use std::sync::Weak;
     use std::sync::atomic::AtomicU32;
 
     use super::*;
     use crate::mailbox::NoWake;
     use crate::message::{Message, Properties};
+    use crate::persist::{LoadError, PersistOp};
 
     /// A store whose reads can be made to fail, and that checks no read
     /// happens while the queue's lock is held.
@@ -1387,7 +881,7 @@ mod tests {
         fn load(&self, id: u64) -> Result<Option<Arc<Message>>, LoadError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
             if let Some(q) = self.queue.lock().unwrap().upgrade()
-                && q.state.try_lock().is_err()
+                && q.inner.try_lock().is_err()
             {
                 self.reads_under_lock.fetch_add(1, Ordering::SeqCst);
             }
