@@ -180,3 +180,282 @@ impl Error {
 
 /// Result of a method handler.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Queue or exchange, in refusals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A queue.
+    Queue,
+    /// An exchange.
+    Exchange,
+}
+
+impl Kind {
+    /// The word RabbitMQ uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Queue => "queue",
+            Kind::Exchange => "exchange",
+        }
+    }
+}
+
+/// The property or argument of a redeclare that differs from what exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The property or argument.
+    pub arg: String,
+    /// What was asked for.
+    pub received: String,
+    /// What exists.
+    pub current: String,
+}
+
+/// Why the broker's rules refused a request, with the names involved: typed, so
+/// that each front end says it its own way. [`Refusal::reply_code`] and
+/// [`Refusal::detail`] are RabbitMQ's AMQP reply code and text (the AMQP
+/// edge turns a refusal into a channel or connection close through
+/// `From<Refusal> for Error`); the management API maps the same variants
+/// to HTTP statuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such queue or exchange (404).
+    NotFound {
+        /// Which.
+        kind: Kind,
+        /// Its name.
+        name: ShortStr,
+        /// The vhost.
+        vhost: String,
+    },
+    /// An exclusive queue of another connection (405).
+    Locked {
+        /// The queue.
+        queue: ShortStr,
+        /// The vhost.
+        vhost: String,
+    },
+    /// The default exchange cannot be declared, bound or unbound (403).
+    DefaultExchange,
+    /// Declaring a name with the reserved `amq.` prefix (403).
+    ReservedName {
+        /// Which.
+        kind: Kind,
+        /// The name.
+        name: ShortStr,
+    },
+    /// Deleting the default or an `amq.*` exchange (403).
+    SystemExchange {
+        /// The exchange.
+        name: ShortStr,
+        /// The vhost.
+        vhost: String,
+    },
+    /// An exchange type the broker does not know (503, a connection error
+    /// as in RabbitMQ).
+    UnknownExchangeType(ShortStr),
+    /// A redeclare that differs from what exists (406).
+    Inequivalent {
+        /// Which.
+        kind: Kind,
+        /// Its name.
+        name: ShortStr,
+        /// The vhost.
+        vhost: String,
+        /// What differs.
+        mismatch: Box<Mismatch>,
+    },
+    /// Delete with `if-unused` of something in use (406).
+    InUse {
+        /// Which.
+        kind: Kind,
+        /// Its name.
+        name: ShortStr,
+        /// The vhost.
+        vhost: String,
+    },
+    /// Delete with `if-empty` of a queue with messages (406).
+    NotEmpty {
+        /// The queue.
+        queue: ShortStr,
+        /// The vhost.
+        vhost: String,
+    },
+    /// A queue argument with a wrong type or value (406).
+    InvalidArg {
+        /// The queue.
+        queue: ShortStr,
+        /// The vhost.
+        vhost: String,
+        /// The argument.
+        arg: String,
+        /// RabbitMQ's words for what is wrong with it.
+        why: String,
+    },
+    /// A queue property its type does not allow (quorum queues, 406).
+    InvalidProperty {
+        /// The queue.
+        queue: ShortStr,
+        /// The vhost.
+        vhost: String,
+        /// The property (`exclusive`, `durable`, ...).
+        property: &'static str,
+    },
+    /// `x-queue-type = stream` (406).
+    StreamsUnsupported {
+        /// The queue.
+        queue: ShortStr,
+        /// The vhost.
+        vhost: String,
+    },
+    /// An `x-queue-type` the broker does not know (406).
+    UnknownQueueType(String),
+    /// Binding arguments a headers exchange cannot use (`x-match`), with
+    /// RabbitMQ's words (406).
+    BadBindingArgs(String),
+    /// A `CC`/`BCC` header that is not an array (406).
+    RoutingHeaderType {
+        /// The header.
+        header: String,
+        /// The type it had.
+        type_name: &'static str,
+    },
+}
+
+impl Refusal {
+    /// RabbitMQ's AMQP reply code for it.
+    pub fn reply_code(&self) -> ReplyCode {
+        match self {
+            Refusal::NotFound { .. } => ReplyCode::NotFound,
+            Refusal::Locked { .. } => ReplyCode::ResourceLocked,
+            Refusal::DefaultExchange
+            | Refusal::ReservedName { .. }
+            | Refusal::SystemExchange { .. } => ReplyCode::AccessRefused,
+            Refusal::UnknownExchangeType(_) => ReplyCode::CommandInvalid,
+            Refusal::Inequivalent { .. }
+            | Refusal::InUse { .. }
+            | Refusal::NotEmpty { .. }
+            | Refusal::InvalidArg { .. }
+            | Refusal::InvalidProperty { .. }
+            | Refusal::StreamsUnsupported { .. }
+            | Refusal::UnknownQueueType(_)
+            | Refusal::BadBindingArgs(_)
+            | Refusal::RoutingHeaderType { .. } => ReplyCode::PreconditionFailed,
+        }
+    }
+
+    /// RabbitMQ's text for it, without the reply code's name.
+    pub fn detail(&self) -> String {
+        match self {
+            Refusal::NotFound { kind, name, vhost } => {
+                format!("no {} '{name}' in vhost '{vhost}'", kind.as_str())
+            }
+            Refusal::Locked { queue, vhost } => format!(
+                "cannot obtain exclusive access to locked queue '{queue}' in vhost '{vhost}'. It could be originally \
+                 declared on another connection or the exclusive property value does not match that of the \
+                 original declaration."
+            ),
+            Refusal::DefaultExchange => {
+                "operation not permitted on the default exchange".to_string()
+            }
+            Refusal::ReservedName { kind, name } => format!(
+                "{} name '{name}' contains reserved prefix 'amq.*'",
+                kind.as_str()
+            ),
+            Refusal::SystemExchange { name, vhost } => {
+                format!("deletion of system exchange '{name}' in vhost '{vhost}' not allowed")
+            }
+            Refusal::UnknownExchangeType(kind) => format!("unknown exchange type '{kind}'"),
+            Refusal::Inequivalent {
+                kind,
+                name,
+                vhost,
+                mismatch,
+            } => format!(
+                "inequivalent arg '{}' for {} '{name}' in vhost '{vhost}': received '{}' but current is '{}'",
+                mismatch.arg,
+                kind.as_str(),
+                mismatch.received,
+                mismatch.current
+            ),
+            Refusal::InUse { kind, name, vhost } => {
+                format!("{} '{name}' in vhost '{vhost}' in use", kind.as_str())
+            }
+            Refusal::NotEmpty { queue, vhost } => {
+                format!("queue '{queue}' in vhost '{vhost}' not empty")
+            }
+            Refusal::InvalidArg {
+                queue,
+                vhost,
+                arg,
+                why,
+            } => format!("invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}': {why}"),
+            Refusal::InvalidProperty {
+                queue,
+                vhost,
+                property,
+            } => format!("invalid property '{property}' for queue '{queue}' in vhost '{vhost}'"),
+            Refusal::StreamsUnsupported { queue, vhost } => format!(
+                "queue type 'stream' is not supported by this broker yet (queue '{queue}' in vhost '{vhost}')"
+            ),
+            Refusal::UnknownQueueType(t) => format!("unsupported queue type '{t}'"),
+            Refusal::BadBindingArgs(why) => why.clone(),
+            Refusal::RoutingHeaderType { header, type_name } => {
+                format!("invalid message: {{unacceptable_type_in_header,\"{header}\",{type_name}}}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} - {}", self.reply_code().name(), self.detail())
+    }
+}
+
+/// The AMQP edge: a refusal closes the channel, or the connection for a
+/// hard reply code, with RabbitMQ's text.
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        let code = r.reply_code();
+        if code.is_hard() {
+            Error::connection(code, r.detail())
+        } else {
+            Error::channel(code, r.detail())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_typed_and_speak_rabbitmq_at_the_amqp_edge() {
+        let r = Refusal::Inequivalent {
+            kind: Kind::Queue,
+            name: "q".into(),
+            vhost: "/".into(),
+            mismatch: Box::new(Mismatch {
+                arg: "durable".into(),
+                received: "true".into(),
+                current: "false".into(),
+            }),
+        };
+        assert_eq!(r.reply_code(), ReplyCode::PreconditionFailed);
+        assert_eq!(
+            Error::from(r),
+            Error::precondition(
+                "inequivalent arg 'durable' for queue 'q' in vhost '/': received 'true' but current is 'false'"
+            )
+        );
+        // A hard reply code closes the connection, as RabbitMQ does for
+        // an unknown exchange type.
+        let r = Refusal::UnknownExchangeType("x-nope".into());
+        assert!(matches!(Error::from(r.clone()), Error::Connection(_)));
+        assert_eq!(
+            r.to_string(),
+            "COMMAND_INVALID - unknown exchange type 'x-nope'"
+        );
+    }
+}

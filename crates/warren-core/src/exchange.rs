@@ -9,7 +9,10 @@ use std::sync::{Arc, RwLock};
 
 use warren_codec::{FieldTable, FieldValue, ShortStr};
 
-use crate::error::{Error, Result};
+use crate::error::Refusal;
+
+/// What binding rules return.
+type Result<T, E = Refusal> = std::result::Result<T, E>;
 use crate::queue::Queue;
 
 /// Exchange type.
@@ -350,12 +353,12 @@ impl Exchange {
                 b"any" => Ok(XMatch::Any),
                 b"all-with-x" => Ok(XMatch::AllWithX),
                 b"any-with-x" => Ok(XMatch::AnyWithX),
-                other => Err(Error::precondition(format!(
+                other => Err(Refusal::BadBindingArgs(format!(
                     "Invalid x-match field value <<\"{}\">>; expected all, any, all-with-x, or any-with-x",
                     String::from_utf8_lossy(other)
                 ))),
             },
-            Some(other) => Err(Error::precondition(format!(
+            Some(other) => Err(Refusal::BadBindingArgs(format!(
                 "Invalid x-match field type {}; expected longstr",
                 other.type_name()
             ))),

@@ -30,7 +30,9 @@ pub mod vhost;
 
 pub use broker::{Broker, BrokerConfig, Limits, User};
 pub use connection::{ConnInfo, Connection};
-pub use error::{AmqpError, ChannelError, CloseReason, ConnectionError, Error, Initiator};
+pub use error::{
+    AmqpError, ChannelError, CloseReason, ConnectionError, Error, Initiator, Kind, Refusal,
+};
 pub use mailbox::{Mailbox, NoWake, Wake};
 pub use message::Message;
 pub use queue::Queue;

@@ -6,9 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use dashmap::DashMap;
-use warren_codec::{FieldTable, FieldValue, ReplyCode, ShortStr};
+use warren_codec::{FieldTable, FieldValue, ShortStr};
 
-use crate::error::{Error, Result};
+use crate::error::{Kind, Mismatch, Refusal};
+
+/// What the vhost's rules return: a [`Refusal`] when they refuse.
+type Result<T, E = Refusal> = std::result::Result<T, E>;
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec};
 use crate::message::{Gauge, Message};
 use crate::persist::{BindingTarget, Durability, PersistOp};
@@ -224,21 +227,27 @@ impl VHost {
         self.queues.iter().map(|e| Arc::clone(e.value())).collect()
     }
 
-    fn no_queue(&self, name: &ShortStr) -> Error {
-        Error::not_found(format!("no queue '{name}' in vhost '{}'", self.name))
+    fn no_queue(&self, name: &ShortStr) -> Refusal {
+        Refusal::NotFound {
+            kind: Kind::Queue,
+            name: name.clone(),
+            vhost: self.name.clone(),
+        }
     }
 
-    fn no_exchange(&self, name: &ShortStr) -> Error {
-        Error::not_found(format!("no exchange '{name}' in vhost '{}'", self.name))
+    fn no_exchange(&self, name: &ShortStr) -> Refusal {
+        Refusal::NotFound {
+            kind: Kind::Exchange,
+            name: name.clone(),
+            vhost: self.name.clone(),
+        }
     }
 
-    fn locked(&self, name: &ShortStr) -> Error {
-        Error::locked(format!(
-            "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally \
-             declared on another connection or the exclusive property value does not match that of the \
-             original declaration.",
-            self.name
-        ))
+    fn locked(&self, name: &ShortStr) -> Refusal {
+        Refusal::Locked {
+            queue: name.clone(),
+            vhost: self.name.clone(),
+        }
     }
 
     /// The queue `name` if it exists and `conn` may use it (404 / 405).
@@ -275,23 +284,22 @@ impl VHost {
             return self.exchange_or_404(name).map(|_| ());
         }
         if name.is_empty() {
-            return Err(Error::access_refused(
-                "operation not permitted on the default exchange",
-            ));
+            return Err(Refusal::DefaultExchange);
         }
         let Some(kind_parsed) = ExchangeKind::parse(kind.as_bytes()) else {
-            return Err(Error::connection(
-                ReplyCode::CommandInvalid,
-                format!("unknown exchange type '{kind}'"),
-            ));
+            return Err(Refusal::UnknownExchangeType(kind.clone()));
         };
         if let Some(existing) = self.exchange(name.as_bytes()) {
             let s = &existing.spec;
-            let mismatch = |arg: &str, received: &str, current: &str| {
-                Error::precondition(format!(
-                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': received '{received}' but current is '{current}'",
-                    self.name
-                ))
+            let mismatch = |arg: &str, received: &str, current: &str| Refusal::Inequivalent {
+                kind: Kind::Exchange,
+                name: name.clone(),
+                vhost: self.name.clone(),
+                mismatch: Box::new(Mismatch {
+                    arg: arg.to_string(),
+                    received: received.to_string(),
+                    current: current.to_string(),
+                }),
             };
             if s.kind != kind_parsed {
                 return Err(mismatch("type", kind_parsed.as_str(), s.kind.as_str()));
@@ -325,9 +333,10 @@ impl VHost {
             return Ok(());
         }
         if name.starts_with(b"amq.") {
-            return Err(Error::access_refused(format!(
-                "exchange name '{name}' contains reserved prefix 'amq.*'"
-            )));
+            return Err(Refusal::ReservedName {
+                kind: Kind::Exchange,
+                name: name.clone(),
+            });
         }
         let spec = ExchangeSpec {
             name: name.clone(),
@@ -451,19 +460,20 @@ impl VHost {
     /// `exchange.delete`. Missing exchanges are fine, as in RabbitMQ.
     pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool) -> Result<()> {
         if name.is_empty() || name.starts_with(b"amq.") {
-            return Err(Error::access_refused(format!(
-                "deletion of system exchange '{name}' in vhost '{}' not allowed",
-                self.name
-            )));
+            return Err(Refusal::SystemExchange {
+                name: name.clone(),
+                vhost: self.name.clone(),
+            });
         }
         let Some(ex) = self.exchange(name.as_bytes()) else {
             return Ok(());
         };
         if if_unused && !ex.has_no_bindings() {
-            return Err(Error::precondition(format!(
-                "exchange '{name}' in vhost '{}' in use",
-                self.name
-            )));
+            return Err(Refusal::InUse {
+                kind: Kind::Exchange,
+                name: name.clone(),
+                vhost: self.name.clone(),
+            });
         }
         self.remove_exchange(name);
         Ok(())
@@ -534,9 +544,10 @@ impl VHost {
             return Ok((q, m, c));
         }
         if name.starts_with(b"amq.") && !d.server_named {
-            return Err(Error::access_refused(format!(
-                "queue name '{name}' contains reserved prefix 'amq.*'"
-            )));
+            return Err(Refusal::ReservedName {
+                kind: Kind::Queue,
+                name: name.clone(),
+            });
         }
         let kind = self.validate_queue_args(&name, d)?;
         let spec = QueueSpec {
@@ -579,11 +590,15 @@ impl VHost {
 
     fn check_equivalent(&self, q: &Queue, d: &QueueDeclare) -> Result<()> {
         let name = q.name();
-        let mismatch = |arg: &str, received: &str, current: &str| {
-            Error::precondition(format!(
-                "inequivalent arg '{arg}' for queue '{name}' in vhost '{}': received '{received}' but current is '{current}'",
-                self.name
-            ))
+        let mismatch = |arg: &str, received: &str, current: &str| Refusal::Inequivalent {
+            kind: Kind::Queue,
+            name: name.clone(),
+            vhost: self.name.clone(),
+            mismatch: Box::new(Mismatch {
+                arg: arg.to_string(),
+                received: received.to_string(),
+                current: current.to_string(),
+            }),
         };
         let current_durable = q.spec.durable || q.spec.exclusive_owner.is_some() && d.durable;
         if current_durable != d.durable && q.spec.exclusive_owner.is_none() {
@@ -623,11 +638,11 @@ impl VHost {
     }
 
     fn validate_queue_args(&self, name: &ShortStr, d: &QueueDeclare) -> Result<QueueType> {
-        let invalid = |arg: &str, why: String| {
-            Error::precondition(format!(
-                "invalid arg '{arg}' for queue '{name}' in vhost '{}': {why}",
-                self.name
-            ))
+        let invalid = |arg: &str, why: String| Refusal::InvalidArg {
+            queue: name.clone(),
+            vhost: self.name.clone(),
+            arg: arg.to_string(),
+            why,
         };
         let int_arg = |arg: &str, min: i64| -> Result<()> {
             match d.arguments.get(arg) {
@@ -708,25 +723,21 @@ impl VHost {
                 b"classic" => QueueType::Classic,
                 b"quorum" => QueueType::Quorum,
                 b"stream" => {
-                    return Err(Error::precondition(format!(
-                        "queue type 'stream' is not supported by this broker yet (queue '{name}' in vhost '{}')",
-                        self.name
-                    )));
+                    return Err(Refusal::StreamsUnsupported {
+                        queue: name.clone(),
+                        vhost: self.name.clone(),
+                    });
                 }
                 _ => {
-                    return Err(Error::precondition(format!(
-                        "unsupported queue type '{}'",
-                        t.to_lossy()
-                    )));
+                    return Err(Refusal::UnknownQueueType(t.to_lossy().into_owned()));
                 }
             },
         };
         if kind == QueueType::Quorum {
-            let prop = |p: &str| {
-                Error::precondition(format!(
-                    "invalid property '{p}' for queue '{name}' in vhost '{}'",
-                    self.name
-                ))
+            let prop = |property: &'static str| Refusal::InvalidProperty {
+                queue: name.clone(),
+                vhost: self.name.clone(),
+                property,
             };
             if d.exclusive {
                 return Err(prop("exclusive-owner"));
@@ -777,16 +788,17 @@ impl VHost {
             return Err(self.locked(name));
         }
         if if_unused && !q.is_unused() {
-            return Err(Error::precondition(format!(
-                "queue '{name}' in vhost '{}' in use",
-                self.name
-            )));
+            return Err(Refusal::InUse {
+                kind: Kind::Queue,
+                name: name.clone(),
+                vhost: self.name.clone(),
+            });
         }
         if if_empty && q.message_count() > 0 {
-            return Err(Error::precondition(format!(
-                "queue '{name}' in vhost '{}' not empty",
-                self.name
-            )));
+            return Err(Refusal::NotEmpty {
+                queue: name.clone(),
+                vhost: self.name.clone(),
+            });
         }
         Ok(self.remove_queue(&q))
     }
@@ -837,8 +849,8 @@ impl VHost {
         self.add_binding(&ex, Destination::Queue(q), key, args)
     }
 
-    fn default_exchange_refused(&self) -> Error {
-        Error::access_refused("operation not permitted on the default exchange")
+    fn default_exchange_refused(&self) -> Refusal {
+        Refusal::DefaultExchange
     }
 
     fn unbind_queue(
@@ -1235,10 +1247,10 @@ pub fn sender_selected_keys(headers: &FieldTable, names: &[&str]) -> Result<Vec<
                 }));
             }
             Some(other) => {
-                return Err(Error::precondition(format!(
-                    "invalid message: {{unacceptable_type_in_header,\"{name}\",{}}}",
-                    other.type_name()
-                )));
+                return Err(Refusal::RoutingHeaderType {
+                    header: (*name).to_string(),
+                    type_name: other.type_name(),
+                });
             }
         }
     }
