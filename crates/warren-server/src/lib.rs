@@ -6,11 +6,14 @@
 //! - [`server`]: [`run`], the accept loop and the per-connection driver.
 //! - [`persistence`]: the thread that batches store writes and releases
 //!   confirms after each flush.
+//! - [`journal`]: what that thread needs from storage, over sled and in
+//!   memory (for tests that crash it at every step).
 //! - [`recovery`]: rebuilding the broker from the data directory.
 //!
 //! Tests start a broker with [`run`] on `127.0.0.1:0` in-process.
 
 pub mod config;
+pub mod journal;
 pub mod persistence;
 pub mod recovery;
 pub mod server;

@@ -12,6 +12,18 @@
 //! record when the last one goes. Until a record is written, reads of it
 //! (paged-out messages delivered very soon after publishing) are served
 //! from `pending`.
+//!
+//! The thread talks to storage through [`Journal`]: sled in the broker,
+//! [`crate::journal::MemJournal`] in tests that crash it at every step.
+//!
+//! A failed apply loses writes that later ops build on, and leaves the
+//! reference counts out of step with the store. So after one the thread
+//! writes and confirms nothing more until a restart rebuilds the broker
+//! from what is on disk: a later flush would confirm a publish whose
+//! record was lost with an earlier batch, and a later write could delete
+//! a record a queue still holds (a lost dequeue and the purge of its
+//! queue both releasing one entry). sled itself fails every write after
+//! its first I/O error, so with sled this only makes that explicit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,10 +35,9 @@ use dashmap::DashMap;
 use warren_core::broker::Alarm;
 use warren_core::persist::{Barrier, BindingTarget, LoadError, PersistOp, Persistence};
 use warren_core::{Broker, Message};
-use warren_store::{
-    Batch, BindingRecord, Destination, ExchangeRecord, QueueRecord, Store, StoreError,
-    StoredMessage,
-};
+use warren_store::{BindingRecord, Destination, ExchangeRecord, QueueRecord, StoreError};
+
+use crate::journal::{DefinitionWrite, Journal, Write};
 
 /// Most ops applied in one batch; bounds the latency one flush adds.
 const MAX_BATCH: usize = 16 * 1024;
@@ -51,11 +62,14 @@ pub struct Persister {
     // An mpsc Sender is Sync: publishers on every connection task send
     // without a lock, so the persistent publish path has no global mutex.
     tx: mpsc::Sender<Msg>,
-    store: Arc<Store>,
+    journal: Arc<dyn Journal>,
     pending: DashMap<u64, Arc<Message>>,
     /// A write failed at some point: sled 0.34 then retries its final
     /// flush forever when dropped, so the store is leaked instead.
     failed: std::sync::atomic::AtomicBool,
+    /// An apply failed: nothing more is written or confirmed (see the
+    /// module docs).
+    lost: std::sync::atomic::AtomicBool,
     /// The broker to raise the disk alarm on when writes fail.
     broker: std::sync::OnceLock<std::sync::Weak<Broker>>,
     /// Counters.
@@ -76,7 +90,7 @@ impl Persistence for Persister {
         if let Some(m) = self.pending.get(&id) {
             return Ok(Some(Arc::clone(m.value())));
         }
-        match self.store.load_message(id) {
+        match self.journal.load_message(id) {
             Ok(Some(m)) => Ok(Some(Arc::new(Message {
                 exchange: m.exchange,
                 routing_key: m.routing_key,
@@ -92,19 +106,23 @@ impl Persistence for Persister {
 }
 
 impl Persister {
-    /// Starts the persistence thread over `store`. `refs` holds the
-    /// reference counts of recovered messages.
-    pub fn start(
-        store: Arc<Store>,
+    /// Starts the persistence thread over `journal` (a
+    /// [`warren_store::Store`] in the broker). `refs` holds the reference
+    /// counts of recovered messages.
+    pub fn start<J: Journal + 'static>(
+        journal: Arc<J>,
         refs: HashMap<u64, Refs>,
     ) -> (Arc<Persister>, std::thread::JoinHandle<()>) {
+        // One virtual call per journal step; nothing per op.
+        let journal: Arc<dyn Journal> = journal;
         let (tx, rx) = mpsc::channel();
         let persister = Arc::new(Persister {
             tx,
-            store,
+            journal,
             pending: DashMap::new(),
             broker: std::sync::OnceLock::new(),
             failed: std::sync::atomic::AtomicBool::new(false),
+            lost: std::sync::atomic::AtomicBool::new(false),
             stats: Stats::default(),
         });
         let p = Arc::clone(&persister);
@@ -126,6 +144,16 @@ impl Persister {
         let _ = self.broker.set(Arc::downgrade(broker));
     }
 
+    /// Refuses every write once one was lost.
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(StoreError::Io(
+                "an earlier write was lost; nothing is written before a restart".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn disk_alarm(&self, on: bool) {
         if let Some(b) = self.broker.get().and_then(std::sync::Weak::upgrade) {
             b.set_alarm(Alarm::Disk, on);
@@ -140,15 +168,17 @@ impl Persister {
             .get()
             .and_then(std::sync::Weak::upgrade)
             .is_some_and(|b| b.alarm_raised(Alarm::Disk));
-        if raised && self.store.probe().is_ok() {
+        // After lost writes the store may take writes again, but nothing
+        // will be written before a restart: publishers stay blocked.
+        if raised && !self.lost.load(Ordering::Relaxed) && self.journal.probe().is_ok() {
             tracing::info!("the store takes writes again");
             self.disk_alarm(false);
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    /// The storage the thread writes to.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.journal
     }
 }
 
@@ -156,7 +186,7 @@ impl Drop for Persister {
     fn drop(&mut self) {
         if self.failed.load(Ordering::Relaxed) {
             // Keep the store alive: its drop would hang (see `failed`).
-            std::mem::forget(Arc::clone(&self.store));
+            std::mem::forget(Arc::clone(&self.journal));
         }
     }
 }
@@ -180,8 +210,8 @@ fn maybe_compact(p: &Persister, refs: &HashMap<u64, Refs>) {
     if !refs.is_empty() || !p.pending.is_empty() {
         return;
     }
-    match p.store.size_on_disk() {
-        Ok(size) if size > COMPACT_ABOVE => match p.store.compact() {
+    match p.journal.size_on_disk() {
+        Ok(size) if size > COMPACT_ABOVE => match p.journal.compact() {
             Ok((before, after)) => {
                 tracing::info!(before, after, "store compacted after its messages drained")
             }
@@ -220,12 +250,14 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
         let started = Instant::now();
         let n = ops.len();
         let (result, barriers, written) = apply(p, &mut ops, &mut refs);
-        let ok = result.and_then(|()| p.store.flush().map(|_| ())).map_err(|e| {
+        let ok = result.and_then(|()| p.journal.flush()).map_err(|e| {
             p.stats.failures.fetch_add(1, Ordering::Relaxed);
             p.failed.store(true, Ordering::Relaxed);
             tracing::error!(error = %e, ops = n, "store write failed: nacking the publishes in this batch");
         });
-        let ok = ok.is_ok();
+        // Once writes were lost, a flush no longer covers everything
+        // before a barrier.
+        let ok = ok.is_ok() && !p.lost.load(Ordering::Relaxed);
         // A failed write blocks publishers (connection.blocked) until a
         // later write succeeds.
         p.disk_alarm(!ok);
@@ -245,72 +277,58 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
     tracing::debug!("persistence thread stopped");
 }
 
-/// A write about a message, held back until the batch is built so that a
+/// The writes of one batch, held back until the batch is built so that a
 /// message published and consumed within one batch is never written.
-enum MsgWrite {
-    Put(u64, Arc<Message>),
-    Enqueue(u64, u64, u64),
-    Delivered(u64, u64, u64),
-    Dequeue(u64, u64, u64),
-    Delete(u64),
-}
-
-impl MsgWrite {
-    fn msg(&self) -> u64 {
-        match self {
-            MsgWrite::Put(id, _) | MsgWrite::Delete(id) => *id,
-            MsgWrite::Enqueue(_, _, m)
-            | MsgWrite::Delivered(_, _, m)
-            | MsgWrite::Dequeue(_, _, m) => *m,
-        }
-    }
-}
-
-/// The message writes of one batch.
 #[derive(Default)]
-struct MsgWrites {
-    writes: Vec<MsgWrite>,
+struct Writes {
+    writes: Vec<Write>,
     /// Messages whose record is put by `writes` (not yet in the store).
     fresh: std::collections::HashSet<u64>,
     /// Fresh messages already gone again: none of their writes are needed.
     dead: std::collections::HashSet<u64>,
 }
 
-impl MsgWrites {
+impl Writes {
     /// The last queue let go of `msg`: delete its record, or, if the record
     /// was never written, write nothing about it at all.
     fn forget(&mut self, msg: u64) {
         if self.fresh.contains(&msg) {
             self.dead.insert(msg);
         } else {
-            self.writes.push(MsgWrite::Delete(msg));
+            self.writes.push(Write::DeleteMessage(msg));
         }
     }
 
-    /// Adds the surviving writes to `batch`.
-    fn drain_into(&mut self, batch: &mut Batch) {
-        for w in self.writes.drain(..) {
-            if self.dead.contains(&w.msg()) {
-                continue;
-            }
-            match w {
-                MsgWrite::Put(id, m) => batch.put_message(
-                    id,
-                    &StoredMessage {
-                        exchange: m.exchange.clone(),
-                        routing_key: m.routing_key.clone(),
-                        properties: (*m.properties).clone(),
-                        body: m.body.clone(),
-                    },
-                ),
-                MsgWrite::Enqueue(q, seq, m) => batch.enqueue(q, seq, m),
-                MsgWrite::Delivered(q, seq, m) => batch.mark_delivered(q, seq, m),
-                MsgWrite::Dequeue(q, seq, _) => batch.dequeue(q, seq),
-                MsgWrite::Delete(id) => batch.delete_message(id),
-            }
+    /// Adds a write to the definitions.
+    fn define(&mut self, d: DefinitionWrite) {
+        self.writes.push(Write::Definition(Box::new(d)));
+    }
+
+    /// Applies the surviving writes as one atomic group and starts afresh.
+    /// A failure marks the persister's writes lost.
+    fn apply_to(&mut self, p: &Persister) -> Result<(), StoreError> {
+        if !self.dead.is_empty() {
+            let dead = &self.dead;
+            self.writes
+                .retain(|w| w.message().is_none_or(|m| !dead.contains(&m)));
         }
+        let result = if self.writes.is_empty() {
+            Ok(())
+        } else {
+            p.writable().and_then(|()| p.journal.apply(&self.writes))
+        };
+        if let Err(e) = &result
+            && !p.lost.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                error = %e,
+                "store writes lost: nothing more is written or confirmed before a restart"
+            );
+        }
+        self.writes.clear();
         self.fresh.clear();
         self.dead.clear();
+        result
     }
 }
 
@@ -321,8 +339,7 @@ fn apply(
     ops: &mut Vec<PersistOp>,
     refs: &mut HashMap<u64, Refs>,
 ) -> (Result<(), StoreError>, Vec<Barrier>, Vec<u64>) {
-    let mut batch = Batch::default();
-    let mut msgs = MsgWrites::default();
+    let mut w = Writes::default();
     let mut barriers = Vec::new();
     let mut written = Vec::new();
     let mut result = Ok(());
@@ -336,8 +353,8 @@ fn apply(
                         routed: false,
                     },
                 );
-                msgs.fresh.insert(id);
-                msgs.writes.push(MsgWrite::Put(id, message));
+                w.fresh.insert(id);
+                w.writes.push(Write::PutMessage(id, message));
                 written.push(id);
             }
             PersistOp::Routed { id } => {
@@ -347,7 +364,7 @@ fn apply(
                     // already consumed from every queue) is not kept.
                     if r.count == 0 {
                         refs.remove(&id);
-                        msgs.forget(id);
+                        w.forget(id);
                     }
                 }
             }
@@ -358,15 +375,15 @@ fn apply(
                         routed: true,
                     })
                     .count += 1;
-                msgs.writes.push(MsgWrite::Enqueue(queue, seq, msg));
+                w.writes.push(Write::Enqueue { queue, seq, msg });
             }
             PersistOp::Delivered { queue, seq, msg } => {
-                msgs.writes.push(MsgWrite::Delivered(queue, seq, msg))
+                w.writes.push(Write::Delivered { queue, seq, msg })
             }
             PersistOp::Dequeue { queue, seq, msg } => {
-                msgs.writes.push(MsgWrite::Dequeue(queue, seq, msg));
+                w.writes.push(Write::Dequeue { queue, seq, msg });
                 if release(refs, msg) {
-                    msgs.forget(msg);
+                    w.forget(msg);
                 }
             }
             PersistOp::Barrier(b) => barriers.push(b),
@@ -378,16 +395,18 @@ fn apply(
                 internal,
                 arguments,
             } => {
-                batch.put_exchange(&ExchangeRecord {
+                w.define(DefinitionWrite::PutExchange(ExchangeRecord {
                     vhost,
                     name,
                     kind,
                     auto_delete,
                     internal,
                     arguments,
-                });
+                }));
             }
-            PersistOp::DeleteExchange { vhost, name } => batch.delete_exchange(&vhost, &name),
+            PersistOp::DeleteExchange { vhost, name } => {
+                w.define(DefinitionWrite::DeleteExchange { vhost, name })
+            }
             PersistOp::DeclareQueue {
                 vhost,
                 id,
@@ -395,28 +414,28 @@ fn apply(
                 auto_delete,
                 arguments,
             } => {
-                batch.put_queue(&QueueRecord {
+                w.define(DefinitionWrite::PutQueue(QueueRecord {
                     id,
                     vhost,
                     name,
                     auto_delete,
                     arguments,
-                });
+                }));
             }
             PersistOp::DeleteQueue { vhost, name, id } => {
-                batch.delete_queue(&vhost, &name);
+                w.define(DefinitionWrite::DeleteQueue { vhost, name });
                 // The queue's index entries must be gone with what came
                 // before them applied first.
-                msgs.drain_into(&mut batch);
-                let earlier = std::mem::take(&mut batch);
-                if let Err(e) = p.store.apply(earlier) {
+                if let Err(e) = w.apply_to(p) {
                     result = Err(e);
                 }
-                match p.store.purge_queue_index(id) {
+                // A failed purge removes nothing and releases nothing, so
+                // it leaves the counts in step (the entries stay behind).
+                match p.writable().and_then(|()| p.journal.purge_queue_index(id)) {
                     Ok(ids) => {
                         for msg in ids {
                             if release(refs, msg) {
-                                msgs.forget(msg);
+                                w.forget(msg);
                             }
                         }
                     }
@@ -430,7 +449,13 @@ fn apply(
                 routing_key,
                 arguments,
             } => {
-                batch.put_binding(&binding(vhost, source, destination, routing_key, arguments));
+                w.define(DefinitionWrite::PutBinding(binding(
+                    vhost,
+                    source,
+                    destination,
+                    routing_key,
+                    arguments,
+                )));
             }
             PersistOp::Unbind {
                 vhost,
@@ -439,14 +464,17 @@ fn apply(
                 routing_key,
                 arguments,
             } => {
-                batch.delete_binding(&binding(vhost, source, destination, routing_key, arguments));
+                w.define(DefinitionWrite::DeleteBinding(binding(
+                    vhost,
+                    source,
+                    destination,
+                    routing_key,
+                    arguments,
+                )));
             }
         }
     }
-    msgs.drain_into(&mut batch);
-    if !batch.is_empty()
-        && let Err(e) = p.store.apply(batch)
-    {
+    if let Err(e) = w.apply_to(p) {
         result = Err(e);
     }
     (result, barriers, written)
