@@ -568,7 +568,9 @@ impl<'a> Reader<'a> {
     pub fn shortstr_utf8(&mut self) -> Result<ShortStr, DecodeError> {
         let r = length_data(be_u8).parse(self.rest);
         let s = self.run(r)?;
-        if std::str::from_utf8(s).is_err() {
+        // Names and keys are nearly always ASCII, which is checked a word
+        // at a time; only others take the full UTF-8 validation.
+        if !s.is_ascii() && std::str::from_utf8(s).is_err() {
             return Err(DecodeError::new(ErrorKind::MalformedUtf8));
         }
         // At most 255 bytes: length_data(be_u8) read it.

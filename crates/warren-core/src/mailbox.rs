@@ -126,34 +126,36 @@ impl Mailbox {
         }
     }
 
-    /// Adds a delivery: to the last event if that one is for the same
-    /// consumer of the same queue, so that a stream of deliveries costs
-    /// one event per batch.
-    pub(crate) fn deliver(
+    /// Adds a run of deliveries to one consumer under one lock: appended
+    /// to the last event if that one is for the same consumer of the same
+    /// queue. A queue's executor hands over all of one command's
+    /// deliveries to a consumer this way.
+    pub(crate) fn deliver_run(
         self: &Arc<Self>,
         channel: u16,
         consumer_tag: &ShortStr,
         ack: bool,
         queue: &QueueRef,
-        message: QueuedMessage,
+        messages: impl Iterator<Item = QueuedMessage>,
     ) {
-        self.add(|q| match q.back_mut() {
-            Some(Event::Deliver {
-                channel: c,
-                consumer_tag: t,
-                ack: a,
-                queue: qu,
-                messages,
-            }) if *c == channel && *a == ack && qu.id == queue.id && t == consumer_tag => {
-                messages.push(message);
+        self.add(|q| {
+            let same = matches!(
+                q.back(),
+                Some(Event::Deliver { channel: c, consumer_tag: t, ack: a, queue: qu, .. })
+                    if *c == channel && *a == ack && qu.id == queue.id && t == consumer_tag
+            );
+            if !same {
+                q.push_back(Event::Deliver {
+                    channel,
+                    consumer_tag: consumer_tag.clone(),
+                    ack,
+                    queue: queue.clone(),
+                    messages: Vec::new(),
+                });
             }
-            _ => q.push_back(Event::Deliver {
-                channel,
-                consumer_tag: consumer_tag.clone(),
-                ack,
-                queue: queue.clone(),
-                messages: vec![message],
-            }),
+            if let Some(Event::Deliver { messages: m, .. }) = q.back_mut() {
+                m.extend(messages);
+            }
         });
     }
 

@@ -1081,10 +1081,15 @@ impl VHost {
     /// exchange, with RabbitMQ's `x-death` and `x-first-death-*` headers.
     /// Without a dead-letter exchange (or if it does not exist) they are
     /// dropped, as in RabbitMQ.
+    #[inline]
     pub fn dead_letter(&self, from: &Queue, dead: DeadLetters) {
-        if dead.is_empty() {
-            return;
+        // Almost always empty: keep that check inline at every call site.
+        if !dead.is_empty() {
+            self.route_dead_letters(from, dead);
         }
+    }
+
+    fn route_dead_letters(&self, from: &Queue, dead: DeadLetters) {
         let Some(now) = dead.now else { return };
         let Some(dlx_name) = &from.args.dead_letter_exchange else {
             return;

@@ -457,11 +457,17 @@ impl Queue {
         } else {
             fx.persist.clear();
         }
-        for (i, message) in fx.deliver.drain(..) {
-            let (Some(c), Some(sink)) = (st.consumers.get(i), sinks.get(i)) else {
-                continue;
-            };
-            sink.deliver(c.channel, &c.tag, c.ack, &self.me, message);
+        // Runs of deliveries to one consumer go into its mailbox under one
+        // lock of it (usually a command's deliveries are all one run).
+        let mut run = fx.deliver.drain(..).peekable();
+        while let Some(&(i, _)) = run.peek() {
+            let messages = std::iter::from_fn(|| run.next_if(|d| d.0 == i).map(|d| d.1));
+            match (st.consumers.get(i), sinks.get(i)) {
+                (Some(c), Some(sink)) => {
+                    sink.deliver_run(c.channel, &c.tag, c.ack, &self.me, messages);
+                }
+                _ => messages.for_each(drop),
+            }
         }
         if fx.throttle
             && let Some(p) = publisher
@@ -746,13 +752,17 @@ impl Queue {
         settled: u32,
         requeue: impl IntoIterator<Item = QueuedMessage>,
         acked: Vec<QueuedMessage>,
-        rejected: Vec<QueuedMessage>,
+        mut rejected: Vec<QueuedMessage>,
     ) -> DeadLetters {
         let mut inner = self.lock();
         let Inner { st, fx, .. } = &mut *inner;
-        st.settle(fx, who, settled, requeue, acked, rejected);
+        st.settle(fx, who, settled, requeue, &acked, &mut rejected);
         self.apply(&mut inner, None);
-        self.finish(inner)
+        let dead = self.finish(inner);
+        // The lock is gone: freeing the settled messages (often the last
+        // reference to each) no longer holds up the queue.
+        drop((acked, rejected));
+        dead
     }
 
     /// Delivers what the consumers have room for.

@@ -554,6 +554,10 @@ impl QueueState {
     /// Deliveries to one consumer (or to `basic.get` when `consumer` is
     /// `None`) are over: `settled` units of its prefetch are free again,
     /// `requeue` goes back in place, `acked` is done, `rejected` dies.
+    /// What the queue keeps no reference to (the acked messages, and the
+    /// rejected ones when there is no dead-letter exchange) stays with the
+    /// caller, to be dropped once the queue's lock is released: freeing
+    /// messages under it made publishers wait.
     #[allow(
         clippy::too_many_arguments,
         reason = "one command for every way a delivery ends"
@@ -564,8 +568,8 @@ impl QueueState {
         (conn, channel, consumer): (ConnId, u16, Option<&ShortStr>),
         settled: u32,
         requeue: impl IntoIterator<Item = QueuedMessage>,
-        acked: Vec<QueuedMessage>,
-        rejected: Vec<QueuedMessage>,
+        acked: &[QueuedMessage],
+        rejected: &mut Vec<QueuedMessage>,
     ) {
         if let Some(tag) = consumer
             && let Some(c) = self.consumers.iter_mut().find(|c| c.is(conn, channel, tag))
@@ -575,10 +579,7 @@ impl QueueState {
         // Once deleted, the store dropped everything this queue held.
         let live = !self.deleted;
         if live {
-            for m in &acked {
-                self.dequeue_op(fx, m.seq, m.message.store_id);
-            }
-            for m in &rejected {
+            for m in acked.iter().chain(rejected.iter()) {
                 self.dequeue_op(fx, m.seq, m.message.store_id);
             }
         }
@@ -596,7 +597,7 @@ impl QueueState {
         }
         if self.args.dead_letter_exchange.is_some() {
             fx.dead
-                .extend(rejected.into_iter().map(|m| (m, DeathReason::Rejected)));
+                .extend(rejected.drain(..).map(|m| (m, DeathReason::Rejected)));
         }
         if any || settled > 0 {
             self.dispatch(fx);
@@ -1002,8 +1003,8 @@ mod tests {
             (1, 1, Some(&"c".into())),
             1,
             [],
-            vec![a],
-            Vec::new(),
+            &[a],
+            &mut Vec::new(),
         );
         assert_eq!(
             show(&mut fx),
