@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Paired A/B of two Warren builds on one scenario: the two binaries run
 # alternately, a fresh broker and data directory per run, so that a noisy
-# machine affects both alike. Prints one line per run and the medians.
+# machine affects both alike. Prints one line per run (msg/s: confirmed
+# with confirms, else received; S6: the drain rate) and the medians.
 #
 #   A=old/warren B=target/release/warren bench/ab.sh S2 [PAIRS]
 #
@@ -20,6 +21,8 @@ case $S in
   S1) ARGS="--producers 1 --consumers 1 --size 16 --autoack" ;;
   S2) ARGS="--producers 1 --consumers 1 --size 16 --confirm 1000 --prefetch 1000" ;;
   S3) ARGS="--producers 1 --consumers 1 --size 1024 --persistent --durable --confirm 1000 --prefetch 1000" ;;
+  S4) ARGS="--producers 1 --fanout 10 --size 16 --autoack" ;;
+  S6) ARGS="--producers 1 --consumers 1 --size 16 --backlog 1000000 --confirm 1000 --prefetch 1000" ;;
   *) echo "unknown scenario $S" >&2; exit 2 ;;
 esac
 OUT=$(mktemp /tmp/warren-ab.XXXXXX)
@@ -32,7 +35,7 @@ for i in $(seq "$N"); do
     for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
     # shellcheck disable=SC2086
     rate=$(timeout 120 "$PERF" --port "$PORT" --duration "$DURATION" --broker-pid "$pid" $ARGS --json 2>/dev/null \
-      | tail -1 | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(round(r["confirmed_rate"] if r["options"]["confirm"] else r["received_rate"]))')
+      | tail -1 | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); b=r.get("backlog"); print(round(b["drain_rate"] if b else r["confirmed_rate"] if r["options"]["confirm"] else r["received_rate"]))')
     echo "$S $side $i $rate" | tee -a "$OUT"
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rm -rf "$data"

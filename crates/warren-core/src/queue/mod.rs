@@ -366,7 +366,26 @@ struct Inner {
     throttled: Vec<Arc<Mailbox>>,
     /// An op is reading messages back right now (with the lock released).
     loading: bool,
-    fx: Effects,
+}
+
+thread_local! {
+    /// The effect buffers, one set per thread and reused by every queue
+    /// operation on it: nothing is allocated once they have grown, and,
+    /// unlike buffers kept in the queue, they never move between cores.
+    static EFFECTS: std::cell::RefCell<Effects> = std::cell::RefCell::new(Effects::default());
+}
+
+/// Runs `f` with this thread's effect buffers, cleared (fresh ones if an
+/// operation is already using them on this thread, which the executor
+/// never does: effects that lead to other queues run after `f`).
+fn with_effects<R>(f: impl FnOnce(&mut Effects) -> R) -> R {
+    EFFECTS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut fx) => {
+            fx.clear();
+            f(&mut fx)
+        }
+        Err(_) => f(&mut Effects::default()),
+    })
 }
 
 /// Result of removing a consumer.
@@ -423,7 +442,6 @@ impl Queue {
                 sinks: Vec::new(),
                 throttled: Vec::new(),
                 loading: false,
-                fx: Effects::default(),
             }),
         })
     }
@@ -442,12 +460,11 @@ impl Queue {
     /// Carries out what must happen under the lock, in order: store ops,
     /// then deliveries, cancels and flow control. Dead letters stay in the
     /// buffer for [`Queue::finish`].
-    fn apply(&self, inner: &mut Inner, publisher: Option<&Arc<Mailbox>>) {
+    fn apply(&self, inner: &mut Inner, fx: &mut Effects, publisher: Option<&Arc<Mailbox>>) {
         let Inner {
             st,
             sinks,
             throttled,
-            fx,
             ..
         } = inner;
         if let Some(store) = &self.store {
@@ -489,22 +506,30 @@ impl Queue {
     /// Ends an op: reads back what the state machine is waiting for (with
     /// the lock released, a few windows at most), then hands back the dead
     /// letters for the caller to route once the lock is gone.
-    fn finish<'a>(self: &'a Arc<Self>, mut inner: MutexGuard<'a, Inner>) -> DeadLetters {
+    fn finish<'a>(
+        self: &'a Arc<Self>,
+        mut inner: MutexGuard<'a, Inner>,
+        fx: &mut Effects,
+    ) -> DeadLetters {
         let mut rounds = 0;
         while inner.st.wants_load() && !inner.loading && rounds < LOAD_ROUNDS {
-            inner = self.load(inner);
+            inner = self.load(inner, fx);
             rounds += 1;
         }
-        inner.fx.load = false;
+        fx.load = false;
         DeadLetters {
-            messages: std::mem::take(&mut inner.fx.dead),
+            messages: std::mem::take(&mut fx.dead),
             now: inner.st.clock,
         }
     }
 
     /// Reads back, with the lock released, what the state machine asked
     /// for, then re-takes the lock and gives it the results.
-    fn load<'a>(self: &'a Arc<Self>, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+    fn load<'a>(
+        self: &'a Arc<Self>,
+        mut inner: MutexGuard<'a, Inner>,
+        fx: &mut Effects,
+    ) -> MutexGuard<'a, Inner> {
         let request = inner.st.take_load_request();
         let Some(store) = self
             .store
@@ -540,11 +565,10 @@ impl Queue {
             .collect();
         let mut inner = self.lock();
         inner.loading = false;
-        let Inner { st, fx, .. } = &mut *inner;
-        for (msg, what) in st.loaded(fx, head, dying) {
+        for (msg, what) in inner.st.loaded(fx, head, dying) {
             tracing::error!(queue = %self.name(), msg, "{what}");
         }
-        self.apply(&mut inner, None);
+        self.apply(&mut inner, fx, None);
         inner
     }
 
@@ -597,11 +621,12 @@ impl Queue {
         if ttl.is_some() {
             self.may_expire.store(true, Ordering::Relaxed);
         }
-        let mut inner = self.lock();
-        let Inner { st, fx, .. } = &mut *inner;
-        let accepted = st.publish(fx, message, ttl, now, publisher.is_some());
-        self.apply(&mut inner, publisher);
-        (accepted, self.finish(inner))
+        with_effects(|fx| {
+            let mut inner = self.lock();
+            let accepted = inner.st.publish(fx, message, ttl, now, publisher.is_some());
+            self.apply(&mut inner, fx, publisher);
+            (accepted, self.finish(inner, fx))
+        })
     }
 
     /// Ready messages (not counting unacknowledged ones), as `declare-ok`
@@ -640,32 +665,34 @@ impl Queue {
             exclusive,
             priority,
         } = consumer;
-        let mut inner = self.lock();
-        let Inner { st, sinks, fx, .. } = &mut *inner;
-        // The sink goes in first, at the index the consumer will have, so
-        // that the deliveries of this very command find it.
-        sinks.push(mailbox);
-        let added = st.add_consumer(
-            fx,
-            ConsumerState {
-                tag,
-                conn,
-                channel,
-                ack,
-                prefetch,
-                credit: channel_credit,
-                exclusive,
-                priority,
-                in_flight: 0,
-            },
-        );
-        if added.is_err() {
-            sinks.pop();
-            fx.clear();
-        }
-        added?;
-        self.apply(&mut inner, None);
-        Ok(self.finish(inner))
+        with_effects(|fx| {
+            let mut inner = self.lock();
+            let Inner { st, sinks, .. } = &mut *inner;
+            // The sink goes in first, at the index the consumer will have, so
+            // that the deliveries of this very command find it.
+            sinks.push(mailbox);
+            let added = st.add_consumer(
+                fx,
+                ConsumerState {
+                    tag,
+                    conn,
+                    channel,
+                    ack,
+                    prefetch,
+                    credit: channel_credit,
+                    exclusive,
+                    priority,
+                    in_flight: 0,
+                },
+            );
+            if added.is_err() {
+                sinks.pop();
+                fx.clear();
+            }
+            added?;
+            self.apply(&mut inner, fx, None);
+            Ok(self.finish(inner, fx))
+        })
     }
 
     /// Removes a consumer.
@@ -675,22 +702,24 @@ impl Queue {
         channel: u16,
         tag: &ShortStr,
     ) -> Removed {
-        let mut inner = self.lock();
-        let Inner { st, sinks, fx, .. } = &mut *inner;
-        let (index, auto_delete_now) = st.remove_consumer(conn, channel, tag);
-        if let Some(i) = index
-            && i < sinks.len()
-        {
-            sinks.remove(i);
-        }
-        // Others may now get what the removed consumer could not take.
-        st.dispatch(fx);
-        self.apply(&mut inner, None);
-        Removed {
-            found: index.is_some(),
-            auto_delete_now,
-            dead: self.finish(inner),
-        }
+        with_effects(|fx| {
+            let mut inner = self.lock();
+            let Inner { st, sinks, .. } = &mut *inner;
+            let (index, auto_delete_now) = st.remove_consumer(conn, channel, tag);
+            if let Some(i) = index
+                && i < sinks.len()
+            {
+                sinks.remove(i);
+            }
+            // Others may now get what the removed consumer could not take.
+            st.dispatch(fx);
+            self.apply(&mut inner, fx, None);
+            Removed {
+                found: index.is_some(),
+                auto_delete_now,
+                dead: self.finish(inner, fx),
+            }
+        })
     }
 
     /// Settles deliveries made to one consumer (or to `basic.get` when
@@ -754,11 +783,14 @@ impl Queue {
         acked: Vec<QueuedMessage>,
         mut rejected: Vec<QueuedMessage>,
     ) -> DeadLetters {
-        let mut inner = self.lock();
-        let Inner { st, fx, .. } = &mut *inner;
-        st.settle(fx, who, settled, requeue, &acked, &mut rejected);
-        self.apply(&mut inner, None);
-        let dead = self.finish(inner);
+        let dead = with_effects(|fx| {
+            let mut inner = self.lock();
+            inner
+                .st
+                .settle(fx, who, settled, requeue, &acked, &mut rejected);
+            self.apply(&mut inner, fx, None);
+            self.finish(inner, fx)
+        });
         // The lock is gone: freeing the settled messages (often the last
         // reference to each) no longer holds up the queue.
         drop((acked, rejected));
@@ -767,11 +799,12 @@ impl Queue {
 
     /// Delivers what the consumers have room for.
     pub fn dispatch(self: &Arc<Self>) -> DeadLetters {
-        let mut inner = self.lock();
-        let Inner { st, fx, .. } = &mut *inner;
-        st.dispatch(fx);
-        self.apply(&mut inner, None);
-        self.finish(inner)
+        with_effects(|fx| {
+            let mut inner = self.lock();
+            inner.st.dispatch(fx);
+            self.apply(&mut inner, fx, None);
+            self.finish(inner, fx)
+        })
     }
 
     /// Takes the head message for `basic.get`, with the number left. A
@@ -782,28 +815,29 @@ impl Queue {
         now: Instant,
         no_ack: bool,
     ) -> (Option<(QueuedMessage, u32)>, DeadLetters) {
-        let mut inner = self.lock();
-        let Inner { st, fx, .. } = &mut *inner;
-        let mut got = st.get(fx, now, no_ack);
-        if got.is_none() && inner.st.head_is_paged() {
-            inner.st.need_load = true;
-            inner = self.load(inner);
-            let Inner { st, fx, .. } = &mut *inner;
-            got = st.get(fx, now, no_ack);
-        }
-        self.apply(&mut inner, None);
-        let left = u32::try_from(inner.st.ready_len()).unwrap_or(u32::MAX);
-        let dead = self.finish(inner);
-        (got.map(|m| (m, left)), dead)
+        with_effects(|fx| {
+            let mut inner = self.lock();
+            let mut got = inner.st.get(fx, now, no_ack);
+            if got.is_none() && inner.st.head_is_paged() {
+                inner.st.need_load = true;
+                inner = self.load(inner, fx);
+                got = inner.st.get(fx, now, no_ack);
+            }
+            self.apply(&mut inner, fx, None);
+            let left = u32::try_from(inner.st.ready_len()).unwrap_or(u32::MAX);
+            let dead = self.finish(inner, fx);
+            (got.map(|m| (m, left)), dead)
+        })
     }
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        let mut inner = self.lock();
-        let Inner { st, fx, .. } = &mut *inner;
-        let n = st.purge(fx);
-        self.apply(&mut inner, None);
-        n
+        with_effects(|fx| {
+            let mut inner = self.lock();
+            let n = inner.st.purge(fx);
+            self.apply(&mut inner, fx, None);
+            n
+        })
     }
 
     /// The broker's tick: expires what is due and retries failed reads;
@@ -811,11 +845,12 @@ impl Queue {
     /// `x-expires` and should be deleted.
     pub fn expire(self: &Arc<Self>, now: Instant) -> (bool, DeadLetters) {
         let may_expire = self.may_expire.load(Ordering::Relaxed);
-        let mut inner = self.lock();
-        let Inner { st, fx, .. } = &mut *inner;
-        let unused = st.tick(fx, now, may_expire);
-        self.apply(&mut inner, None);
-        (unused, self.finish(inner))
+        with_effects(|fx| {
+            let mut inner = self.lock();
+            let unused = inner.st.tick(fx, now, may_expire);
+            self.apply(&mut inner, fx, None);
+            (unused, self.finish(inner, fx))
+        })
     }
 
     /// Marks the queue deleted, drops its messages and tells every consumer
@@ -825,19 +860,21 @@ impl Queue {
         if self.deleted.swap(true, Ordering::AcqRel) {
             return 0;
         }
-        let Inner { st, sinks, fx, .. } = &mut *inner;
-        let n = st.delete(fx, vhost, &self.spec.name);
-        for (i, channel, consumer_tag) in fx.cancel.drain(..) {
-            if let Some(sink) = sinks.get(i) {
-                sink.push(Event::Cancelled {
-                    channel,
-                    consumer_tag,
-                });
+        with_effects(|fx| {
+            let Inner { st, sinks, .. } = &mut *inner;
+            let n = st.delete(fx, vhost, &self.spec.name);
+            for (i, channel, consumer_tag) in fx.cancel.drain(..) {
+                if let Some(sink) = sinks.get(i) {
+                    sink.push(Event::Cancelled {
+                        channel,
+                        consumer_tag,
+                    });
+                }
             }
-        }
-        sinks.clear();
-        self.apply(&mut inner, None);
-        n
+            sinks.clear();
+            self.apply(&mut inner, fx, None);
+            n
+        })
     }
 
     /// Whether the queue has no consumers (RabbitMQ's `if-unused`).
