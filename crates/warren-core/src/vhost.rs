@@ -291,15 +291,8 @@ impl VHost {
         };
         if let Some(existing) = self.exchange(name.as_bytes()) {
             let s = &existing.spec;
-            let mismatch = |arg: &str, received: &str, current: &str| Refusal::Inequivalent {
-                kind: Kind::Exchange,
-                name: name.clone(),
-                vhost: self.name.clone(),
-                mismatch: Box::new(Mismatch {
-                    arg: arg.to_string(),
-                    received: received.to_string(),
-                    current: current.to_string(),
-                }),
+            let mismatch = |arg: &str, received: &str, current: &str| {
+                self.inequivalent(Kind::Exchange, name, arg, received, current)
             };
             if s.kind != kind_parsed {
                 return Err(mismatch("type", kind_parsed.as_str(), s.kind.as_str()));
@@ -588,10 +581,17 @@ impl VHost {
         Ok((q, m, c))
     }
 
-    fn check_equivalent(&self, q: &Queue, d: &QueueDeclare) -> Result<()> {
-        let name = q.name();
-        let mismatch = |arg: &str, received: &str, current: &str| Refusal::Inequivalent {
-            kind: Kind::Queue,
+    /// A redeclare of `name` asked for `received` where `current` exists.
+    fn inequivalent(
+        &self,
+        kind: Kind,
+        name: &ShortStr,
+        arg: &str,
+        received: &str,
+        current: &str,
+    ) -> Refusal {
+        Refusal::Inequivalent {
+            kind,
             name: name.clone(),
             vhost: self.name.clone(),
             mismatch: Box::new(Mismatch {
@@ -599,6 +599,13 @@ impl VHost {
                 received: received.to_string(),
                 current: current.to_string(),
             }),
+        }
+    }
+
+    fn check_equivalent(&self, q: &Queue, d: &QueueDeclare) -> Result<()> {
+        let name = q.name();
+        let mismatch = |arg: &str, received: &str, current: &str| {
+            self.inequivalent(Kind::Queue, name, arg, received, current)
         };
         let current_durable = q.spec.durable || q.spec.exclusive_owner.is_some() && d.durable;
         if current_durable != d.durable && q.spec.exclusive_owner.is_none() {
