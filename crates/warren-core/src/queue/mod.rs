@@ -134,31 +134,20 @@ impl Credit {
     }
 }
 
-/// A consumer as the queue sees it.
+/// A consumer to add to a queue: what the queue's state machine keeps of it
+/// (ids, prefetch, credit), and the mailbox its deliveries go to, which
+/// the executor keeps beside it.
 #[derive(Debug)]
 pub struct Consumer {
-    /// Consumer tag, unique on its channel.
-    pub tag: ShortStr,
-    /// Owning connection.
-    pub conn: ConnId,
-    /// Channel on that connection.
-    pub channel: u16,
-    /// Where deliveries go.
-    pub mailbox: Arc<Mailbox>,
-    /// Whether deliveries must be acknowledged.
-    pub ack: bool,
-    /// Per-consumer prefetch (0 = unlimited).
-    pub prefetch: u32,
-    /// The channel's shared window.
-    pub channel_credit: Arc<Credit>,
-    /// Exclusive consumer.
-    pub exclusive: bool,
-    /// `x-priority`: higher first.
-    pub priority: i64,
+    state: ConsumerState,
+    mailbox: Arc<Mailbox>,
 }
 
 impl Consumer {
-    /// A consumer with nothing in flight.
+    /// A consumer with nothing in flight: `tag` on `channel` of `conn`,
+    /// delivering to `mailbox`, acknowledging or not, with its own
+    /// `prefetch` (0: none) and its channel's shared window, `exclusive`,
+    /// and its `x-priority`.
     #[allow(
         clippy::too_many_arguments,
         reason = "a plain constructor of a plain record"
@@ -175,15 +164,18 @@ impl Consumer {
         priority: i64,
     ) -> Self {
         Consumer {
-            tag,
-            conn,
-            channel,
+            state: ConsumerState {
+                tag,
+                conn,
+                channel,
+                ack,
+                prefetch,
+                credit: channel_credit,
+                exclusive,
+                priority,
+                in_flight: 0,
+            },
             mailbox,
-            ack,
-            prefetch,
-            channel_credit,
-            exclusive,
-            priority,
         }
     }
 }
@@ -516,7 +508,6 @@ impl Queue {
             inner = self.load(inner, fx);
             rounds += 1;
         }
-        fx.load = false;
         DeadLetters {
             messages: std::mem::take(&mut fx.dead),
             now: inner.st.clock,
@@ -654,37 +645,14 @@ impl Queue {
         self: &Arc<Self>,
         consumer: Consumer,
     ) -> Result<DeadLetters, ConsumeRefused> {
-        let Consumer {
-            tag,
-            conn,
-            channel,
-            mailbox,
-            ack,
-            prefetch,
-            channel_credit,
-            exclusive,
-            priority,
-        } = consumer;
+        let Consumer { state, mailbox } = consumer;
         with_effects(|fx| {
             let mut inner = self.lock();
             let Inner { st, sinks, .. } = &mut *inner;
             // The sink goes in first, at the index the consumer will have, so
             // that the deliveries of this very command find it.
             sinks.push(mailbox);
-            let added = st.add_consumer(
-                fx,
-                ConsumerState {
-                    tag,
-                    conn,
-                    channel,
-                    ack,
-                    prefetch,
-                    credit: channel_credit,
-                    exclusive,
-                    priority,
-                    in_flight: 0,
-                },
-            );
+            let added = st.add_consumer(fx, state);
             if added.is_err() {
                 sinks.pop();
                 fx.clear();

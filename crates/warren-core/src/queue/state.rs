@@ -7,9 +7,12 @@
 //! paging are waiting for. It holds no lock, no connection and no store:
 //! each command appends what must follow to an [`Effects`] buffer
 //! (deliveries by consumer index, store ops in order, dead letters with
-//! their reason, consumers to cancel, publishers to hold back or let go,
-//! paged-out messages to read). The same commands at the same times give
-//! the same effects. [`super::Queue`] is the thin executor around it.
+//! their reason, consumers to cancel, publishers to hold back or let go).
+//! Paged-out messages it needs are asked for through
+//! [`QueueState::wants_load`] and [`QueueState::take_load_request`], and
+//! their reads come back with [`QueueState::loaded`]. The same commands at
+//! the same times give the same effects. [`super::Queue`] is the thin
+//! executor around it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -77,9 +80,6 @@ pub(crate) struct Effects {
     pub(crate) throttle: bool,
     /// Let every held-back publisher go.
     pub(crate) release_throttled: bool,
-    /// Paged-out messages to read, with the lock released: (seq, store id)
-    /// at the head, then entries that died while paged out.
-    pub(crate) load: bool,
 }
 
 impl Effects {
@@ -90,7 +90,6 @@ impl Effects {
         self.cancel.clear();
         self.throttle = false;
         self.release_throttled = false;
-        self.load = false;
     }
 }
 
@@ -377,7 +376,6 @@ impl QueueState {
         }
         if e.is_paged() {
             self.dead_paged.push((e, reason));
-            fx.load = true;
             return;
         }
         self.dequeue_op(fx, e.seq, e.store_id());
@@ -626,7 +624,6 @@ impl QueueState {
             if self.ready.front().is_some_and(Entry::is_paged) {
                 if !self.retry_load {
                     self.need_load = true;
-                    fx.load = true;
                 }
                 break;
             }
@@ -751,7 +748,6 @@ impl QueueState {
         }
         if std::mem::take(&mut self.retry_load) || self.need_load {
             self.need_load = true;
-            fx.load = true;
             self.dispatch(fx);
             return false;
         }
