@@ -737,7 +737,7 @@ impl Channel {
                 ctx.grant()
                     .check(Access::Read, Resource::Queue, name.as_bytes())?;
                 let q = ctx.vhost.queue_for(ctx.conn, &name)?;
-                let (got, dead) = q.get(ctx.now, m.no_ack);
+                let (got, dead) = q.get(ctx.now, (!m.no_ack).then_some((ctx.conn, self.id)));
                 ctx.vhost.dead_letter(&q, dead);
                 match got {
                     None => self.send(

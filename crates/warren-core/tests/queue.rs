@@ -73,6 +73,8 @@ enum Step {
     Tick(u64),
     /// Expect this many ready messages.
     Ready(u32),
+    /// Expect this many deliveries unacknowledged.
+    Unacked(u32),
     /// basic.get with no-ack: expect this body, or nothing.
     Get(Option<&'static str>),
     /// Expect the tick to find the queue unused for longer than x-expires.
@@ -265,8 +267,9 @@ impl Harness {
                     self.take_dead(dead);
                 }
                 Step::Ready(n) => assert_eq!(self.q.message_count(), n, "{at}"),
+                Step::Unacked(n) => assert_eq!(self.q.unacked_count(), n, "{at}"),
                 Step::Get(want) => {
-                    let (got, dead) = self.q.get(self.now, true);
+                    let (got, dead) = self.q.get(self.now, None);
                     self.take_dead(dead);
                     assert_eq!(got.map(|(m, _)| body(&m)).as_deref(), want, "{at}");
                 }
@@ -339,6 +342,7 @@ fn requeue_goes_back_to_its_place_redelivered() {
             Pub("c"),
             Consume("c1", 1, 0),
             Got("c1", &["a"]),
+            Unacked(1),
             Requeue("c1", &["a"]),
             Got("c1", &["a*"]),
             Ack("c1", &["a"]),
@@ -346,10 +350,12 @@ fn requeue_goes_back_to_its_place_redelivered() {
             // Cancelling leaves "b" with the channel, unacked...
             Cancel("c1"),
             Ready(1),
+            Unacked(1),
             Get(Some("c")),
             Get(None),
             // ...until the channel requeues it.
             Requeue("c1", &["b"]),
+            Unacked(0),
             Get(Some("b")),
             Get(None),
         ],
@@ -614,13 +620,23 @@ fn global_qos_is_shared_by_the_channels_consumers() {
 
 /// What a queue with one acknowledging consumer must do, as a model: ready
 /// messages in sequence order, at most `prefetch` delivered and unsettled,
-/// a requeued message back in its place and marked redelivered.
+/// a requeued message back in its place and marked redelivered, and every
+/// unsettled delivery counted as unacknowledged, whether it went to the
+/// consumer, to `basic.get`, or to a consumer cancelled since (whose tag a
+/// new consumer on the same channel may reuse).
 #[derive(Debug, Clone)]
 enum Op {
     Publish,
     AckOldest,
     RequeueNewest,
-    Get,
+    Get {
+        ack: bool,
+    },
+    /// Settle the oldest delivery nobody consumes any more.
+    SettleLeftover {
+        requeue: bool,
+    },
+    Cancel,
     Prefetch(u32),
 }
 
@@ -629,16 +645,22 @@ fn op() -> impl Strategy<Value = Op> {
         4 => Just(Op::Publish),
         2 => Just(Op::AckOldest),
         2 => Just(Op::RequeueNewest),
-        1 => Just(Op::Get),
+        1 => any::<bool>().prop_map(|ack| Op::Get { ack }),
+        1 => any::<bool>().prop_map(|requeue| Op::SettleLeftover { requeue }),
+        1 => Just(Op::Cancel),
         1 => (1u32..4).prop_map(Op::Prefetch),
     ]
 }
 
+fn number(m: &QueuedMessage) -> u32 {
+    String::from_utf8_lossy(&m.message.body).parse().unwrap()
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn a_queue_behaves_like_its_model(ops in prop::collection::vec(op(), 1..60)) {
+    fn a_queue_behaves_like_its_model(ops in prop::collection::vec(op(), 1..80)) {
         let q = Queue::new(
             QueueSpec {
                 name: "q".into(),
@@ -652,20 +674,29 @@ proptest! {
             None,
         );
         let now = Instant::now();
+        let tag: ShortStr = "c".into();
         let mut next = 0u32;
-        // The model: ready (body, redelivered) in order; unacked in order
-        // of delivery.
+        // The model: ready (body, redelivered) in order; the consumer's
+        // unacked in order of delivery.
         let mut ready: VecDeque<(u32, bool)> = VecDeque::new();
         let mut unacked: Vec<(u32, bool)> = Vec::new();
+        // What the client holds: the consumer's deliveries, and the ones
+        // left over (from basic.get, with no consumer tag, or from a
+        // cancelled consumer, with its tag).
         let mut held: Vec<QueuedMessage> = Vec::new();
+        let mut leftover: Vec<(QueuedMessage, bool)> = Vec::new();
         let mut prefetch = 0u32;
         let mut consumer: Option<Arc<Mailbox>> = None;
+        let back_in_place = |ready: &mut VecDeque<(u32, bool)>, n: u32| {
+            let pos = ready.iter().position(|(r, _)| *r > n).unwrap_or(ready.len());
+            ready.insert(pos, (n, true));
+        };
         for op in ops {
             match op {
                 Op::Prefetch(p) if consumer.is_none() => {
                     prefetch = p;
                     let mb = Mailbox::new(Box::new(NoWake));
-                    let c = Consumer::new("c".into(), 1, 1, Arc::clone(&mb), true, p, Arc::new(Credit::default()), false, 0);
+                    let c = Consumer::new(tag.clone(), 1, 1, Arc::clone(&mb), true, p, Arc::new(Credit::default()), false, 0);
                     prop_assert!(q.add_consumer(c).unwrap().is_empty());
                     consumer = Some(mb);
                 }
@@ -679,28 +710,53 @@ proptest! {
                 Op::AckOldest if !held.is_empty() => {
                     let m = held.remove(0);
                     unacked.remove(0);
-                    prop_assert!(q.ack(1, 1, Some(&"c".into()), vec![m]).is_empty());
+                    prop_assert!(q.ack(1, 1, Some(&tag), vec![m]).is_empty());
                 }
                 Op::RequeueNewest if !held.is_empty() => {
                     let mut m = held.pop().unwrap();
                     let (n, _) = unacked.pop().unwrap();
                     m.redelivered = true;
-                    // Back in place: before every later message.
-                    let pos = ready.iter().position(|(r, _)| *r > n).unwrap_or(ready.len());
-                    ready.insert(pos, (n, true));
-                    prop_assert!(q.settle(1, 1, Some(&"c".into()), 1, [m]).is_empty());
+                    back_in_place(&mut ready, n);
+                    prop_assert!(q.settle(1, 1, Some(&tag), 1, [m]).is_empty());
                 }
                 Op::AckOldest | Op::RequeueNewest => {}
-                Op::Get => {
-                    let (got, _) = q.get(now, true);
+                Op::Get { ack } => {
+                    let (got, _) = q.get(now, ack.then_some((1, 1)));
                     let want = if consumer.is_some() && (prefetch as usize) > unacked.len() {
                         // The consumer would have taken it already.
                         None
                     } else {
                         ready.pop_front()
                     };
-                    let got = got.map(|(m, _)| (String::from_utf8_lossy(&m.message.body).parse::<u32>().unwrap(), m.redelivered));
-                    prop_assert_eq!(got, want);
+                    let seen = got.as_ref().map(|(m, _)| (number(m), m.redelivered));
+                    prop_assert_eq!(seen, want);
+                    if let Some((m, _)) = got.filter(|_| ack) {
+                        leftover.push((m, false));
+                    }
+                }
+                Op::SettleLeftover { requeue } if !leftover.is_empty() => {
+                    let (mut m, from_consumer) = leftover.remove(0);
+                    // As the channel settles: with the consumer's tag and
+                    // one unit of its window, or as a get.
+                    let (who, units) = if from_consumer { (Some(&tag), 1) } else { (None, 0) };
+                    let dead = if requeue {
+                        m.redelivered = true;
+                        back_in_place(&mut ready, number(&m));
+                        q.settle(1, 1, who, units, [m])
+                    } else {
+                        q.ack(1, 1, who, vec![m])
+                    };
+                    prop_assert!(dead.is_empty());
+                }
+                Op::SettleLeftover { .. } => {}
+                Op::Cancel => {
+                    if consumer.take().is_some() {
+                        let removed = q.remove_consumer(1, 1, &tag);
+                        prop_assert!(removed.found);
+                        leftover.extend(held.drain(..).map(|m| (m, true)));
+                        unacked.clear();
+                        prefetch = 0;
+                    }
                 }
             }
             // The consumer takes the head while it has room.
@@ -716,10 +772,11 @@ proptest! {
                         held.extend(messages);
                     }
                 }
-                let seen: Vec<(u32, bool)> = held.iter().map(|m| (String::from_utf8_lossy(&m.message.body).parse().unwrap(), m.redelivered)).collect();
+                let seen: Vec<(u32, bool)> = held.iter().map(|m| (number(m), m.redelivered)).collect();
                 prop_assert_eq!(&seen, &unacked);
             }
             prop_assert_eq!(q.message_count() as usize, ready.len());
+            prop_assert_eq!(q.unacked_count() as usize, unacked.len() + leftover.len());
         }
     }
 }

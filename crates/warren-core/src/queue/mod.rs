@@ -174,6 +174,7 @@ impl Consumer {
                 exclusive,
                 priority,
                 in_flight: 0,
+                unacked: std::collections::VecDeque::new(),
             },
             mailbox,
         }
@@ -631,6 +632,12 @@ impl Queue {
         u32::try_from(self.lock().st.consumer_count()).unwrap_or(u32::MAX)
     }
 
+    /// Deliveries awaiting acknowledgement (RabbitMQ's
+    /// `messages_unacknowledged`).
+    pub fn unacked_count(&self) -> u32 {
+        u32::try_from(self.lock().st.unacked_len()).unwrap_or(u32::MAX)
+    }
+
     /// Ready messages and consumers in one look.
     pub fn counts(&self) -> (u32, u32) {
         let inner = self.lock();
@@ -778,18 +785,20 @@ impl Queue {
     /// Takes the head message for `basic.get`, with the number left. A
     /// paged-out head is read back first (with the lock released); if that
     /// fails the message stays queued and this get finds nothing for now.
+    /// `ack`: the connection and channel that must settle the message, or
+    /// `None` for no-ack.
     pub fn get(
         self: &Arc<Self>,
         now: Instant,
-        no_ack: bool,
+        ack: Option<(ConnId, u16)>,
     ) -> (Option<(QueuedMessage, u32)>, DeadLetters) {
         with_effects(|fx| {
             let mut inner = self.lock();
-            let mut got = inner.st.get(fx, now, no_ack);
+            let mut got = inner.st.get(fx, now, ack);
             if got.is_none() && inner.st.head_is_paged() {
                 inner.st.need_load = true;
                 inner = self.load(inner, fx);
-                got = inner.st.get(fx, now, no_ack);
+                got = inner.st.get(fx, now, ack);
             }
             self.apply(&mut inner, fx, None);
             let left = u32::try_from(inner.st.ready_len()).unwrap_or(u32::MAX);
@@ -992,7 +1001,7 @@ mod tests {
         assert!(store.dequeued.lock().unwrap().is_empty());
         assert!(q.load_failures() >= 1);
         // basic.get finds nothing it can read yet, and takes nothing.
-        assert!(q.get(Instant::now(), true).0.is_none());
+        assert!(q.get(Instant::now(), None).0.is_none());
         assert_eq!(q.message_count(), 3);
         // The store recovers; the broker's tick retries.
         store.fail.store(false, Ordering::SeqCst);
@@ -1017,9 +1026,9 @@ mod tests {
         store.messages.lock().unwrap().remove(&2);
         // The first get reads the window: message 2 is gone from the
         // store, so it is skipped (and dequeued there).
-        let (m, left) = q.get(Instant::now(), true).0.unwrap();
+        let (m, left) = q.get(Instant::now(), None).0.unwrap();
         assert_eq!((&m.message.body[..], left), (&b"m1"[..], 1));
-        let (m, left) = q.get(Instant::now(), true).0.unwrap();
+        let (m, left) = q.get(Instant::now(), None).0.unwrap();
         assert_eq!((&m.message.body[..], left), (&b"m3"[..], 0));
         assert!(store.dequeued.lock().unwrap().contains(&2));
         assert_eq!(

@@ -41,7 +41,38 @@ pub(crate) struct ConsumerState {
     pub(crate) credit: Arc<Credit>,
     pub(crate) exclusive: bool,
     pub(crate) priority: i64,
+    /// For a no-ack consumer: deliveries its connection has not written
+    /// out yet.
     pub(crate) in_flight: u32,
+    /// Sequence numbers delivered to this consumer and not yet settled
+    /// (acknowledging consumers only), oldest first.
+    pub(crate) unacked: VecDeque<u64>,
+}
+
+/// Deliveries awaiting settlement on a channel that no live consumer of
+/// this queue owns: `basic.get` with ack, and those of consumers cancelled
+/// before their messages were settled.
+#[derive(Debug)]
+struct Held {
+    conn: ConnId,
+    channel: u16,
+    seqs: VecDeque<u64>,
+}
+
+/// Removes `seq` from a list of unsettled deliveries, which are mostly
+/// settled in the order they went out.
+fn forget(seqs: &mut VecDeque<u64>, seq: u64) -> bool {
+    if seqs.front() == Some(&seq) {
+        seqs.pop_front();
+        return true;
+    }
+    match seqs.iter().position(|&s| s == seq) {
+        Some(i) => {
+            seqs.remove(i);
+            true
+        }
+        None => false,
+    }
 }
 
 impl ConsumerState {
@@ -51,7 +82,7 @@ impl ConsumerState {
 
     fn has_room(&self) -> bool {
         if self.ack {
-            self.prefetch == 0 || self.in_flight < self.prefetch
+            self.prefetch == 0 || self.unacked.len() < self.prefetch as usize
         } else {
             // No-ack deliveries count until their connection has written
             // them out, so a slow no-ack consumer holds back the queue
@@ -306,6 +337,8 @@ pub(crate) struct QueueState {
     pub(crate) ready: Ready,
     next_seq: u64,
     pub(crate) consumers: Vec<ConsumerState>,
+    /// Unsettled deliveries no live consumer owns, by channel.
+    held: Vec<Held>,
     /// Index to start the next round-robin scan at.
     cursor: usize,
     /// Set once a consumer has ever subscribed.
@@ -340,6 +373,7 @@ impl QueueState {
             store_id,
             next_seq: 0,
             consumers: Vec::new(),
+            held: Vec::new(),
             cursor: 0,
             had_consumer: false,
             clock: None,
@@ -537,7 +571,9 @@ impl QueueState {
     ) -> (Option<usize>, bool) {
         let index = self.consumers.iter().position(|c| c.is(conn, channel, tag));
         if let Some(i) = index {
-            self.consumers.remove(i);
+            let gone = self.consumers.remove(i);
+            // Its deliveries stay out until their channel settles them.
+            self.hold(conn, channel, gone.unacked);
         }
         if self.cursor >= self.consumers.len() {
             self.cursor = 0;
@@ -569,21 +605,29 @@ impl QueueState {
         acked: &[QueuedMessage],
         rejected: &mut Vec<QueuedMessage>,
     ) {
-        if let Some(tag) = consumer
-            && let Some(c) = self.consumers.iter_mut().find(|c| c.is(conn, channel, tag))
+        let owner =
+            consumer.and_then(|tag| self.consumers.iter().position(|c| c.is(conn, channel, tag)));
+        // An acknowledging consumer's window is its unacked deliveries,
+        // freed below as they are found; `settled` counts a no-ack
+        // consumer's written-out ones.
+        if let Some(i) = owner
+            && !self.consumers[i].ack
         {
+            let c = &mut self.consumers[i];
             c.in_flight = c.in_flight.saturating_sub(settled);
         }
         // Once deleted, the store dropped everything this queue held.
         let live = !self.deleted;
         if live {
             for m in acked.iter().chain(rejected.iter()) {
+                self.untrack(owner, conn, channel, m.seq);
                 self.dequeue_op(fx, m.seq, m.message.store_id);
             }
         }
         let mut any = false;
         if live {
             for m in requeue {
+                self.untrack(owner, conn, channel, m.seq);
                 self.ready.insert_by_seq(Entry {
                     seq: m.seq,
                     payload: Payload::Resident(m.message),
@@ -641,7 +685,12 @@ impl QueueState {
                     }
                 });
             }
-            self.consumers[i].in_flight += 1;
+            let c = &mut self.consumers[i];
+            if c.ack {
+                c.unacked.push_back(message.seq);
+            } else {
+                c.in_flight += 1;
+            }
             fx.deliver.push((i, message));
             self.cursor = i + 1;
             self.last_delivery = self.clock;
@@ -699,12 +748,14 @@ impl QueueState {
 
     /// `basic.get`: the head message, with the number left; `None` when
     /// empty, or when the head is paged out (read it back and ask again).
+    /// `ack`: the channel that must settle it, or `None` for no-ack.
     pub(crate) fn get(
         &mut self,
         fx: &mut Effects,
         now: Instant,
-        no_ack: bool,
+        ack: Option<(ConnId, u16)>,
     ) -> Option<QueuedMessage> {
+        let no_ack = ack.is_none();
         self.touch(now);
         self.expire_head(fx);
         if self.ready.front().is_none_or(Entry::is_paged) {
@@ -720,6 +771,9 @@ impl QueueState {
                     PersistOp::Delivered { queue, seq, msg }
                 }
             });
+        }
+        if let Some((conn, channel)) = ack {
+            self.hold(conn, channel, VecDeque::from([m.seq]));
         }
         Some(m)
     }
@@ -772,6 +826,7 @@ impl QueueState {
         self.deleted = true;
         let n = u32::try_from(self.ready.drain().len()).unwrap_or(u32::MAX);
         self.dead_paged.clear();
+        self.held.clear();
         if self.throttled > 0 {
             fx.release_throttled = true;
         }
@@ -892,6 +947,57 @@ impl QueueState {
     pub(crate) fn consumer_count(&self) -> usize {
         self.consumers.len()
     }
+
+    /// Deliveries not yet acknowledged, rejected or requeued, whoever
+    /// holds them (RabbitMQ's `messages_unacknowledged`).
+    pub(crate) fn unacked_len(&self) -> usize {
+        self.consumers
+            .iter()
+            .map(|c| c.unacked.len())
+            .sum::<usize>()
+            + self.held.iter().map(|h| h.seqs.len()).sum::<usize>()
+    }
+
+    /// Adds unsettled deliveries to what a channel holds without a live
+    /// consumer.
+    fn hold(&mut self, conn: ConnId, channel: u16, seqs: VecDeque<u64>) {
+        if seqs.is_empty() {
+            return;
+        }
+        match self
+            .held
+            .iter_mut()
+            .find(|h| h.conn == conn && h.channel == channel)
+        {
+            Some(h) => h.seqs.extend(seqs),
+            None => self.held.push(Held {
+                conn,
+                channel,
+                seqs,
+            }),
+        }
+    }
+
+    /// A delivery is settled: forgets it from its consumer (`owner`, an
+    /// index of `consumers`) or, failing that, from what its channel
+    /// holds.
+    fn untrack(&mut self, owner: Option<usize>, conn: ConnId, channel: u16, seq: u64) {
+        if let Some(i) = owner
+            && forget(&mut self.consumers[i].unacked, seq)
+        {
+            return;
+        }
+        if let Some(k) = self
+            .held
+            .iter()
+            .position(|h| h.conn == conn && h.channel == channel)
+        {
+            forget(&mut self.held[k].seqs, seq);
+            if self.held[k].seqs.is_empty() {
+                self.held.swap_remove(k);
+            }
+        }
+    }
 }
 
 impl QueueArgs {
@@ -936,6 +1042,7 @@ mod tests {
             exclusive: false,
             priority: 0,
             in_flight: 0,
+            unacked: VecDeque::new(),
         }
     }
 
