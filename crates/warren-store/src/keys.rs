@@ -13,8 +13,20 @@
 //! | `D e` + u32 len + vhost + u8 len + name | an exchange |
 //! | `D q` + u32 len + vhost + u8 len + name | a durable queue |
 //! | `D b` + u32 len + vhost + source + dest kind + dest + routing key + arguments table | a binding |
+//! | `D u` + u32 len + user | a user |
+//! | `D p` + u32 len + vhost + u32 len + user | a user's permissions in a vhost |
+//! | `D t` + u32 len + vhost + u32 len + user + u32 len + exchange | a user's topic permissions on an exchange |
+//! | `D l` + u32 len + vhost + `u` or `o` + u32 len + name | a policy (`u`) or an operator policy (`o`) |
+//! | `S` + u32 len + name | a setting |
 //! | `M` + msg id u64 | a message |
 //! | `Q` + queue id u64 + seq u64 | an index entry: msg id u64, flags u8 |
+//!
+//! Permissions, topic permissions and policies put the vhost first, like
+//! exchanges and queues, so that everything of one vhost is one prefix scan
+//! per kind (`vhost_scope`). Administration names (users, policies,
+//! exchanges in topic permissions) come from the management API rather than
+//! from a shortstr, so they get u32 lengths. Settings are not definitions:
+//! their own first byte keeps them out of the definitions scan.
 
 use bytes::{BufMut, BytesMut};
 use warren_codec::ShortStr;
@@ -33,6 +45,8 @@ pub(crate) const DEFINITION: u8 = b'D';
 pub(crate) const MESSAGE: u8 = b'M';
 /// First byte of every queue index key.
 pub(crate) const INDEX: u8 = b'Q';
+/// First byte of every setting key.
+pub(crate) const SETTING: u8 = b'S';
 
 /// Second byte of a vhost definition key.
 pub(crate) const VHOST: u8 = b'v';
@@ -42,6 +56,19 @@ pub(crate) const EXCHANGE: u8 = b'e';
 pub(crate) const QUEUE: u8 = b'q';
 /// Second byte of a binding definition key.
 pub(crate) const BINDING: u8 = b'b';
+/// Second byte of a user definition key.
+pub(crate) const USER: u8 = b'u';
+/// Second byte of a permission definition key.
+pub(crate) const PERMISSION: u8 = b'p';
+/// Second byte of a topic permission definition key.
+pub(crate) const TOPIC_PERMISSION: u8 = b't';
+/// Second byte of a policy definition key (po*l*icy: `p` is taken).
+pub(crate) const POLICY: u8 = b'l';
+
+/// Byte after the vhost in a policy key: a user policy.
+const USER_POLICY: u8 = b'u';
+/// Byte after the vhost in a policy key: an operator policy.
+const OPERATOR_POLICY: u8 = b'o';
 
 /// The key of message `id`.
 pub(crate) fn message(id: u64) -> [u8; 9] {
@@ -67,17 +94,19 @@ pub(crate) fn index_prefix(queue: u64) -> [u8; 9] {
     k
 }
 
-fn definition(kind: u8, vhost: &str) -> BytesMut {
+/// The start of a definition key: `D`, `kind`, then `first` (the vhost,
+/// or the user name for users), length-prefixed.
+fn definition(kind: u8, first: &str) -> BytesMut {
     let mut k = BytesMut::with_capacity(64);
     k.put_u8(DEFINITION);
     k.put_u8(kind);
-    put_u32_prefixed(&mut k, vhost.as_bytes());
+    put_u32_prefixed(&mut k, first.as_bytes());
     k
 }
 
 fn put_u32_prefixed(k: &mut BytesMut, b: &[u8]) {
-    // Vhost names come from connection.open (a shortstr) or the
-    // configuration; either is far below 4 GiB.
+    // Names come from connection.open (a shortstr), the configuration or
+    // the management API; all are far below 4 GiB.
     k.put_u32(u32::try_from(b.len()).unwrap_or(u32::MAX));
     k.put_slice(b);
 }
@@ -127,9 +156,59 @@ pub(crate) fn binding(r: &BindingRecord) -> BytesMut {
     k
 }
 
+/// The key of user `name`.
+pub(crate) fn user(name: &str) -> BytesMut {
+    definition(USER, name)
+}
+
+/// The key of `user`'s permissions in `vhost`.
+pub(crate) fn permission(vhost: &str, user: &str) -> BytesMut {
+    let mut k = definition(PERMISSION, vhost);
+    put_u32_prefixed(&mut k, user.as_bytes());
+    k
+}
+
+/// The key of `user`'s topic permissions on `exchange` in `vhost`.
+pub(crate) fn topic_permission(vhost: &str, user: &str, exchange: &str) -> BytesMut {
+    let mut k = definition(TOPIC_PERMISSION, vhost);
+    put_u32_prefixed(&mut k, user.as_bytes());
+    put_u32_prefixed(&mut k, exchange.as_bytes());
+    k
+}
+
+/// The key of policy `name` in `vhost`; operator policies and user
+/// policies are separate namespaces.
+pub(crate) fn policy(vhost: &str, name: &str, operator: bool) -> BytesMut {
+    let mut k = definition(POLICY, vhost);
+    k.put_u8(if operator {
+        OPERATOR_POLICY
+    } else {
+        USER_POLICY
+    });
+    put_u32_prefixed(&mut k, name.as_bytes());
+    k
+}
+
+/// The prefix shared by every `kind` definition of `vhost` (and of no
+/// other vhost: the length in the prefix keeps `a` from matching `ab`).
+pub(crate) fn vhost_scope(kind: u8, vhost: &str) -> BytesMut {
+    definition(kind, vhost)
+}
+
+/// The key of setting `name`.
+pub(crate) fn setting(name: &str) -> BytesMut {
+    let mut k = BytesMut::with_capacity(name.len() + 5);
+    k.put_u8(SETTING);
+    put_u32_prefixed(&mut k, name.as_bytes());
+    k
+}
+
 /// A readable name for `key`, for error messages.
 pub(crate) fn describe(key: &[u8]) -> String {
     match key {
+        [SETTING, _, _, _, _, name @ ..] => {
+            format!("setting \"{}\"", name.escape_ascii())
+        }
         [MESSAGE, id @ ..] if id.len() == 8 => {
             format!("message {}", be_u64(id))
         }
@@ -191,12 +270,61 @@ mod tests {
     }
 
     #[test]
+    fn administration_keys_do_not_collide() {
+        let keys = [
+            user("a"),
+            user("ab"),
+            user(""),
+            permission("a", "b"),
+            permission("ab", ""),
+            permission("", "ab"),
+            permission("b", "a"),
+            topic_permission("a", "b", "c"),
+            topic_permission("a", "bc", ""),
+            topic_permission("a", "", "bc"),
+            topic_permission("ab", "c", ""),
+            policy("a", "p", false),
+            policy("a", "p", true),
+            policy("ap", "", false),
+            policy("a/", "p", false),
+            policy("a", "/p", false),
+            setting("a"),
+            setting(""),
+            vhost("a"),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn a_vhost_scope_holds_that_vhost_only() {
+        let scope = vhost_scope(PERMISSION, "a");
+        assert!(permission("a", "u").starts_with(&scope));
+        assert!(!permission("ab", "u").starts_with(&scope));
+        assert!(!permission("", "au").starts_with(&scope));
+        let scope = vhost_scope(POLICY, "a");
+        assert!(policy("a", "p", false).starts_with(&scope));
+        assert!(policy("a", "p", true).starts_with(&scope));
+        assert!(!policy("a/b", "p", true).starts_with(&scope));
+        let scope = vhost_scope(TOPIC_PERMISSION, "/");
+        assert!(topic_permission("/", "u", "x").starts_with(&scope));
+        assert!(!permission("/", "u").starts_with(&scope));
+    }
+
+    #[test]
     fn describe_names_messages_and_index_entries() {
         assert_eq!(describe(&message(42)), "message 42");
         assert_eq!(describe(&index(3, 17)), "index entry of queue 3 seq 17");
         assert_eq!(
             describe(&queue("/", &ShortStr::from("q"))),
             "key \"Dq\\x00\\x00\\x00\\x01/\\x01q\""
+        );
+        assert_eq!(
+            describe(&setting("seeded/ü")),
+            "setting \"seeded/\\xc3\\xbc\""
         );
     }
 }

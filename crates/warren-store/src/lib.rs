@@ -1,5 +1,7 @@
 //! Warren's durable store: definitions (vhosts, durable exchanges and
-//! queues, bindings) and persistent messages, in one sled database.
+//! queues, bindings), the administration records (users, permissions,
+//! topic permissions, policies, small settings) and persistent messages,
+//! in one sled database.
 //!
 //! # Layout
 //! - [`Store`] opens the data directory, applies [`Batch`]es atomically,
@@ -7,9 +9,11 @@
 //! - [`Batch`] is one group of writes (messages, queue index entries,
 //!   definitions) that lands all together or not at all.
 //! - The record types ([`StoredMessage`], [`QueueRecord`],
-//!   [`ExchangeRecord`], [`BindingRecord`], [`IndexEntry`],
-//!   [`Definitions`]) are what callers read and write; sled's types never
-//!   appear in this API.
+//!   [`ExchangeRecord`], [`BindingRecord`], [`IndexEntry`], [`VhostRecord`],
+//!   [`UserRecord`], [`PermissionRecord`], [`TopicPermissionRecord`],
+//!   [`PolicyRecord`], [`Definitions`]) are what callers read and write;
+//!   sled's types never appear in this API. Settings are plain bytes under
+//!   a name ([`Batch::put_setting`], [`Store::setting`]).
 //! - `keys` lays out the single sled tree (one key prefix per record kind,
 //!   big-endian integers so scans come out ordered), `records` encodes the
 //!   values with the AMQP codec, `error` holds [`StoreError`].
@@ -35,7 +39,8 @@ mod store;
 
 pub use error::StoreError;
 pub use records::{
-    BindingRecord, Definitions, Destination, ExchangeRecord, IndexEntry, QueueRecord, StoredMessage,
+    BindingRecord, Definitions, Destination, ExchangeRecord, IndexEntry, PermissionRecord,
+    PolicyRecord, QueueRecord, StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
 };
 pub use store::{Batch, Store};
 

@@ -10,8 +10,8 @@ use warren_codec::ShortStr;
 
 use crate::error::{StoreError, sled_error};
 use crate::records::{
-    self, BindingRecord, Definitions, ExchangeRecord, Failure, IndexEntry, QueueRecord,
-    StoredMessage,
+    self, BindingRecord, Definitions, ExchangeRecord, Failure, IndexEntry, PermissionRecord,
+    PolicyRecord, QueueRecord, StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
 };
 use crate::{FORMAT_VERSION, keys};
 
@@ -94,15 +94,87 @@ impl Batch {
         self.remove(&keys::index(queue, seq));
     }
 
-    /// Stores vhost `name`.
+    /// Stores vhost `name` with no metadata, replacing any record of it
+    /// (metadata included).
     pub fn put_vhost(&mut self, name: &str) {
-        self.put(&keys::vhost(name), &records::encode_vhost(name));
+        self.put_vhost_record(&VhostRecord::new(name));
     }
 
-    /// Deletes vhost `name` (its exchanges, queues and bindings are the
-    /// caller's to delete).
+    /// Stores a vhost with its metadata, replacing any record of it.
+    pub fn put_vhost_record(&mut self, r: &VhostRecord) {
+        self.put(&keys::vhost(&r.name), &records::encode_vhost(r));
+    }
+
+    /// Deletes vhost `name`. Its exchanges, queues and bindings, and its
+    /// permissions, topic permissions and policies, are the caller's to
+    /// delete too; [`Store::vhost_keys_to_delete`] builds the batch for the
+    /// administration records.
     pub fn delete_vhost(&mut self, name: &str) {
         self.remove(&keys::vhost(name));
+    }
+
+    /// Stores a user, replacing one with the same name.
+    pub fn put_user(&mut self, r: &UserRecord) {
+        self.put(&keys::user(&r.name), &records::encode_user(r));
+    }
+
+    /// Deletes user `name` (its permissions and topic permissions are the
+    /// caller's to delete).
+    pub fn delete_user(&mut self, name: &str) {
+        self.remove(&keys::user(name));
+    }
+
+    /// Stores a user's permissions in a vhost, replacing earlier ones.
+    pub fn put_permission(&mut self, r: &PermissionRecord) {
+        self.put(
+            &keys::permission(&r.vhost, &r.user),
+            &records::encode_permission(r),
+        );
+    }
+
+    /// Deletes `user`'s permissions in `vhost`.
+    pub fn delete_permission(&mut self, user: &str, vhost: &str) {
+        self.remove(&keys::permission(vhost, user));
+    }
+
+    /// Stores a user's topic permissions on an exchange, replacing earlier
+    /// ones for the same user, vhost and exchange.
+    pub fn put_topic_permission(&mut self, r: &TopicPermissionRecord) {
+        self.put(
+            &keys::topic_permission(&r.vhost, &r.user, &r.exchange),
+            &records::encode_topic_permission(r),
+        );
+    }
+
+    /// Deletes `user`'s topic permissions on `exchange` in `vhost`.
+    pub fn delete_topic_permission(&mut self, user: &str, vhost: &str, exchange: &str) {
+        self.remove(&keys::topic_permission(vhost, user, exchange));
+    }
+
+    /// Stores a policy, replacing the one of the same kind (operator or
+    /// user) with the same vhost and name.
+    pub fn put_policy(&mut self, r: &PolicyRecord) {
+        self.put(
+            &keys::policy(&r.vhost, &r.name, r.operator),
+            &records::encode_policy(r),
+        );
+    }
+
+    /// Deletes policy `name` in `vhost`: the operator policy if `operator`,
+    /// else the user policy.
+    pub fn delete_policy(&mut self, vhost: &str, name: &str, operator: bool) {
+        self.remove(&keys::policy(vhost, name, operator));
+    }
+
+    /// Stores setting `name` (a small opaque value, such as a marker that
+    /// users were seeded from the configuration file).
+    pub fn put_setting(&mut self, name: &str, value: &[u8]) {
+        self.put(&keys::setting(name), &records::encode_setting(value));
+    }
+
+    /// Deletes setting `name`.
+    pub fn delete_setting(&mut self, name: &str) {
+        self.remove(&keys::setting(name));
     }
 
     /// Stores an exchange, replacing one with the same vhost and name.
@@ -413,7 +485,46 @@ impl Store {
         Ok(entries.into_iter().map(|e| e.msg_id).collect())
     }
 
-    /// Reads every definition, each kind in key order.
+    /// A batch deleting vhost `vhost`'s record and its permissions, topic
+    /// permissions and policies (user and operator), as stored now. Its
+    /// exchanges, queues and bindings are not in it: the caller deletes
+    /// them as it deletes each entity, and may add those deletions to the
+    /// returned batch to apply it all at once. Records written between this
+    /// call and the apply survive it; the server builds and applies it on
+    /// its persistence thread, which serialises them.
+    pub fn vhost_keys_to_delete(&self, vhost: &str) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
+        for kind in [keys::PERMISSION, keys::TOPIC_PERMISSION, keys::POLICY] {
+            for item in self.db().scan_prefix(keys::vhost_scope(kind, vhost)).keys() {
+                let k = item.map_err(sled_error(|| {
+                    format!("reading the administration records of vhost {vhost:?}")
+                }))?;
+                batch.remove(&k);
+            }
+        }
+        batch.delete_vhost(vhost);
+        Ok(batch)
+    }
+
+    /// Reads setting `name`, if it is stored.
+    pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = keys::setting(name);
+        let Some(v) = self
+            .db()
+            .get(&k)
+            .map_err(sled_error(|| format!("reading setting {name:?}")))?
+        else {
+            return Ok(None);
+        };
+        records::decode_setting(&bytes(&v))
+            .map(Some)
+            .map_err(failure(&k))
+    }
+
+    /// Reads every definition (vhosts, exchanges, queues, bindings, users,
+    /// permissions, topic permissions, policies), each kind in key order.
+    /// Key order is not alphabetical: names are length-prefixed, so a
+    /// shorter vhost or user comes first; sort for display.
     pub fn definitions(&self) -> Result<Definitions, StoreError> {
         let mut defs = Definitions::default();
         for item in self.db().scan_prefix([keys::DEFINITION]) {
@@ -432,6 +543,18 @@ impl Store {
                 Some(keys::BINDING) => defs
                     .bindings
                     .push(records::decode_binding(&v).map_err(failure(&k))?),
+                Some(keys::USER) => defs
+                    .users
+                    .push(records::decode_user(&v).map_err(failure(&k))?),
+                Some(keys::PERMISSION) => defs
+                    .permissions
+                    .push(records::decode_permission(&v).map_err(failure(&k))?),
+                Some(keys::TOPIC_PERMISSION) => defs
+                    .topic_permissions
+                    .push(records::decode_topic_permission(&v).map_err(failure(&k))?),
+                Some(keys::POLICY) => defs
+                    .policies
+                    .push(records::decode_policy(&v).map_err(failure(&k))?),
                 _ => {
                     return Err(StoreError::Corrupt {
                         what: format!("{}: unknown definition kind", keys::describe(&k)),
@@ -622,7 +745,7 @@ mod tests {
         let store = Store::open(&dir.0).unwrap();
         assert_eq!(
             store.definitions().unwrap().vhosts,
-            vec!["kept".to_string()]
+            vec![VhostRecord::new("kept")]
         );
         assert_eq!(store.message_count().unwrap(), 1);
         assert!(!sibling(&dir.0, ".old").exists() && !sibling(&dir.0, ".compact").exists());
@@ -646,7 +769,7 @@ mod tests {
         let store = Store::open(&dir.0).unwrap();
         assert_eq!(
             store.definitions().unwrap().vhosts,
-            vec!["from-copy".to_string()]
+            vec![VhostRecord::new("from-copy")]
         );
         drop(store);
         assert!(!old.exists() && !tmp.exists());
@@ -655,7 +778,7 @@ mod tests {
         let store = Store::open(&dir.0).unwrap();
         assert_eq!(
             store.definitions().unwrap().vhosts,
-            vec!["from-copy".to_string()]
+            vec![VhostRecord::new("from-copy")]
         );
         assert!(!tmp.exists());
         drop(store);
@@ -707,7 +830,7 @@ mod tests {
         }
         let store = Store::open(&dir.0).unwrap();
         let defs = store.definitions().unwrap();
-        assert_eq!(defs.vhosts, ["/"]);
+        assert_eq!(defs.vhosts, [VhostRecord::new("/")]);
         assert_eq!(defs.exchanges, [exchange]);
         assert_eq!(defs.queues, [queue]);
         assert_eq!(defs.bindings, std::slice::from_ref(&binding));
@@ -821,6 +944,60 @@ mod tests {
             store.load_message(6),
             Err(StoreError::NewerFormat { .. })
         ));
+    }
+
+    #[test]
+    fn name_only_vhost_records_on_disk_still_read() {
+        // A data directory as earlier builds left it: the version record
+        // and vhosts holding only their names (bytes spelled out, not
+        // produced by today's encoder).
+        let dir = TempDir::new("oldvhost");
+        {
+            let store = Store::open(&dir.0).unwrap();
+            for name in ["/", "prod"] {
+                let mut key = vec![keys::DEFINITION, keys::VHOST];
+                key.extend_from_slice(&(name.len() as u32).to_be_bytes());
+                key.extend_from_slice(name.as_bytes());
+                let mut value = vec![1u8];
+                value.extend_from_slice(&(name.len() as u32).to_be_bytes());
+                value.extend_from_slice(name.as_bytes());
+                store.db().insert(key, value).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        let store = Store::open(&dir.0).unwrap();
+        assert_eq!(
+            store.definitions().unwrap().vhosts,
+            [VhostRecord::new("/"), VhostRecord::new("prod")]
+        );
+        // Adding metadata later rewrites the record in place.
+        let mut b = Batch::default();
+        b.put_vhost_record(&VhostRecord {
+            description: "production".to_owned(),
+            ..VhostRecord::new("prod")
+        });
+        store.apply(b).unwrap();
+        let vhosts = store.definitions().unwrap().vhosts;
+        assert_eq!(vhosts.len(), 2);
+        assert_eq!(vhosts[1].description, "production");
+    }
+
+    #[test]
+    fn corrupt_administration_records_are_errors_naming_the_key() {
+        let dir = TempDir::new("corruptadmin");
+        let store = Store::open(&dir.0).unwrap();
+        store
+            .db()
+            .insert(&keys::setting("marker")[..], &[FORMAT_VERSION, 0][..])
+            .unwrap();
+        let text = corrupt_text(store.setting("marker"));
+        assert!(text.contains("setting \"marker\""), "{text}");
+        store
+            .db()
+            .insert(&keys::user("mallory")[..], &[FORMAT_VERSION, 0][..])
+            .unwrap();
+        let text = corrupt_text(store.definitions());
+        assert!(text.contains("mallory"), "{text}");
     }
 
     #[test]

@@ -5,15 +5,15 @@
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use bytes::Bytes;
 use warren_codec::{BasicProperties, FieldTable, FieldValue, LongStr, ShortStr};
 use warren_store::{
-    Batch, BindingRecord, Destination, ExchangeRecord, IndexEntry, QueueRecord, Store,
-    StoredMessage,
+    Batch, BindingRecord, Destination, ExchangeRecord, IndexEntry, PermissionRecord, PolicyRecord,
+    QueueRecord, Store, StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
 };
 
 /// A directory under the system temp dir, removed on drop.
@@ -69,6 +69,18 @@ impl Rng {
 
 const VHOSTS: [&str; 3] = ["/", "prod", "a/b"];
 const NAMES: [&str; 4] = ["", "q1", "orders", "amq.gen-x"];
+/// User, policy and setting names: empty, a separator, unicode.
+const ADMIN_NAMES: [&str; 4] = ["", "guest", "a/b", "ünï"];
+
+fn pick_string(rng: &mut Rng, items: &[&str]) -> String {
+    rng.pick(items).to_string()
+}
+
+fn tags(rng: &mut Rng) -> Vec<String> {
+    (0..rng.below(3))
+        .map(|_| pick_string(rng, &["", "administrator", "eu/west"]))
+        .collect()
+}
 
 fn short(rng: &mut Rng) -> ShortStr {
     ShortStr::from(*rng.pick(&NAMES))
@@ -137,10 +149,28 @@ fn message(rng: &mut Rng) -> StoredMessage {
 struct Model {
     messages: BTreeMap<u64, StoredMessage>,
     index: BTreeMap<(u64, u64), (u64, bool)>,
-    vhosts: BTreeSet<String>,
+    vhosts: BTreeMap<String, VhostRecord>,
     exchanges: BTreeMap<(String, ShortStr), ExchangeRecord>,
     queues: BTreeMap<(String, ShortStr), QueueRecord>,
     bindings: Vec<BindingRecord>,
+    users: BTreeMap<String, UserRecord>,
+    /// Keyed by (vhost, user).
+    permissions: BTreeMap<(String, String), PermissionRecord>,
+    /// Keyed by (vhost, user, exchange).
+    topic_permissions: BTreeMap<(String, String, String), TopicPermissionRecord>,
+    /// Keyed by (vhost, operator, name).
+    policies: BTreeMap<(String, bool, String), PolicyRecord>,
+    settings: BTreeMap<String, Vec<u8>>,
+}
+
+impl Model {
+    /// What [`Store::vhost_keys_to_delete`] removes.
+    fn delete_vhost_admin(&mut self, vhost: &str) {
+        self.vhosts.remove(vhost);
+        self.permissions.retain(|(v, _), _| v != vhost);
+        self.topic_permissions.retain(|(v, _, _), _| v != vhost);
+        self.policies.retain(|(v, _, _), _| v != vhost);
+    }
 }
 
 /// Ids small enough that operations often hit existing records.
@@ -148,7 +178,7 @@ const QUEUES: u64 = 4;
 
 /// Adds one random operation to `batch` and to `model`.
 fn random_op(rng: &mut Rng, model: &mut Model, batch: &mut Batch, next_msg: &mut u64) {
-    match rng.below(14) {
+    match rng.below(19) {
         0..=2 => {
             let id = if rng.chance(8) && !model.messages.is_empty() {
                 // Overwrite an existing message.
@@ -194,9 +224,18 @@ fn random_op(rng: &mut Rng, model: &mut Model, batch: &mut Batch, next_msg: &mut
             if rng.chance(3) {
                 batch.delete_vhost(&v);
                 model.vhosts.remove(&v);
-            } else {
+            } else if rng.chance(2) {
                 batch.put_vhost(&v);
-                model.vhosts.insert(v);
+                model.vhosts.insert(v.clone(), VhostRecord::new(v));
+            } else {
+                let r = VhostRecord {
+                    name: v.clone(),
+                    description: pick_string(rng, &["", "production", "ü/x"]),
+                    tags: tags(rng),
+                    default_queue_type: pick_string(rng, &["", "classic", "quorum"]),
+                };
+                batch.put_vhost_record(&r);
+                model.vhosts.insert(v, r);
             }
         }
         9 => {
@@ -232,6 +271,88 @@ fn random_op(rng: &mut Rng, model: &mut Model, batch: &mut Batch, next_msg: &mut
                 };
                 batch.put_queue(&r);
                 model.queues.insert((vhost, name), r);
+            }
+        }
+        14 => {
+            let name = pick_string(rng, &ADMIN_NAMES);
+            if rng.chance(3) {
+                batch.delete_user(&name);
+                model.users.remove(&name);
+            } else {
+                let r = UserRecord {
+                    name: name.clone(),
+                    password_hash: pick_string(rng, &["", "c2FsdA==", &"h".repeat(300)]),
+                    hashing_algorithm: "rabbit_password_hashing_sha256".to_owned(),
+                    tags: tags(rng),
+                };
+                batch.put_user(&r);
+                model.users.insert(name, r);
+            }
+        }
+        15 => {
+            let (vhost, user) = (pick_string(rng, &VHOSTS), pick_string(rng, &ADMIN_NAMES));
+            if rng.chance(3) {
+                batch.delete_permission(&user, &vhost);
+                model.permissions.remove(&(vhost, user));
+            } else {
+                let r = PermissionRecord {
+                    user: user.clone(),
+                    vhost: vhost.clone(),
+                    configure: pick_string(rng, &["", ".*", "^amq\\.gen"]),
+                    write: pick_string(rng, &["", ".*"]),
+                    read: pick_string(rng, &["", ".*"]),
+                };
+                batch.put_permission(&r);
+                model.permissions.insert((vhost, user), r);
+            }
+        }
+        16 => {
+            let (vhost, user) = (pick_string(rng, &VHOSTS), pick_string(rng, &ADMIN_NAMES));
+            let exchange = pick_string(rng, &["", "amq.topic", "a/b"]);
+            if rng.chance(3) {
+                batch.delete_topic_permission(&user, &vhost, &exchange);
+                model.topic_permissions.remove(&(vhost, user, exchange));
+            } else {
+                let r = TopicPermissionRecord {
+                    user: user.clone(),
+                    vhost: vhost.clone(),
+                    exchange: exchange.clone(),
+                    write: pick_string(rng, &["", "^a\\."]),
+                    read: pick_string(rng, &["", ".*"]),
+                };
+                batch.put_topic_permission(&r);
+                model.topic_permissions.insert((vhost, user, exchange), r);
+            }
+        }
+        17 => {
+            let (vhost, name) = (pick_string(rng, &VHOSTS), pick_string(rng, &ADMIN_NAMES));
+            let operator = rng.chance(2);
+            if rng.chance(3) {
+                batch.delete_policy(&vhost, &name, operator);
+                model.policies.remove(&(vhost, operator, name));
+            } else {
+                let r = PolicyRecord {
+                    vhost: vhost.clone(),
+                    name: name.clone(),
+                    pattern: pick_string(rng, &["", "^orders$", ".*"]),
+                    apply_to: pick_string(rng, &["queues", "exchanges", "all"]),
+                    priority: rng.next() as i64,
+                    definition: format!(r#"{{"max-length":{}}}"#, rng.below(100)),
+                    operator,
+                };
+                batch.put_policy(&r);
+                model.policies.insert((vhost, operator, name), r);
+            }
+        }
+        18 => {
+            let name = pick_string(rng, &ADMIN_NAMES);
+            if rng.chance(3) {
+                batch.delete_setting(&name);
+                model.settings.remove(&name);
+            } else {
+                let value = rng.next().to_be_bytes()[..rng.below(9) as usize].to_vec();
+                batch.put_setting(&name, &value);
+                model.settings.insert(name, value);
             }
         }
         _ => {
@@ -273,13 +394,61 @@ fn random_op(rng: &mut Rng, model: &mut Model, batch: &mut Batch, next_msg: &mut
 /// Checks every record the model holds, and that the store holds no more.
 fn check(store: &Store, model: &Model, case: u64) {
     let defs = store.definitions().unwrap();
-    let vhosts: BTreeSet<String> = defs.vhosts.iter().cloned().collect();
+    let vhosts: BTreeMap<String, VhostRecord> = defs
+        .vhosts
+        .iter()
+        .map(|v| (v.name.clone(), v.clone()))
+        .collect();
     assert_eq!(
         vhosts.len(),
         defs.vhosts.len(),
         "case {case}: duplicate vhosts"
     );
     assert_eq!(vhosts, model.vhosts, "case {case}");
+    let users: BTreeMap<_, _> = defs
+        .users
+        .iter()
+        .map(|u| (u.name.clone(), u.clone()))
+        .collect();
+    assert_eq!(users.len(), defs.users.len(), "case {case}");
+    assert_eq!(users, model.users, "case {case}");
+    let permissions: BTreeMap<_, _> = defs
+        .permissions
+        .iter()
+        .map(|p| ((p.vhost.clone(), p.user.clone()), p.clone()))
+        .collect();
+    assert_eq!(permissions.len(), defs.permissions.len(), "case {case}");
+    assert_eq!(permissions, model.permissions, "case {case}");
+    let topic_permissions: BTreeMap<_, _> = defs
+        .topic_permissions
+        .iter()
+        .map(|p| {
+            (
+                (p.vhost.clone(), p.user.clone(), p.exchange.clone()),
+                p.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        topic_permissions.len(),
+        defs.topic_permissions.len(),
+        "case {case}"
+    );
+    assert_eq!(topic_permissions, model.topic_permissions, "case {case}");
+    let policies: BTreeMap<_, _> = defs
+        .policies
+        .iter()
+        .map(|p| ((p.vhost.clone(), p.operator, p.name.clone()), p.clone()))
+        .collect();
+    assert_eq!(policies.len(), defs.policies.len(), "case {case}");
+    assert_eq!(policies, model.policies, "case {case}");
+    for name in ADMIN_NAMES {
+        assert_eq!(
+            store.setting(name).unwrap().as_ref(),
+            model.settings.get(name),
+            "case {case} setting {name:?}"
+        );
+    }
     let exchanges: BTreeMap<_, _> = defs
         .exchanges
         .iter()
@@ -370,6 +539,13 @@ fn random_operations_with_reopens_match_the_model() {
                     .collect();
                 assert_eq!(store.purge_queue_index(q).unwrap(), expected, "case {case}");
                 model.index.retain(|&(iq, _), _| iq != q);
+            }
+            if rng.chance(15) {
+                let v = pick_string(&mut rng, &VHOSTS);
+                store
+                    .apply(store.vhost_keys_to_delete(&v).unwrap())
+                    .unwrap();
+                model.delete_vhost_admin(&v);
             }
             if rng.chance(6) {
                 store.flush().unwrap();
