@@ -42,6 +42,8 @@ const MAX_SKIPPED_FRAMES: usize = 100;
 pub struct TestBroker {
     /// Where the broker listens (always on loopback).
     pub addr: SocketAddr,
+    /// The broker model, for administration a test does directly.
+    pub broker: std::sync::Arc<warren_core::Broker>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     config: Config,
@@ -142,6 +144,7 @@ async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
     } else {
         Server::new(config.clone())
     };
+    let broker = std::sync::Arc::clone(&server.broker);
     let task = tokio::spawn(async move {
         warren_server::run(listener, server, async move {
             let _ = rx.await;
@@ -150,6 +153,7 @@ async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
     });
     TestBroker {
         addr,
+        broker,
         shutdown: Some(tx),
         task: Some(task),
         config,

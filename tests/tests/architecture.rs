@@ -50,7 +50,10 @@ fn rules() -> BTreeMap<&'static str, (&'static [&'static str], &'static [&'stati
         ("warren-perf", (&["warren-codec"][..], &["sled"][..])),
         (
             "warren-tests",
-            (&["warren-codec", "warren-server"][..], &[][..]),
+            (
+                &["warren-codec", "warren-core", "warren-server"][..],
+                &[][..],
+            ),
         ),
     ])
 }

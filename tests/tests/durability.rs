@@ -261,3 +261,87 @@ async fn acked_messages_do_not_come_back_after_restart() {
     .unwrap();
     assert_eq!(m.delivery.data, b"second");
 }
+
+/// Users, vhosts and permissions changed at runtime are stored and come
+/// back after a restart; the configuration seeds them on first boot only
+/// (a deleted `guest` stays deleted). A deleted vhost's durable queue is
+/// gone with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_users_vhosts_and_permissions_survive_restart() {
+    use warren_core::access::{PermissionSpec, VhostMeta};
+    use warren_core::password::Password;
+    let broker = start_durable_broker().await;
+    {
+        let conn = connect(&broker).await;
+        let ch = channel(&conn).await;
+        within(
+            "queue.declare",
+            ch.queue_declare("in-root".into(), durable(), FieldTable::default()),
+        )
+        .await
+        .unwrap();
+        within("connection.close", conn.close(200, "OK".into()))
+            .await
+            .unwrap();
+    }
+    let b = &broker.broker;
+    b.put_vhost(VhostMeta {
+        name: "ops-vhost".into(),
+        description: "for ops".into(),
+        tags: vec!["a".into()],
+        default_queue_type: String::new(),
+    });
+    b.put_vhost(VhostMeta {
+        name: "doomed".into(),
+        ..VhostMeta::default()
+    });
+    assert!(b.put_user(
+        "ops",
+        Some(Password::Plain("s3cret".into())),
+        vec!["monitoring".into()]
+    ));
+    b.put_permissions(PermissionSpec::all("ops", "ops-vhost"))
+        .unwrap();
+    b.put_permissions(PermissionSpec::all("ops", "doomed"))
+        .unwrap();
+    let url = |addr: std::net::SocketAddr, v: &str| format!("amqp://ops:s3cret@{addr}/{v}");
+    {
+        let conn = warren_tests::lapin_util::connect_url(&url(broker.addr, "doomed")).await;
+        let ch = channel(&conn).await;
+        within(
+            "queue.declare",
+            ch.queue_declare("in-doomed".into(), durable(), FieldTable::default()),
+        )
+        .await
+        .unwrap();
+        within("connection.close", conn.close(200, "OK".into()))
+            .await
+            .unwrap();
+    }
+    b.delete_vhost("doomed").unwrap();
+    b.delete_user("guest").unwrap();
+    let broker = broker.restart().await;
+    let b = &broker.broker;
+    assert!(b.access.user("guest").is_none(), "guest was seeded again");
+    let ops = b.access.user("ops").unwrap();
+    assert_eq!(ops.tags, ["monitoring"]);
+    assert!(b.vhost("doomed").is_none());
+    assert_eq!(b.vhost("ops-vhost").unwrap().meta().description, "for ops");
+    assert_eq!(b.access.permission_specs(Some("ops"), None).len(), 1);
+    // The durable queue of "/" is still there; guest cannot log in.
+    assert!(b.vhost("/").unwrap().queue(b"in-root").is_some());
+    let conn = warren_tests::lapin_util::connect_url(&url(broker.addr, "ops-vhost")).await;
+    let ch = channel(&conn).await;
+    within(
+        "queue.declare",
+        ch.queue_declare("fresh".into(), durable(), FieldTable::default()),
+    )
+    .await
+    .unwrap();
+    within("connection.close", conn.close(200, "OK".into()))
+        .await
+        .unwrap();
+    let refused =
+        lapin::Connection::connect(&broker.url(), lapin::ConnectionProperties::default()).await;
+    assert!(refused.is_err(), "guest could still log in");
+}

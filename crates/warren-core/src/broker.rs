@@ -1,6 +1,5 @@
 //! The broker: virtual hosts, users and limits, shared by every connection.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -9,23 +8,27 @@ use std::time::Instant;
 use dashmap::DashMap;
 use warren_codec::ShortStr;
 
-use crate::mailbox::{Event, Mailbox};
+use crate::access::{AccessControl, Account, PermissionSpec};
+use crate::mailbox::Event;
 use crate::message::Gauge;
 use crate::password::Password;
 use crate::permissions::Permissions;
 use crate::persist::Durability;
 use crate::queue::ConnId;
+use crate::registry::ConnectionEntry;
 use crate::vhost::VHost;
 
-/// A user who may log in.
+/// A user the configuration seeds the broker with.
 #[derive(Debug, Clone)]
 pub struct User {
     /// Login name.
     pub name: String,
     /// Password (compared in constant time).
     pub password: Password,
+    /// Tags (`administrator`, `monitoring`, ...).
+    pub tags: Vec<String>,
     /// Permissions per virtual host; a vhost not listed cannot be opened.
-    pub permissions: Vec<(String, Permissions)>,
+    pub permissions: Vec<PermissionSpec>,
     /// May connect only from a loopback address (RabbitMQ's rule for guest).
     pub loopback_only: bool,
 }
@@ -88,7 +91,8 @@ impl Default for BrokerConfig {
             users: vec![User {
                 name: "guest".to_string(),
                 password: Password::Plain("guest".to_string()),
-                permissions: vec![("/".to_string(), Permissions::all())],
+                tags: vec!["administrator".to_string()],
+                permissions: vec![PermissionSpec::all("guest", "/")],
                 loopback_only: true,
             }],
             limits: Limits::default(),
@@ -115,7 +119,8 @@ pub struct Broker {
     pub config: BrokerConfig,
     // DashMap: read on every connection.open, written only by admin actions.
     vhosts: DashMap<String, Arc<VHost>>,
-    users: HashMap<String, User>,
+    /// Users and permissions.
+    pub access: AccessControl,
     next_conn: AtomicU64,
     names: std::collections::hash_map::RandomState,
     name_counter: AtomicU64,
@@ -126,7 +131,7 @@ pub struct Broker {
     alarms: AtomicU8,
     // DashMap: connections register at accept and leave at close, from
     // their own tasks; alarms walk it rarely.
-    connections: DashMap<ConnId, Arc<Mailbox>>,
+    connections: DashMap<ConnId, Arc<ConnectionEntry>>,
 }
 
 /// A resource alarm that blocks publishers, as RabbitMQ's memory and disk
@@ -166,15 +171,31 @@ impl Broker {
                 VHost::new(v, Arc::clone(&wall_clock), durability.clone(), gauge),
             );
         }
-        let users = config
-            .users
-            .iter()
-            .map(|u| (u.name.clone(), u.clone()))
-            .collect();
+        let access = AccessControl::default();
+        access.set_loopback_users(
+            config
+                .users
+                .iter()
+                .filter(|u| u.loopback_only)
+                .map(|u| u.name.clone())
+                .collect(),
+        );
+        for u in &config.users {
+            access.put_user(Account {
+                name: u.name.clone(),
+                password: Some(u.password.clone()),
+                tags: u.tags.clone(),
+            });
+            for p in &u.permissions {
+                if let Err(e) = access.put_permissions(p.clone()) {
+                    tracing::error!(user = %u.name, vhost = %p.vhost, "{e}");
+                }
+            }
+        }
         Arc::new(Broker {
             config,
             vhosts,
-            users,
+            access,
             next_conn: AtomicU64::new(1),
             names: std::collections::hash_map::RandomState::new(),
             name_counter: AtomicU64::new(0),
@@ -233,14 +254,14 @@ impl Broker {
                 );
             }
             for c in self.connections.iter() {
-                c.value().push(Event::Alarm);
+                c.value().mailbox.push(Event::Alarm);
             }
         }
     }
 
-    /// Registers a connection's mailbox for alarm notices.
-    pub fn register(&self, id: ConnId, mailbox: Arc<Mailbox>) {
-        self.connections.insert(id, mailbox);
+    /// Registers an accepted connection.
+    pub fn register(&self, entry: Arc<ConnectionEntry>) {
+        self.connections.insert(entry.id, entry);
     }
 
     /// Forgets a connection.
@@ -248,9 +269,45 @@ impl Broker {
         self.connections.remove(&id);
     }
 
+    /// Every open connection, in no particular order.
+    pub fn connections(&self) -> Vec<Arc<ConnectionEntry>> {
+        self.connections
+            .iter()
+            .map(|c| Arc::clone(c.value()))
+            .collect()
+    }
+
+    /// The open connection called `name` (RabbitMQ's `"peer -> local"`).
+    pub fn connection_named(&self, name: &str) -> Option<Arc<ConnectionEntry>> {
+        self.connections
+            .iter()
+            .find(|c| c.value().name == name)
+            .map(|c| Arc::clone(c.value()))
+    }
+
+    /// Closes the connections `which` selects with 320 CONNECTION_FORCED
+    /// and `text`. How many.
+    pub fn close_connections(&self, which: impl Fn(&ConnectionEntry) -> bool, text: &str) -> usize {
+        let mut n = 0;
+        for c in self.connections.iter() {
+            if which(c.value()) {
+                c.value().mailbox.push(Event::ForceClose {
+                    text: text.to_string(),
+                });
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Number of open connections.
     pub fn connection_count(&self) -> usize {
         self.connections.len()
+    }
+
+    /// Wall-clock seconds since the epoch, as of the last tick.
+    pub fn wall_clock_secs(&self) -> u64 {
+        self.wall_clock.load(Ordering::Relaxed)
     }
 
     /// Periodic work: expires messages and unused queues. The server calls
@@ -293,18 +350,34 @@ impl Broker {
         Arc::clone(vh.value())
     }
 
+    /// Removes the virtual host called `name` from the broker (its
+    /// contents are the caller's to delete).
+    pub(crate) fn remove_vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.remove(name).map(|(_, v)| v)
+    }
+
+    /// Where durable state goes, if anywhere.
+    pub(crate) fn durability(&self) -> Option<&Arc<Durability>> {
+        self.durability.as_ref()
+    }
+
+    /// Four random bytes, for a password's salt.
+    pub fn random_salt(&self) -> [u8; 4] {
+        let mut h = self.names.build_hasher();
+        h.write_u64(self.name_counter.fetch_add(1, Ordering::Relaxed));
+        h.write_u8(0x5a);
+        let v = h.finish().to_le_bytes();
+        [v[0], v[1], v[2], v[3]]
+    }
+
     /// Every virtual host.
     pub fn vhosts(&self) -> Vec<Arc<VHost>> {
         self.vhosts.iter().map(|v| Arc::clone(v.value())).collect()
     }
 
     /// The permissions `user` has in `vhost`, if any.
-    pub fn permissions(&self, user: &str, vhost: &str) -> Option<&Permissions> {
-        let u = self.users.get(user)?;
-        u.permissions
-            .iter()
-            .find(|(v, _)| v == vhost)
-            .map(|(_, p)| p)
+    pub fn permissions(&self, user: &str, vhost: &str) -> Option<Arc<Permissions>> {
+        self.access.permissions(user, vhost)
     }
 
     /// A fresh connection id.
@@ -318,12 +391,12 @@ impl Broker {
         user: &str,
         password: &[u8],
         from_loopback: bool,
-    ) -> Result<&User, LoginRefused> {
-        let u = self.users.get(user).ok_or(LoginRefused::BadCredentials)?;
-        if !u.password.matches(password) {
+    ) -> Result<Arc<Account>, LoginRefused> {
+        let u = self.access.user(user).ok_or(LoginRefused::BadCredentials)?;
+        if !u.password.as_ref().is_some_and(|p| p.matches(password)) {
             return Err(LoginRefused::BadCredentials);
         }
-        if u.loopback_only && !from_loopback {
+        if !from_loopback && self.access.is_loopback_only(user) {
             return Err(LoginRefused::NotFromLoopback);
         }
         Ok(u)

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -23,6 +24,7 @@ use crate::message::{Message, Properties, QueueRef};
 use crate::permissions::{Access, Grant, Permissions, Resource};
 use crate::persist::{Awaited, Barrier, BindingTarget, PersistOp};
 use crate::queue::{ConnId, ConsumeRefused, Consumer, Credit, Queue, QueueType, QueuedMessage};
+use crate::registry::ChannelEntry;
 use crate::vhost::{
     Binding, ExchangeDeclare, QueueDeclare, ROUTING_HEADERS, VHost, has_sender_selected_keys,
     sender_selected_keys,
@@ -135,6 +137,8 @@ struct Tx {
 #[derive(Debug)]
 pub(crate) struct Channel {
     id: u16,
+    /// What the management API sees of this channel.
+    pub(crate) entry: Arc<ChannelEntry>,
     closing: bool,
     max_message_size: u64,
     content: Content,
@@ -174,6 +178,7 @@ impl Channel {
     pub(crate) fn new(id: u16, max_message_size: u64) -> Self {
         Channel {
             id,
+            entry: Arc::new(ChannelEntry::new(id)),
             closing: false,
             max_message_size,
             content: Content::Idle,
@@ -189,6 +194,21 @@ impl Channel {
             written: Vec::new(),
             route: None,
         }
+    }
+
+    /// Publishes the channel's settings and counts to its entry.
+    pub(crate) fn sync_entry(&self) {
+        let e = &self.entry;
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        e.prefetch_count.store(self.prefetch, Ordering::Relaxed);
+        e.global_prefetch_count
+            .store(self.credit.limit(), Ordering::Relaxed);
+        e.confirm.store(self.confirm.is_some(), Ordering::Relaxed);
+        e.transactional.store(self.tx.is_some(), Ordering::Relaxed);
+        e.consumer_count
+            .store(count(self.consumers.len()), Ordering::Relaxed);
+        e.messages_unacknowledged
+            .store(count(self.unacked.len()), Ordering::Relaxed);
     }
 
     pub(crate) fn is_closing(&self) -> bool {

@@ -41,6 +41,7 @@ use crate::mailbox::{Event, Mailbox};
 use crate::message::{QueueRef, QueuedMessage};
 use crate::permissions::Permissions;
 use crate::queue::{ConnId, Queue};
+use crate::registry::{ConnState, ConnectionEntry};
 use crate::vhost::VHost;
 
 /// Frame limit before `tune-ok` (RabbitMQ 4.1's `initial_frame_max`).
@@ -69,6 +70,8 @@ pub fn linger_timeout(heartbeat: Duration) -> Duration {
 pub struct ConnInfo {
     /// Printable peer address.
     pub peer: String,
+    /// Printable local address the peer connected to.
+    pub local: String,
     /// Whether the peer connected from a loopback address.
     pub loopback: bool,
 }
@@ -106,6 +109,10 @@ pub struct Connection {
     decoder: FrameDecoder,
     out: BytesMut,
     mailbox: Arc<Mailbox>,
+    /// What the broker and its API see of this connection.
+    entry: Arc<ConnectionEntry>,
+    /// The users-and-permissions epoch `perms` was read at.
+    access_epoch: u64,
     events: VecDeque<Event>,
     channels: FxHashMap<u16, Channel>,
     vhost: Option<Arc<VHost>>,
@@ -143,7 +150,14 @@ impl Connection {
     /// A connection that has just been accepted.
     pub fn new(broker: Arc<Broker>, info: ConnInfo, mailbox: Arc<Mailbox>, now: Instant) -> Self {
         let id = broker.next_conn_id();
-        broker.register(id, Arc::clone(&mailbox));
+        let entry = Arc::new(ConnectionEntry::new(
+            id,
+            &info.peer,
+            &info.local,
+            broker.wall_clock_secs().saturating_mul(1000),
+            Arc::clone(&mailbox),
+        ));
+        broker.register(Arc::clone(&entry));
         let limits = &broker.config.limits;
         let (channel_max, frame_max) = (limits.channel_max, limits.frame_max);
         Connection {
@@ -154,6 +168,8 @@ impl Connection {
             decoder: FrameDecoder::new(PRE_TUNE_FRAME_MAX),
             out: BytesMut::with_capacity(16 * 1024),
             mailbox,
+            entry,
+            access_epoch: 0,
             events: VecDeque::new(),
             channels: FxHashMap::default(),
             vhost: None,
@@ -178,6 +194,12 @@ impl Connection {
     /// The broker-wide id.
     pub fn id(&self) -> ConnId {
         self.id
+    }
+
+    /// What the broker and its API see of this connection (the IO layer
+    /// adds its byte counts).
+    pub fn entry(&self) -> &Arc<ConnectionEntry> {
+        &self.entry
     }
 
     /// The peer, as given.
@@ -291,6 +313,7 @@ impl Connection {
         let blocked = self.publishing_blocked();
         if blocked && !self.blocked_sent {
             self.blocked_sent = true;
+            self.entry.set_state(ConnState::Blocked);
             if self.caps.connection_blocked {
                 let reason = self.broker.block_reason().unwrap_or("resource alarm");
                 self.send(
@@ -302,6 +325,7 @@ impl Connection {
             }
         } else if !blocked && self.blocked_sent {
             self.blocked_sent = false;
+            self.entry.set_state(ConnState::Running);
             // We read nothing while blocked: the client's heartbeats count
             // from now, as RabbitMQ pauses its heartbeat monitor.
             self.last_recv = now;
@@ -357,14 +381,17 @@ impl Connection {
             } => {
                 let live = self.state == State::Running;
                 match (self.channels.get_mut(&channel), &self.vhost) {
-                    (Some(ch), Some(vh)) if live => ch.deliver(
-                        &mut self.out,
-                        self.frame_max,
-                        (self.id, vh),
-                        (&consumer_tag, ack),
-                        &queue,
-                        messages,
-                    ),
+                    (Some(ch), Some(vh)) if live => {
+                        ch.deliver(
+                            &mut self.out,
+                            self.frame_max,
+                            (self.id, vh),
+                            (&consumer_tag, ack),
+                            &queue,
+                            messages,
+                        );
+                        ch.sync_entry();
+                    }
                     _ => {
                         if ack {
                             self.give_back(channel, &consumer_tag, &queue, messages);
@@ -373,6 +400,7 @@ impl Connection {
                 }
             }
             Event::Alarm => {}
+            Event::ForceClose { text } => self.force_close_with(text, now),
             Event::DirectReply {
                 channel,
                 consumer_tag,
@@ -517,6 +545,34 @@ impl Connection {
         }
     }
 
+    /// Re-reads the user's permissions in the open vhost when users or
+    /// permissions changed since they were read: a revoked permission
+    /// refuses the next operation, as in RabbitMQ.
+    fn refresh_permissions(&mut self) {
+        let epoch = self.broker.access.epoch();
+        if epoch == self.access_epoch {
+            return;
+        }
+        self.access_epoch = epoch;
+        if let Some(vh) = &self.vhost {
+            let perms = self.broker.permissions(&self.user, &vh.name);
+            self.perms = Some(perms.unwrap_or_else(|| Arc::new(Permissions::none())));
+        }
+    }
+
+    /// Closes the connection from our side with 320 CONNECTION_FORCED and
+    /// `text` (an operator closed it, its user or vhost was deleted).
+    fn force_close_with(&mut self, text: String, now: Instant) {
+        match self.state {
+            State::Running | State::Open => {
+                let err = Error::connection(ReplyCode::ConnectionForced, text);
+                self.fail(0, err, now);
+            }
+            State::Closing | State::Closed => {}
+            _ => self.finish(CloseReason::broker(text)),
+        }
+    }
+
     /// Releases everything the connection holds: unacked messages are
     /// requeued, consumers cancelled, exclusive queues deleted. Call once,
     /// when the socket is gone.
@@ -532,7 +588,8 @@ impl Connection {
     /// sent, as RabbitMQ terminates channels first; again (finding nothing)
     /// when the socket goes.
     fn release_all(&mut self) {
-        for (_, mut ch) in self.channels.drain() {
+        for (n, mut ch) in self.channels.drain() {
+            self.entry.remove_channel(n);
             if let Some(vh) = &self.vhost {
                 ch.release(self.id, vh);
             }
@@ -576,6 +633,7 @@ impl Connection {
     /// `close-ok`, and wait for the client to close the socket.
     fn closed_by_client(&mut self, close: &ConnectionClose, now: Instant) {
         self.release_all();
+        self.entry.set_state(ConnState::Closing);
         self.send(0, ConnectionCloseOk);
         self.set_reason(CloseReason {
             initiator: Initiator::Client,
@@ -636,6 +694,7 @@ impl Connection {
                 self.release_all();
                 self.send(0, e.connection_close());
                 self.state = State::Closing;
+                self.entry.set_state(ConnState::Closing);
                 self.close_deadline = Some(now + CLOSE_TIMEOUT);
             }
         }
@@ -756,6 +815,12 @@ impl Connection {
                     .authenticate(&user, &password, self.info.loopback)
                 {
                     Ok(_) => {
+                        {
+                            let mut n = self.entry.negotiated();
+                            n.user.clone_from(&user);
+                            n.client_properties = m.client_properties.clone();
+                            n.auth_mechanism = m.mechanism.to_lossy().into_owned();
+                        }
                         self.user = user;
                         let l = &self.broker.config.limits;
                         let tune = ConnectionTune {
@@ -805,6 +870,12 @@ impl Connection {
                 self.frame_max = m.frame_max;
                 self.decoder.max_frame = m.frame_max;
                 self.heartbeat = Duration::from_secs(u64::from(m.heartbeat));
+                {
+                    let mut n = self.entry.negotiated();
+                    n.frame_max = m.frame_max;
+                    n.channel_max = m.channel_max;
+                    n.heartbeat = m.heartbeat;
+                }
                 self.state = State::Open;
             }
             (State::Open, Method::ConnectionOpen(m)) => {
@@ -816,15 +887,18 @@ impl Connection {
                     self.fail(0, Error::Connection(ConnectionError(err)), now);
                     return;
                 };
-                let Some(perms) = self.broker.permissions(&self.user, &name).cloned() else {
+                self.access_epoch = self.broker.access.epoch();
+                let Some(perms) = self.broker.permissions(&self.user, &name) else {
                     let text = format!("access to vhost '{name}' refused for user '{}'", self.user);
                     let err = AmqpError::new(ReplyCode::NotAllowed, text)
                         .in_method(ConnectionOpen::CLASS_ID, ConnectionOpen::METHOD_ID);
                     self.fail(0, Error::Connection(ConnectionError(err)), now);
                     return;
                 };
-                self.perms = Some(Arc::new(perms));
+                self.perms = Some(perms);
                 self.vhost = Some(vh);
+                self.entry.negotiated().vhost.clone_from(&name);
+                self.entry.set_state(ConnState::Running);
                 self.send(
                     0,
                     ConnectionOpenOk {
@@ -914,6 +988,7 @@ impl Connection {
                         return;
                     }
                     let ch = Channel::new(channel, self.broker.config.limits.max_message_size);
+                    self.entry.add_channel(Arc::clone(&ch.entry));
                     self.channels.insert(channel, ch);
                     self.send(
                         channel,
@@ -947,6 +1022,7 @@ impl Connection {
                     ..
                 } => {
                     self.channels.remove(&channel);
+                    self.entry.remove_channel(channel);
                 }
                 // Our close crossed theirs: answer it, and keep the channel
                 // (closing) until the close-ok to ours arrives, as RabbitMQ
@@ -981,6 +1057,7 @@ impl Connection {
                 ch.release(self.id, vhost);
             }
             self.channels.remove(&channel);
+            self.entry.remove_channel(channel);
             self.send(channel, warren_codec::ChannelCloseOk);
             return;
         }
@@ -1007,6 +1084,7 @@ impl Connection {
             }
         );
         let mark = self.out.len();
+        self.refresh_permissions();
         let (Some(vhost), Some(perms)) = (&self.vhost, &self.perms) else {
             return;
         };
@@ -1025,7 +1103,11 @@ impl Connection {
             now,
             perms,
         };
+        let is_method = matches!(frame, Frame::Method { .. });
         let res = ch.handle_frame(&mut ctx, frame);
+        if is_method {
+            ch.sync_entry();
+        }
         if res.is_ok() && deletes_queue && self.out.len() > mark {
             // The deleted queue's consumers on this connection hear
             // basic.cancel before the delete-ok, as from RabbitMQ: a client

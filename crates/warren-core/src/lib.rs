@@ -14,6 +14,8 @@
 //!   the per-channel methods.
 //! - [`error`]: [`ChannelError`] and [`ConnectionError`].
 
+pub mod access;
+pub mod admin;
 pub mod broker;
 mod channel;
 pub mod connection;
@@ -26,6 +28,7 @@ pub mod password;
 pub mod permissions;
 pub mod persist;
 pub mod queue;
+pub mod registry;
 pub mod vhost;
 
 pub use broker::{Broker, BrokerConfig, Limits, User};

@@ -69,6 +69,11 @@ pub enum Event {
     /// The broker's resource alarms changed: re-check whether publishing
     /// is blocked.
     Alarm,
+    /// An operator closes the connection (320 CONNECTION_FORCED, `text`).
+    ForceClose {
+        /// The reply text.
+        text: String,
+    },
     /// The queue went away under the consumer: send `basic.cancel`.
     Cancelled {
         /// Channel of the consumer.

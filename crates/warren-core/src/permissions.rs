@@ -42,6 +42,15 @@ pub struct Permissions {
 }
 
 impl Permissions {
+    /// Nothing at all (a user with no permissions in the vhost).
+    pub fn none() -> Self {
+        Permissions {
+            configure: Pattern(None),
+            write: Pattern(None),
+            read: Pattern(None),
+        }
+    }
+
     /// Everything (`.*` three times), RabbitMQ's default for guest on `/`.
     pub fn all() -> Self {
         Permissions {

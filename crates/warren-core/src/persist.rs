@@ -84,6 +84,8 @@ pub enum PersistOp {
         /// Arguments.
         arguments: FieldTable,
     },
+    /// Runtime administration: a user, permission or vhost changed.
+    Admin(AdminOp),
     /// A durable exchange was deleted.
     DeleteExchange {
         /// Vhost.
@@ -232,4 +234,53 @@ impl Durability {
     pub fn submit(&self, op: PersistOp) {
         self.store.submit(op);
     }
+}
+
+/// A change to users, permissions or vhosts, to be stored in order with
+/// everything else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOp {
+    /// A user was created or changed.
+    PutUser {
+        /// Name.
+        name: String,
+        /// RabbitMQ's `password_hash` (salted SHA-256, base64); empty for
+        /// no password.
+        password_hash: String,
+        /// Tags.
+        tags: Vec<String>,
+    },
+    /// A user was deleted (with its permissions).
+    DeleteUser {
+        /// Name.
+        name: String,
+    },
+    /// A user's permissions in a vhost were set.
+    PutPermission(crate::access::PermissionSpec),
+    /// A user's permissions in a vhost were cleared.
+    DeletePermission {
+        /// User.
+        user: String,
+        /// Vhost.
+        vhost: String,
+    },
+    /// A user's topic permissions for an exchange were set.
+    PutTopicPermission(crate::access::TopicPermissionSpec),
+    /// A user's topic permissions for an exchange were cleared.
+    DeleteTopicPermission {
+        /// User.
+        user: String,
+        /// Vhost.
+        vhost: String,
+        /// Exchange.
+        exchange: String,
+    },
+    /// A vhost was created or its metadata changed.
+    PutVhost(crate::access::VhostMeta),
+    /// A vhost was deleted (its queues, exchanges and bindings are
+    /// deleted by their own ops before this one).
+    DeleteVhost {
+        /// Name.
+        name: String,
+    },
 }

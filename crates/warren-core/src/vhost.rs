@@ -8,6 +8,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 use warren_codec::{FieldTable, FieldValue, ShortStr};
 
+use crate::access::VhostMeta;
 use crate::error::{Kind, Mismatch, Refusal};
 
 /// What the vhost's rules return: a [`Refusal`] when they refuse.
@@ -22,6 +23,8 @@ use crate::queue::{ConnId, DeadLetters, Queue, QueueSpec, QueueType};
 pub struct VHost {
     /// The name, e.g. `/`.
     pub name: String,
+    /// Description, tags, default queue type.
+    meta: std::sync::Mutex<VhostMeta>,
     /// Wall-clock seconds, kept by the broker's tick (for `x-death` times).
     wall_clock: Arc<AtomicU64>,
     durability: Option<Arc<Durability>>,
@@ -146,6 +149,10 @@ impl VHost {
     ) -> Self {
         let vh = VHost {
             name: name.to_string(),
+            meta: std::sync::Mutex::new(VhostMeta {
+                name: name.to_string(),
+                ..VhostMeta::default()
+            }),
             wall_clock,
             durability,
             gauge,
@@ -174,6 +181,35 @@ impl VHost {
             vh.exchanges.insert(spec.name.clone(), Exchange::new(spec));
         }
         vh
+    }
+
+    /// The vhost's description, tags and default queue type.
+    pub fn meta(&self) -> VhostMeta {
+        self.meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the vhost's description, tags and default queue type (the
+    /// name stays).
+    pub fn set_meta(&self, mut meta: VhostMeta) {
+        meta.name.clone_from(&self.name);
+        *self
+            .meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = meta;
+    }
+
+    /// Deletes every queue (with its messages) and every exchange: the
+    /// vhost itself is being deleted.
+    pub fn delete_everything(&self) {
+        for q in self.queues() {
+            self.remove_queue(&q);
+        }
+        for ex in self.exchanges() {
+            self.remove_exchange(ex.name());
+        }
     }
 
     /// Registers a direct reply-to address.

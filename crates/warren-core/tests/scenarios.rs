@@ -36,6 +36,7 @@ impl Client {
             Arc::clone(broker),
             ConnInfo {
                 peer: "test".into(),
+                local: "broker".into(),
                 loopback,
             },
             mailbox,
@@ -2311,17 +2312,19 @@ fn invalid_queue_arguments_are_406() {
 
 #[test]
 fn permissions_follow_rabbitmq_rules() {
-    use warren_core::permissions::{Pattern, Permissions};
-    let perms = Permissions {
-        configure: Pattern::new("^own.*").unwrap(),
-        write: Pattern::new("^amq\\.topic$|^own.*").unwrap(),
-        read: Pattern::new(".*").unwrap(),
+    let perms = warren_core::access::PermissionSpec {
+        user: "probe".into(),
+        vhost: "/".into(),
+        configure: "^own.*".into(),
+        write: "^amq\\.topic$|^own.*".into(),
+        read: ".*".into(),
     };
     let mut config = BrokerConfig::default();
     config.users.push(warren_core::User {
         name: "probe".into(),
         password: warren_core::password::Password::Plain("pw".into()),
-        permissions: vec![("/".into(), perms)],
+        tags: Vec::new(),
+        permissions: vec![perms],
         loopback_only: false,
     });
     let b = Broker::new(config);
@@ -3493,4 +3496,80 @@ fn the_close_reason_says_who_closed_and_why() {
         c.conn.close_reason(),
         Some(&CloseReason::broker("handshake timeout"))
     );
+}
+
+// ---------------------------------------------------------------- runtime administration
+
+#[test]
+fn revoked_permissions_refuse_the_next_operation_on_open_channels() {
+    let b = Broker::new(BrokerConfig::default());
+    let mut c = Client::open(&b);
+    c.declare(1, "q1");
+    b.put_permissions(warren_core::access::PermissionSpec {
+        configure: "^nothing$".into(),
+        ..warren_core::access::PermissionSpec::all("guest", "/")
+    })
+    .unwrap();
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "q2".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - access to queue 'q2' in vhost '/' refused for user 'guest'"
+    );
+    // No permissions at all: nothing is allowed any more.
+    b.delete_permissions("guest", "/").unwrap();
+    c.send(1, ChannelOpen::default());
+    c.method();
+    c.publish(1, "amq.direct", "k", b"x");
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - access to exchange 'amq.direct' in vhost '/' refused for user 'guest'"
+    );
+}
+
+#[test]
+fn deleting_a_user_or_a_vhost_closes_its_connections() {
+    let b = Broker::new(BrokerConfig::default());
+    b.put_vhost(warren_core::access::VhostMeta {
+        name: "other".into(),
+        ..Default::default()
+    });
+    b.put_permissions(warren_core::access::PermissionSpec::all("guest", "other"))
+        .unwrap();
+    let mut on_root = Client::open(&b);
+    let mut on_other = Client::connect(&b);
+    on_other.login_and_open("\0guest\0guest", 10, 0, "other");
+    on_other.method();
+    on_other.send(1, ChannelOpen::default());
+    on_other.method();
+    on_other.declare(1, "doomed");
+    assert_eq!(b.connections().len(), 2);
+
+    b.delete_vhost("other").unwrap();
+    on_other.collect();
+    let (text, _, _) = on_other.connection_closed(320);
+    assert_eq!(text, "CONNECTION_FORCED - vhost 'other' is deleted");
+    assert!(b.vhost("other").is_none());
+    assert_eq!(
+        b.delete_vhost("other"),
+        Err(warren_core::admin::AdminError::NotFound(
+            "vhost 'other'".into()
+        ))
+    );
+    // The connection on "/" is untouched.
+    on_root.declare(1, "still-fine");
+
+    b.delete_user("guest").unwrap();
+    on_root.collect();
+    let (text, _, _) = on_root.connection_closed(320);
+    assert_eq!(text, "CONNECTION_FORCED - user 'guest' is deleted");
+    assert!(b.permissions("guest", "/").is_none());
+    let mut again = Client::connect(&b);
+    again.send_bytes(b"AMQP\x00\x00\x09\x01");
+    assert!(matches!(again.method().1, Method::ConnectionStart(_)));
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use warren_core::access::PermissionSpec;
 use warren_core::password::Password;
 use warren_core::permissions::{Pattern, Permissions};
 use warren_core::{BrokerConfig, Limits, User};
@@ -116,6 +117,10 @@ pub struct UserConfig {
     /// Only from loopback addresses. Default false.
     #[serde(default)]
     pub loopback_only: bool,
+    /// Tags, as RabbitMQ's: `administrator`, `monitoring`, `policymaker`,
+    /// `management`, `impersonator`. Default none.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -127,6 +132,7 @@ impl std::fmt::Debug for UserConfig {
             .field("password_hash", &"<redacted>")
             .field("vhosts", &self.vhosts)
             .field("loopback_only", &self.loopback_only)
+            .field("tags", &self.tags)
             .finish()
     }
 }
@@ -226,6 +232,7 @@ impl Default for Config {
                 vhosts: default_vhosts(),
                 permissions: Default::default(),
                 loopback_only: true,
+                tags: vec!["administrator".to_string()],
             }],
             server_properties: Default::default(),
         }
@@ -321,16 +328,19 @@ impl Config {
                     password: u
                         .credential()
                         .unwrap_or_else(|_| Password::Plain(String::new())),
+                    tags: u.tags.clone(),
                     permissions: u
                         .vhosts
                         .iter()
                         .filter(|v| !u.permissions.contains_key(*v))
-                        .map(|v| (v.clone(), Permissions::all()))
-                        .chain(
-                            u.permissions
-                                .iter()
-                                .filter_map(|(v, p)| Some((v.clone(), p.compile().ok()?))),
-                        )
+                        .map(|v| PermissionSpec::all(&u.name, v))
+                        .chain(u.permissions.iter().map(|(v, p)| PermissionSpec {
+                            user: u.name.clone(),
+                            vhost: v.clone(),
+                            configure: p.configure.clone(),
+                            write: p.write.clone(),
+                            read: p.read.clone(),
+                        }))
                         .collect(),
                     loopback_only: u.loopback_only,
                 })

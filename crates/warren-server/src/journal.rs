@@ -15,9 +15,12 @@ use std::sync::{Arc, Mutex};
 
 use warren_codec::ShortStr;
 use warren_core::Message;
+use warren_core::access::VhostMeta;
+use warren_core::access::{PermissionSpec, TopicPermissionSpec};
+use warren_core::persist::AdminOp;
 use warren_store::{
-    Batch, BindingRecord, Definitions, ExchangeRecord, IndexEntry, QueueRecord, Store, StoreError,
-    StoredMessage,
+    Batch, BindingRecord, Definitions, ExchangeRecord, IndexEntry, PermissionRecord, QueueRecord,
+    Store, StoreError, StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
 };
 
 /// One write in an atomic group. Later writes to the same record replace
@@ -87,6 +90,8 @@ pub enum DefinitionWrite {
     PutBinding(BindingRecord),
     /// Delete a binding.
     DeleteBinding(BindingRecord),
+    /// Users, permissions, vhosts.
+    Admin(AdminOp),
 }
 
 impl Write {
@@ -109,6 +114,77 @@ pub fn stored(m: &Message) -> StoredMessage {
         routing_key: m.routing_key.clone(),
         properties: (*m.properties).clone(),
         body: m.body.clone(),
+    }
+}
+
+/// RabbitMQ's name for the hash [`warren_core::password::Password`] uses.
+pub const SHA256: &str = "rabbit_password_hashing_sha256";
+
+fn user_record(op: &AdminOp) -> Option<UserRecord> {
+    match op {
+        AdminOp::PutUser {
+            name,
+            password_hash,
+            tags,
+        } => Some(UserRecord {
+            name: name.clone(),
+            password_hash: password_hash.clone(),
+            hashing_algorithm: SHA256.to_string(),
+            tags: tags.clone(),
+        }),
+        _ => None,
+    }
+}
+
+fn permission_record(p: &PermissionSpec) -> PermissionRecord {
+    PermissionRecord {
+        user: p.user.clone(),
+        vhost: p.vhost.clone(),
+        configure: p.configure.clone(),
+        write: p.write.clone(),
+        read: p.read.clone(),
+    }
+}
+
+fn topic_record(t: &TopicPermissionSpec) -> TopicPermissionRecord {
+    TopicPermissionRecord {
+        user: t.user.clone(),
+        vhost: t.vhost.clone(),
+        exchange: t.exchange.clone(),
+        write: t.write.clone(),
+        read: t.read.clone(),
+    }
+}
+
+/// A vhost's metadata as the store keeps it.
+pub fn vhost_record(m: &VhostMeta) -> VhostRecord {
+    VhostRecord {
+        name: m.name.clone(),
+        description: m.description.clone(),
+        tags: m.tags.clone(),
+        default_queue_type: m.default_queue_type.clone(),
+    }
+}
+
+/// Adds an administrative change to a store batch.
+pub fn admin_to_batch(batch: &mut Batch, op: &AdminOp) {
+    match op {
+        AdminOp::PutUser { .. } => {
+            if let Some(r) = user_record(op) {
+                batch.put_user(&r);
+            }
+        }
+        AdminOp::DeleteUser { name } => batch.delete_user(name),
+        AdminOp::PutPermission(p) => batch.put_permission(&permission_record(p)),
+        AdminOp::DeletePermission { user, vhost } => batch.delete_permission(user, vhost),
+        AdminOp::PutTopicPermission(t) => batch.put_topic_permission(&topic_record(t)),
+        AdminOp::DeleteTopicPermission {
+            user,
+            vhost,
+            exchange,
+        } => batch.delete_topic_permission(user, vhost, exchange),
+        AdminOp::PutVhost(m) => batch.put_vhost_record(&vhost_record(m)),
+        AdminOp::DeleteVhost { name } => batch.delete_vhost(name),
     }
 }
 
@@ -160,6 +236,7 @@ impl Journal for Store {
                     DefinitionWrite::DeleteQueue { vhost, name } => batch.delete_queue(vhost, name),
                     DefinitionWrite::PutBinding(r) => batch.put_binding(r),
                     DefinitionWrite::DeleteBinding(r) => batch.delete_binding(r),
+                    DefinitionWrite::Admin(op) => admin_to_batch(&mut batch, op),
                 },
             }
         }
@@ -204,6 +281,14 @@ pub struct Image {
     pub exchanges: BTreeMap<(String, ShortStr), ExchangeRecord>,
     /// Bindings (equal ones are stored once).
     pub bindings: Vec<BindingRecord>,
+    /// Vhosts by name.
+    pub vhosts: BTreeMap<String, VhostRecord>,
+    /// Users by name.
+    pub users: BTreeMap<String, UserRecord>,
+    /// Permissions by (user, vhost).
+    pub permissions: BTreeMap<(String, String), PermissionRecord>,
+    /// Topic permissions by (user, vhost, exchange).
+    pub topic_permissions: BTreeMap<(String, String, String), TopicPermissionRecord>,
 }
 
 impl Image {
@@ -256,6 +341,47 @@ impl Image {
                 }
             }
             DefinitionWrite::DeleteBinding(r) => self.bindings.retain(|b| b != r),
+            DefinitionWrite::Admin(op) => self.apply_admin(op),
+        }
+    }
+
+    fn apply_admin(&mut self, op: &AdminOp) {
+        match op {
+            AdminOp::PutUser { .. } => {
+                if let Some(r) = user_record(op) {
+                    self.users.insert(r.name.clone(), r);
+                }
+            }
+            AdminOp::DeleteUser { name } => {
+                self.users.remove(name);
+            }
+            AdminOp::PutPermission(p) => {
+                self.permissions
+                    .insert((p.user.clone(), p.vhost.clone()), permission_record(p));
+            }
+            AdminOp::DeletePermission { user, vhost } => {
+                self.permissions.remove(&(user.clone(), vhost.clone()));
+            }
+            AdminOp::PutTopicPermission(t) => {
+                self.topic_permissions.insert(
+                    (t.user.clone(), t.vhost.clone(), t.exchange.clone()),
+                    topic_record(t),
+                );
+            }
+            AdminOp::DeleteTopicPermission {
+                user,
+                vhost,
+                exchange,
+            } => {
+                self.topic_permissions
+                    .remove(&(user.clone(), vhost.clone(), exchange.clone()));
+            }
+            AdminOp::PutVhost(m) => {
+                self.vhosts.insert(m.name.clone(), vhost_record(m));
+            }
+            AdminOp::DeleteVhost { name } => {
+                self.vhosts.remove(name);
+            }
         }
     }
 
@@ -271,10 +397,14 @@ impl Image {
     /// records: the persistence thread writes none).
     pub fn definitions(&self) -> Definitions {
         Definitions {
-            vhosts: Vec::new(),
+            vhosts: self.vhosts.values().cloned().collect(),
             exchanges: self.exchanges.values().cloned().collect(),
             queues: self.queues.values().cloned().collect(),
             bindings: self.bindings.clone(),
+            users: self.users.values().cloned().collect(),
+            permissions: self.permissions.values().cloned().collect(),
+            topic_permissions: self.topic_permissions.values().cloned().collect(),
+            policies: Vec::new(),
         }
     }
 

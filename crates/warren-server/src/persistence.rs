@@ -407,6 +407,7 @@ fn apply(
             PersistOp::DeleteExchange { vhost, name } => {
                 w.define(DefinitionWrite::DeleteExchange { vhost, name })
             }
+            PersistOp::Admin(op) => w.define(DefinitionWrite::Admin(op)),
             PersistOp::DeclareQueue {
                 vhost,
                 id,

@@ -9,15 +9,21 @@
 //! delivered.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
 use warren_codec::FieldValue;
 use warren_core::Broker;
+use warren_core::access::VhostMeta;
+use warren_core::access::{Account, PermissionSpec, TopicPermissionSpec};
 use warren_core::exchange::{ExchangeKind, ExchangeSpec};
-use warren_core::persist::{BindingTarget, Durability, Persistence};
+use warren_core::password::Password;
+use warren_core::persist::{AdminOp, BindingTarget, Durability, PersistOp, Persistence};
 use warren_core::queue::{QueueSpec, QueueType, Recovered};
-use warren_store::{Destination, Store, StoreError};
+use warren_store::{Batch, Destination, Store, StoreError};
+
+use crate::journal;
 
 use crate::config::Config;
 use crate::persistence::{Persister, Refs};
@@ -58,6 +64,9 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| RecoveryError::DataDir(format!("{}: {e}", config.data_dir.display())))?;
     let store = Arc::new(Store::open(&config.data_dir)?);
+    if store.setting(SEEDED)?.is_none() {
+        seed(&store, config)?;
+    }
     let defs = store.definitions()?;
     let (max_msg, max_queue) = store.max_ids()?;
 
@@ -78,13 +87,33 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
     let (persister, thread) = Persister::start(Arc::clone(&store), refs);
     let store_handle: Arc<dyn Persistence> = persister.clone();
     let durability = Durability::new(store_handle, max_msg, max_queue);
-    let broker = Broker::with_durability(config.broker_config(), Some(durability));
+    // Users, permissions and vhosts come from the store (the configuration
+    // seeded it on first boot); only `loopback_users` stays configuration.
+    let mut seedless = config.broker_config();
+    let loopback: Vec<String> = seedless
+        .users
+        .iter()
+        .filter(|u| u.loopback_only)
+        .map(|u| u.name.clone())
+        .collect();
+    seedless.users.clear();
+    seedless.vhosts.clear();
+    let broker = Broker::with_durability(seedless, Some(durability));
+    broker.access.set_loopback_users(loopback);
     persister.attach(&broker);
+    restore_access(&broker, &defs);
 
-    for v in &defs.vhosts {
-        broker.vhost_or_create(v);
-    }
+    let known = |vhost: &str| broker.vhost(vhost).is_some();
     for e in defs.exchanges {
+        if !known(&e.vhost) {
+            // Left behind by a vhost deleted while its connections were
+            // still declaring: goes now.
+            persister.submit(PersistOp::DeleteExchange {
+                vhost: e.vhost,
+                name: e.name,
+            });
+            continue;
+        }
         let Some(kind) = ExchangeKind::parse(e.kind.as_bytes()) else {
             tracing::error!(vhost = %e.vhost, exchange = %e.name, kind = %e.kind, "stored exchange has an unknown type; skipped");
             continue;
@@ -102,6 +131,14 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
     }
     let mut messages = 0usize;
     for (q, index) in defs.queues.into_iter().zip(indexes) {
+        if !known(&q.vhost) {
+            persister.submit(PersistOp::DeleteQueue {
+                vhost: q.vhost,
+                name: q.name,
+                id: q.id,
+            });
+            continue;
+        }
         let kind = match q.arguments.get("x-queue-type") {
             Some(FieldValue::LongStr(t)) if t.as_bytes() == b"quorum" => QueueType::Quorum,
             _ => QueueType::Classic,
@@ -147,7 +184,9 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
             Destination::Queue(q) => BindingTarget::Queue(q),
             Destination::Exchange(e) => BindingTarget::Exchange(e),
         };
-        let vh = broker.vhost_or_create(&b.vhost);
+        let Some(vh) = broker.vhost(&b.vhost) else {
+            continue;
+        };
         if !vh.restore_binding(&b.source, &target, b.routing_key, b.arguments) {
             tracing::warn!(vhost = %b.vhost, source = %b.source, "stored binding refers to a missing exchange or queue; skipped");
         }
@@ -159,4 +198,102 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
         "recovered durable state"
     );
     Ok((broker, persister, thread))
+}
+
+/// The setting that says the configuration's vhosts and users were stored.
+const SEEDED: &str = "seeded-from-config";
+
+/// First boot (or a data directory from before users were stored): the
+/// configuration's vhosts, users and permissions go into the store, once.
+/// Passwords given in clear are stored hashed.
+fn seed(store: &Store, config: &Config) -> Result<(), StoreError> {
+    let bc = config.broker_config();
+    let mut batch = Batch::default();
+    for v in &bc.vhosts {
+        batch.put_vhost(v);
+    }
+    let random = std::collections::hash_map::RandomState::new();
+    for (i, u) in bc.users.iter().enumerate() {
+        let password = match &u.password {
+            Password::Plain(p) => {
+                let mut h = random.build_hasher();
+                h.write_usize(i);
+                let v = h.finish().to_le_bytes();
+                Password::hash(p, [v[0], v[1], v[2], v[3]])
+            }
+            hashed => hashed.clone(),
+        };
+        journal::admin_to_batch(
+            &mut batch,
+            &AdminOp::PutUser {
+                name: u.name.clone(),
+                password_hash: password.to_rabbitmq_hash().unwrap_or_default(),
+                tags: u.tags.clone(),
+            },
+        );
+        for p in &u.permissions {
+            journal::admin_to_batch(&mut batch, &AdminOp::PutPermission(p.clone()));
+        }
+    }
+    batch.put_setting(SEEDED, b"1");
+    store.apply(batch)?;
+    store.flush()?;
+    tracing::info!(
+        users = bc.users.len(),
+        vhosts = bc.vhosts.len(),
+        "seeded users and vhosts from the configuration"
+    );
+    Ok(())
+}
+
+/// Puts the stored vhosts, users and permissions into the broker.
+fn restore_access(broker: &Broker, defs: &warren_store::Definitions) {
+    for v in &defs.vhosts {
+        broker.vhost_or_create(&v.name).set_meta(VhostMeta {
+            name: v.name.clone(),
+            description: v.description.clone(),
+            tags: v.tags.clone(),
+            default_queue_type: v.default_queue_type.clone(),
+        });
+    }
+    for u in &defs.users {
+        let password = if u.password_hash.is_empty() {
+            None
+        } else {
+            let p = Password::from_rabbitmq_hash(&u.password_hash);
+            if p.is_none() {
+                tracing::error!(user = %u.name, "stored password hash is unreadable; the user cannot log in");
+            }
+            p
+        };
+        broker.access.put_user(Account {
+            name: u.name.clone(),
+            password,
+            tags: u.tags.clone(),
+        });
+    }
+    for p in &defs.permissions {
+        let spec = PermissionSpec {
+            user: p.user.clone(),
+            vhost: p.vhost.clone(),
+            configure: p.configure.clone(),
+            write: p.write.clone(),
+            read: p.read.clone(),
+        };
+        if let Err(e) = broker.access.put_permissions(spec) {
+            tracing::error!(user = %p.user, vhost = %p.vhost, "stored permissions: {e}");
+        }
+    }
+    for t in &defs.topic_permissions {
+        let spec = TopicPermissionSpec {
+            user: t.user.clone(),
+            vhost: t.vhost.clone(),
+            exchange: t.exchange.clone(),
+            write: t.write.clone(),
+            read: t.read.clone(),
+        };
+        if let Err(e) = broker.access.put_topic_permissions(spec) {
+            tracing::error!(user = %t.user, vhost = %t.vhost, "stored topic permissions: {e}");
+        }
+    }
 }

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -207,8 +208,12 @@ async fn serve(socket: TcpStream, peer: SocketAddr, server: Server, stop: watch:
     let _ = socket.set_nodelay(true);
     let notify = Arc::new(Notify::new());
     let mailbox = Mailbox::new(Box::new(NotifyWake(Arc::clone(&notify))));
+    let local = socket
+        .local_addr()
+        .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
     let info = ConnInfo {
         peer: peer.to_string(),
+        local,
         loopback: peer.ip().is_loopback(),
     };
     let conn = Connection::new(
@@ -268,11 +273,18 @@ async fn drive(
             res = wr.write(&pending), if !pending.is_empty() => {
                 let n = res?;
                 pending.advance(n);
+                let e = conn.entry();
+                e.send_oct.fetch_add(n as u64, Ordering::Relaxed);
+                e.send_cnt.fetch_add(1, Ordering::Relaxed);
             }
             res = rd.read_buf(&mut rbuf), if room && conn.wants_input() => {
-                if res? == 0 {
+                let n = res?;
+                if n == 0 {
                     return Ok(());
                 }
+                let e = conn.entry();
+                e.recv_oct.fetch_add(n as u64, Ordering::Relaxed);
+                e.recv_cnt.fetch_add(1, Ordering::Relaxed);
                 let now = std::time::Instant::now();
                 conn.handle_input(&mut rbuf, now);
                 // Deliveries caused by this input (consume, ack, recover)

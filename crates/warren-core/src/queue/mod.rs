@@ -128,6 +128,11 @@ impl Credit {
             });
     }
 
+    /// The limit; 0 means unlimited.
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
     /// Whether a limit is set.
     pub fn is_limited(&self) -> bool {
         self.limit.load(Ordering::Relaxed) != 0

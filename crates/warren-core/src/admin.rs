@@ -1,0 +1,198 @@
+//! Runtime administration: the typed requests the management API calls to
+//! change users, permissions and vhosts while the broker runs. Each change
+//! takes effect at once (connections of a deleted user or vhost are
+//! closed with 320 CONNECTION_FORCED, revoked permissions refuse the next
+//! operation) and is submitted to the store in order with everything else.
+
+use std::sync::Arc;
+
+use crate::access::VhostMeta;
+use crate::access::{Account, PermissionSpec, TopicPermissionSpec};
+use crate::broker::Broker;
+use crate::password::Password;
+use crate::persist::{AdminOp, PersistOp};
+use crate::vhost::VHost;
+
+/// Why an administrative request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// The named object does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is malformed or invalid (the text says why).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Broker {
+    fn submit_admin(&self, op: AdminOp) {
+        if let Some(d) = self.durability() {
+            d.submit(PersistOp::Admin(op));
+        }
+    }
+
+    /// Creates or replaces a user. A password in clear is hashed (RabbitMQ's
+    /// salted SHA-256) before it is kept or stored. True if the user is new.
+    pub fn put_user(&self, name: &str, password: Option<Password>, tags: Vec<String>) -> bool {
+        let password = password.map(|p| match p {
+            Password::Plain(text) => Password::hash(&text, self.random_salt()),
+            hashed => hashed,
+        });
+        let password_hash = password
+            .as_ref()
+            .and_then(Password::to_rabbitmq_hash)
+            .unwrap_or_default();
+        let created = self.access.put_user(Account {
+            name: name.to_string(),
+            password,
+            tags: tags.clone(),
+        });
+        self.submit_admin(AdminOp::PutUser {
+            name: name.to_string(),
+            password_hash,
+            tags,
+        });
+        created
+    }
+
+    /// Deletes a user and its permissions, and closes its connections.
+    pub fn delete_user(&self, name: &str) -> Result<(), AdminError> {
+        let perms = self.access.permission_specs(Some(name), None);
+        let topic = self.access.topic_permission_specs(Some(name), None);
+        if !self.access.delete_user(name) {
+            return Err(AdminError::NotFound(format!("user '{name}'")));
+        }
+        for p in perms {
+            self.submit_admin(AdminOp::DeletePermission {
+                user: p.user,
+                vhost: p.vhost,
+            });
+        }
+        for t in topic {
+            self.submit_admin(AdminOp::DeleteTopicPermission {
+                user: t.user,
+                vhost: t.vhost,
+                exchange: t.exchange,
+            });
+        }
+        self.submit_admin(AdminOp::DeleteUser {
+            name: name.to_string(),
+        });
+        let text = format!("user '{name}' is deleted");
+        self.close_connections(|c| c.negotiated().user == name, &text);
+        Ok(())
+    }
+
+    /// Sets a user's permissions in a vhost; both must exist.
+    pub fn put_permissions(&self, spec: PermissionSpec) -> Result<(), AdminError> {
+        self.need_user_and_vhost(&spec.user, &spec.vhost)?;
+        self.access
+            .put_permissions(spec.clone())
+            .map_err(AdminError::Invalid)?;
+        self.submit_admin(AdminOp::PutPermission(spec));
+        Ok(())
+    }
+
+    /// Clears a user's permissions in a vhost.
+    pub fn delete_permissions(&self, user: &str, vhost: &str) -> Result<(), AdminError> {
+        if !self.access.delete_permissions(user, vhost) {
+            return Err(AdminError::NotFound(format!(
+                "permissions of user '{user}' in vhost '{vhost}'"
+            )));
+        }
+        self.submit_admin(AdminOp::DeletePermission {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Sets a user's topic permissions for an exchange.
+    pub fn put_topic_permissions(&self, spec: TopicPermissionSpec) -> Result<(), AdminError> {
+        self.need_user_and_vhost(&spec.user, &spec.vhost)?;
+        self.access
+            .put_topic_permissions(spec.clone())
+            .map_err(AdminError::Invalid)?;
+        self.submit_admin(AdminOp::PutTopicPermission(spec));
+        Ok(())
+    }
+
+    /// Clears a user's topic permissions in a vhost (for one exchange, or
+    /// all).
+    pub fn delete_topic_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: Option<&str>,
+    ) -> Result<(), AdminError> {
+        let gone: Vec<TopicPermissionSpec> = self
+            .access
+            .topic_permission_specs(Some(user), Some(vhost))
+            .into_iter()
+            .filter(|t| exchange.is_none_or(|e| t.exchange == e))
+            .collect();
+        if gone.is_empty() {
+            return Err(AdminError::NotFound(format!(
+                "topic permissions of user '{user}' in vhost '{vhost}'"
+            )));
+        }
+        self.access.delete_topic_permissions(user, vhost, exchange);
+        for t in gone {
+            self.submit_admin(AdminOp::DeleteTopicPermission {
+                user: t.user,
+                vhost: t.vhost,
+                exchange: t.exchange,
+            });
+        }
+        Ok(())
+    }
+
+    fn need_user_and_vhost(&self, user: &str, vhost: &str) -> Result<(), AdminError> {
+        if self.access.user(user).is_none() {
+            return Err(AdminError::NotFound(format!("user '{user}'")));
+        }
+        if self.vhost(vhost).is_none() {
+            return Err(AdminError::NotFound(format!("vhost '{vhost}'")));
+        }
+        Ok(())
+    }
+
+    /// Creates a vhost, or updates its metadata. True if it is new.
+    pub fn put_vhost(&self, meta: VhostMeta) -> (Arc<VHost>, bool) {
+        let existed = self.vhost(&meta.name).is_some();
+        let vh = self.vhost_or_create(&meta.name);
+        vh.set_meta(meta);
+        self.submit_admin(AdminOp::PutVhost(vh.meta()));
+        (vh, !existed)
+    }
+
+    /// Deletes a vhost with everything in it (durable queues and their
+    /// messages included) and the permissions in it, and closes its
+    /// connections.
+    pub fn delete_vhost(&self, name: &str) -> Result<(), AdminError> {
+        let Some(vh) = self.remove_vhost(name) else {
+            return Err(AdminError::NotFound(format!("vhost '{name}'")));
+        };
+        let text = format!("vhost '{name}' is deleted");
+        self.close_connections(|c| c.negotiated().vhost == name, &text);
+        vh.delete_everything();
+        for p in self.access.permission_specs(None, Some(name)) {
+            self.submit_admin(AdminOp::DeletePermission {
+                user: p.user,
+                vhost: p.vhost,
+            });
+        }
+        for t in self.access.topic_permission_specs(None, Some(name)) {
+            self.submit_admin(AdminOp::DeleteTopicPermission {
+                user: t.user,
+                vhost: t.vhost,
+                exchange: t.exchange,
+            });
+        }
+        self.access.forget_vhost(name);
+        self.submit_admin(AdminOp::DeleteVhost {
+            name: name.to_string(),
+        });
+        Ok(())
+    }
+}
