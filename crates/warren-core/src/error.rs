@@ -244,6 +244,13 @@ pub enum Refusal {
         /// The name.
         name: ShortStr,
     },
+    /// Publishing to an internal exchange (403).
+    InternalExchange {
+        /// The exchange.
+        name: ShortStr,
+        /// The vhost.
+        vhost: String,
+    },
     /// Deleting the default or an `amq.*` exchange (403).
     SystemExchange {
         /// The exchange.
@@ -330,7 +337,8 @@ impl Refusal {
             Refusal::Locked { .. } => ReplyCode::ResourceLocked,
             Refusal::DefaultExchange
             | Refusal::ReservedName { .. }
-            | Refusal::SystemExchange { .. } => ReplyCode::AccessRefused,
+            | Refusal::SystemExchange { .. }
+            | Refusal::InternalExchange { .. } => ReplyCode::AccessRefused,
             Refusal::UnknownExchangeType(_) => ReplyCode::CommandInvalid,
             Refusal::Inequivalent { .. }
             | Refusal::InUse { .. }
@@ -364,6 +372,9 @@ impl Refusal {
             ),
             Refusal::SystemExchange { name, vhost } => {
                 format!("deletion of system exchange '{name}' in vhost '{vhost}' not allowed")
+            }
+            Refusal::InternalExchange { name, vhost } => {
+                format!("cannot publish to internal exchange '{name}' in vhost '{vhost}'")
             }
             Refusal::UnknownExchangeType(kind) => format!("unknown exchange type '{kind}'"),
             Refusal::Inequivalent {

@@ -91,7 +91,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-fn base64_encode(raw: &[u8]) -> String {
+/// Standard base64 with padding.
+pub fn base64_encode(raw: &[u8]) -> String {
     let mut out = String::with_capacity(raw.len().div_ceil(3) * 4);
     for chunk in raw.chunks(3) {
         let b = [
@@ -111,7 +112,9 @@ fn base64_encode(raw: &[u8]) -> String {
     out
 }
 
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
+/// Standard base64 (padding optional); `None` on a character outside the
+/// alphabet.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let text = text.trim_end_matches('=');
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let mut acc = 0u32;

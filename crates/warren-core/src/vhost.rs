@@ -212,6 +212,49 @@ impl VHost {
         }
     }
 
+    /// Publishes one message from outside a channel (the management API's
+    /// `publish`, the aliveness test): routed as `basic.publish` routes it,
+    /// by the routing key and any `CC`/`BCC` keys. Returns whether a queue
+    /// took it (RabbitMQ's `routed`). Refused: a missing exchange (404), an
+    /// internal one (403).
+    pub fn publish_one(
+        &self,
+        exchange: &ShortStr,
+        routing_key: ShortStr,
+        properties: warren_codec::BasicProperties,
+        body: bytes::Bytes,
+        now: Instant,
+    ) -> Result<bool> {
+        let ex = self.exchange_or_404(exchange)?;
+        if ex.spec.internal {
+            return Err(Refusal::InternalExchange {
+                name: exchange.clone(),
+                vhost: self.name.clone(),
+            });
+        }
+        let mut keys = vec![routing_key.clone()];
+        let mut properties = warren_codec::Properties::from(properties);
+        if let Some(h) = properties.headers.as_ref()
+            && has_sender_selected_keys(Some(h))
+        {
+            keys.extend(sender_selected_keys(h, &ROUTING_HEADERS)?);
+            if let Some(h) = properties.make_mut().headers.as_mut() {
+                h.remove("BCC");
+            }
+        }
+        let mut queues = Vec::new();
+        self.route(&ex, &keys, properties.headers.as_ref(), &mut queues);
+        if queues.is_empty() {
+            return Ok(false);
+        }
+        let message = self.prepare(
+            Message::new(exchange.clone(), routing_key, properties, body),
+            &queues,
+        );
+        self.enqueue(message, &queues, now, None);
+        Ok(true)
+    }
+
     /// Registers a direct reply-to address.
     pub fn register_reply(&self, address: ShortStr, target: ReplyTarget) {
         self.replies.insert(address, target);
@@ -303,8 +346,10 @@ impl VHost {
             .ok_or_else(|| self.no_exchange(name))
     }
 
-    /// `exchange.declare`.
-    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<()> {
+    /// What `declare_exchange` decides before it changes anything: an
+    /// error, `None` (passive, or already there and equivalent), or the
+    /// type of the exchange to create.
+    fn vet_exchange(&self, d: &ExchangeDeclare) -> Result<Option<ExchangeKind>> {
         let ExchangeDeclare {
             name,
             kind,
@@ -317,7 +362,7 @@ impl VHost {
         let (passive, durable, auto_delete, internal) =
             (*passive, *durable, *auto_delete, *internal);
         if passive {
-            return self.exchange_or_404(name).map(|_| ());
+            return self.exchange_or_404(name).map(|_| None);
         }
         if name.is_empty() {
             return Err(Refusal::DefaultExchange);
@@ -359,7 +404,7 @@ impl VHost {
             {
                 return Err(mismatch(&arg, &new, &old));
             }
-            return Ok(());
+            return Ok(None);
         }
         if name.starts_with(b"amq.") {
             return Err(Refusal::ReservedName {
@@ -367,6 +412,58 @@ impl VHost {
                 name: name.clone(),
             });
         }
+        Ok(Some(kind_parsed))
+    }
+
+    /// What `exchange.declare` would refuse, without declaring (an import
+    /// checks a whole definitions file first).
+    pub fn check_exchange_declare(&self, d: &ExchangeDeclare) -> Result<()> {
+        self.vet_exchange(d).map(|_| ())
+    }
+
+    /// What `queue.declare` of `d` would refuse in a vhost called `vhost`
+    /// that does not exist yet (an import creating both).
+    pub fn check_queue_in_new_vhost(vhost: &str, d: &QueueDeclare) -> Result<()> {
+        if d.name.starts_with(b"amq.") && !d.server_named {
+            return Err(Refusal::ReservedName {
+                kind: Kind::Queue,
+                name: d.name.clone(),
+            });
+        }
+        Self::validate_queue_args(vhost, &d.name, d).map(|_| ())
+    }
+
+    /// What `queue.declare` would refuse, without declaring.
+    pub fn check_queue_declare(&self, d: &QueueDeclare) -> Result<()> {
+        if let Some(q) = self.queue(d.name.as_bytes()) {
+            if q.spec.exclusive_owner.is_some() != d.exclusive {
+                return Err(self.locked(&d.name));
+            }
+            return self.check_equivalent(&q, d);
+        }
+        if d.name.starts_with(b"amq.") && !d.server_named {
+            return Err(Refusal::ReservedName {
+                kind: Kind::Queue,
+                name: d.name.clone(),
+            });
+        }
+        Self::validate_queue_args(&self.name, &d.name, d).map(|_| ())
+    }
+
+    /// `exchange.declare`.
+    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<()> {
+        let Some(kind_parsed) = self.vet_exchange(d)? else {
+            return Ok(());
+        };
+        let ExchangeDeclare {
+            name,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            ..
+        } = d;
+        let (durable, auto_delete, internal) = (*durable, *auto_delete, *internal);
         let spec = ExchangeSpec {
             name: name.clone(),
             kind: kind_parsed,
@@ -578,7 +675,7 @@ impl VHost {
                 name: name.clone(),
             });
         }
-        let kind = self.validate_queue_args(&name, d)?;
+        let kind = Self::validate_queue_args(&self.name, &name, d)?;
         let spec = QueueSpec {
             name: name.clone(),
             // Durable + exclusive is an exclusive transient queue (errata 30).
@@ -680,10 +777,10 @@ impl VHost {
         Ok(())
     }
 
-    fn validate_queue_args(&self, name: &ShortStr, d: &QueueDeclare) -> Result<QueueType> {
+    fn validate_queue_args(vhost: &str, name: &ShortStr, d: &QueueDeclare) -> Result<QueueType> {
         let invalid = |arg: &str, why: String| Refusal::InvalidArg {
             queue: name.clone(),
-            vhost: self.name.clone(),
+            vhost: vhost.to_string(),
             arg: arg.to_string(),
             why,
         };
@@ -768,7 +865,7 @@ impl VHost {
                 b"stream" => {
                     return Err(Refusal::StreamsUnsupported {
                         queue: name.clone(),
-                        vhost: self.name.clone(),
+                        vhost: vhost.to_string(),
                     });
                 }
                 _ => {
@@ -779,7 +876,7 @@ impl VHost {
         if kind == QueueType::Quorum {
             let prop = |property: &'static str| Refusal::InvalidProperty {
                 queue: name.clone(),
-                vhost: self.name.clone(),
+                vhost: vhost.to_string(),
                 property,
             };
             if d.exclusive {

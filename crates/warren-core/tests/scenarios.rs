@@ -3573,3 +3573,37 @@ fn deleting_a_user_or_a_vhost_closes_its_connections() {
     again.send_bytes(b"AMQP\x00\x00\x09\x01");
     assert!(matches!(again.method().1, Method::ConnectionStart(_)));
 }
+
+#[test]
+fn channel_entries_show_prefetch_and_consumers() {
+    let b = Broker::new(BrokerConfig::default());
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.send(
+        1,
+        BasicQos {
+            prefetch_count: 7,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "t".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::BasicConsumeOk(_)));
+    let conns = b.connections();
+    let ch = &conns[0].channels()[0];
+    assert_eq!(
+        ch.prefetch_count.load(std::sync::atomic::Ordering::Relaxed),
+        7
+    );
+    assert_eq!(
+        ch.consumer_count.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

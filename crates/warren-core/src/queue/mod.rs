@@ -33,6 +33,7 @@ use warren_codec::{FieldTable, FieldValue, ShortStr};
 use crate::mailbox::{Event, Mailbox};
 use crate::message::Message;
 use crate::persist::Persistence;
+pub use state::Counters;
 use state::{ConsumerState, Effects, QueueState, Read};
 
 /// A queue with at least this many ready messages, while consumers are
@@ -184,6 +185,46 @@ impl Consumer {
             mailbox,
         }
     }
+}
+
+/// A queue's counts for the management API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Ready messages.
+    pub ready: u64,
+    /// Their body bytes.
+    pub ready_bytes: u64,
+    /// Deliveries awaiting acknowledgement.
+    pub unacked: u64,
+    /// Consumers.
+    pub consumers: u64,
+    /// Message counts since declared.
+    pub counters: Counters,
+    /// The exclusive consumer's tag, if there is one.
+    pub exclusive_consumer: Option<ShortStr>,
+}
+
+/// One consumer of a queue, as the management API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Its tag.
+    pub tag: ShortStr,
+    /// Its connection.
+    pub conn: ConnId,
+    /// Its channel.
+    pub channel: u16,
+    /// Whether it acknowledges.
+    pub ack: bool,
+    /// Its prefetch (0: none).
+    pub prefetch: u32,
+    /// Exclusive consumer.
+    pub exclusive: bool,
+    /// `x-priority`.
+    pub priority: i64,
+    /// Receives messages (false: waiting behind the single active one).
+    pub active: bool,
+    /// The queue has single-active-consumer on.
+    pub single_active: bool,
 }
 
 /// Why a consumer could not be added.
@@ -641,6 +682,47 @@ impl Queue {
     /// `messages_unacknowledged`).
     pub fn unacked_count(&self) -> u32 {
         u32::try_from(self.lock().st.unacked_len()).unwrap_or(u32::MAX)
+    }
+
+    /// Everything the management API shows of the queue, in one look.
+    pub fn stats(&self) -> QueueStats {
+        let inner = self.lock();
+        let st = &inner.st;
+        QueueStats {
+            ready: st.ready_len() as u64,
+            ready_bytes: st.ready.bytes,
+            unacked: st.unacked_len() as u64,
+            consumers: st.consumer_count() as u64,
+            counters: st.counters,
+            exclusive_consumer: st
+                .consumers
+                .iter()
+                .find(|c| c.exclusive)
+                .map(|c| c.tag.clone()),
+        }
+    }
+
+    /// The queue's consumers, in the order they subscribed.
+    pub fn consumers(&self) -> Vec<ConsumerInfo> {
+        let inner = self.lock();
+        let sac = self.args.single_active_consumer;
+        inner
+            .st
+            .consumers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ConsumerInfo {
+                tag: c.tag.clone(),
+                conn: c.conn,
+                channel: c.channel,
+                ack: c.ack,
+                prefetch: c.prefetch,
+                exclusive: c.exclusive,
+                priority: c.priority,
+                active: !sac || i == 0,
+                single_active: sac,
+            })
+            .collect()
     }
 
     /// Ready messages and consumers in one look.

@@ -326,6 +326,26 @@ pub(crate) struct LoadRequest {
     pub(crate) dying: Vec<(Entry, DeathReason)>,
 }
 
+/// Message counts since the queue was declared (RabbitMQ's
+/// `message_stats`), kept under the queue's lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages accepted.
+    pub publish: u64,
+    /// Delivered to acknowledging consumers.
+    pub deliver: u64,
+    /// Delivered to no-ack consumers.
+    pub deliver_no_ack: u64,
+    /// Taken by `basic.get` with ack.
+    pub get: u64,
+    /// Taken by `basic.get` with no-ack.
+    pub get_no_ack: u64,
+    /// Delivered again after a requeue.
+    pub redeliver: u64,
+    /// Acknowledged.
+    pub ack: u64,
+}
+
 /// A queue's state. See the module documentation.
 #[derive(Debug)]
 pub(crate) struct QueueState {
@@ -362,6 +382,8 @@ pub(crate) struct QueueState {
     pub(crate) load_failures: u64,
     /// Deleted: takes nothing any more.
     deleted: bool,
+    /// Message counts for the management API.
+    pub(crate) counters: Counters,
 }
 
 impl QueueState {
@@ -385,6 +407,7 @@ impl QueueState {
             retry_load: false,
             load_failures: 0,
             deleted: false,
+            counters: Counters::default(),
         }
     }
 
@@ -489,6 +512,7 @@ impl QueueState {
             return false;
         }
         self.next_seq += 1;
+        self.counters.publish += 1;
         if let Some(msg) = stored {
             self.persist(fx, |queue| PersistOp::Enqueue { queue, seq, msg });
         }
@@ -618,6 +642,7 @@ impl QueueState {
         }
         // Once deleted, the store dropped everything this queue held.
         let live = !self.deleted;
+        self.counters.ack += acked.len() as u64;
         if live {
             for m in acked.iter().chain(rejected.iter()) {
                 self.untrack(owner, conn, channel, m.seq);
@@ -688,9 +713,12 @@ impl QueueState {
             let c = &mut self.consumers[i];
             if c.ack {
                 c.unacked.push_back(message.seq);
+                self.counters.deliver += 1;
             } else {
                 c.in_flight += 1;
+                self.counters.deliver_no_ack += 1;
             }
+            self.counters.redeliver += u64::from(message.redelivered);
             fx.deliver.push((i, message));
             self.cursor = i + 1;
             self.last_delivery = self.clock;
@@ -774,7 +802,11 @@ impl QueueState {
         }
         if let Some((conn, channel)) = ack {
             self.hold(conn, channel, VecDeque::from([m.seq]));
+            self.counters.get += 1;
+        } else {
+            self.counters.get_no_ack += 1;
         }
+        self.counters.redeliver += u64::from(m.redelivered);
         Some(m)
     }
 
