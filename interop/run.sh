@@ -177,7 +177,7 @@ loopback_only = true
 EOF
     # Port 0: the kernel picks a free port and warren logs the one it bound,
     # so there is no window in which another process can take it.
-    NO_COLOR=1 "$WARREN_BIN" --listen 127.0.0.1:0 --config "$WORK/warren.toml" >"$WORK/warren.log" 2>&1 &
+    NO_COLOR=1 "$WARREN_BIN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --config "$WORK/warren.toml" >"$WORK/warren.log" 2>&1 &
     BROKER_PID=$!
     PORT=""
     for _ in $(seq 100); do

@@ -29,6 +29,7 @@ use warren_codec::{
 };
 use warren_server::{Config, Server};
 
+pub mod http;
 pub mod lapin_util;
 
 /// How long any single read from the broker may take before the test fails.
@@ -44,6 +45,8 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     /// The broker model, for administration a test does directly.
     pub broker: std::sync::Arc<warren_core::Broker>,
+    /// Where the management HTTP API listens (always on loopback).
+    pub http: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     config: Config,
@@ -145,15 +148,30 @@ async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
         Server::new(config.clone())
     };
     let broker = std::sync::Arc::clone(&server.broker);
+    let http_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let http = http_listener.local_addr().expect("local_addr");
+    let state = warren_server::management::state(&server, addr, Some(http));
+    warren_server::management::load_definitions(&server, &state).expect("load_definitions");
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = warren_management::serve(http_listener, state, async move {
+            let _ = http_stopped.await;
+        })
+        .await;
+    });
     let task = tokio::spawn(async move {
         warren_server::run(listener, server, async move {
             let _ = rx.await;
         })
         .await;
+        let _ = stop_http.send(());
     });
     TestBroker {
         addr,
         broker,
+        http,
         shutdown: Some(tx),
         task: Some(task),
         config,

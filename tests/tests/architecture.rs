@@ -40,9 +40,19 @@ fn rules() -> BTreeMap<&'static str, (&'static [&'static str], &'static [&'stati
         (
             "warren-server",
             (
-                &["warren-codec", "warren-core", "warren-store"][..],
+                &[
+                    "warren-codec",
+                    "warren-core",
+                    "warren-store",
+                    "warren-management",
+                ][..],
                 &[][..],
             ),
+        ),
+        // The HTTP API: over the broker model, never the store.
+        (
+            "warren-management",
+            (&["warren-codec", "warren-core"][..], &["sled"][..]),
         ),
         // warrenctl speaks only the HTTP API.
         ("warren-cli", (&[][..], &["sled"][..])),
@@ -51,7 +61,12 @@ fn rules() -> BTreeMap<&'static str, (&'static [&'static str], &'static [&'stati
         (
             "warren-tests",
             (
-                &["warren-codec", "warren-core", "warren-server"][..],
+                &[
+                    "warren-codec",
+                    "warren-core",
+                    "warren-server",
+                    "warren-management",
+                ][..],
                 &[][..],
             ),
         ),

@@ -41,6 +41,34 @@ pub struct Config {
     /// clients see `product = "Warren"`. `capabilities` cannot be set: it
     /// tells clients which features work.
     pub server_properties: std::collections::BTreeMap<String, ServerProperty>,
+    /// The management HTTP API.
+    pub management: ManagementConfig,
+    /// A definitions file in RabbitMQ's JSON format applied at every boot
+    /// (RabbitMQ's `load_definitions`). Default: none.
+    pub load_definitions: Option<PathBuf>,
+}
+
+/// `[management]`: the HTTP API RabbitMQ's management plugin serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    /// Serve it at all. Default true.
+    pub enabled: bool,
+    /// Address to listen on. Default `0.0.0.0:15672`, RabbitMQ's port.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (definitions files can be
+    /// large). Default 20,000,000, as RabbitMQ's.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        ManagementConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 15672)),
+            max_body_bytes: 20_000_000,
+        }
+    }
 }
 
 /// A value in `[server_properties]`: text, a whole number or a boolean,
@@ -235,6 +263,8 @@ impl Default for Config {
                 tags: vec!["administrator".to_string()],
             }],
             server_properties: Default::default(),
+            management: ManagementConfig::default(),
+            load_definitions: None,
         }
     }
 }

@@ -9,11 +9,14 @@
 //! - [`journal`]: what that thread needs from storage, over sled and in
 //!   memory (for tests that crash it at every step).
 //! - [`recovery`]: rebuilding the broker from the data directory.
+//! - [`management`]: the management HTTP API beside AMQP, and
+//!   `load_definitions`.
 //!
 //! Tests start a broker with [`run`] on `127.0.0.1:0` in-process.
 
 pub mod config;
 pub mod journal;
+pub mod management;
 pub mod persistence;
 pub mod recovery;
 pub mod server;

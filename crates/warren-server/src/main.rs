@@ -23,6 +23,10 @@ struct Args {
     /// Listen address, overriding the file (e.g. 127.0.0.1:5672).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Address for the management HTTP API (overrides `[management]
+    /// listen`).
+    #[arg(long)]
+    management_listen: Option<std::net::SocketAddr>,
     /// Data directory, overriding the file.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -66,6 +70,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(l) = args.listen {
         config.listen = l;
     }
+    if let Some(l) = args.management_listen {
+        config.management.listen = l;
+    }
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
@@ -91,11 +98,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = builder.build()?;
     runtime.block_on(async move {
         let listen = config.listen;
+        let management = config.management.clone();
         let server = Server::open(config)?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        tracing::info!(listen = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "warren started");
+        let amqp = listener.local_addr()?;
+        let http = if management.enabled {
+            Some(tokio::net::TcpListener::bind(management.listen).await?)
+        } else {
+            None
+        };
+        let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
+        let state = warren_server::management::state(&server, amqp, http_addr);
+        warren_server::management::load_definitions(&server, &state)?;
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(http) = http {
+            tracing::info!(listen = %http_addr.map(|a| a.to_string()).unwrap_or_default(), "management API listening");
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stop_rx.changed().await;
+                };
+                if let Err(e) = warren_management::serve(http, state, stop).await {
+                    tracing::error!(error = %e, "management API stopped");
+                }
+            });
+        }
+        tracing::info!(listen = %amqp, version = env!("CARGO_PKG_VERSION"), "warren started");
 
-        warren_server::run(listener, server, shutdown_signal()).await;
+        warren_server::run(listener, server, async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
         tracing::info!("warren stopped");
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;

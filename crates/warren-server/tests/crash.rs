@@ -121,6 +121,8 @@ impl Broker {
         let mut child = Command::new(warren_bin())
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .arg("--management-listen")
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--log")

@@ -1,0 +1,543 @@
+//! Definitions in RabbitMQ's JSON format, both ways: `GET` exports users,
+//! vhosts, permissions, topic permissions, durable queues, exchanges and
+//! the bindings between them (the whole broker or one vhost); `POST`
+//! imports such a file. An import is checked as a whole before anything
+//! is applied.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use warren_codec::ShortStr;
+use warren_core::access::{PermissionSpec, TopicPermissionSpec, VhostMeta};
+use warren_core::exchange::ExchangeKind;
+use warren_core::password::Password;
+use warren_core::persist::BindingTarget;
+use warren_core::vhost::{Binding, ExchangeDeclare, QueueDeclare};
+
+use crate::access::SHA256;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::json::{flag, json_to_table, table_to_json, tags, text};
+use crate::overview::RABBITMQ_COMPAT;
+use crate::topology::HTTP_CONN;
+use crate::{Shared, body_json, no_content};
+
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/definitions", get(export_all).post(import_all))
+        .route("/api/all-configuration", get(export_all).post(import_all))
+        .route(
+            "/api/definitions/{vhost}",
+            get(export_vhost).post(import_vhost),
+        )
+}
+
+fn topology(
+    m: &Shared,
+    vhosts: &[std::sync::Arc<warren_core::VHost>],
+) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
+    for vh in vhosts {
+        let mut qs = vh.queues();
+        qs.sort_by(|a, b| a.name().cmp(b.name()));
+        for q in qs
+            .iter()
+            .filter(|q| q.spec.durable && q.spec.exclusive_owner.is_none())
+        {
+            queues.push(json!({
+                "name": q.name().to_lossy(),
+                "vhost": vh.name,
+                "durable": true,
+                "auto_delete": q.spec.auto_delete,
+                "arguments": table_to_json(&q.spec.arguments),
+            }));
+        }
+        let mut xs = vh.exchanges();
+        xs.sort_by(|a, b| a.name().cmp(b.name()));
+        for e in xs
+            .iter()
+            .filter(|e| e.spec.durable && !e.name().is_empty() && !e.name().starts_with(b"amq."))
+        {
+            exchanges.push(json!({
+                "name": e.name().to_lossy(),
+                "vhost": vh.name,
+                "type": e.spec.kind.as_str(),
+                "durable": true,
+                "auto_delete": e.spec.auto_delete,
+                "internal": e.spec.internal,
+                "arguments": table_to_json(&e.spec.arguments),
+            }));
+        }
+        let durable_queue = |name: &str| {
+            vh.queue(name.as_bytes())
+                .is_some_and(|q| q.spec.durable && q.spec.exclusive_owner.is_none())
+        };
+        let durable_exchange =
+            |name: &str| vh.exchange(name.as_bytes()).is_some_and(|e| e.spec.durable);
+        for mut b in crate::topology::bindings_of(vh, false) {
+            let dest = b["destination"].as_str().unwrap_or_default().to_string();
+            let src = b["source"].as_str().unwrap_or_default().to_string();
+            let ok = durable_exchange(&src)
+                && if b["destination_type"] == "queue" {
+                    durable_queue(&dest)
+                } else {
+                    durable_exchange(&dest)
+                };
+            if ok {
+                if let Some(o) = b.as_object_mut() {
+                    o.remove("properties_key");
+                }
+                bindings.push(b);
+            }
+        }
+    }
+    let _ = m;
+    (queues, exchanges, bindings)
+}
+
+async fn export_all(State(m): State<Shared>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let b = &m.broker;
+    let mut vhosts = b.vhosts();
+    vhosts.sort_by(|a, b| a.name.cmp(&b.name));
+    let users: Vec<Value> = b
+        .access
+        .users()
+        .iter()
+        .map(|u| {
+            json!({
+                "name": u.name,
+                "password_hash": u.password.as_ref().and_then(Password::to_rabbitmq_hash).unwrap_or_default(),
+                "hashing_algorithm": SHA256,
+                "tags": u.tags,
+                "limits": {},
+            })
+        })
+        .collect();
+    let vhost_items: Vec<Value> = vhosts
+        .iter()
+        .map(|v| {
+            let meta = v.meta();
+            let mut o = json!({"name": v.name, "description": meta.description, "tags": meta.tags});
+            if !meta.default_queue_type.is_empty() {
+                o["default_queue_type"] = meta.default_queue_type.into();
+            }
+            o["metadata"] = json!({"description": o["description"], "tags": o["tags"]});
+            o
+        })
+        .collect();
+    let permissions: Vec<Value> = b
+        .access
+        .permission_specs(None, None)
+        .iter()
+        .map(|p| json!({"user": p.user, "vhost": p.vhost, "configure": p.configure, "write": p.write, "read": p.read}))
+        .collect();
+    let topic: Vec<Value> = b
+        .access
+        .topic_permission_specs(None, None)
+        .iter()
+        .map(|t| json!({"user": t.user, "vhost": t.vhost, "exchange": t.exchange, "write": t.write, "read": t.read}))
+        .collect();
+    let (queues, exchanges, bindings) = topology(&m, &vhosts);
+    Ok(Json(json!({
+        "rabbit_version": RABBITMQ_COMPAT,
+        "rabbitmq_version": RABBITMQ_COMPAT,
+        "product_name": b.config.product,
+        "product_version": b.config.version,
+        "users": users,
+        "vhosts": vhost_items,
+        "permissions": permissions,
+        "topic_permissions": topic,
+        "parameters": [],
+        "global_parameters": [{"name": "cluster_name", "value": m.cluster_name()}],
+        "policies": [],
+        "queues": queues,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    })))
+}
+
+async fn export_vhost(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let vh = m.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
+    let (mut queues, mut exchanges, mut bindings) = topology(&m, &[vh]);
+    // A vhost's export names no vhost in its items, as RabbitMQ's.
+    for item in queues
+        .iter_mut()
+        .chain(exchanges.iter_mut())
+        .chain(bindings.iter_mut())
+    {
+        if let Some(o) = item.as_object_mut() {
+            o.remove("vhost");
+        }
+    }
+    Ok(Json(json!({
+        "rabbit_version": RABBITMQ_COMPAT,
+        "rabbitmq_version": RABBITMQ_COMPAT,
+        "product_name": m.broker.config.product,
+        "product_version": m.broker.config.version,
+        "parameters": [],
+        "policies": [],
+        "queues": queues,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    })))
+}
+
+// ---------------------------------------------------------------- import
+
+/// One change an import makes, checked before any is applied.
+enum Step {
+    Vhost(VhostMeta),
+    User {
+        name: String,
+        password: Option<Password>,
+        tags: Vec<String>,
+    },
+    Permission(PermissionSpec),
+    TopicPermission(TopicPermissionSpec),
+    ClusterName(String),
+    Exchange(String, ExchangeDeclare),
+    Queue(String, QueueDeclare),
+    Binding(String, Binding),
+}
+
+fn items<'a>(body: &'a Value, key: &str) -> Result<&'a [Value], ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(_) => Err(ApiError::bad_request(format!("{key} must be a list"))),
+    }
+}
+
+fn need<'a>(v: &'a Value, key: &str, what: &str) -> Result<&'a str, ApiError> {
+    text(v, key)?.ok_or_else(|| ApiError::bad_request(format!("{what}: {key} missing")))
+}
+
+fn short(s: &str, what: &str) -> Result<ShortStr, ApiError> {
+    if s.len() > 255 {
+        return Err(ApiError::bad_request(format!("{what} name too long: {s}")));
+    }
+    Ok(ShortStr::from(s))
+}
+
+/// Reads and checks a definitions file into steps. `only`: the vhost of a
+/// per-vhost import (items name no vhost).
+fn plan(m: &Shared, body: &Value, only: Option<&str>) -> Result<Vec<Step>, ApiError> {
+    let mut steps = Vec::new();
+    let mut new_vhosts: Vec<String> = Vec::new();
+    if only.is_none() {
+        for v in items(body, "vhosts")? {
+            let name = need(v, "name", "vhost")?.to_string();
+            let meta = v.get("metadata").unwrap_or(v);
+            steps.push(Step::Vhost(VhostMeta {
+                name: name.clone(),
+                description: text(meta, "description")?.unwrap_or("").to_string(),
+                tags: meta.get("tags").map(tags).transpose()?.unwrap_or_default(),
+                default_queue_type: match text(v, "default_queue_type")? {
+                    Some(t @ ("classic" | "quorum")) => t.to_string(),
+                    _ => String::new(),
+                },
+            }));
+            new_vhosts.push(name);
+        }
+        for u in items(body, "users")? {
+            let name = need(u, "name", "user")?.to_string();
+            let hash = text(u, "password_hash")?.unwrap_or("");
+            if let Some(alg) = text(u, "hashing_algorithm")?
+                && alg != SHA256
+            {
+                return Err(ApiError::bad_request(format!(
+                    "user {name}: unsupported hashing algorithm '{alg}'"
+                )));
+            }
+            let password = if hash.is_empty() {
+                None
+            } else {
+                Some(Password::from_rabbitmq_hash(hash).ok_or_else(|| {
+                    ApiError::bad_request(format!("user {name}: invalid password_hash"))
+                })?)
+            };
+            let tags = u.get("tags").map(tags).transpose()?.unwrap_or_default();
+            steps.push(Step::User {
+                name,
+                password,
+                tags,
+            });
+        }
+    }
+    let vhost_known = |v: &str| m.broker.vhost(v).is_some() || new_vhosts.iter().any(|n| n == v);
+    let vhost_of = |item: &Value, what: &str| -> Result<String, ApiError> {
+        let v = match only {
+            Some(v) => v.to_string(),
+            None => need(item, "vhost", what)?.to_string(),
+        };
+        if !vhost_known(&v) {
+            return Err(ApiError::bad_request(format!(
+                "{what}: vhost '{v}' not found"
+            )));
+        }
+        Ok(v)
+    };
+    if only.is_none() {
+        let user_known = |u: &str| {
+            m.broker.access.user(u).is_some()
+                || steps
+                    .iter()
+                    .any(|s| matches!(s, Step::User { name, .. } if name == u))
+        };
+        let mut perms = Vec::new();
+        for p in items(body, "permissions")? {
+            let spec = PermissionSpec {
+                user: need(p, "user", "permission")?.to_string(),
+                vhost: vhost_of(p, "permission")?,
+                configure: need(p, "configure", "permission")?.to_string(),
+                write: need(p, "write", "permission")?.to_string(),
+                read: need(p, "read", "permission")?.to_string(),
+            };
+            if !user_known(&spec.user) {
+                return Err(ApiError::bad_request(format!(
+                    "permission: user '{}' not found",
+                    spec.user
+                )));
+            }
+            spec.compile().map_err(ApiError::bad_request)?;
+            perms.push(Step::Permission(spec));
+        }
+        for t in items(body, "topic_permissions")? {
+            let spec = TopicPermissionSpec {
+                user: need(t, "user", "topic permission")?.to_string(),
+                vhost: vhost_of(t, "topic permission")?,
+                exchange: need(t, "exchange", "topic permission")?.to_string(),
+                write: need(t, "write", "topic permission")?.to_string(),
+                read: need(t, "read", "topic permission")?.to_string(),
+            };
+            if !user_known(&spec.user) {
+                return Err(ApiError::bad_request(format!(
+                    "topic permission: user '{}' not found",
+                    spec.user
+                )));
+            }
+            for p in [&spec.write, &spec.read] {
+                regex::Regex::new(p)
+                    .map_err(|e| ApiError::bad_request(format!("invalid regex '{p}': {e}")))?;
+            }
+            perms.push(Step::TopicPermission(spec));
+        }
+        steps.extend(perms);
+        for g in items(body, "global_parameters")? {
+            if text(g, "name")? == Some("cluster_name")
+                && let Some(name) = g.get("value").and_then(Value::as_str)
+            {
+                steps.push(Step::ClusterName(name.to_string()));
+            }
+        }
+    }
+    for e in items(body, "exchanges")? {
+        let vhost = vhost_of(e, "exchange")?;
+        let name = need(e, "name", "exchange")?;
+        let kind = need(e, "type", "exchange")?;
+        if ExchangeKind::parse(kind.as_bytes()).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "exchange {name}: unknown exchange type '{kind}'"
+            )));
+        }
+        steps.push(Step::Exchange(
+            vhost,
+            ExchangeDeclare {
+                name: short(name, "exchange")?,
+                kind: short(kind, "type")?,
+                passive: false,
+                durable: flag(e, "durable", true)?,
+                auto_delete: flag(e, "auto_delete", false)?,
+                internal: flag(e, "internal", false)?,
+                arguments: json_to_table(e.get("arguments").unwrap_or(&Value::Null))?,
+            },
+        ));
+    }
+    for q in items(body, "queues")? {
+        let vhost = vhost_of(q, "queue")?;
+        let name = need(q, "name", "queue")?;
+        steps.push(Step::Queue(
+            vhost,
+            QueueDeclare {
+                name: short(name, "queue")?,
+                server_named: false,
+                passive: false,
+                durable: flag(q, "durable", true)?,
+                exclusive: false,
+                auto_delete: flag(q, "auto_delete", false)?,
+                arguments: json_to_table(q.get("arguments").unwrap_or(&Value::Null))?,
+            },
+        ));
+    }
+    for b in items(body, "bindings")? {
+        let vhost = vhost_of(b, "binding")?;
+        let dest = short(need(b, "destination", "binding")?, "destination")?;
+        let destination = match need(b, "destination_type", "binding")? {
+            "queue" => BindingTarget::Queue(dest),
+            "exchange" => BindingTarget::Exchange(dest),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "binding: unknown destination_type '{other}'"
+                )));
+            }
+        };
+        steps.push(Step::Binding(
+            vhost,
+            Binding {
+                source: short(need(b, "source", "binding")?, "source")?,
+                destination,
+                routing_key: short(text(b, "routing_key")?.unwrap_or(""), "routing key")?,
+                arguments: json_to_table(b.get("arguments").unwrap_or(&Value::Null))?,
+            },
+        ));
+    }
+    // Bindings must join exchanges and queues that exist, or that this
+    // file declares.
+    for s in &steps {
+        let Step::Binding(v, b) = s else { continue };
+        let declared_exchange = |name: &ShortStr| {
+            steps
+                .iter()
+                .any(|s| matches!(s, Step::Exchange(sv, d) if sv == v && d.name == *name))
+                || m.broker
+                    .vhost(v)
+                    .is_some_and(|vh| vh.exchange(name.as_bytes()).is_some())
+        };
+        let declared_queue = |name: &ShortStr| {
+            steps
+                .iter()
+                .any(|s| matches!(s, Step::Queue(sv, d) if sv == v && d.name == *name))
+                || m.broker
+                    .vhost(v)
+                    .is_some_and(|vh| vh.queue(name.as_bytes()).is_some())
+        };
+        let dest_ok = match &b.destination {
+            BindingTarget::Queue(q) => declared_queue(q),
+            BindingTarget::Exchange(e) => declared_exchange(e),
+        };
+        if !declared_exchange(&b.source) || !dest_ok {
+            return Err(ApiError::bad_request(format!(
+                "binding from '{}' in vhost '{v}': source or destination not found",
+                b.source
+            )));
+        }
+    }
+    // What only declaring can check (argument values, redeclare
+    // equivalence): checked against what exists now, before anything
+    // changes.
+    for s in &steps {
+        match s {
+            Step::Queue(v, d) => match m.broker.vhost(v) {
+                Some(vh) => vh.check_queue_declare(d),
+                None => warren_core::VHost::check_queue_in_new_vhost(v, d),
+            }
+            .map_err(|r| ApiError::bad_request(r.detail()))?,
+            Step::Exchange(v, d) => {
+                if let Some(vh) = m.broker.vhost(v) {
+                    vh.check_exchange_declare(d)
+                        .map_err(|r| ApiError::bad_request(r.detail()))?;
+                } else if d.name.is_empty() || d.name.starts_with(b"amq.") {
+                    return Err(ApiError::bad_request(format!(
+                        "exchange name '{}' contains reserved prefix 'amq.*'",
+                        d.name
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(steps)
+}
+
+/// Applies checked steps in order; what fails now (a race with another
+/// change) is reported, with what came before it applied.
+fn apply(m: &Shared, steps: Vec<Step>) -> Result<(), ApiError> {
+    let now = Instant::now();
+    for s in steps {
+        match s {
+            Step::Vhost(meta) => {
+                m.broker.put_vhost(meta);
+            }
+            Step::User {
+                name,
+                password,
+                tags,
+            } => {
+                m.broker.put_user(&name, password, tags);
+            }
+            Step::Permission(p) => m.broker.put_permissions(p)?,
+            Step::TopicPermission(t) => m.broker.put_topic_permissions(t)?,
+            Step::ClusterName(n) => {
+                *m.cluster_name
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = n;
+            }
+            Step::Exchange(v, d) => {
+                let vh = m.broker.vhost(&v).ok_or_else(ApiError::not_found)?;
+                vh.declare_exchange(&d)
+                    .map_err(|r| ApiError::bad_request(r.detail()))?;
+            }
+            Step::Queue(v, d) => {
+                let vh = m.broker.vhost(&v).ok_or_else(ApiError::not_found)?;
+                vh.declare_queue(HTTP_CONN, &d, now)
+                    .map_err(|r| ApiError::bad_request(r.detail()))?;
+            }
+            Step::Binding(v, b) => {
+                let vh = m.broker.vhost(&v).ok_or_else(ApiError::not_found)?;
+                vh.bind(HTTP_CONN, &b)
+                    .map_err(|r| ApiError::bad_request(r.detail()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn import_all(
+    State(m): State<Shared>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let body = body_json(&body)?;
+    let steps = plan(&m, &body, None)?;
+    apply(&m, steps)?;
+    Ok(no_content())
+}
+
+async fn import_vhost(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    if m.broker.vhost(&vhost).is_none() {
+        return Err(ApiError::not_found_because("vhost_not_found"));
+    }
+    let body = body_json(&body)?;
+    let steps = plan(&m, &body, Some(&vhost))?;
+    apply(&m, steps)?;
+    Ok(no_content())
+}
+
+/// Applies a definitions file at boot (`load_definitions`): the same
+/// checks and steps as `POST /api/definitions`.
+pub fn load_file(m: &Shared, text: &str) -> Result<(), String> {
+    let body: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if !body.is_object() {
+        return Err("not a JSON object".to_string());
+    }
+    let steps = plan(m, &body, None).map_err(|e| e.reason)?;
+    apply(m, steps).map_err(|e| e.reason)
+}
