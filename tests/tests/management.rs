@@ -583,12 +583,7 @@ async fn the_rabbitmq_definitions_fixture_imports_and_its_users_log_in() {
     ))
     .unwrap();
     let fixture: Value = serde_json::from_str(&fixture).unwrap();
-    // Policies and parameters are not applied yet: import the rest.
-    let mut defs = fixture.clone();
-    for k in ["policies", "parameters"] {
-        defs[k] = json!([]);
-    }
-    let r = api.post("/api/definitions", &defs.to_string()).await;
+    let r = api.post("/api/definitions", &fixture.to_string()).await;
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
     let export = api.get("/api/definitions").await.json();
     for kind in [
@@ -599,6 +594,7 @@ async fn the_rabbitmq_definitions_fixture_imports_and_its_users_log_in() {
         "bindings",
         "permissions",
         "topic_permissions",
+        "policies",
     ] {
         let want = fixture[kind].as_array().unwrap().len();
         let got = export[kind].as_array().unwrap().len();
@@ -622,9 +618,42 @@ async fn the_rabbitmq_definitions_fixture_imports_and_its_users_log_in() {
         .map(|u| u["name"].as_str().unwrap())
         .collect();
     assert!(export_users.contains(&"alice"));
+    // The operator policy comes back under parameters (the vhost limit
+    // is not applied yet).
+    let ops: Vec<&Value> = export["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["component"] == "operator_policy")
+        .collect();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(
+        ops[0]["value"]["definition"],
+        json!({"max-length-bytes": 1073741824})
+    );
     let broker = b.restart().await;
     let api = guest(&broker);
     assert_eq!(api.get("/api/queues/shop/orders.created").await.status, 200);
+    // Policies applied, and back after the restart.
+    let cap = api.get("/api/policies/shop/cap").await.json();
+    assert_eq!(
+        cap["definition"],
+        json!({"max-length": 100000, "overflow": "reject-publish"})
+    );
+    let queues = fixture["queues"].as_array().unwrap();
+    let audit = queues
+        .iter()
+        .find(|q| q["vhost"] == "shop" && q["name"].as_str().unwrap().starts_with("audit"))
+        .expect("the fixture has an audit queue in shop");
+    let got = api
+        .get(&format!(
+            "/api/queues/shop/{}",
+            urlencode(audit["name"].as_str().unwrap())
+        ))
+        .await
+        .json();
+    assert_eq!(got["policy"], "cap");
+    assert_eq!(got["operator_policy"], "limits");
     // The fixture's users log in with their passwords (see
     // shared/reference/README.md), over HTTP and AMQP, after the restart.
     for (user, password, status) in [
@@ -716,5 +745,150 @@ async fn overview_nodes_and_health_checks() {
     assert_eq!(
         api.get("/api/aliveness-test/%2F").await.json(),
         json!({"status": "ok"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_apply_to_what_they_match_and_follow_changes() {
+    let b = start_durable_broker().await;
+    let api = guest(&b);
+    api.put("/api/queues/%2F/jobs.a", r#"{"durable":true}"#)
+        .await;
+    api.put(
+        "/api/queues/%2F/other",
+        r#"{"durable":true,"arguments":{"x-max-length":2}}"#,
+    )
+    .await;
+    for i in 0..5 {
+        for q in ["jobs.a", "other"] {
+            let body = format!(
+                r#"{{"properties":{{}},"routing_key":"{q}","payload":"m{i}","payload_encoding":"string"}}"#
+            );
+            api.post("/api/exchanges/%2F/amq.default/publish", &body)
+                .await;
+        }
+    }
+    assert_eq!(
+        api.get("/api/queues/%2F/jobs.a").await.json()["messages"],
+        5
+    );
+    // max-priority is not a policy key, as in RabbitMQ.
+    let r = api
+        .put(
+            "/api/policies/%2F/bad",
+            r#"{"pattern":".*","definition":{"max-priority":10}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["reason"],
+        "Validation failed\n\n[<<\"max-priority\">>] are not recognised policy settings\n"
+    );
+    // A matching policy lowers the limit at once; the other queue keeps
+    // its own lower argument (the lower value wins).
+    let r = api
+        .put(
+            "/api/policies/%2F/cap",
+            r#"{"pattern":"^(jobs|other)","definition":{"max-length":3},"priority":1,"apply-to":"queues"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let q = api.get("/api/queues/%2F/jobs.a").await.json();
+    assert_eq!(q["messages"], 3);
+    assert_eq!(q["policy"], "cap");
+    assert_eq!(q["effective_policy_definition"], json!({"max-length": 3}));
+    assert_eq!(api.get("/api/queues/%2F/other").await.json()["messages"], 2);
+    // A higher-priority match takes over.
+    api.put(
+        "/api/policies/%2F/jobs",
+        r#"{"pattern":"^jobs\\.","definition":{"max-length":1,"message-ttl":60000},"priority":5,"apply-to":"queues"}"#,
+    )
+    .await;
+    let q = api.get("/api/queues/%2F/jobs.a").await.json();
+    assert_eq!(q["policy"], "jobs");
+    assert_eq!(q["messages"], 1);
+    // An operator policy is merged in: the lower limit wins.
+    let r = api
+        .put(
+            "/api/operator-policies/%2F/ops",
+            r#"{"pattern":".*","definition":{"max-length":0},"apply-to":"queues"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let q = api.get("/api/queues/%2F/jobs.a").await.json();
+    assert_eq!(q["operator_policy"], "ops");
+    assert_eq!(q["effective_policy_definition"]["max-length"], 0);
+    assert_eq!(q["messages"], 0);
+    let r = api
+        .put(
+            "/api/operator-policies/%2F/bad",
+            r#"{"pattern":".*","definition":{"dead-letter-exchange":"x"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        api.delete("/api/operator-policies/%2F/ops").await.status,
+        204
+    );
+    // Removing the policies lifts the limits again.
+    assert_eq!(api.delete("/api/policies/%2F/jobs").await.status, 204);
+    assert_eq!(api.delete("/api/policies/%2F/cap").await.status, 204);
+    assert_eq!(api.delete("/api/policies/%2F/cap").await.status, 404);
+    assert_eq!(
+        api.get("/api/queues/%2F/jobs.a").await.json()["policy"],
+        Value::Null
+    );
+    for i in 0..3 {
+        let body = format!(
+            r#"{{"properties":{{}},"routing_key":"jobs.a","payload":"n{i}","payload_encoding":"string"}}"#
+        );
+        api.post("/api/exchanges/%2F/amq.default/publish", &body)
+            .await;
+    }
+    assert_eq!(
+        api.get("/api/queues/%2F/jobs.a").await.json()["messages"],
+        3
+    );
+
+    // An alternate exchange by policy catches what does not route.
+    api.put("/api/exchanges/%2F/in", r#"{"type":"direct"}"#)
+        .await;
+    api.put("/api/exchanges/%2F/unrouted", r#"{"type":"fanout"}"#)
+        .await;
+    api.put("/api/queues/%2F/lost", r#"{"durable":true}"#).await;
+    api.post("/api/bindings/%2F/e/unrouted/q/lost", "{}").await;
+    api.put(
+        "/api/policies/%2F/ae",
+        r#"{"pattern":"^in$","definition":{"alternate-exchange":"unrouted"},"apply-to":"exchanges"}"#,
+    )
+    .await;
+    assert_eq!(
+        api.get("/api/exchanges/%2F/in").await.json()["policy"],
+        "ae"
+    );
+    let r = api
+        .post(
+            "/api/exchanges/%2F/in/publish",
+            r#"{"properties":{},"routing_key":"nobody","payload":"x","payload_encoding":"string"}"#,
+        )
+        .await;
+    assert_eq!(r.json(), json!({"routed": true}));
+    assert_eq!(api.get("/api/queues/%2F/lost").await.json()["messages"], 1);
+
+    // Policies are stored.
+    let b = b.restart().await;
+    let api = guest(&b);
+    assert_eq!(
+        api.get("/api/policies")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        api.get("/api/exchanges/%2F/in").await.json()["policy"],
+        "ae"
     );
 }

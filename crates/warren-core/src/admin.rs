@@ -11,6 +11,7 @@ use crate::access::{Account, PermissionSpec, TopicPermissionSpec};
 use crate::broker::Broker;
 use crate::password::Password;
 use crate::persist::{AdminOp, PersistOp};
+use crate::policy::Policy;
 use crate::vhost::VHost;
 
 /// Why an administrative request was refused.
@@ -166,6 +167,59 @@ impl Broker {
         (vh, !existed)
     }
 
+    /// Sets a policy (or an operator policy) in a vhost, applied at once to
+    /// what it matches. True if it is new.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a policy's fields, as the API names them"
+    )]
+    pub fn put_policy(
+        &self,
+        vhost: &str,
+        name: &str,
+        pattern: &str,
+        apply_to: &str,
+        priority: i64,
+        definition: warren_codec::FieldTable,
+        operator: bool,
+    ) -> Result<bool, AdminError> {
+        let vh = self
+            .vhost(vhost)
+            .ok_or_else(|| AdminError::NotFound(format!("vhost '{vhost}'")))?;
+        let policy = Policy::new(
+            vhost, name, pattern, apply_to, priority, definition, operator,
+        )
+        .map_err(AdminError::Invalid)?;
+        let op = AdminOp::PutPolicy {
+            vhost: vhost.to_string(),
+            name: name.to_string(),
+            pattern: pattern.to_string(),
+            apply_to: policy.apply_to.as_str().to_string(),
+            priority,
+            definition: policy.definition.clone(),
+            operator,
+        };
+        let new = vh.put_policy(policy);
+        self.submit_admin(op);
+        Ok(new)
+    }
+
+    /// Deletes a policy (or an operator policy).
+    pub fn delete_policy(&self, vhost: &str, name: &str, operator: bool) -> Result<(), AdminError> {
+        let vh = self
+            .vhost(vhost)
+            .ok_or_else(|| AdminError::NotFound(format!("vhost '{vhost}'")))?;
+        if !vh.delete_policy(name, operator) {
+            return Err(AdminError::NotFound(format!("policy '{name}'")));
+        }
+        self.submit_admin(AdminOp::DeletePolicy {
+            vhost: vhost.to_string(),
+            name: name.to_string(),
+            operator,
+        });
+        Ok(())
+    }
+
     /// Deletes a vhost with everything in it (durable queues and their
     /// messages included) and the permissions in it, and closes its
     /// connections.
@@ -176,6 +230,13 @@ impl Broker {
         let text = format!("vhost '{name}' is deleted");
         self.close_connections(|c| c.negotiated().vhost == name, &text);
         vh.delete_everything();
+        for p in vh.policies() {
+            self.submit_admin(AdminOp::DeletePolicy {
+                vhost: name.to_string(),
+                name: p.name.clone(),
+                operator: p.operator,
+            });
+        }
         for p in self.access.permission_specs(None, Some(name)) {
             self.submit_admin(AdminOp::DeletePermission {
                 user: p.user,

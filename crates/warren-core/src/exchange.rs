@@ -269,6 +269,8 @@ pub struct Exchange {
     // An RwLock: routing (every publish) only reads; binds and unbinds are
     // rare. Never held across an await or while taking another lock.
     bindings: RwLock<Table>,
+    /// The policy applying now (read only for unroutable messages).
+    policy: RwLock<Option<Arc<crate::policy::Policy>>>,
 }
 
 fn split_words(key: &ShortStr) -> Vec<ShortStr> {
@@ -333,6 +335,36 @@ impl Exchange {
                 by_key: HashMap::new(),
                 topics,
             }),
+            policy: RwLock::new(None),
+        })
+    }
+
+    /// Sets the policy applying to the exchange (or none).
+    pub fn set_policy(&self, policy: Option<Arc<crate::policy::Policy>>) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    /// The policy applying now.
+    pub fn policy(&self) -> Option<Arc<crate::policy::Policy>> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Where unroutable messages go: the `alternate-exchange` argument, or
+    /// else the applying policy's (the argument wins, as in RabbitMQ).
+    pub fn alternate(&self) -> Option<ShortStr> {
+        let text = |v: Option<&FieldValue>| match v {
+            Some(FieldValue::LongStr(ae)) => ShortStr::from_slice(ae.as_bytes()),
+            _ => None,
+        };
+        text(self.spec.arguments.get("alternate-exchange")).or_else(|| {
+            self.policy
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|p| text(p.definition.get("alternate-exchange")))
         })
     }
 

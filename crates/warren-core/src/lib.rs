@@ -27,6 +27,7 @@ pub mod message;
 pub mod password;
 pub mod permissions;
 pub mod persist;
+pub mod policy;
 pub mod queue;
 pub mod registry;
 pub mod vhost;

@@ -238,7 +238,7 @@ impl Durability {
 
 /// A change to users, permissions or vhosts, to be stored in order with
 /// everything else.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AdminOp {
     /// A user was created or changed.
     PutUser {
@@ -277,6 +277,32 @@ pub enum AdminOp {
     },
     /// A vhost was created or its metadata changed.
     PutVhost(crate::access::VhostMeta),
+    /// A policy (or operator policy) was set.
+    PutPolicy {
+        /// Vhost.
+        vhost: String,
+        /// Name.
+        name: String,
+        /// Pattern.
+        pattern: String,
+        /// `apply-to`.
+        apply_to: String,
+        /// Priority.
+        priority: i64,
+        /// Definition.
+        definition: warren_codec::FieldTable,
+        /// An operator policy.
+        operator: bool,
+    },
+    /// A policy was deleted.
+    DeletePolicy {
+        /// Vhost.
+        vhost: String,
+        /// Name.
+        name: String,
+        /// An operator policy.
+        operator: bool,
+    },
     /// A vhost was deleted (its queues, exchanges and bindings are
     /// deleted by their own ops before this one).
     DeleteVhost {

@@ -16,6 +16,7 @@ type Result<T, E = Refusal> = std::result::Result<T, E>;
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec};
 use crate::message::{Gauge, Message};
 use crate::persist::{BindingTarget, Durability, PersistOp};
+use crate::policy::{Policy, pick};
 use crate::queue::{ConnId, DeadLetters, Queue, QueueSpec, QueueType};
 
 /// A virtual host.
@@ -36,6 +37,9 @@ pub struct VHost {
     // and looked up by every reply.
     replies: DashMap<ShortStr, ReplyTarget>,
     queues: DashMap<ShortStr, Arc<Queue>>,
+    /// Policies and operator policies (changed rarely, read when a queue
+    /// or exchange is created or policies change).
+    policies: std::sync::RwLock<Vec<Arc<Policy>>>,
     /// Bumped after every change to exchanges, queues or bindings, so that
     /// channels can reuse a route computed at the same epoch.
     epoch: AtomicU64,
@@ -159,6 +163,7 @@ impl VHost {
             exchanges: DashMap::new(),
             replies: DashMap::new(),
             queues: DashMap::new(),
+            policies: std::sync::RwLock::new(Vec::new()),
             epoch: AtomicU64::new(0),
         };
         for (n, kind, internal) in [
@@ -484,9 +489,13 @@ impl VHost {
                 arguments: arguments.clone(),
             });
         }
-        self.exchanges
-            .entry(name.clone())
-            .or_insert_with(|| Exchange::new(spec));
+        let ex = Arc::clone(
+            self.exchanges
+                .entry(name.clone())
+                .or_insert_with(|| Exchange::new(spec))
+                .value(),
+        );
+        self.apply_policies_to_exchange(&ex);
         self.changed();
         Ok(())
     }
@@ -540,9 +549,13 @@ impl VHost {
 
     /// Recreates a stored exchange at start-up.
     pub fn restore_exchange(&self, spec: ExchangeSpec) {
-        self.exchanges
-            .entry(spec.name.clone())
-            .or_insert_with(|| Exchange::new(spec));
+        let ex = Arc::clone(
+            self.exchanges
+                .entry(spec.name.clone())
+                .or_insert_with(|| Exchange::new(spec))
+                .value(),
+        );
+        self.apply_policies_to_exchange(&ex);
         self.changed();
     }
 
@@ -551,8 +564,103 @@ impl VHost {
         let store = self.durability.as_ref().map(|d| Arc::clone(d.store()));
         let q = Queue::new(spec, store);
         self.queues.insert(q.name().clone(), Arc::clone(&q));
+        self.apply_policies_to_queue(&q);
         self.changed();
         q
+    }
+
+    /// The policies and operator policies, by name.
+    pub fn policies(&self) -> Vec<Arc<Policy>> {
+        let mut v = self
+            .policies
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Adds or replaces a policy (by name and kind) and applies policies
+    /// afresh to every queue and exchange. True if it is new.
+    pub fn put_policy(&self, policy: Policy) -> bool {
+        let new = {
+            let mut all = self
+                .policies
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = all.len();
+            all.retain(|p| !(p.name == policy.name && p.operator == policy.operator));
+            let new = all.len() == before;
+            all.push(Arc::new(policy));
+            new
+        };
+        self.reapply_policies();
+        new
+    }
+
+    /// Removes a policy and applies policies afresh. False if none.
+    pub fn delete_policy(&self, name: &str, operator: bool) -> bool {
+        let found = {
+            let mut all = self
+                .policies
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = all.len();
+            all.retain(|p| !(p.name == name && p.operator == operator));
+            all.len() != before
+        };
+        if found {
+            self.reapply_policies();
+        }
+        found
+    }
+
+    fn reapply_policies(&self) {
+        for q in self.queues() {
+            self.apply_policies_to_queue(&q);
+        }
+        for e in self.exchanges() {
+            self.apply_policies_to_exchange(&e);
+        }
+    }
+
+    /// Applies the matching policy and operator policy of highest priority
+    /// to a queue.
+    fn apply_policies_to_queue(&self, q: &Arc<Queue>) {
+        let (user, op) = {
+            let all = self
+                .policies
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if all.is_empty() && q.applied_policies().definition.0.is_empty() {
+                return;
+            }
+            let quorum = q.spec.kind == QueueType::Quorum;
+            let name = q.name().as_bytes();
+            (
+                pick(all.iter().filter(|p| !p.operator), |p| {
+                    p.matches_queue(name, quorum)
+                }),
+                pick(all.iter().filter(|p| p.operator), |p| {
+                    p.matches_queue(name, quorum)
+                }),
+            )
+        };
+        let dead = q.apply_policies(user, op);
+        self.dead_letter(q, dead);
+    }
+
+    fn apply_policies_to_exchange(&self, e: &Arc<Exchange>) {
+        let user = {
+            let all = self
+                .policies
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pick(all.iter().filter(|p| !p.operator), |p| {
+                p.matches_exchange(e.name().as_bytes())
+            })
+        };
+        e.set_policy(user);
     }
 
     /// Recreates a stored binding at start-up; false if an end is missing.
@@ -708,6 +816,7 @@ impl VHost {
                 })
                 .value(),
         );
+        self.apply_policies_to_queue(&q);
         self.changed();
         q.touch(now);
         let (m, c) = q.counts();
@@ -1127,13 +1236,9 @@ impl VHost {
                 }
             });
         }
-        let alternate = match exchange.spec.arguments.get("alternate-exchange") {
-            Some(FieldValue::LongStr(ae)) if out.len() == before && next.is_empty() => {
-                ShortStr::from_slice(ae.as_bytes())
-            }
-            _ => None,
-        };
-        next.extend(alternate);
+        if out.len() == before && next.is_empty() {
+            next.extend(exchange.alternate());
+        }
         // Cycles of exchange-to-exchange bindings are legal: each exchange
         // is visited once, and the depth bound is a second guard.
         if next.is_empty() || depth >= 64 {
@@ -1231,7 +1336,8 @@ impl VHost {
 
     fn route_dead_letters(&self, from: &Queue, dead: DeadLetters) {
         let Some(now) = dead.now else { return };
-        let Some(dlx_name) = &from.args.dead_letter_exchange else {
+        let args = from.args();
+        let Some(dlx_name) = &args.dead_letter_exchange else {
             return;
         };
         let Some(dlx) = self.exchange(dlx_name.as_bytes()) else {
@@ -1334,7 +1440,7 @@ impl VHost {
             // alone and loses its CC header; without one it goes by the
             // keys it was published with, CC included, as in RabbitMQ
             // (its BCC keys were removed at publish and are not kept).
-            let keys = match &from.args.dead_letter_routing_key {
+            let keys = match &args.dead_letter_routing_key {
                 Some(k) => {
                     headers.remove("CC");
                     vec![k.clone()]

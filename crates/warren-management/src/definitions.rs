@@ -17,6 +17,7 @@ use warren_core::access::{PermissionSpec, TopicPermissionSpec, VhostMeta};
 use warren_core::exchange::ExchangeKind;
 use warren_core::password::Password;
 use warren_core::persist::BindingTarget;
+use warren_core::policy::Policy;
 use warren_core::vhost::{Binding, ExchangeDeclare, QueueDeclare};
 
 use crate::access::SHA256;
@@ -24,6 +25,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::json::{flag, json_to_table, table_to_json, tags, text};
 use crate::overview::RABBITMQ_COMPAT;
+use crate::policies::{operator_parameter_json, policy_json};
 use crate::topology::HTTP_CONN;
 use crate::{Shared, body_json, no_content};
 
@@ -144,6 +146,17 @@ async fn export_all(State(m): State<Shared>, caller: Caller) -> Result<Json<Valu
         .map(|t| json!({"user": t.user, "vhost": t.vhost, "exchange": t.exchange, "write": t.write, "read": t.read}))
         .collect();
     let (queues, exchanges, bindings) = topology(&m, &vhosts);
+    let all_policies: Vec<_> = vhosts.iter().flat_map(|v| v.policies()).collect();
+    let policies: Vec<Value> = all_policies
+        .iter()
+        .filter(|p| !p.operator)
+        .map(|p| policy_json(p))
+        .collect();
+    let parameters: Vec<Value> = all_policies
+        .iter()
+        .filter(|p| p.operator)
+        .map(|p| operator_parameter_json(p))
+        .collect();
     Ok(Json(json!({
         "rabbit_version": RABBITMQ_COMPAT,
         "rabbitmq_version": RABBITMQ_COMPAT,
@@ -153,9 +166,9 @@ async fn export_all(State(m): State<Shared>, caller: Caller) -> Result<Json<Valu
         "vhosts": vhost_items,
         "permissions": permissions,
         "topic_permissions": topic,
-        "parameters": [],
+        "parameters": parameters,
         "global_parameters": [{"name": "cluster_name", "value": m.cluster_name()}],
-        "policies": [],
+        "policies": policies,
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -169,12 +182,19 @@ async fn export_vhost(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let vh = m.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
+    let mut policies: Vec<Value> = vh
+        .policies()
+        .iter()
+        .filter(|p| !p.operator)
+        .map(|p| policy_json(p))
+        .collect();
     let (mut queues, mut exchanges, mut bindings) = topology(&m, &[vh]);
     // A vhost's export names no vhost in its items, as RabbitMQ's.
     for item in queues
         .iter_mut()
         .chain(exchanges.iter_mut())
         .chain(bindings.iter_mut())
+        .chain(policies.iter_mut())
     {
         if let Some(o) = item.as_object_mut() {
             o.remove("vhost");
@@ -186,7 +206,7 @@ async fn export_vhost(
         "product_name": m.broker.config.product,
         "product_version": m.broker.config.version,
         "parameters": [],
-        "policies": [],
+        "policies": policies,
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -209,6 +229,7 @@ enum Step {
     Exchange(String, ExchangeDeclare),
     Queue(String, QueueDeclare),
     Binding(String, Binding),
+    Policy(Policy),
 }
 
 fn items<'a>(body: &'a Value, key: &str) -> Result<&'a [Value], ApiError> {
@@ -228,6 +249,19 @@ fn short(s: &str, what: &str) -> Result<ShortStr, ApiError> {
         return Err(ApiError::bad_request(format!("{what} name too long: {s}")));
     }
     Ok(ShortStr::from(s))
+}
+
+/// A policy item (`vhost` given apart), checked.
+fn policy_of(vhost: &str, p: &Value, operator: bool) -> Result<Policy, ApiError> {
+    let name = need(p, "name", "policy")?;
+    let pattern = need(p, "pattern", "policy")?;
+    let definition = json_to_table(p.get("definition").unwrap_or(&Value::Null))?;
+    let priority = crate::json::int(p, "priority")?.unwrap_or(0);
+    let apply_to = text(p, "apply-to")?.unwrap_or("all");
+    Policy::new(
+        vhost, name, pattern, apply_to, priority, definition, operator,
+    )
+    .map_err(ApiError::bad_request)
 }
 
 /// Reads and checks a definitions file into steps. `only`: the vhost of a
@@ -339,6 +373,27 @@ fn plan(m: &Shared, body: &Value, only: Option<&str>) -> Result<Vec<Step>, ApiEr
                 && let Some(name) = g.get("value").and_then(Value::as_str)
             {
                 steps.push(Step::ClusterName(name.to_string()));
+            }
+        }
+    }
+    for p in items(body, "policies")? {
+        let vhost = vhost_of(p, "policy")?;
+        steps.push(Step::Policy(policy_of(&vhost, p, false)?));
+    }
+    for p in items(body, "parameters")? {
+        let vhost = vhost_of(p, "parameter")?;
+        let name = need(p, "name", "parameter")?;
+        match need(p, "component", "parameter")? {
+            "operator_policy" => {
+                let mut value = p.get("value").cloned().unwrap_or(Value::Null);
+                if let Some(o) = value.as_object_mut() {
+                    o.insert("name".into(), Value::String(name.to_string()));
+                }
+                steps.push(Step::Policy(policy_of(&vhost, &value, true)?));
+            }
+            other => {
+                // Vhost limits and plugin parameters are not applied yet.
+                tracing::warn!(component = other, vhost = %vhost, parameter = name, "definitions: parameter not applied");
             }
         }
     }
@@ -497,6 +552,17 @@ fn apply(m: &Shared, steps: Vec<Step>) -> Result<(), ApiError> {
                 let vh = m.broker.vhost(&v).ok_or_else(ApiError::not_found)?;
                 vh.bind(HTTP_CONN, &b)
                     .map_err(|r| ApiError::bad_request(r.detail()))?;
+            }
+            Step::Policy(p) => {
+                m.broker.put_policy(
+                    &p.vhost,
+                    &p.name,
+                    &p.pattern,
+                    p.apply_to.as_str(),
+                    p.priority,
+                    p.definition,
+                    p.operator,
+                )?;
             }
         }
     }

@@ -10,7 +10,8 @@
 //! - [`error`]: `{"error", "reason"}` bodies and the AMQP-to-HTTP mapping.
 //! - [`json`]: field tables and properties as JSON.
 //! - [`list`]: pagination, sorting, `columns` and `name` filters.
-//! - `overview`, `access`, `topology`, `live`, `definitions`: the routes.
+//! - `overview`, `access`, `topology`, `live`, `policies`, `definitions`:
+//!   the routes.
 
 mod access;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod json;
 pub mod list;
 mod live;
 mod overview;
+mod policies;
 mod topology;
 
 use std::net::SocketAddr;
@@ -97,6 +99,7 @@ pub fn router(state: Shared) -> Router {
         .merge(topology::routes())
         .merge(live::routes())
         .merge(definitions::routes())
+        .merge(policies::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);

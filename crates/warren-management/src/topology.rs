@@ -135,6 +135,11 @@ fn put_vhost(m: &Shared, caller: &Caller, name: &str) -> Result<Arc<VHost>, ApiE
 
 fn queue_json(m: &Shared, vh: &VHost, q: &Queue) -> Value {
     let s = q.stats();
+    let applied = q.applied_policies();
+    let name_of = |p: &Option<std::sync::Arc<warren_core::policy::Policy>>| {
+        p.as_ref()
+            .map_or(Value::Null, |p| Value::String(p.name.clone()))
+    };
     let utilisation = if s.consumers > 0 { 1.0 } else { 0.0 };
     json!({
         "name": q.name().to_lossy(),
@@ -160,9 +165,9 @@ fn queue_json(m: &Shared, vh: &VHost, q: &Queue) -> Value {
         "exclusive_consumer_tag": s.exclusive_consumer.map(|t| t.to_lossy().into_owned()),
         "single_active_consumer_tag": Value::Null,
         "memory": s.ready_bytes,
-        "policy": Value::Null,
-        "operator_policy": Value::Null,
-        "effective_policy_definition": {},
+        "policy": name_of(&applied.policy),
+        "operator_policy": name_of(&applied.operator_policy),
+        "effective_policy_definition": table_to_json(&applied.definition),
         "head_message_timestamp": Value::Null,
         "recoverable_slaves": Value::Null,
         "message_stats": message_stats(&s.counters),
@@ -420,7 +425,7 @@ fn exchange_json(vh: &VHost, e: &Exchange) -> Value {
         "internal": e.spec.internal,
         "arguments": table_to_json(&e.spec.arguments),
         "user_who_performed_action": "",
-        "policy": Value::Null,
+        "policy": e.policy().map_or(Value::Null, |p| Value::String(p.name.clone())),
         "message_stats": {},
     })
 }

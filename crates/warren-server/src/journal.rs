@@ -19,8 +19,8 @@ use warren_core::access::VhostMeta;
 use warren_core::access::{PermissionSpec, TopicPermissionSpec};
 use warren_core::persist::AdminOp;
 use warren_store::{
-    Batch, BindingRecord, Definitions, ExchangeRecord, IndexEntry, PermissionRecord, QueueRecord,
-    Store, StoreError, StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
+    Batch, BindingRecord, Definitions, ExchangeRecord, IndexEntry, PermissionRecord, PolicyRecord,
+    QueueRecord, Store, StoreError, StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
 };
 
 /// One write in an atomic group. Later writes to the same record replace
@@ -185,6 +185,40 @@ pub fn admin_to_batch(batch: &mut Batch, op: &AdminOp) {
         } => batch.delete_topic_permission(user, vhost, exchange),
         AdminOp::PutVhost(m) => batch.put_vhost_record(&vhost_record(m)),
         AdminOp::DeleteVhost { name } => batch.delete_vhost(name),
+        AdminOp::PutPolicy { .. } => {
+            if let Some(r) = policy_record(op) {
+                batch.put_policy(&r);
+            }
+        }
+        AdminOp::DeletePolicy {
+            vhost,
+            name,
+            operator,
+        } => batch.delete_policy(vhost, name, *operator),
+    }
+}
+
+/// A policy as the store keeps it: its definition as RabbitMQ's JSON.
+fn policy_record(op: &AdminOp) -> Option<PolicyRecord> {
+    match op {
+        AdminOp::PutPolicy {
+            vhost,
+            name,
+            pattern,
+            apply_to,
+            priority,
+            definition,
+            operator,
+        } => Some(PolicyRecord {
+            vhost: vhost.clone(),
+            name: name.clone(),
+            pattern: pattern.clone(),
+            apply_to: apply_to.clone(),
+            priority: *priority,
+            definition: warren_management::json::table_to_json(definition).to_string(),
+            operator: *operator,
+        }),
+        _ => None,
     }
 }
 
@@ -289,6 +323,8 @@ pub struct Image {
     pub permissions: BTreeMap<(String, String), PermissionRecord>,
     /// Topic permissions by (user, vhost, exchange).
     pub topic_permissions: BTreeMap<(String, String, String), TopicPermissionRecord>,
+    /// Policies by (vhost, name, operator).
+    pub policies: BTreeMap<(String, String, bool), PolicyRecord>,
 }
 
 impl Image {
@@ -382,6 +418,20 @@ impl Image {
             AdminOp::DeleteVhost { name } => {
                 self.vhosts.remove(name);
             }
+            AdminOp::PutPolicy { .. } => {
+                if let Some(r) = policy_record(op) {
+                    self.policies
+                        .insert((r.vhost.clone(), r.name.clone(), r.operator), r);
+                }
+            }
+            AdminOp::DeletePolicy {
+                vhost,
+                name,
+                operator,
+            } => {
+                self.policies
+                    .remove(&(vhost.clone(), name.clone(), *operator));
+            }
         }
     }
 
@@ -404,7 +454,7 @@ impl Image {
             users: self.users.values().cloned().collect(),
             permissions: self.permissions.values().cloned().collect(),
             topic_permissions: self.topic_permissions.values().cloned().collect(),
-            policies: Vec::new(),
+            policies: self.policies.values().cloned().collect(),
         }
     }
 

@@ -20,6 +20,7 @@ use warren_core::access::{Account, PermissionSpec, TopicPermissionSpec};
 use warren_core::exchange::{ExchangeKind, ExchangeSpec};
 use warren_core::password::Password;
 use warren_core::persist::{AdminOp, BindingTarget, Durability, PersistOp, Persistence};
+use warren_core::policy::Policy;
 use warren_core::queue::{QueueSpec, QueueType, Recovered};
 use warren_store::{Batch, Destination, Store, StoreError};
 
@@ -153,7 +154,7 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
             kind,
             store_id: Some(q.id),
         });
-        let priority_queue = queue.args.max_priority > 0;
+        let priority_queue = queue.args().max_priority > 0;
         messages += index.len();
         queue.recover(index.into_iter().map(|e| {
             // Priority queues need each message's priority to place it;
@@ -282,6 +283,35 @@ fn restore_access(broker: &Broker, defs: &warren_store::Definitions) {
         };
         if let Err(e) = broker.access.put_permissions(spec) {
             tracing::error!(user = %p.user, vhost = %p.vhost, "stored permissions: {e}");
+        }
+    }
+    for p in &defs.policies {
+        let Some(vh) = broker.vhost(&p.vhost) else {
+            continue;
+        };
+        let definition = serde_json::from_str::<serde_json::Value>(&p.definition)
+            .ok()
+            .and_then(|v| warren_management::json::json_to_table(&v).ok());
+        let policy = definition
+            .ok_or_else(|| "unreadable definition".to_string())
+            .and_then(|d| {
+                Policy::new(
+                    &p.vhost,
+                    &p.name,
+                    &p.pattern,
+                    &p.apply_to,
+                    p.priority,
+                    d,
+                    p.operator,
+                )
+            });
+        match policy {
+            Ok(policy) => {
+                vh.put_policy(policy);
+            }
+            Err(e) => {
+                tracing::error!(vhost = %p.vhost, policy = %p.name, "stored policy skipped: {e}");
+            }
         }
     }
     for t in &defs.topic_permissions {

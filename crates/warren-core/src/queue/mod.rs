@@ -33,6 +33,7 @@ use warren_codec::{FieldTable, FieldValue, ShortStr};
 use crate::mailbox::{Event, Mailbox};
 use crate::message::Message;
 use crate::persist::Persistence;
+use crate::policy::Policy;
 pub use state::Counters;
 use state::{ConsumerState, Effects, QueueState, Read};
 
@@ -187,6 +188,17 @@ impl Consumer {
     }
 }
 
+/// The policies applying to a queue, and their effective definition.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// The user policy, if one matches.
+    pub policy: Option<Arc<Policy>>,
+    /// The operator policy, if one matches.
+    pub operator_policy: Option<Arc<Policy>>,
+    /// What they set together.
+    pub definition: FieldTable,
+}
+
 /// A queue's counts for the management API.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueStats {
@@ -269,7 +281,7 @@ pub enum Overflow {
 
 /// The queue arguments that change behaviour, parsed once at declare time
 /// (the vhost validated them first).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueArgs {
     /// `x-message-ttl`.
     pub message_ttl: Option<Duration>,
@@ -383,8 +395,11 @@ pub struct Queue {
     pub me: QueueRef,
     /// What it was declared with.
     pub spec: QueueSpec,
-    /// Parsed behaviour arguments.
-    pub args: QueueArgs,
+    /// Behaviour arguments in effect: the declared ones with the applying
+    /// policies merged in (see [`crate::policy`]).
+    args: std::sync::RwLock<Arc<QueueArgs>>,
+    /// The policy and operator policy applying now.
+    policies: std::sync::RwLock<Applied>,
     store: Option<Arc<dyn Persistence>>,
     deleted: AtomicBool,
     /// Whether any message may carry an expiry, so the periodic sweep can
@@ -472,7 +487,8 @@ impl Queue {
         Arc::new(Queue {
             me,
             spec,
-            args,
+            args: std::sync::RwLock::new(Arc::new(args)),
+            policies: std::sync::RwLock::new(Applied::default()),
             store,
             deleted: AtomicBool::new(false),
             may_expire: AtomicBool::new(may_expire),
@@ -630,11 +646,79 @@ impl Queue {
         self.lock().st.touch(now);
     }
 
+    /// The behaviour arguments in effect (declared, with policies).
+    pub fn args(&self) -> Arc<QueueArgs> {
+        Arc::clone(
+            &self
+                .args
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// The policy and operator policy applying now, and their effective
+    /// definition.
+    pub fn applied_policies(&self) -> Applied {
+        self.policies
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies a policy and an operator policy (either may be none): the
+    /// arguments in effect become the declared ones with their effective
+    /// definition merged in, by RabbitMQ's rule per key. Limits lowered
+    /// below what the queue holds take effect at once; a new TTL applies to
+    /// messages published from now on.
+    pub fn apply_policies(
+        self: &Arc<Self>,
+        user: Option<Arc<Policy>>,
+        operator: Option<Arc<Policy>>,
+    ) -> DeadLetters {
+        let definition = crate::policy::effective_definition(user.as_deref(), operator.as_deref());
+        let merged = crate::policy::merge(&self.spec.arguments, &definition);
+        let mut args = QueueArgs::from_table(&merged);
+        // Not policy keys: the declared values stand.
+        let declared = QueueArgs::from_table(&self.spec.arguments);
+        args.max_priority = declared.max_priority;
+        args.single_active_consumer = declared.single_active_consumer;
+        if args.message_ttl.is_some() || args.expires.is_some() {
+            self.may_expire.store(true, Ordering::Relaxed);
+        }
+        *self
+            .policies
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Applied {
+            policy: user,
+            operator_policy: operator,
+            definition,
+        };
+        let changed = {
+            let mut current = self
+                .args
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let changed = **current != args;
+            *current = Arc::new(args.clone());
+            changed
+        };
+        if !changed {
+            return DeadLetters::default();
+        }
+        with_effects(|fx| {
+            let mut inner = self.lock();
+            inner.st.set_args(fx, args);
+            self.apply(&mut inner, fx, None);
+            self.finish(inner, fx)
+        })
+    }
+
     /// Loads the messages the store held for this queue at start-up, in
     /// order, without reading their bodies.
     pub fn recover(&self, entries: impl IntoIterator<Item = Recovered>) {
-        self.lock().st.recover(entries);
-        if self.args.message_ttl.is_some() {
+        let mut inner = self.lock();
+        inner.st.recover(entries);
+        if inner.st.message_ttl().is_some() {
             self.may_expire.store(true, Ordering::Relaxed);
         }
     }
@@ -652,15 +736,16 @@ impl Queue {
         now: Instant,
         publisher: Option<&Arc<Mailbox>>,
     ) -> (bool, DeadLetters) {
-        let ttl = match (self.args.message_ttl, message_expiration(&message)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if ttl.is_some() {
-            self.may_expire.store(true, Ordering::Relaxed);
-        }
+        let own = message_expiration(&message);
         with_effects(|fx| {
             let mut inner = self.lock();
+            let ttl = match (inner.st.message_ttl(), own) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if ttl.is_some() && !self.may_expire.load(Ordering::Relaxed) {
+                self.may_expire.store(true, Ordering::Relaxed);
+            }
             let accepted = inner.st.publish(fx, message, ttl, now, publisher.is_some());
             self.apply(&mut inner, fx, publisher);
             (accepted, self.finish(inner, fx))
@@ -705,7 +790,7 @@ impl Queue {
     /// The queue's consumers, in the order they subscribed.
     pub fn consumers(&self) -> Vec<ConsumerInfo> {
         let inner = self.lock();
-        let sac = self.args.single_active_consumer;
+        let sac = self.args().single_active_consumer;
         inner
             .st
             .consumers

@@ -441,6 +441,27 @@ impl QueueState {
         }
     }
 
+    /// The queue-wide message TTL in effect.
+    pub(crate) fn message_ttl(&self) -> Option<std::time::Duration> {
+        self.args.message_ttl
+    }
+
+    /// New behaviour arguments (a policy changed): limits lowered below
+    /// what the queue holds drop the oldest at once, as a declare with them
+    /// would have.
+    pub(crate) fn set_args(&mut self, fx: &mut Effects, args: QueueArgs) {
+        self.args = args;
+        if self.args.has_length_limit() && self.args.overflow == Overflow::DropHead {
+            while self.over_limit() {
+                let Some(old) = self.ready.pop_oldest() else {
+                    break;
+                };
+                self.kill(fx, old, DeathReason::Maxlen);
+            }
+        }
+        self.dispatch(fx);
+    }
+
     /// Marks the queue used (declare, get), for `x-expires`.
     pub(crate) fn touch(&mut self, now: Instant) {
         self.clock = Some(now);

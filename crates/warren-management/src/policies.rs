@@ -1,0 +1,195 @@
+//! Policies and operator policies (`/api/policies`,
+//! `/api/operator-policies`), and `/api/parameters` for what definitions
+//! carry there (operator policies).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use warren_core::policy::Policy;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::json::{int, json_to_table, table_to_json, text};
+use crate::{Shared, body_json, created, no_content};
+
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/policies", get(|s, c| list(s, c, None, false)))
+        .route(
+            "/api/policies/{vhost}",
+            get(|s, c, Path(v): Path<String>| list(s, c, Some(v), false)),
+        )
+        .route(
+            "/api/policies/{vhost}/{name}",
+            get(|s, c, p| one(s, c, p, false))
+                .put(|s, c, p, b| put(s, c, p, b, false))
+                .delete(|s, c, p| delete(s, c, p, false)),
+        )
+        .route("/api/operator-policies", get(|s, c| list(s, c, None, true)))
+        .route(
+            "/api/operator-policies/{vhost}",
+            get(|s, c, Path(v): Path<String>| list(s, c, Some(v), true)),
+        )
+        .route(
+            "/api/operator-policies/{vhost}/{name}",
+            get(|s, c, p| one(s, c, p, true))
+                .put(|s, c, p, b| put(s, c, p, b, true))
+                .delete(|s, c, p| delete(s, c, p, true)),
+        )
+        .route("/api/parameters", get(parameters))
+        .route("/api/parameters/{component}", get(parameters_of))
+}
+
+/// A policy as RabbitMQ's API shows it.
+pub(crate) fn policy_json(p: &Policy) -> Value {
+    json!({
+        "vhost": p.vhost,
+        "name": p.name,
+        "pattern": p.pattern,
+        "apply-to": p.apply_to.as_str(),
+        "definition": table_to_json(&p.definition),
+        "priority": p.priority,
+    })
+}
+
+/// An operator policy as a runtime parameter (how definitions carry it).
+pub(crate) fn operator_parameter_json(p: &Policy) -> Value {
+    json!({
+        "vhost": p.vhost,
+        "component": "operator_policy",
+        "name": p.name,
+        "value": {
+            "pattern": p.pattern,
+            "definition": table_to_json(&p.definition),
+            "priority": p.priority,
+            "apply-to": p.apply_to.as_str(),
+        },
+    })
+}
+
+fn may_read(caller: &Caller, operator: bool) -> Result<(), ApiError> {
+    if operator {
+        caller.require_admin()
+    } else {
+        Ok(())
+    }
+}
+
+fn may_write(m: &Shared, caller: &Caller, vhost: &str, operator: bool) -> Result<(), ApiError> {
+    if operator {
+        return caller.require_admin();
+    }
+    caller.require_policymaker()?;
+    if !caller.may_use_vhost(m, vhost) {
+        return Err(ApiError::not_authorised(
+            "User not authorised to access virtual host",
+        ));
+    }
+    Ok(())
+}
+
+fn policies_in(
+    m: &Shared,
+    caller: &Caller,
+    vhost: Option<&str>,
+    operator: bool,
+) -> Result<Vec<Arc<Policy>>, ApiError> {
+    let vhosts = match vhost {
+        Some(v) => vec![caller.vhost(m, v)?],
+        None => caller.visible_vhosts(m),
+    };
+    Ok(vhosts
+        .iter()
+        .flat_map(|vh| vh.policies())
+        .filter(|p| p.operator == operator)
+        .collect())
+}
+
+async fn list(
+    State(m): State<Shared>,
+    caller: Caller,
+    vhost: Option<String>,
+    operator: bool,
+) -> Result<Json<Value>, ApiError> {
+    may_read(&caller, operator)?;
+    let items = policies_in(&m, &caller, vhost.as_deref(), operator)?;
+    Ok(Json(items.iter().map(|p| policy_json(p)).collect()))
+}
+
+async fn one(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    operator: bool,
+) -> Result<Json<Value>, ApiError> {
+    may_write(&m, &caller, &vhost, operator)?;
+    let vh = m.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
+    vh.policies()
+        .iter()
+        .find(|p| p.name == name && p.operator == operator)
+        .map(|p| Json(policy_json(p)))
+        .ok_or_else(ApiError::not_found)
+}
+
+async fn put(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Bytes,
+    operator: bool,
+) -> Result<Response, ApiError> {
+    may_write(&m, &caller, &vhost, operator)?;
+    if m.broker.vhost(&vhost).is_none() {
+        return Err(ApiError::not_found_because("vhost_not_found"));
+    }
+    let body = body_json(&body)?;
+    let pattern =
+        text(&body, "pattern")?.ok_or_else(|| ApiError::bad_request("[{key_missing,pattern}]"))?;
+    let definition = match body.get("definition") {
+        Some(d @ Value::Object(_)) => json_to_table(d)?,
+        Some(_) => return Err(ApiError::bad_request("definition must be an object")),
+        None => return Err(ApiError::bad_request("[{key_missing,definition}]")),
+    };
+    let priority = int(&body, "priority")?.unwrap_or(0);
+    let apply_to = text(&body, "apply-to")?.unwrap_or("all");
+    let new = m.broker.put_policy(
+        &vhost, &name, pattern, apply_to, priority, definition, operator,
+    )?;
+    Ok(created(new))
+}
+
+async fn delete(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    operator: bool,
+) -> Result<Response, ApiError> {
+    may_write(&m, &caller, &vhost, operator)?;
+    m.broker.delete_policy(&vhost, &name, operator)?;
+    Ok(no_content())
+}
+
+async fn parameters(State(m): State<Shared>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_policymaker()?;
+    parameters_of(State(m), caller, Path("operator_policy".to_string())).await
+}
+
+async fn parameters_of(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path(component): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_policymaker()?;
+    if component != "operator_policy" || !caller.is_admin() {
+        return Ok(Json(json!([])));
+    }
+    let items = policies_in(&m, &caller, None, true)?;
+    Ok(Json(
+        items.iter().map(|p| operator_parameter_json(p)).collect(),
+    ))
+}
