@@ -22,11 +22,12 @@ pub mod list;
 mod live;
 mod overview;
 mod policies;
+pub mod rates;
 mod topology;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -64,6 +65,12 @@ pub struct Management {
     pub cluster_name: RwLock<String>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
+    /// How often rates are sampled.
+    pub stats_interval: std::time::Duration,
+    /// The rates as of the last sample.
+    pub rates: Arc<rates::Rates>,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
 }
 
 impl Management {
@@ -76,6 +83,9 @@ impl Management {
             listeners,
             started: Instant::now(),
             max_body: 20_000_000,
+            stats_interval: std::time::Duration::from_secs(5),
+            rates: Arc::default(),
+            header_timeout: HEADER_TIMEOUT,
         })
     }
 
@@ -129,16 +139,80 @@ async fn strip_trailing_slash(mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one request may take, body upload included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one connection is kept before it is closed gracefully (after
+/// the request in progress): bounds idle kept-alive connections.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Most HTTP connections served at once; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 512;
+
+/// Serves the API on `listener` until `shutdown` completes. Each
+/// connection is its own task: slow clients time out (headers in 30 s, a
+/// whole request in 120 s), a connection is closed gracefully after
+/// 120 s, and at most 512 are served at once; nothing here runs on an
+/// AMQP connection's task.
 pub async fn serve(
     listener: TcpListener,
     state: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let sampler =
+        tokio::spawn(Arc::clone(&state.rates).run(Arc::clone(&state.broker), state.stats_interval));
+    let header_timeout = state.header_timeout;
+    let app = router(state).layer(middleware::from_fn(request_timeout));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "management API accept failed");
+                    continue;
+                }
+            },
+        };
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            if tokio::time::timeout(CONNECTION_LIFETIME, conn.as_mut())
+                .await
+                .is_err()
+            {
+                // The request in progress (itself bounded) may finish.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn.as_mut()).await;
+            }
+        });
+    }
+    sampler.abort();
+    Ok(())
+}
+
+async fn request_timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
 }
 
 /// A request body as JSON: empty (or `null`) is `{}`; anything that is not
@@ -170,4 +244,36 @@ pub(crate) fn created(new: bool) -> Response {
 /// 204, empty.
 pub(crate) fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A client that never finishes its headers is disconnected.
+    #[tokio::test]
+    async fn a_slow_client_is_dropped() {
+        let broker = Broker::new(warren_core::BrokerConfig::default());
+        let mut m = Management::new(broker, "warren@test".into(), Vec::new());
+        if let Some(inner) = Arc::get_mut(&mut m) {
+            inner.header_timeout = Duration::from_millis(200);
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, m, async move {
+            let _ = stopped.await;
+        }));
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /api/overview HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "still connected after 10 s");
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
 }

@@ -64,6 +64,7 @@ fn connection_json(m: &Shared, c: &ConnectionEntry) -> Value {
     let n = c.negotiated().clone();
     let (peer_host, peer_port) = host_port(&c.peer);
     let (host, port) = host_port(&c.local);
+    let (recv_rate, send_rate) = m.rates.connection(c.id);
     let user_provided = n
         .client_properties
         .get("connection_name")
@@ -97,9 +98,9 @@ fn connection_json(m: &Shared, c: &ConnectionEntry) -> Value {
         "client_properties": table_to_json(&n.client_properties),
         "connected_at": c.connected_at,
         "recv_oct": c.recv_oct.load(Ordering::Relaxed),
-        "recv_oct_details": details(0.0),
+        "recv_oct_details": details(recv_rate),
         "send_oct": c.send_oct.load(Ordering::Relaxed),
-        "send_oct_details": details(0.0),
+        "send_oct_details": details(send_rate),
         "recv_cnt": c.recv_cnt.load(Ordering::Relaxed),
         "send_cnt": c.send_cnt.load(Ordering::Relaxed),
         "send_pend": 0,

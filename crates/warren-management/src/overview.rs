@@ -16,6 +16,7 @@ use warren_core::vhost::QueueDeclare;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::rates::QueueRates;
 use crate::{Shared, body_json, no_content};
 
 /// The RabbitMQ version whose management API this one follows.
@@ -65,10 +66,12 @@ async fn overview(State(m): State<Shared>, caller: Caller) -> Json<Value> {
     let (mut queues, mut exchanges, mut consumers) = (0u64, 0u64, 0u64);
     let (mut ready, mut unacked) = (0u64, 0u64);
     let mut stats = warren_core::queue::Counters::default();
+    let mut rates = QueueRates::default();
     for vh in &vhosts {
         exchanges += vh.exchanges().len() as u64;
         for q in vh.queues() {
             let s = q.stats();
+            rates.add(&m.rates.queue(q.me.id));
             queues += 1;
             consumers += s.consumers;
             ready += s.ready;
@@ -115,15 +118,15 @@ async fn overview(State(m): State<Shared>, caller: Caller) -> Json<Value> {
         "erlang_full_version": "none",
         "disable_stats": false,
         "enable_queue_totals": false,
-        "message_stats": message_stats(&stats),
+        "message_stats": message_stats(&stats, &rates),
         "churn_rates": {},
         "queue_totals": {
             "messages": ready + unacked,
-            "messages_details": details(0.0),
+            "messages_details": details(rates.ready + rates.unacked),
             "messages_ready": ready,
-            "messages_ready_details": details(0.0),
+            "messages_ready_details": details(rates.ready),
             "messages_unacknowledged": unacked,
-            "messages_unacknowledged_details": details(0.0),
+            "messages_unacknowledged_details": details(rates.unacked),
         },
         "object_totals": object_totals,
         "statistics_db_event_queue": 0,
@@ -160,27 +163,26 @@ async fn overview(State(m): State<Shared>, caller: Caller) -> Json<Value> {
     Json(o)
 }
 
-/// RabbitMQ's `message_stats` block from counts (rates not sampled yet:
-/// reported as 0).
-pub(crate) fn message_stats(c: &warren_core::queue::Counters) -> Value {
+/// RabbitMQ's `message_stats` block: counts and their sampled rates.
+pub(crate) fn message_stats(c: &warren_core::queue::Counters, r: &QueueRates) -> Value {
     let deliver_get = c.deliver + c.deliver_no_ack + c.get + c.get_no_ack;
     json!({
         "publish": c.publish,
-        "publish_details": details(0.0),
+        "publish_details": details(r.publish),
         "deliver": c.deliver,
-        "deliver_details": details(0.0),
+        "deliver_details": details(r.deliver),
         "deliver_no_ack": c.deliver_no_ack,
-        "deliver_no_ack_details": details(0.0),
+        "deliver_no_ack_details": details(r.deliver_no_ack),
         "get": c.get,
-        "get_details": details(0.0),
+        "get_details": details(r.get),
         "get_no_ack": c.get_no_ack,
-        "get_no_ack_details": details(0.0),
+        "get_no_ack_details": details(r.get_no_ack),
         "deliver_get": deliver_get,
-        "deliver_get_details": details(0.0),
+        "deliver_get_details": details(r.deliver_get()),
         "redeliver": c.redeliver,
-        "redeliver_details": details(0.0),
+        "redeliver_details": details(r.redeliver),
         "ack": c.ack,
-        "ack_details": details(0.0),
+        "ack_details": details(r.ack),
     })
 }
 

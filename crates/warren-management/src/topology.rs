@@ -135,6 +135,7 @@ fn put_vhost(m: &Shared, caller: &Caller, name: &str) -> Result<Arc<VHost>, ApiE
 
 fn queue_json(m: &Shared, vh: &VHost, q: &Queue) -> Value {
     let s = q.stats();
+    let r = m.rates.queue(q.me.id);
     let applied = q.applied_policies();
     let name_of = |p: &Option<std::sync::Arc<warren_core::policy::Policy>>| {
         p.as_ref()
@@ -152,11 +153,11 @@ fn queue_json(m: &Shared, vh: &VHost, q: &Queue) -> Value {
         "type": q.spec.kind.as_str(),
         "state": "running",
         "messages": s.ready + s.unacked,
-        "messages_details": details(0.0),
+        "messages_details": details(r.ready + r.unacked),
         "messages_ready": s.ready,
-        "messages_ready_details": details(0.0),
+        "messages_ready_details": details(r.ready),
         "messages_unacknowledged": s.unacked,
-        "messages_unacknowledged_details": details(0.0),
+        "messages_unacknowledged_details": details(r.unacked),
         "message_bytes": s.ready_bytes,
         "message_bytes_ready": s.ready_bytes,
         "consumers": s.consumers,
@@ -170,7 +171,7 @@ fn queue_json(m: &Shared, vh: &VHost, q: &Queue) -> Value {
         "effective_policy_definition": table_to_json(&applied.definition),
         "head_message_timestamp": Value::Null,
         "recoverable_slaves": Value::Null,
-        "message_stats": message_stats(&s.counters),
+        "message_stats": message_stats(&s.counters, &r),
     })
 }
 

@@ -59,6 +59,9 @@ pub struct ManagementConfig {
     /// Largest request body accepted, in bytes (definitions files can be
     /// large). Default 20,000,000, as RabbitMQ's.
     pub max_body_bytes: usize,
+    /// How often message and byte rates are sampled, in milliseconds
+    /// (RabbitMQ's `collect_statistics_interval`). Default 5,000.
+    pub stats_interval_ms: u64,
 }
 
 impl Default for ManagementConfig {
@@ -67,6 +70,7 @@ impl Default for ManagementConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 15672)),
             max_body_bytes: 20_000_000,
+            stats_interval_ms: 5_000,
         }
     }
 }

@@ -35,6 +35,8 @@ pub fn state(server: &Server, amqp: SocketAddr, http: Option<SocketAddr>) -> Arc
     let mut m = Management::new(Arc::clone(&server.broker), node_name(), listeners);
     if let Some(inner) = Arc::get_mut(&mut m) {
         inner.max_body = server.config.management.max_body_bytes;
+        inner.stats_interval =
+            std::time::Duration::from_millis(server.config.management.stats_interval_ms);
     }
     m
 }
