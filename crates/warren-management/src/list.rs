@@ -75,41 +75,20 @@ fn project(item: &Value, columns: &[&str]) -> Value {
     Value::Object(out)
 }
 
-/// Sorts, filters, paginates and projects `items`; the JSON response.
-pub fn respond(
-    mut items: Vec<Value>,
-    q: &ListQuery,
-    default_sort: &[&str],
-) -> Result<Response, ApiError> {
-    let keys: Vec<&str> = match q.sort.as_deref() {
+/// The sort keys a query asks for (`default` when it names none).
+fn sort_keys<'a>(q: &'a ListQuery, default: &[&'a str]) -> Vec<&'a str> {
+    match q.sort.as_deref() {
         Some("") => Vec::new(),
         Some(s) => s.split(',').map(str::trim).collect(),
-        None => default_sort.to_vec(),
-    };
-    if !keys.is_empty() {
-        items.sort_by(|a, b| {
-            keys.iter()
-                .map(|k| compare(path(a, k), path(b, k)))
-                .find(|o| o.is_ne())
-                .unwrap_or(Ordering::Equal)
-        });
+        None => default.to_vec(),
     }
-    if q.sort_reverse.as_deref() == Some("true") {
-        items.reverse();
-    }
-    let columns: Option<Vec<&str>> = q
-        .columns
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(|c| c.split(',').map(str::trim).collect());
-    let project_all = |items: Vec<Value>| -> Vec<Value> {
-        match &columns {
-            Some(cols) => items.iter().map(|i| project(i, cols)).collect(),
-            None => items,
-        }
-    };
+}
+
+/// The page and page size asked for, if any, checked as RabbitMQ checks
+/// them.
+fn page_params(q: &ListQuery) -> Result<Option<(i64, i64)>, ApiError> {
     let Some(page) = q.page.as_deref() else {
-        return Ok(Json(project_all(items)).into_response());
+        return Ok(None);
     };
     let invalid = || ApiError::bad_request("Pagination parameters are invalid");
     let page: i64 = page.trim().parse().map_err(|_| invalid())?;
@@ -125,31 +104,30 @@ pub fn respond(
             ))
         });
     }
-    let total = items.len();
-    if let Some(name) = q.name.as_deref().filter(|n| !n.is_empty()) {
-        if q.use_regex.as_deref() == Some("true") {
-            let re = regex::RegexBuilder::new(name)
-                .case_insensitive(true)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| ApiError::bad_request(format!("invalid regex: {e}")))?;
-            items.retain(|i| {
-                i.get("name")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| re.is_match(n))
-            });
-        } else {
-            let needle = name.to_lowercase();
-            items.retain(|i| {
-                i.get("name")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| n.to_lowercase().contains(&needle))
-            });
-        }
+    Ok(Some((page, page_size)))
+}
+
+/// A name filter (`name`, `use_regex`), when paginating.
+fn name_filter(q: &ListQuery) -> Result<Option<Box<dyn Fn(&str) -> bool>>, ApiError> {
+    let Some(name) = q.name.as_deref().filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if q.use_regex.as_deref() == Some("true") {
+        let re = regex::RegexBuilder::new(name)
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| ApiError::bad_request(format!("invalid regex: {e}")))?;
+        Ok(Some(Box::new(move |n: &str| re.is_match(n))))
+    } else {
+        let needle = name.to_lowercase();
+        Ok(Some(Box::new(move |n: &str| n.to_lowercase().contains(&needle))))
     }
-    let filtered = items.len();
+}
+
+/// The start of page `page` of `filtered` items, or RabbitMQ's 400.
+fn page_start(page: i64, page_size: i64, filtered: usize) -> Result<usize, ApiError> {
     let size = usize::try_from(page_size).unwrap_or(100);
-    let page_count = filtered.div_ceil(size);
     let start = usize::try_from(page - 1)
         .unwrap_or(usize::MAX)
         .saturating_mul(size);
@@ -161,18 +139,104 @@ pub fn respond(
             ))
         });
     }
-    let page_items: Vec<Value> = items.into_iter().skip(start).take(size).collect();
-    let page_items = project_all(page_items);
-    Ok(Json(json!({
+    Ok(start)
+}
+
+fn columns(q: &ListQuery) -> Option<Vec<&str>> {
+    q.columns
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| c.split(',').map(str::trim).collect())
+}
+
+fn project_all(items: Vec<Value>, cols: Option<&[&str]>) -> Vec<Value> {
+    match cols {
+        Some(cols) => items.iter().map(|i| project(i, cols)).collect(),
+        None => items,
+    }
+}
+
+fn envelope(total: usize, filtered: usize, page: i64, page_size: i64, items: Vec<Value>) -> Response {
+    let size = usize::try_from(page_size).unwrap_or(100);
+    Json(json!({
         "total_count": total,
-        "item_count": page_items.len(),
+        "item_count": items.len(),
         "filtered_count": filtered,
         "page": page,
         "page_size": page_size,
-        "page_count": page_count,
-        "items": page_items,
+        "page_count": filtered.div_ceil(size),
+        "items": items,
     }))
-    .into_response())
+    .into_response()
+}
+
+/// Sorts, filters, paginates and projects `items`; the JSON response.
+pub fn respond(mut items: Vec<Value>, q: &ListQuery, default_sort: &[&str]) -> Result<Response, ApiError> {
+    let keys = sort_keys(q, default_sort);
+    if !keys.is_empty() {
+        items.sort_by(|a, b| {
+            keys.iter()
+                .map(|k| compare(path(a, k), path(b, k)))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        });
+    }
+    if q.sort_reverse.as_deref() == Some("true") {
+        items.reverse();
+    }
+    let cols = columns(q);
+    let Some((page, page_size)) = page_params(q)? else {
+        return Ok(Json(project_all(items, cols.as_deref())).into_response());
+    };
+    let total = items.len();
+    if let Some(keep) = name_filter(q)? {
+        items.retain(|i| i.get("name").and_then(Value::as_str).is_some_and(|n| keep(n)));
+    }
+    let filtered = items.len();
+    let start = page_start(page, page_size, filtered)?;
+    let size = usize::try_from(page_size).unwrap_or(100);
+    let page_items: Vec<Value> = items.into_iter().skip(start).take(size).collect();
+    Ok(envelope(total, filtered, page, page_size, project_all(page_items, cols.as_deref())))
+}
+
+/// [`respond`] for long lists whose items are costly to render: when a
+/// page is asked for in vhost/name order (the default), the page is chosen
+/// from `(vhost, name)` alone and only its items are rendered; any other
+/// order renders everything first.
+pub fn respond_lazy<T>(
+    items: Vec<T>,
+    q: &ListQuery,
+    default_sort: &[&str],
+    key: impl Fn(&T) -> (&str, &str),
+    render: impl Fn(&T) -> Value,
+) -> Result<Response, ApiError> {
+    let keys = sort_keys(q, default_sort);
+    let cheap = keys.iter().all(|k| *k == "vhost" || *k == "name");
+    let Some((page, page_size)) = page_params(q)?.filter(|_| cheap) else {
+        return respond(items.iter().map(render).collect(), q, default_sort);
+    };
+    let mut items = items;
+    items.sort_by(|a, b| {
+        let (va, na) = key(a);
+        let (vb, nb) = key(b);
+        keys.iter()
+            .map(|k| if *k == "vhost" { va.cmp(vb) } else { na.cmp(nb) })
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
+    });
+    if q.sort_reverse.as_deref() == Some("true") {
+        items.reverse();
+    }
+    let total = items.len();
+    if let Some(keep) = name_filter(q)? {
+        items.retain(|i| keep(key(i).1));
+    }
+    let filtered = items.len();
+    let start = page_start(page, page_size, filtered)?;
+    let size = usize::try_from(page_size).unwrap_or(100);
+    let page_items: Vec<Value> = items.iter().skip(start).take(size).map(render).collect();
+    let cols = columns(q);
+    Ok(envelope(total, filtered, page, page_size, project_all(page_items, cols.as_deref())))
 }
 
 #[cfg(test)]

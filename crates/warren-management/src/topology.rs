@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::json::{
     flag, int, json_to_properties, json_to_table, properties_to_json, table_to_json, text,
 };
-use crate::list::{ListQuery, respond};
+use crate::list::{ListQuery, respond, respond_lazy};
 use crate::overview::{details, message_stats};
 use crate::{Shared, body_json, created, no_content};
 
@@ -175,14 +175,26 @@ fn queue_json(m: &Shared, vh: &VHost, q: &Queue) -> Value {
     })
 }
 
-fn queues_of(m: &Shared, vhosts: &[Arc<VHost>]) -> Vec<Value> {
+/// Every queue of `vhosts`, with its vhost and name, for lazy listing.
+fn queue_handles(vhosts: &[Arc<VHost>]) -> Vec<(Arc<VHost>, Arc<Queue>, String)> {
     let mut out = Vec::new();
     for vh in vhosts {
         for q in vh.queues() {
-            out.push(queue_json(m, vh, &q));
+            let name = q.name().to_lossy().into_owned();
+            out.push((Arc::clone(vh), q, name));
         }
     }
     out
+}
+
+fn list_queues(m: &Shared, vhosts: &[Arc<VHost>], q: &ListQuery) -> Result<Response, ApiError> {
+    respond_lazy(
+        queue_handles(vhosts),
+        q,
+        &["vhost", "name"],
+        |(vh, _, name)| (vh.name.as_str(), name.as_str()),
+        |(vh, queue, _)| queue_json(m, vh, queue),
+    )
 }
 
 async fn all_queues(
@@ -190,8 +202,7 @@ async fn all_queues(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let vhosts = caller.visible_vhosts(&m);
-    respond(queues_of(&m, &vhosts), &q, &["vhost", "name"])
+    list_queues(&m, &caller.visible_vhosts(&m), &q)
 }
 
 async fn vhost_queues(
@@ -201,7 +212,7 @@ async fn vhost_queues(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let vh = caller.vhost(&m, &vhost)?;
-    respond(queues_of(&m, &[vh]), &q, &["vhost", "name"])
+    list_queues(&m, &[vh], &q)
 }
 
 fn find_queue(vh: &VHost, name: &str) -> Result<Arc<Queue>, ApiError> {
