@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::password::Password;
-use crate::permissions::{Pattern, Permissions};
+use crate::permissions::{Pattern, Permissions, TopicGrant};
 
 /// A user as the registry keeps it.
 #[derive(Debug, Clone)]
@@ -71,6 +71,7 @@ impl PermissionSpec {
             configure: one(&self.configure)?,
             write: one(&self.write)?,
             read: one(&self.read)?,
+            topic: Vec::new(),
         })
     }
 }
@@ -101,6 +102,14 @@ pub struct VhostMeta {
     pub tags: Vec<String>,
     /// The queue type a declare without `x-queue-type` gets (empty: classic).
     pub default_queue_type: String,
+}
+
+/// Checks a topic permission pattern: a regular expression once its
+/// `{username}` and `{vhost}` variables are filled in.
+pub fn check_topic_pattern(p: &str) -> Result<(), String> {
+    Pattern::new(&p.replace("{username}", "u").replace("{vhost}", "v"))
+        .map(|_| ())
+        .map_err(|e| format!("invalid regex '{p}': {e}"))
 }
 
 #[derive(Debug, Default)]
@@ -186,12 +195,38 @@ impl AccessControl {
         found
     }
 
-    /// The compiled permissions of `user` in `vhost`.
+    /// The compiled permissions of `user` in `vhost`, with its topic
+    /// permissions there (`{username}` and `{vhost}` in their patterns
+    /// replaced, as RabbitMQ does).
     pub fn permissions(&self, user: &str, vhost: &str) -> Option<Arc<Permissions>> {
-        self.read()
+        let r = self.read();
+        let base = r
             .permissions
             .get(&(user.to_string(), vhost.to_string()))
-            .map(|(_, p)| Arc::clone(p))
+            .map(|(_, p)| Arc::clone(p))?;
+        let topics: Vec<&TopicPermissionSpec> = r
+            .topic
+            .values()
+            .filter(|t| t.user == user && t.vhost == vhost)
+            .collect();
+        if topics.is_empty() {
+            return Some(base);
+        }
+        let expand = |p: &str| {
+            // A pattern that no longer compiles once expanded denies.
+            Pattern::new(&p.replace("{username}", user).replace("{vhost}", vhost))
+                .unwrap_or_else(|_| Pattern::deny())
+        };
+        let mut perms = (*base).clone();
+        perms.topic = topics
+            .iter()
+            .map(|t| TopicGrant {
+                exchange: t.exchange.clone(),
+                write: expand(&t.write),
+                read: expand(&t.read),
+            })
+            .collect();
+        Some(Arc::new(perms))
     }
 
     /// The permission entries, optionally of one user or one vhost.
@@ -240,7 +275,7 @@ impl AccessControl {
     /// invalid pattern otherwise.
     pub fn put_topic_permissions(&self, spec: TopicPermissionSpec) -> Result<(), String> {
         for p in [&spec.write, &spec.read] {
-            Pattern::new(p).map_err(|e| format!("invalid regex '{p}': {e}"))?;
+            check_topic_pattern(p)?;
         }
         self.write().topic.insert(
             (spec.user.clone(), spec.vhost.clone(), spec.exchange.clone()),

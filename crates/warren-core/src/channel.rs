@@ -18,6 +18,7 @@ use warren_codec::{
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::exchange::ExchangeKind;
 use crate::fxhash::FxHashMap;
 use crate::mailbox::{Event, Mailbox};
 use crate::message::{Message, Properties, QueueRef};
@@ -209,6 +210,12 @@ impl Channel {
             .store(count(self.consumers.len()), Ordering::Relaxed);
         e.messages_unacknowledged
             .store(count(self.unacked.len()), Ordering::Relaxed);
+    }
+
+    /// Forgets the cached route (permissions changed: the next publish
+    /// checks them afresh).
+    pub(crate) fn forget_route(&mut self) {
+        self.route = None;
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -467,6 +474,7 @@ impl Channel {
                     .check(Access::Write, Resource::Exchange, m.destination.as_bytes())?;
                 ctx.grant()
                     .check(Access::Read, Resource::Exchange, m.source.as_bytes())?;
+                check_topic_bind(ctx, &m.source, &m.routing_key)?;
                 let b = Binding {
                     source: m.source,
                     destination: BindingTarget::Exchange(m.destination),
@@ -483,6 +491,7 @@ impl Channel {
                     .check(Access::Write, Resource::Exchange, m.destination.as_bytes())?;
                 ctx.grant()
                     .check(Access::Read, Resource::Exchange, m.source.as_bytes())?;
+                check_topic_bind(ctx, &m.source, &m.routing_key)?;
                 let b = Binding {
                     source: m.source,
                     destination: BindingTarget::Exchange(m.destination),
@@ -560,6 +569,7 @@ impl Channel {
                     .check(Access::Write, Resource::Queue, name.as_bytes())?;
                 ctx.grant()
                     .check(Access::Read, Resource::Exchange, m.exchange.as_bytes())?;
+                check_topic_bind(ctx, &m.exchange, &m.routing_key)?;
                 let b = Binding {
                     source: m.exchange,
                     destination: BindingTarget::Queue(name),
@@ -577,6 +587,7 @@ impl Channel {
                     .check(Access::Write, Resource::Queue, name.as_bytes())?;
                 ctx.grant()
                     .check(Access::Read, Resource::Exchange, m.exchange.as_bytes())?;
+                check_topic_bind(ctx, &m.exchange, &m.routing_key)?;
                 let b = Binding {
                     source: m.exchange,
                     destination: BindingTarget::Queue(name),
@@ -976,6 +987,18 @@ impl Channel {
         }
         if publish.exchange.is_empty() && publish.routing_key.starts_with(REPLY_TO_PREFIX) {
             return self.publish_reply(ctx, publish, properties, body);
+        }
+        if !ctx.perms.topic.is_empty()
+            && cache.exchange.spec.kind == ExchangeKind::Topic
+            && cache.key.as_ref() != Some(&publish.routing_key)
+        {
+            // Checked when the key is first routed; the cache is dropped
+            // whenever permissions change.
+            ctx.grant().check_topic(
+                Access::Write,
+                publish.exchange.as_bytes(),
+                publish.routing_key.as_bytes(),
+            )?;
         }
         if has_sender_selected_keys(properties.headers.as_ref()) {
             // Sender-selected distribution: routed afresh by every key,
@@ -1399,4 +1422,21 @@ pub(crate) fn give_back(
     let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
     let dead = queue.settle(conn, channel, Some(consumer_tag), n, messages);
     vhost.dead_letter(&queue, dead);
+}
+
+/// Topic permissions on binding: a topic exchange's binding key must match
+/// the user's `read` topic pattern for it, as RabbitMQ checks.
+fn check_topic_bind(ctx: &Ctx<'_>, source: &ShortStr, key: &ShortStr) -> Result<()> {
+    if ctx.perms.topic.is_empty() {
+        return Ok(());
+    }
+    let topic = ctx
+        .vhost
+        .exchange(source.as_bytes())
+        .is_some_and(|e| e.spec.kind == ExchangeKind::Topic);
+    if topic {
+        ctx.grant()
+            .check_topic(Access::Read, source.as_bytes(), key.as_bytes())?;
+    }
+    Ok(())
 }

@@ -554,6 +554,9 @@ impl Connection {
             return;
         }
         self.access_epoch = epoch;
+        for ch in self.channels.values_mut() {
+            ch.forget_route();
+        }
         if let Some(vh) = &self.vhost {
             let perms = self.broker.permissions(&self.user, &vh.name);
             self.perms = Some(perms.unwrap_or_else(|| Arc::new(Permissions::none())));

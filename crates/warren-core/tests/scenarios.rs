@@ -3607,3 +3607,60 @@ fn channel_entries_show_prefetch_and_consumers() {
         1
     );
 }
+
+#[test]
+fn topic_permissions_limit_routing_and_binding_keys_on_topic_exchanges() {
+    let b = Broker::new(BrokerConfig::default());
+    b.put_topic_permissions(warren_core::access::TopicPermissionSpec {
+        user: "guest".into(),
+        vhost: "/".into(),
+        exchange: "amq.topic".into(),
+        write: "^orders\\.{username}\\.".into(),
+        read: "^orders\\.".into(),
+    })
+    .unwrap();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    // Binding keys are checked against `read`.
+    c.send(
+        1,
+        QueueBind {
+            queue: "q".into(),
+            exchange: "amq.topic".into(),
+            routing_key: "orders.#".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::QueueBindOk(_)));
+    c.send(
+        1,
+        QueueBind {
+            queue: "q".into(),
+            exchange: "amq.topic".into(),
+            routing_key: "payments.#".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - access to topic 'payments.#' in exchange 'amq.topic' in vhost '/' refused for user 'guest'"
+    );
+    c.send(1, ChannelOpen::default());
+    c.method();
+    // Routing keys against `write`, with {username} expanded; another
+    // exchange is not restricted.
+    c.publish(1, "amq.topic", "orders.guest.new", b"ok");
+    c.publish(1, "amq.direct", "anything", b"ok");
+    c.nothing();
+    c.publish(1, "amq.topic", "orders.bob.new", b"no");
+    assert_eq!(
+        c.channel_closed(1, 403),
+        "ACCESS_REFUSED - access to topic 'orders.bob.new' in exchange 'amq.topic' in vhost '/' refused for user 'guest'"
+    );
+    // Lifted at runtime: the next publish on an open channel may use any key.
+    c.send(1, ChannelOpen::default());
+    c.method();
+    b.delete_topic_permissions("guest", "/", None).unwrap();
+    c.publish(1, "amq.topic", "orders.bob.new", b"ok now");
+    c.nothing();
+}

@@ -192,6 +192,7 @@ impl PermissionConfig {
             configure: p(&self.configure)?,
             write: p(&self.write)?,
             read: p(&self.read)?,
+            topic: Vec::new(),
         })
     }
 }
