@@ -9,6 +9,10 @@
 #   INTEROP_WRITE_DOCS=1 bash interop/run.sh         # also refresh docs/compatibility.md
 #   INTEROP_SKIP_INSTALL=1 bash interop/run.sh       # never call apt/pip/npm
 #
+# The `pyrabbit2` and `rabbitmqadmin` columns drive warren's management HTTP
+# API with those third-party clients (the `mgmt_*` rows); the AMQP clients'
+# cells in those rows show "—", as do these two columns in the AMQP rows.
+#
 # The `lapin-relay` and `pika-relay` columns run the lapin and pika programs
 # through relay.py, a TCP relay in front of warren, for the scenarios in
 # INTEROP_RELAY_SCENARIOS.
@@ -28,9 +32,10 @@ SCENARIOS_ALL="hello work_queues pubsub routing topics rpc confirms_individual
 confirms_batch confirms_async mandatory_return nack_requeue prefetch_limit
 exclusive_locked passive_404 redeclare_406 wrong_password large_message
 many_channels heartbeat server_cancel celery_task close_clean close_after_burst
-cc_bcc channel_close_race"
+cc_bcc channel_close_race mgmt_overview mgmt_access mgmt_topology mgmt_publish_get
+mgmt_queue_counts mgmt_connections mgmt_policies mgmt_export mgmt_import"
 CLIENTS_ALL="pika aio-pika kombu celery amqplib-cb amqplib-promise go java lapin amqprs amqp-tools
-lapin-relay pika-relay"
+lapin-relay pika-relay pyrabbit2 rabbitmqadmin"
 SCENARIOS="${INTEROP_SCENARIOS:-$SCENARIOS_ALL}"
 CLIENTS="${INTEROP_CLIENTS:-$CLIENTS_ALL}"
 # What the `*-relay` columns run; their other cells show "—".
@@ -40,6 +45,12 @@ log() { printf '[interop %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 2; }
 # wants CLIENT: that client runs, directly or through the relay.
 wants() { [[ " $(echo $CLIENTS) " == *" $1 "* || " $(echo $CLIENTS) " == *" $1-relay "* ]]; }
+# wants_python: some client runs from interop/.venv.
+wants_python() {
+    local c
+    for c in pika aio-pika kombu celery pyrabbit2 rabbitmqadmin; do wants "$c" && return 0; done
+    return 1
+}
 
 # ---------------------------------------------------------------- installs
 # Each step checks before it acts, so a second run installs nothing.
@@ -70,12 +81,12 @@ install_all() {
         command -v node >/dev/null || pkgs+=(nodejs)
         command -v npm >/dev/null || pkgs+=(npm)
     fi
-    if wants pika || wants aio-pika || wants kombu || wants celery; then
+    if wants_python; then
         python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
     fi
     apt_install "${pkgs[@]}"
 
-    if wants pika || wants aio-pika || wants kombu || wants celery; then
+    if wants_python; then
         local req="$HERE/python/requirements.txt" stamp="$VENV/.interop-requirements"
         [ -x "$VENV/bin/python" ] || { log "python venv at $VENV"; python3 -m venv "$VENV" || die "venv failed"; }
         if ! cmp -s "$req" "$stamp"; then
@@ -141,6 +152,8 @@ client_cmd() {
         lapin|lapin-relay) echo "$CARGO_TARGET_DIR_INTEROP/debug/lapin_client" ;;
         amqprs) echo "$CARGO_TARGET_DIR_INTEROP/debug/amqprs_client" ;;
         amqp-tools) echo "bash $HERE/c/amqp_tools.sh" ;;
+        pyrabbit2) echo "$py $HERE/python/pyrabbit2_client.py" ;;
+        rabbitmqadmin) echo "$py $HERE/python/rabbitmqadmin_client.py" ;;
         *) die "unknown client $1" ;;
     esac
 }
@@ -174,25 +187,42 @@ name = "guest"
 password = "guest"
 vhosts = ["/"]
 loopback_only = true
+# As RabbitMQ's default guest: the management API needs a management tag.
+tags = ["administrator"]
 EOF
-    # Port 0: the kernel picks a free port and warren logs the one it bound,
-    # so there is no window in which another process can take it.
+    # Port 0: the kernel picks free ports and warren logs the ones it bound,
+    # so there is no window in which another process can take them. The
+    # management API's line ("management API listening listen=...") comes
+    # before the AMQP one ("warren started listen=..."): each port is read
+    # from its own line.
     NO_COLOR=1 "$WARREN_BIN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --config "$WORK/warren.toml" >"$WORK/warren.log" 2>&1 &
     BROKER_PID=$!
     PORT=""
+    HTTP_PORT=""
     for _ in $(seq 100); do
-        PORT="$(sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/warren.log" | grep -m1 -o 'listen=127\.0\.0\.1:[0-9]*' | cut -d: -f2)"
-        [ -n "$PORT" ] && break
+        PORT="$(logged_port 'warren started')"
+        HTTP_PORT="$(logged_port 'management API listening')"
+        [ -n "$PORT" ] && [ -n "$HTTP_PORT" ] && break
         kill -0 "$BROKER_PID" 2>/dev/null || { cat "$WORK/warren.log" >&2; die "warren exited at start"; }
         sleep 0.1
     done
-    [ -n "$PORT" ] || { cat "$WORK/warren.log" >&2; die "warren did not log its listen address within 10s"; }
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-        sleep 0.1
+    [ -n "$PORT" ] && [ -n "$HTTP_PORT" ] \
+        || { cat "$WORK/warren.log" >&2; die "warren did not log its AMQP and management addresses within 10s"; }
+    for p in "$PORT" "$HTTP_PORT"; do
+        for _ in $(seq 100); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
+            sleep 0.1
+        done
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || die "warren does not accept on 127.0.0.1:$p"
     done
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || die "warren does not accept on 127.0.0.1:$PORT"
-    log "warren pid $BROKER_PID on 127.0.0.1:$PORT (log: $WORK/warren.log)"
+    log "warren pid $BROKER_PID on 127.0.0.1:$PORT, management API on 127.0.0.1:$HTTP_PORT (log: $WORK/warren.log)"
+}
+
+# logged_port MESSAGE: the port of the first log line with MESSAGE and a
+# `listen=127.0.0.1:PORT` field (empty until warren logs it).
+logged_port() {
+    sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/warren.log" | grep -m1 -F "$1" \
+        | grep -m1 -o 'listen=127\.0\.0\.1:[0-9]*' | cut -d: -f2
 }
 
 # A relay in front of the broker, for the `*-relay` columns (see relay.py).
@@ -219,6 +249,7 @@ run_cells() {
     RESULTS="$WORK/results"
     mkdir -p "$RESULTS"
     export WARREN_HOST=127.0.0.1 WARREN_PORT="$PORT" WARREN_USER=guest WARREN_PASSWORD=guest
+    export WARREN_HTTP_PORT="$HTTP_PORT" WARREN_HTTP_URL="http://127.0.0.1:$HTTP_PORT"
     export INTEROP_WORK="$WORK"
     for c in $CLIENTS; do
         local cmd t0 rc

@@ -17,6 +17,9 @@ PORT = int(os.environ.get("WARREN_PORT", "5672"))
 USER = os.environ.get("WARREN_USER", "guest")
 PASSWORD = os.environ.get("WARREN_PASSWORD", "guest")
 URL = f"amqp://{USER}:{PASSWORD}@{HOST}:{PORT}/%2F"
+# The management HTTP API (run.sh reads its port from warren's log).
+HTTP_PORT = int(os.environ.get("WARREN_HTTP_PORT", "15672"))
+HTTP_URL = os.environ.get("WARREN_HTTP_URL", f"http://{HOST}:{HTTP_PORT}")
 
 EXIT_NA = 3
 

@@ -892,3 +892,28 @@ async fn policies_apply_to_what_they_match_and_follow_changes() {
         "ae"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_apply_to_single_objects_too() {
+    let b = start_broker().await;
+    let api = guest(&b);
+    let o = api
+        .get("/api/overview?columns=rabbitmq_version,object_totals.queues")
+        .await;
+    assert_eq!(o.status, 200);
+    let o = o.json();
+    assert_eq!(o.as_object().unwrap().len(), 2, "{o}");
+    assert_eq!(o["object_totals"], json!({"queues": 0}));
+    api.put("/api/queues/%2F/c", "{}").await;
+    let q = api
+        .get("/api/queues/%2F/c?columns=name,durable")
+        .await
+        .json();
+    assert_eq!(q, json!({"name": "c", "durable": false}));
+    assert_eq!(api.get("/api/vhost-limits").await.json(), json!([]));
+    let r = api.post("/api/definitions", "{not json").await;
+    assert_eq!(
+        r.json(),
+        json!({"error": "bad_request", "reason": "failed_to_parse_json"})
+    );
+}

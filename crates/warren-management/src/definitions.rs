@@ -27,7 +27,7 @@ use crate::json::{flag, json_to_table, table_to_json, tags, text};
 use crate::overview::RABBITMQ_COMPAT;
 use crate::policies::{operator_parameter_json, policy_json};
 use crate::topology::HTTP_CONN;
-use crate::{Shared, body_json, no_content};
+use crate::{Shared, no_content};
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -362,8 +362,7 @@ fn plan(m: &Shared, body: &Value, only: Option<&str>) -> Result<Vec<Step>, ApiEr
                 )));
             }
             for p in [&spec.write, &spec.read] {
-                regex::Regex::new(p)
-                    .map_err(|e| ApiError::bad_request(format!("invalid regex '{p}': {e}")))?;
+                warren_core::access::check_topic_pattern(p).map_err(ApiError::bad_request)?;
             }
             perms.push(Step::TopicPermission(spec));
         }
@@ -575,7 +574,7 @@ async fn import_all(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let body = body_json(&body)?;
+    let body = definitions_json(&body)?;
     let steps = plan(&m, &body, None)?;
     apply(&m, steps)?;
     Ok(no_content())
@@ -591,10 +590,18 @@ async fn import_vhost(
     if m.broker.vhost(&vhost).is_none() {
         return Err(ApiError::not_found_because("vhost_not_found"));
     }
-    let body = body_json(&body)?;
+    let body = definitions_json(&body)?;
     let steps = plan(&m, &body, Some(&vhost))?;
     apply(&m, steps)?;
     Ok(no_content())
+}
+
+/// An uploaded definitions file: a JSON object, or RabbitMQ's 400.
+fn definitions_json(body: &Bytes) -> Result<Value, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(ApiError::bad_request("failed_to_parse_json")),
+    }
 }
 
 /// Applies a definitions file at boot (`load_definitions`): the same

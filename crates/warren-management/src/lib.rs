@@ -162,7 +162,9 @@ pub async fn serve(
     let sampler =
         tokio::spawn(Arc::clone(&state.rates).run(Arc::clone(&state.broker), state.stats_interval));
     let header_timeout = state.header_timeout;
-    let app = router(state).layer(middleware::from_fn(request_timeout));
+    let app = router(state)
+        .layer(middleware::from_fn(single_object_columns))
+        .layer(middleware::from_fn(request_timeout));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -212,6 +214,44 @@ async fn request_timeout(req: Request, next: Next) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
         Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
+}
+
+/// `columns` on a reply that is one object (lists apply it themselves),
+/// as RabbitMQ applies it to every reply.
+async fn single_object_columns(req: Request, next: Next) -> Response {
+    let columns: Option<Vec<String>> = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.strip_prefix("columns="))
+            .find(|c| !c.is_empty())
+            .map(|c| {
+                c.replace("%2C", ",")
+                    .replace("%2c", ",")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
+            })
+    });
+    let response = next.run(req).await;
+    let Some(columns) = columns else {
+        return response;
+    };
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // The body is rebuilt: its length is the new body's.
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v @ Value::Object(_)) if v.get("items").is_none() => {
+            let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
+            let projected = list::project(&v, &cols);
+            (parts, axum::Json(projected)).into_response()
+        }
+        _ => Response::from_parts(parts, axum::body::Body::from(bytes)),
     }
 }
 

@@ -54,7 +54,7 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 }
 
 /// Keeps only `columns` of an item.
-fn project(item: &Value, columns: &[&str]) -> Value {
+pub(crate) fn project(item: &Value, columns: &[&str]) -> Value {
     let mut out = Map::new();
     for c in columns {
         let Some(v) = path(item, c) else { continue };
@@ -107,8 +107,11 @@ fn page_params(q: &ListQuery) -> Result<Option<(i64, i64)>, ApiError> {
     Ok(Some((page, page_size)))
 }
 
+/// Whether a name passes the query's filter.
+type NameFilter = Box<dyn Fn(&str) -> bool>;
+
 /// A name filter (`name`, `use_regex`), when paginating.
-fn name_filter(q: &ListQuery) -> Result<Option<Box<dyn Fn(&str) -> bool>>, ApiError> {
+fn name_filter(q: &ListQuery) -> Result<Option<NameFilter>, ApiError> {
     let Some(name) = q.name.as_deref().filter(|n| !n.is_empty()) else {
         return Ok(None);
     };
@@ -121,7 +124,9 @@ fn name_filter(q: &ListQuery) -> Result<Option<Box<dyn Fn(&str) -> bool>>, ApiEr
         Ok(Some(Box::new(move |n: &str| re.is_match(n))))
     } else {
         let needle = name.to_lowercase();
-        Ok(Some(Box::new(move |n: &str| n.to_lowercase().contains(&needle))))
+        Ok(Some(Box::new(move |n: &str| {
+            n.to_lowercase().contains(&needle)
+        })))
     }
 }
 
@@ -156,7 +161,13 @@ fn project_all(items: Vec<Value>, cols: Option<&[&str]>) -> Vec<Value> {
     }
 }
 
-fn envelope(total: usize, filtered: usize, page: i64, page_size: i64, items: Vec<Value>) -> Response {
+fn envelope(
+    total: usize,
+    filtered: usize,
+    page: i64,
+    page_size: i64,
+    items: Vec<Value>,
+) -> Response {
     let size = usize::try_from(page_size).unwrap_or(100);
     Json(json!({
         "total_count": total,
@@ -171,7 +182,11 @@ fn envelope(total: usize, filtered: usize, page: i64, page_size: i64, items: Vec
 }
 
 /// Sorts, filters, paginates and projects `items`; the JSON response.
-pub fn respond(mut items: Vec<Value>, q: &ListQuery, default_sort: &[&str]) -> Result<Response, ApiError> {
+pub fn respond(
+    mut items: Vec<Value>,
+    q: &ListQuery,
+    default_sort: &[&str],
+) -> Result<Response, ApiError> {
     let keys = sort_keys(q, default_sort);
     if !keys.is_empty() {
         items.sort_by(|a, b| {
@@ -190,13 +205,19 @@ pub fn respond(mut items: Vec<Value>, q: &ListQuery, default_sort: &[&str]) -> R
     };
     let total = items.len();
     if let Some(keep) = name_filter(q)? {
-        items.retain(|i| i.get("name").and_then(Value::as_str).is_some_and(|n| keep(n)));
+        items.retain(|i| i.get("name").and_then(Value::as_str).is_some_and(&keep));
     }
     let filtered = items.len();
     let start = page_start(page, page_size, filtered)?;
     let size = usize::try_from(page_size).unwrap_or(100);
     let page_items: Vec<Value> = items.into_iter().skip(start).take(size).collect();
-    Ok(envelope(total, filtered, page, page_size, project_all(page_items, cols.as_deref())))
+    Ok(envelope(
+        total,
+        filtered,
+        page,
+        page_size,
+        project_all(page_items, cols.as_deref()),
+    ))
 }
 
 /// [`respond`] for long lists whose items are costly to render: when a
@@ -220,7 +241,13 @@ pub fn respond_lazy<T>(
         let (va, na) = key(a);
         let (vb, nb) = key(b);
         keys.iter()
-            .map(|k| if *k == "vhost" { va.cmp(vb) } else { na.cmp(nb) })
+            .map(|k| {
+                if *k == "vhost" {
+                    va.cmp(vb)
+                } else {
+                    na.cmp(nb)
+                }
+            })
             .find(|o| o.is_ne())
             .unwrap_or(Ordering::Equal)
     });
@@ -236,7 +263,13 @@ pub fn respond_lazy<T>(
     let size = usize::try_from(page_size).unwrap_or(100);
     let page_items: Vec<Value> = items.iter().skip(start).take(size).map(render).collect();
     let cols = columns(q);
-    Ok(envelope(total, filtered, page, page_size, project_all(page_items, cols.as_deref())))
+    Ok(envelope(
+        total,
+        filtered,
+        page,
+        page_size,
+        project_all(page_items, cols.as_deref()),
+    ))
 }
 
 #[cfg(test)]

@@ -42,6 +42,11 @@ pub(crate) fn routes() -> Router<Shared> {
                 .delete(|s, c, p| delete(s, c, p, true)),
         )
         .route("/api/parameters", get(parameters))
+        // Vhost and user limits are not kept yet: none are set.
+        .route("/api/vhost-limits", get(no_limits))
+        .route("/api/vhost-limits/{vhost}", get(vhost_limits))
+        .route("/api/user-limits", get(no_limits))
+        .route("/api/user-limits/{user}", get(no_limits))
         .route("/api/parameters/{component}", get(parameters_of))
 }
 
@@ -172,6 +177,19 @@ async fn delete(
     may_write(&m, &caller, &vhost, operator)?;
     m.broker.delete_policy(&vhost, &name, operator)?;
     Ok(no_content())
+}
+
+async fn no_limits(_: Caller) -> Json<Value> {
+    Json(json!([]))
+}
+
+async fn vhost_limits(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.vhost(&m, &vhost)?;
+    Ok(Json(json!([])))
 }
 
 async fn parameters(State(m): State<Shared>, caller: Caller) -> Result<Json<Value>, ApiError> {

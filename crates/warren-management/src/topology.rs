@@ -585,6 +585,17 @@ async fn publish(
         Resource::Exchange,
         e.name().as_bytes(),
     )?;
+    if e.spec.kind == warren_core::exchange::ExchangeKind::Topic
+        && let Some(perms) = m.broker.permissions(caller.name(), &vh.name)
+    {
+        Grant {
+            user: caller.name(),
+            vhost: &vh.name,
+            perms: &perms,
+        }
+        .check_topic(Access::Write, e.name().as_bytes(), key.as_bytes())
+        .map_err(|_| ApiError::not_authorised("Access refused."))?;
+    }
     let routed = vh
         .publish_one(e.name(), key, properties, payload, Instant::now())
         .map_err(refused)?;
