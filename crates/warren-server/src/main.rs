@@ -113,14 +113,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         if let Some(http) = http {
             tracing::info!(listen = %http_addr.map(|a| a.to_string()).unwrap_or_default(), "management API listening");
-            tokio::spawn(async move {
-                let stop = async move {
-                    let _ = stop_rx.changed().await;
-                };
-                if let Err(e) = warren_management::serve(http, state, stop).await {
-                    tracing::error!(error = %e, "management API stopped");
-                }
-            });
+            // Its own thread and runtime: rendering a long list never runs
+            // on a worker that drives AMQP connections.
+            let http = http.into_std()?;
+            std::thread::Builder::new()
+                .name("warren-management".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "management API runtime");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let stop = async move {
+                            let _ = stop_rx.changed().await;
+                        };
+                        let served = match tokio::net::TcpListener::from_std(http) {
+                            Ok(l) => warren_management::serve(l, state, stop).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = served {
+                            tracing::error!(error = %e, "management API stopped");
+                        }
+                    });
+                })?;
         }
         tracing::info!(listen = %amqp, version = env!("CARGO_PKG_VERSION"), "warren started");
 
