@@ -39,66 +39,54 @@ pub(crate) fn routes() -> Router<Shared> {
         )
 }
 
-fn topology(
-    m: &Shared,
-    vhosts: &[std::sync::Arc<warren_core::VHost>],
-) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+/// A vhost's queues, exchanges and bindings as RabbitMQ exports them:
+/// every queue but exclusive ones, every exchange but the default and
+/// `amq.*` ones (durable or not), and the bindings between them.
+fn topology(vhosts: &[std::sync::Arc<warren_core::VHost>]) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
     for vh in vhosts {
         let mut qs = vh.queues();
         qs.sort_by(|a, b| a.name().cmp(b.name()));
-        for q in qs
-            .iter()
-            .filter(|q| q.spec.durable && q.spec.exclusive_owner.is_none())
-        {
+        for q in qs.iter().filter(|q| q.spec.exclusive_owner.is_none()) {
             queues.push(json!({
                 "name": q.name().to_lossy(),
                 "vhost": vh.name,
-                "durable": true,
+                "durable": q.spec.durable,
                 "auto_delete": q.spec.auto_delete,
                 "arguments": table_to_json(&q.spec.arguments),
             }));
         }
+        let exported = |e: &warren_core::exchange::Exchange| {
+            !e.name().is_empty() && !e.name().starts_with(b"amq.")
+        };
         let mut xs = vh.exchanges();
         xs.sort_by(|a, b| a.name().cmp(b.name()));
-        for e in xs
-            .iter()
-            .filter(|e| e.spec.durable && !e.name().is_empty() && !e.name().starts_with(b"amq."))
-        {
+        for e in xs.iter().filter(|e| exported(e)) {
             exchanges.push(json!({
                 "name": e.name().to_lossy(),
                 "vhost": vh.name,
                 "type": e.spec.kind.as_str(),
-                "durable": true,
+                "durable": e.spec.durable,
                 "auto_delete": e.spec.auto_delete,
                 "internal": e.spec.internal,
                 "arguments": table_to_json(&e.spec.arguments),
             }));
         }
-        let durable_queue = |name: &str| {
+        let exported_queue = |name: &str| {
             vh.queue(name.as_bytes())
-                .is_some_and(|q| q.spec.durable && q.spec.exclusive_owner.is_none())
+                .is_some_and(|q| q.spec.exclusive_owner.is_none())
         };
-        let durable_exchange =
-            |name: &str| vh.exchange(name.as_bytes()).is_some_and(|e| e.spec.durable);
         for mut b in crate::topology::bindings_of(vh, false) {
             let dest = b["destination"].as_str().unwrap_or_default().to_string();
-            let src = b["source"].as_str().unwrap_or_default().to_string();
-            let ok = durable_exchange(&src)
-                && if b["destination_type"] == "queue" {
-                    durable_queue(&dest)
-                } else {
-                    durable_exchange(&dest)
-                };
-            if ok {
-                if let Some(o) = b.as_object_mut() {
-                    o.remove("properties_key");
-                }
-                bindings.push(b);
+            if b["destination_type"] == "queue" && !exported_queue(&dest) {
+                continue;
             }
+            if let Some(o) = b.as_object_mut() {
+                o.remove("properties_key");
+            }
+            bindings.push(b);
         }
     }
-    let _ = m;
     (queues, exchanges, bindings)
 }
 
@@ -145,7 +133,7 @@ async fn export_all(State(m): State<Shared>, caller: Caller) -> Result<Json<Valu
         .iter()
         .map(|t| json!({"user": t.user, "vhost": t.vhost, "exchange": t.exchange, "write": t.write, "read": t.read}))
         .collect();
-    let (queues, exchanges, bindings) = topology(&m, &vhosts);
+    let (queues, exchanges, bindings) = topology(&vhosts);
     let all_policies: Vec<_> = vhosts.iter().flat_map(|v| v.policies()).collect();
     let policies: Vec<Value> = all_policies
         .iter()
@@ -181,20 +169,22 @@ async fn export_vhost(
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let vh = m.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
-    let mut policies: Vec<Value> = vh
+    let vh = m
+        .broker
+        .vhost(&vhost)
+        .ok_or_else(|| ApiError::bad_request("vhost_not_found"))?;
+    let policies: Vec<Value> = vh
         .policies()
         .iter()
         .filter(|p| !p.operator)
         .map(|p| policy_json(p))
         .collect();
-    let (mut queues, mut exchanges, mut bindings) = topology(&m, &[vh]);
+    let (mut queues, mut exchanges, mut bindings) = topology(&[vh]);
     // A vhost's export names no vhost in its items, as RabbitMQ's.
     for item in queues
         .iter_mut()
         .chain(exchanges.iter_mut())
         .chain(bindings.iter_mut())
-        .chain(policies.iter_mut())
     {
         if let Some(o) = item.as_object_mut() {
             o.remove("vhost");

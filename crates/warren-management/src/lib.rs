@@ -163,7 +163,7 @@ pub async fn serve(
         tokio::spawn(Arc::clone(&state.rates).run(Arc::clone(&state.broker), state.stats_interval));
     let header_timeout = state.header_timeout;
     let app = router(state)
-        .layer(middleware::from_fn(single_object_columns))
+        .layer(middleware::from_fn(rabbitmq_reply_shape))
         .layer(middleware::from_fn(request_timeout));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
@@ -217,9 +217,10 @@ async fn request_timeout(req: Request, next: Next) -> Response {
     }
 }
 
-/// `columns` on a reply that is one object (lists apply it themselves),
-/// as RabbitMQ applies it to every reply.
-async fn single_object_columns(req: Request, next: Next) -> Response {
+/// Replies as RabbitMQ shapes them: `columns` on a reply that is one
+/// object (lists apply it themselves), and a body over the limit as its
+/// 400.
+async fn rabbitmq_reply_shape(req: Request, next: Next) -> Response {
     let columns: Option<Vec<String>> = req.uri().query().and_then(|q| {
         q.split('&')
             .filter_map(|kv| kv.strip_prefix("columns="))
@@ -233,6 +234,10 @@ async fn single_object_columns(req: Request, next: Next) -> Response {
             })
     });
     let response = next.run(req).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // RabbitMQ's answer to a body over the limit.
+        return ApiError::bad_request("Exceeded HTTP request body size limit").into_response();
+    }
     let Some(columns) = columns else {
         return response;
     };

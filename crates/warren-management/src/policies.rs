@@ -92,7 +92,7 @@ fn may_write(m: &Shared, caller: &Caller, vhost: &str, operator: bool) -> Result
     caller.require_policymaker()?;
     if !caller.may_use_vhost(m, vhost) {
         return Err(ApiError::not_authorised(
-            "User not authorised to access virtual host",
+            "User not authorised to access object",
         ));
     }
     Ok(())

@@ -774,6 +774,30 @@ async fn exchange_bindings_destination(
     ))))
 }
 
+/// A binding needs `write` on its destination and `read` on its source,
+/// as `queue.bind` does.
+fn check_binding(
+    m: &Shared,
+    caller: &Caller,
+    vh: &VHost,
+    source: &ShortStr,
+    destination: &BindingTarget,
+) -> Result<(), ApiError> {
+    let (kind, name) = match destination {
+        BindingTarget::Queue(q) => (Resource::Queue, q),
+        BindingTarget::Exchange(e) => (Resource::Exchange, e),
+    };
+    check(m, caller, vh, Access::Write, kind, name.as_bytes())?;
+    check(
+        m,
+        caller,
+        vh,
+        Access::Read,
+        Resource::Exchange,
+        source.as_bytes(),
+    )
+}
+
 /// `q` or `e` in a binding path.
 fn target(kind: &str, name: &str) -> Result<(BindingTarget, &'static str), ApiError> {
     match kind {
@@ -819,26 +843,7 @@ async fn add_binding(
     let key = short(text(&body, "routing_key")?.unwrap_or(""), "routing key")?;
     let arguments = json_to_table(body.get("arguments").unwrap_or(&Value::Null))?;
     let source = exchange_name(&source);
-    let (dest_kind, dest_name) = match &destination {
-        BindingTarget::Queue(q) => (Resource::Queue, q.clone()),
-        BindingTarget::Exchange(e) => (Resource::Exchange, e.clone()),
-    };
-    check(
-        &m,
-        &caller,
-        &vh,
-        Access::Write,
-        dest_kind,
-        dest_name.as_bytes(),
-    )?;
-    check(
-        &m,
-        &caller,
-        &vh,
-        Access::Read,
-        Resource::Exchange,
-        source.as_bytes(),
-    )?;
+    check_binding(&m, &caller, &vh, &source, &destination)?;
     let props = properties_key(key.as_bytes(), &arguments);
     vh.bind(
         HTTP_CONN,
@@ -909,26 +914,7 @@ async fn delete_binding(
             same_dest && properties_key(b.key.as_bytes(), &b.arguments) == props
         })
         .ok_or_else(ApiError::not_found)?;
-    let (dest_kind, dest_name) = match &destination {
-        BindingTarget::Queue(q) => (Resource::Queue, q.clone()),
-        BindingTarget::Exchange(e) => (Resource::Exchange, e.clone()),
-    };
-    check(
-        &m,
-        &caller,
-        &vh,
-        Access::Write,
-        dest_kind,
-        dest_name.as_bytes(),
-    )?;
-    check(
-        &m,
-        &caller,
-        &vh,
-        Access::Read,
-        Resource::Exchange,
-        source.as_bytes(),
-    )?;
+    check_binding(&m, &caller, &vh, &source, &destination)?;
     vh.unbind(
         HTTP_CONN,
         &Binding {
