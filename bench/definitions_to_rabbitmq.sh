@@ -26,7 +26,7 @@ NO_COLOR=1 "$WARREN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:15698 --
 W_PID=$!
 for _ in $(seq 200); do grep -q "warren started" "$WORK/warren.log" && break; sleep 0.05; done
 API=http://127.0.0.1:15698/api
-curl -sf -u guest:guest -H 'content-type: application/json' -X POST --data-binary @../shared/reference/rabbitmq-3.10-definitions.json "$API/definitions"
+curl -sf -u guest:guest -H 'content-type: application/json' -X POST --data-binary @tests/fixtures/rabbitmq-3.10-definitions.json "$API/definitions"
 curl -sf -u guest:guest -X PUT -d '{"pattern":"^extra","definition":{"max-length":5},"priority":2,"apply-to":"queues"}' "$API/policies/%2F/extra"
 curl -sf -u guest:guest -X PUT -d '{"durable":true,"arguments":{"x-message-ttl":1000}}' "$API/queues/%2F/extra.q"
 curl -sf -u guest:guest "$API/definitions" >"$WORK/warren-export.json"

@@ -579,7 +579,7 @@ async fn the_rabbitmq_definitions_fixture_imports_and_its_users_log_in() {
     let api = guest(&b);
     let fixture = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/reference/rabbitmq-3.10-definitions.json"
+        "/fixtures/rabbitmq-3.10-definitions.json"
     ))
     .unwrap();
     let fixture: Value = serde_json::from_str(&fixture).unwrap();
@@ -655,7 +655,7 @@ async fn the_rabbitmq_definitions_fixture_imports_and_its_users_log_in() {
     assert_eq!(got["policy"], "cap");
     assert_eq!(got["operator_policy"], "limits");
     // The fixture's users log in with their passwords (see
-    // shared/reference/README.md), over HTTP and AMQP, after the restart.
+    // tests/fixtures/README.md), over HTTP and AMQP, after the restart.
     for (user, password, status) in [
         ("alice", "alice-secret", 200),
         ("bob", "bob-pass-2", 200),
