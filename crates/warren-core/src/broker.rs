@@ -180,10 +180,21 @@ impl Broker {
                 .map(|u| u.name.clone())
                 .collect(),
         );
-        for u in &config.users {
+        let salts = std::collections::hash_map::RandomState::new();
+        for (i, u) in config.users.iter().enumerate() {
+            // Kept hashed, as the API shows and exports it.
+            let password = match &u.password {
+                Password::Plain(p) => {
+                    let mut h = salts.build_hasher();
+                    h.write_usize(i);
+                    let v = h.finish().to_le_bytes();
+                    Password::hash(p, [v[0], v[1], v[2], v[3]])
+                }
+                hashed => hashed.clone(),
+            };
             access.put_user(Account {
                 name: u.name.clone(),
-                password: Some(u.password.clone()),
+                password: Some(password),
                 tags: u.tags.clone(),
             });
             for p in &u.permissions {
