@@ -917,3 +917,56 @@ async fn columns_apply_to_single_objects_too() {
         json!({"error": "bad_request", "reason": "failed_to_parse_json"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vhost_default_queue_type_applies_to_durable_declares() {
+    let b = start_broker().await;
+    let api = guest(&b);
+    assert_eq!(
+        api.put("/api/vhosts/qq", r#"{"default_queue_type":"quorum"}"#)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        api.get("/api/vhosts/qq").await.json()["default_queue_type"],
+        "quorum"
+    );
+    assert_eq!(
+        api.put("/api/queues/qq/jobs", r#"{"durable":true}"#)
+            .await
+            .status,
+        201
+    );
+    let q = api.get("/api/queues/qq/jobs").await.json();
+    assert_eq!(q["type"], "quorum");
+    assert_eq!(q["arguments"], json!({"x-queue-type": "quorum"}));
+    // The same declare again is equivalent; an explicit type still wins.
+    assert_eq!(
+        api.put("/api/queues/qq/jobs", r#"{"durable":true}"#)
+            .await
+            .status,
+        204
+    );
+    api.put(
+        "/api/queues/qq/plain",
+        r#"{"durable":true,"arguments":{"x-queue-type":"classic"}}"#,
+    )
+    .await;
+    assert_eq!(
+        api.get("/api/queues/qq/plain").await.json()["type"],
+        "classic"
+    );
+    // Transient queues stay classic.
+    api.put("/api/queues/qq/temp", r#"{"durable":false}"#).await;
+    assert_eq!(
+        api.get("/api/queues/qq/temp").await.json()["type"],
+        "classic"
+    );
+    assert_eq!(
+        api.put("/api/vhosts/bad", r#"{"default_queue_type":"stream"}"#)
+            .await
+            .status,
+        400
+    );
+}

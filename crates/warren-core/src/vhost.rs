@@ -188,6 +188,28 @@ impl VHost {
         vh
     }
 
+    /// A durable, non-exclusive declare without `x-queue-type` in a vhost
+    /// with a default queue type gets that type, as RabbitMQ (3.11+) adds
+    /// it to the arguments; `None` when nothing is added.
+    fn with_default_type(&self, d: &QueueDeclare) -> Option<QueueDeclare> {
+        if !d.durable || d.exclusive || d.arguments.get("x-queue-type").is_some() {
+            return None;
+        }
+        let t = self
+            .meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .default_queue_type
+            .clone();
+        if t.is_empty() {
+            return None;
+        }
+        let mut d = d.clone();
+        d.arguments
+            .insert("x-queue-type", FieldValue::LongStr(t.as_str().into()));
+        Some(d)
+    }
+
     /// The vhost's description, tags and default queue type.
     pub fn meta(&self) -> VhostMeta {
         self.meta
@@ -440,6 +462,8 @@ impl VHost {
 
     /// What `queue.declare` would refuse, without declaring.
     pub fn check_queue_declare(&self, d: &QueueDeclare) -> Result<()> {
+        let with_default = self.with_default_type(d);
+        let d = with_default.as_ref().unwrap_or(d);
         if let Some(q) = self.queue(d.name.as_bytes()) {
             if q.spec.exclusive_owner.is_some() != d.exclusive {
                 return Err(self.locked(&d.name));
@@ -766,6 +790,8 @@ impl VHost {
             let (m, c) = q.counts();
             return Ok((q, m, c));
         }
+        let with_default = self.with_default_type(d);
+        let d = with_default.as_ref().unwrap_or(d);
         let name = d.name.clone();
         if let Some(q) = self.queue(name.as_bytes()) {
             // Exclusivity is checked before anything else (errata 7).
