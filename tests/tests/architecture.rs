@@ -66,6 +66,7 @@ fn rules() -> BTreeMap<&'static str, (&'static [&'static str], &'static [&'stati
                     "warren-core",
                     "warren-server",
                     "warren-management",
+                    "warren-cli",
                 ][..],
                 &[][..],
             ),
