@@ -57,7 +57,7 @@ HOME=$RMQ_HOME RABBITMQ_NODE_PORT=$RPORT RABBITMQ_NODENAME=bench@localhost \
   RABBITMQ_ENABLED_PLUGINS_FILE=$RMQ_HOME/enabled_plugins \
   /usr/lib/rabbitmq/bin/rabbitmq-server >"$OUT/rabbitmq.log" 2>&1 &
 R_PID=$!
-"$WARREN" --listen 127.0.0.1:$WPORT --management-listen 127.0.0.1:0 --data-dir "$WDATA" >"$OUT/warren.log" 2>&1 &
+"$WARREN" --listen 127.0.0.1:$WPORT --management-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$WDATA" >"$OUT/warren.log" 2>&1 &
 W_PID=$!
 wait_port $WPORT
 wait_port $RPORT

@@ -22,7 +22,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-NO_COLOR=1 "$WARREN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:15698 --data-dir "$WORK/wdata" >"$WORK/warren.log" 2>&1 &
+NO_COLOR=1 "$WARREN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:15698 --metrics-listen 127.0.0.1:0 --data-dir "$WORK/wdata" >"$WORK/warren.log" 2>&1 &
 W_PID=$!
 for _ in $(seq 200); do grep -q "warren started" "$WORK/warren.log" && break; sleep 0.05; done
 API=http://127.0.0.1:15698/api

@@ -64,7 +64,7 @@ log "broker killed with SIGKILL"
 # Restart on the same data directory; the probe starts right after the
 # broker and retries the connection every 2 ms.
 T0=$(date +%s%N)
-"$WARREN" --listen "127.0.0.1:$PORT" --management-listen 127.0.0.1:0 --data-dir "$DATA" >"$OUT/durability-b2.broker.log" 2>&1 &
+"$WARREN" --listen "127.0.0.1:$PORT" --management-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$DATA" >"$OUT/durability-b2.broker.log" 2>&1 &
 BROKER_PID=$!
 perf --queue-prefix durable --probe --duration 600 --json >"$OUT/durability-b-probe.json" 2>>"$OUT/durability.txt"
 T1=$(date +%s%N)

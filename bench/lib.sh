@@ -7,7 +7,7 @@ start_broker() {
   local log=$1 keep=${2:-}
   [ "$keep" = keep ] || rm -rf "$DATA"
   BROKER_T0=$(date +%s%N)
-  "$WARREN" --listen "127.0.0.1:$PORT" --management-listen 127.0.0.1:0 --data-dir "$DATA" >"$log" 2>&1 &
+  "$WARREN" --listen "127.0.0.1:$PORT" --management-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$DATA" >"$log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 3000); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi

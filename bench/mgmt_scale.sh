@@ -11,7 +11,7 @@ PY=${PY:-interop/.venv/bin/python}
 DATA=$(mktemp -d /tmp/warren-mgmt-scale.XXXXXX)
 LOG="$DATA/warren.log"
 ulimit -n 65536 2>/dev/null || true
-NO_COLOR=1 "$WARREN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --data-dir "$DATA/data" >"$LOG" 2>&1 &
+NO_COLOR=1 "$WARREN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$DATA/data" >"$LOG" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 200); do grep -q "warren started" "$LOG" && break; sleep 0.05; done

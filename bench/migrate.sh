@@ -47,7 +47,7 @@ log() { echo "$*" | tee -a "$OUT/migrate.txt"; }
 # (at most 30 s) for both "listening" lines; sets AMQP_ADDR and HTTP_ADDR.
 start() {
   local name=$1 blog="$OUT/migrate-$1.broker.log"
-  "$WARREN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --data-dir "$WORK/$name" >"$blog" 2>&1 &
+  "$WARREN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$WORK/$name" >"$blog" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
   AMQP_ADDR= HTTP_ADDR=

@@ -195,7 +195,7 @@ EOF
     # management API's line ("management API listening listen=...") comes
     # before the AMQP one ("warren started listen=..."): each port is read
     # from its own line.
-    NO_COLOR=1 "$WARREN_BIN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --config "$WORK/warren.toml" >"$WORK/warren.log" 2>&1 &
+    NO_COLOR=1 "$WARREN_BIN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --config "$WORK/warren.toml" >"$WORK/warren.log" 2>&1 &
     BROKER_PID=$!
     PORT=""
     HTTP_PORT=""

@@ -47,6 +47,8 @@ pub struct TestBroker {
     pub broker: std::sync::Arc<warren_core::Broker>,
     /// Where the management HTTP API listens (always on loopback).
     pub http: SocketAddr,
+    /// Where the Prometheus endpoint listens (always on loopback).
+    pub metrics: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     config: Config,
@@ -154,6 +156,18 @@ async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
     let http = http_listener.local_addr().expect("local_addr");
     let state = warren_server::management::state(&server, addr, Some(http));
     warren_server::management::load_definitions(&server, &state).expect("load_definitions");
+    let metrics_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let metrics = metrics_listener.local_addr().expect("local_addr");
+    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
+    let metrics_state = std::sync::Arc::clone(&state);
+    tokio::spawn(async move {
+        let _ = warren_management::serve_metrics(metrics_listener, metrics_state, async move {
+            let _ = metrics_stopped.await;
+        })
+        .await;
+    });
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = warren_management::serve(http_listener, state, async move {
@@ -167,11 +181,13 @@ async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
         })
         .await;
         let _ = stop_http.send(());
+        let _ = stop_metrics.send(());
     });
     TestBroker {
         addr,
         broker,
         http,
+        metrics,
         shutdown: Some(tx),
         task: Some(task),
         config,

@@ -132,6 +132,8 @@ pub struct Broker {
     // DashMap: connections register at accept and leave at close, from
     // their own tasks; alarms walk it rarely.
     connections: DashMap<ConnId, Arc<ConnectionEntry>>,
+    /// Message counts of connections that closed.
+    retired: crate::registry::Retired,
 }
 
 /// A resource alarm that blocks publishers, as RabbitMQ's memory and disk
@@ -215,6 +217,7 @@ impl Broker {
             gauge,
             alarms: AtomicU8::new(0),
             connections: DashMap::new(),
+            retired: crate::registry::Retired::default(),
         })
     }
 
@@ -275,9 +278,21 @@ impl Broker {
         self.connections.insert(entry.id, entry);
     }
 
-    /// Forgets a connection.
+    /// Forgets a connection (its message counts stay in the broker's).
     pub fn unregister(&self, id: ConnId) {
-        self.connections.remove(&id);
+        if let Some((_, c)) = self.connections.remove(&id) {
+            self.retired.add(&c.totals());
+        }
+    }
+
+    /// Messages received, delivered, acknowledged and confirmed since the
+    /// broker started.
+    pub fn message_totals(&self) -> crate::registry::MessageTotals {
+        let mut t = self.retired.totals();
+        for c in self.connections.iter() {
+            t.add(&c.value().totals());
+        }
+        t
     }
 
     /// Every open connection, in no particular order.

@@ -140,6 +140,8 @@ pub(crate) struct Channel {
     id: u16,
     /// What the management API sees of this channel.
     pub(crate) entry: Arc<ChannelEntry>,
+    /// Messages published on it (mirrored in `entry`).
+    published: u64,
     closing: bool,
     max_message_size: u64,
     content: Content,
@@ -180,6 +182,7 @@ impl Channel {
         Channel {
             id,
             entry: Arc::new(ChannelEntry::new(id)),
+            published: 0,
             closing: false,
             max_message_size,
             content: Content::Idle,
@@ -789,6 +792,7 @@ impl Channel {
                             message_count: remaining,
                         };
                         write_content(ctx.out, self.id, &Method::from(get_ok), msg, ctx.frame_max);
+                        self.entry.deliver.fetch_add(1, Ordering::Relaxed);
                         if !m.no_ack {
                             self.unacked.push_back(Unacked {
                                 tag,
@@ -935,6 +939,10 @@ impl Channel {
         properties: Properties,
         body: Bytes,
     ) -> Result<()> {
+        // Only this channel's task writes its counts: a plain store (no
+        // locked read-modify-write) on the publish path.
+        self.published += 1;
+        self.entry.publish.store(self.published, Ordering::Relaxed);
         // Read the epoch before any lookup: a change after it invalidates
         // what the lookups find. The exchange's checks run when it is looked
         // up; a connection's permissions are fixed when it opens and an
@@ -1195,6 +1203,9 @@ impl Channel {
                 return;
             }
         };
+        self.entry
+            .deliver
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
         for message in messages {
             let tag = self.next_tag;
             self.next_tag += 1;
@@ -1294,7 +1305,12 @@ impl Channel {
             let mut msgs: Vec<QueuedMessage> = group.into_iter().map(|u| u.message).collect();
             msgs.sort_by_key(|m| m.seq);
             let dead = match outcome {
-                Outcome::Ack => queue.ack(conn, self.id, consumer.as_ref(), msgs),
+                Outcome::Ack => {
+                    self.entry
+                        .ack
+                        .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+                    queue.ack(conn, self.id, consumer.as_ref(), msgs)
+                }
                 Outcome::Requeue => {
                     for m in &mut msgs {
                         m.redelivered = true;
@@ -1343,11 +1359,14 @@ impl Channel {
             let mut last = seq;
             let mut multiple = false;
             if ok {
+                let mut n = 1;
                 while let Some(&(next, Some(true))) = c.pending.front() {
                     c.pending.pop_front();
                     last = next;
                     multiple = true;
+                    n += 1;
                 }
+                self.entry.confirmed.fetch_add(n, Ordering::Relaxed);
             }
             let m = if ok {
                 Method::from(BasicAck {

@@ -83,6 +83,8 @@ pub struct ConnectionEntry {
     /// Writes to the socket.
     pub send_cnt: AtomicU64,
     channels: Mutex<Vec<Arc<ChannelEntry>>>,
+    /// Counts of its channels that closed.
+    retired: Retired,
 }
 
 impl ConnectionEntry {
@@ -108,6 +110,7 @@ impl ConnectionEntry {
             recv_cnt: AtomicU64::new(0),
             send_cnt: AtomicU64::new(0),
             channels: Mutex::new(Vec::new()),
+            retired: Retired::default(),
         }
     }
 
@@ -155,9 +158,22 @@ impl ConnectionEntry {
         self.channel_list().push(ch);
     }
 
-    /// Removes a closed channel.
+    /// Removes a closed channel (its counts stay in the connection's).
     pub(crate) fn remove_channel(&self, number: u16) {
-        self.channel_list().retain(|c| c.number != number);
+        let mut list = self.channel_list();
+        if let Some(i) = list.iter().position(|c| c.number == number) {
+            let gone = list.swap_remove(i);
+            self.retired.add(&gone.totals());
+        }
+    }
+
+    /// Its message counts: closed channels' and open ones'.
+    pub fn totals(&self) -> MessageTotals {
+        let mut t = self.retired.totals();
+        for c in self.channel_list().iter() {
+            t.add(&c.totals());
+        }
+        t
     }
 
     /// Number of open channels.
@@ -187,11 +203,78 @@ pub struct ChannelEntry {
     pub publish: AtomicU64,
     /// Messages delivered on it (consumers and `basic.get`).
     pub deliver: AtomicU64,
-    /// Acknowledgements received.
+    /// Messages acknowledged by the client.
     pub ack: AtomicU64,
+    /// Publishes confirmed to the client (confirm mode).
+    pub confirmed: AtomicU64,
+}
+
+/// Message counts since start, as RabbitMQ's `rabbitmq_global_messages_*`
+/// counters report them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageTotals {
+    /// Messages received from publishers.
+    pub received: u64,
+    /// Messages delivered to consumers and `basic.get`.
+    pub delivered: u64,
+    /// Messages acknowledged by clients.
+    pub acknowledged: u64,
+    /// Publishes confirmed to publishers.
+    pub confirmed: u64,
+}
+
+impl MessageTotals {
+    /// Adds another set.
+    pub fn add(&mut self, o: &MessageTotals) {
+        self.received += o.received;
+        self.delivered += o.delivered;
+        self.acknowledged += o.acknowledged;
+        self.confirmed += o.confirmed;
+    }
+}
+
+/// Counts kept in atomics, for totals that outlive their channel or
+/// connection.
+#[derive(Debug, Default)]
+pub struct Retired {
+    received: AtomicU64,
+    delivered: AtomicU64,
+    acknowledged: AtomicU64,
+    confirmed: AtomicU64,
+}
+
+impl Retired {
+    /// Adds counts.
+    pub fn add(&self, t: &MessageTotals) {
+        self.received.fetch_add(t.received, Ordering::Relaxed);
+        self.delivered.fetch_add(t.delivered, Ordering::Relaxed);
+        self.acknowledged
+            .fetch_add(t.acknowledged, Ordering::Relaxed);
+        self.confirmed.fetch_add(t.confirmed, Ordering::Relaxed);
+    }
+
+    /// The counts.
+    pub fn totals(&self) -> MessageTotals {
+        MessageTotals {
+            received: self.received.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            acknowledged: self.acknowledged.load(Ordering::Relaxed),
+            confirmed: self.confirmed.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl ChannelEntry {
+    /// Its message counts.
+    pub fn totals(&self) -> MessageTotals {
+        MessageTotals {
+            received: self.publish.load(Ordering::Relaxed),
+            delivered: self.deliver.load(Ordering::Relaxed),
+            acknowledged: self.ack.load(Ordering::Relaxed),
+            confirmed: self.confirmed.load(Ordering::Relaxed),
+        }
+    }
+
     /// A new channel's entry.
     pub fn new(number: u16) -> Self {
         ChannelEntry {

@@ -20,6 +20,7 @@ pub mod error;
 pub mod json;
 pub mod list;
 mod live;
+pub mod metrics;
 mod overview;
 mod policies;
 pub mod rates;
@@ -165,6 +166,30 @@ pub async fn serve(
     let app = router(state)
         .layer(middleware::from_fn(rabbitmq_reply_shape))
         .layer(middleware::from_fn(request_timeout));
+    let served = serve_app(listener, app, header_timeout, shutdown).await;
+    sampler.abort();
+    served
+}
+
+/// Serves the Prometheus endpoints (`/metrics`, `/metrics/per-object`) on
+/// `listener` until `shutdown` completes, with the API's bounds on slow
+/// clients.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let header_timeout = state.header_timeout;
+    let app = metrics::router(state).layer(middleware::from_fn(request_timeout));
+    serve_app(listener, app, header_timeout, shutdown).await
+}
+
+async fn serve_app(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -180,7 +205,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::debug!(error = %e, "management API accept failed");
+                    tracing::debug!(error = %e, "HTTP accept failed");
                     continue;
                 }
             },
@@ -206,7 +231,6 @@ pub async fn serve(
             }
         });
     }
-    sampler.abort();
     Ok(())
 }
 

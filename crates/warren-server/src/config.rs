@@ -43,9 +43,31 @@ pub struct Config {
     pub server_properties: std::collections::BTreeMap<String, ServerProperty>,
     /// The management HTTP API.
     pub management: ManagementConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
     /// A definitions file in RabbitMQ's JSON format applied at every boot
     /// (RabbitMQ's `load_definitions`). Default: none.
     pub load_definitions: Option<PathBuf>,
+}
+
+/// `[metrics]`: Prometheus text exposition, as RabbitMQ's
+/// `rabbitmq_prometheus` plugin serves it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve it at all. Default true.
+    pub enabled: bool,
+    /// Address to listen on. Default `0.0.0.0:15692`, the plugin's port.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 15692)),
+        }
+    }
 }
 
 /// `[management]`: the HTTP API RabbitMQ's management plugin serves.
@@ -269,6 +291,7 @@ impl Default for Config {
             }],
             server_properties: Default::default(),
             management: ManagementConfig::default(),
+            metrics: MetricsConfig::default(),
             load_definitions: None,
         }
     }

@@ -27,6 +27,9 @@ struct Args {
     /// listen`).
     #[arg(long)]
     management_listen: Option<std::net::SocketAddr>,
+    /// Address for the Prometheus endpoint (overrides `[metrics] listen`).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Data directory, overriding the file.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -73,6 +76,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(l) = args.management_listen {
         config.management.listen = l;
     }
+    if let Some(l) = args.metrics_listen {
+        config.metrics.listen = l;
+    }
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
@@ -99,6 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async move {
         let listen = config.listen;
         let management = config.management.clone();
+        let metrics = config.metrics.clone();
         let server = Server::open(config)?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let amqp = listener.local_addr()?;
@@ -108,14 +115,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None
         };
         let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
+        let prom = if metrics.enabled {
+            Some(tokio::net::TcpListener::bind(metrics.listen).await?)
+        } else {
+            None
+        };
+        if let Some(p) = &prom {
+            tracing::info!(listen = %p.local_addr()?, "metrics listening");
+        }
         let state = warren_server::management::state(&server, amqp, http_addr);
         warren_server::management::load_definitions(&server, &state)?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        if let Some(http) = http {
-            tracing::info!(listen = %http_addr.map(|a| a.to_string()).unwrap_or_default(), "management API listening");
+        if http.is_some() || prom.is_some() {
+            if http.is_some() {
+                tracing::info!(listen = %http_addr.map(|a| a.to_string()).unwrap_or_default(), "management API listening");
+            }
             // Its own thread and runtime: rendering a long list never runs
             // on a worker that drives AMQP connections.
-            let http = http.into_std()?;
+            let http = http.map(|l| l.into_std()).transpose()?;
+            let prom = prom.map(|l| l.into_std()).transpose()?;
             std::thread::Builder::new()
                 .name("warren-management".into())
                 .spawn(move || {
@@ -127,15 +145,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                     };
                     rt.block_on(async move {
+                        let mut stop_metrics = stop_rx.clone();
                         let stop = async move {
                             let _ = stop_rx.changed().await;
                         };
-                        let served = match tokio::net::TcpListener::from_std(http) {
-                            Ok(l) => warren_management::serve(l, state, stop).await,
-                            Err(e) => Err(e),
+                        let metrics_state = std::sync::Arc::clone(&state);
+                        let api = async move {
+                            match http.map(tokio::net::TcpListener::from_std) {
+                                Some(Ok(l)) => warren_management::serve(l, state, stop).await,
+                                Some(Err(e)) => Err(e),
+                                None => Ok(()),
+                            }
                         };
-                        if let Err(e) = served {
-                            tracing::error!(error = %e, "management API stopped");
+                        let prometheus = async move {
+                            let stop = async move {
+                                let _ = stop_metrics.changed().await;
+                            };
+                            match prom.map(tokio::net::TcpListener::from_std) {
+                                Some(Ok(l)) => warren_management::serve_metrics(l, metrics_state, stop).await,
+                                Some(Err(e)) => Err(e),
+                                None => Ok(()),
+                            }
+                        };
+                        let (a, p) = tokio::join!(api, prometheus);
+                        for r in [a, p] {
+                            if let Err(e) = r {
+                                tracing::error!(error = %e, "management API or metrics stopped");
+                            }
                         }
                     });
                 })?;

@@ -123,6 +123,8 @@ impl Broker {
             .arg("127.0.0.1:0")
             .arg("--management-listen")
             .arg("127.0.0.1:0")
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--log")
