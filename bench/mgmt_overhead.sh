@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Issue 13's guard: S1 (1 producer, 1 consumer, 16-byte, autoack) with the
-# management API disabled (A) and enabled with /api/queues polled every
+# Issues 13 and 15's guards: S1 (1 producer, 1 consumer, 16-byte, autoack)
+# with the management API and metrics disabled (A) and enabled with
+# /api/queues polled (or, with SCRAPE=metrics, /metrics scraped) every
 # second (B), alternately, a fresh broker per run. Prints each run and the
 # median of the paired B/A ratios.
 #
 #   bench/mgmt_overhead.sh [PAIRS]
+#   SCRAPE=metrics bench/mgmt_overhead.sh [PAIRS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-6}
@@ -13,8 +15,13 @@ PERF=${PERF:-target/release/warren-perf}
 DURATION=${DURATION:-5}
 WORK=$(mktemp -d /tmp/warren-mgmt-overhead.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-printf '[management]\nenabled = false\n' >"$WORK/off.toml"
-printf '[management]\nenabled = true\nlisten = "127.0.0.1:15699"\nstats_interval_ms = 5000\n' >"$WORK/on.toml"
+printf '[management]\nenabled = false\n[metrics]\nenabled = false\n' >"$WORK/off.toml"
+printf '[management]\nenabled = true\nlisten = "127.0.0.1:15699"\nstats_interval_ms = 5000\n[metrics]\nenabled = true\nlisten = "127.0.0.1:15697"\n' >"$WORK/on.toml"
+if [ "${SCRAPE:-management}" = metrics ]; then
+  POLL_URL=http://127.0.0.1:15697/metrics
+else
+  POLL_URL=http://127.0.0.1:15699/api/queues
+fi
 OUT="$WORK/runs"
 for i in $(seq "$N"); do
   for side in A B; do
@@ -27,7 +34,7 @@ for i in $(seq "$N"); do
     if [ $side = B ]; then
       # Bounded: at most DURATION+5 polls, one a second.
       ( for _ in $(seq $((DURATION + 5))); do
-          curl -s -o /dev/null -u guest:guest http://127.0.0.1:15699/api/queues || true
+          curl -s -o /dev/null -u guest:guest "$POLL_URL" || true
           sleep 1
         done ) &
       poller=$!
