@@ -29,10 +29,13 @@ pub(crate) fn routes() -> Router<Shared> {
             "/api/vhosts/{vhost}",
             get(vhost).put(put_vhost).delete(delete_vhost),
         )
-        .route("/api/vhosts/{vhost}/permissions", get(vhost_permissions))
+        .route(
+            "/api/vhosts/{vhost}/permissions",
+            get(|s, c, Path(v): Path<String>| grants(s, c, None, Some(v), false)),
+        )
         .route(
             "/api/vhosts/{vhost}/topic-permissions",
-            get(vhost_topic_permissions),
+            get(|s, c, Path(v): Path<String>| grants(s, c, None, Some(v), true)),
         )
         .route("/api/users", get(users))
         .route(
@@ -44,19 +47,28 @@ pub(crate) fn routes() -> Router<Shared> {
             "/api/users/{user}",
             get(user).put(put_user).delete(delete_user),
         )
-        .route("/api/users/{user}/permissions", get(user_permissions))
+        .route(
+            "/api/users/{user}/permissions",
+            get(|s, c, Path(u): Path<String>| grants(s, c, Some(u), None, false)),
+        )
         .route(
             "/api/users/{user}/topic-permissions",
-            get(user_topic_permissions),
+            get(|s, c, Path(u): Path<String>| grants(s, c, Some(u), None, true)),
         )
-        .route("/api/permissions", get(permissions))
+        .route(
+            "/api/permissions",
+            get(|s, c| grants(s, c, None, None, false)),
+        )
         .route(
             "/api/permissions/{vhost}/{user}",
             get(permission)
                 .put(put_permission)
                 .delete(delete_permission),
         )
-        .route("/api/topic-permissions", get(topic_permissions))
+        .route(
+            "/api/topic-permissions",
+            get(|s, c| grants(s, c, None, None, true)),
+        )
         .route(
             "/api/topic-permissions/{vhost}/{user}",
             get(topic_permission)
@@ -344,32 +356,39 @@ fn topic_json(t: &TopicPermissionSpec) -> Value {
     json!({"user": t.user, "vhost": t.vhost, "exchange": t.exchange, "write": t.write, "read": t.read})
 }
 
-async fn permissions(State(m): State<Shared>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    let items = m.broker.access.permission_specs(None, None);
-    Ok(Json(items.iter().map(permission_json).collect()))
-}
-
-async fn vhost_permissions(
+/// Permissions (or, `topic`, topic permissions), of one user or in one
+/// vhost (either must exist) or all.
+async fn grants(
     State(m): State<Shared>,
     caller: Caller,
-    Path(vhost): Path<String>,
+    user: Option<String>,
+    vhost: Option<String>,
+    topic: bool,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    m.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
-    let items = m.broker.access.permission_specs(None, Some(&vhost));
-    Ok(Json(items.iter().map(permission_json).collect()))
-}
-
-async fn user_permissions(
-    State(m): State<Shared>,
-    caller: Caller,
-    Path(user): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    find_user(&m, &user)?;
-    let items = m.broker.access.permission_specs(Some(&user), None);
-    Ok(Json(items.iter().map(permission_json).collect()))
+    if let Some(u) = &user {
+        find_user(&m, u)?;
+    }
+    if let Some(v) = &vhost {
+        m.broker.vhost(v).ok_or_else(ApiError::not_found)?;
+    }
+    let (u, v) = (user.as_deref(), vhost.as_deref());
+    let items: Vec<Value> = if topic {
+        m.broker
+            .access
+            .topic_permission_specs(u, v)
+            .iter()
+            .map(topic_json)
+            .collect()
+    } else {
+        m.broker
+            .access
+            .permission_specs(u, v)
+            .iter()
+            .map(permission_json)
+            .collect()
+    };
+    Ok(Json(Value::Array(items)))
 }
 
 async fn permission(
@@ -426,37 +445,6 @@ async fn delete_permission(
     caller.require_admin()?;
     m.broker.delete_permissions(&user, &vhost)?;
     Ok(no_content())
-}
-
-async fn topic_permissions(
-    State(m): State<Shared>,
-    caller: Caller,
-) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    let items = m.broker.access.topic_permission_specs(None, None);
-    Ok(Json(items.iter().map(topic_json).collect()))
-}
-
-async fn vhost_topic_permissions(
-    State(m): State<Shared>,
-    caller: Caller,
-    Path(vhost): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    m.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
-    let items = m.broker.access.topic_permission_specs(None, Some(&vhost));
-    Ok(Json(items.iter().map(topic_json).collect()))
-}
-
-async fn user_topic_permissions(
-    State(m): State<Shared>,
-    caller: Caller,
-    Path(user): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    find_user(&m, &user)?;
-    let items = m.broker.access.topic_permission_specs(Some(&user), None);
-    Ok(Json(items.iter().map(topic_json).collect()))
 }
 
 async fn topic_permission(
