@@ -290,6 +290,7 @@ async fn runtime_users_vhosts_and_permissions_survive_restart() {
         description: "for ops".into(),
         tags: vec!["a".into()],
         default_queue_type: String::new(),
+        limits: Default::default(),
     });
     b.put_vhost(VhostMeta {
         name: "doomed".into(),

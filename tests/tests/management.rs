@@ -618,8 +618,18 @@ async fn the_rabbitmq_definitions_fixture_imports_and_its_users_log_in() {
         .map(|u| u["name"].as_str().unwrap())
         .collect();
     assert!(export_users.contains(&"alice"));
-    // The operator policy comes back under parameters (the vhost limit
-    // is not applied yet).
+    // The operator policy and the vhost limit come back under parameters.
+    assert!(
+        export["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["component"] == "vhost-limits"
+                && p["vhost"] == "shop"
+                && p["value"] == json!({"max-connections": 500})),
+        "{}",
+        export["parameters"]
+    );
     let ops: Vec<&Value> = export["parameters"]
         .as_array()
         .unwrap()
@@ -969,4 +979,99 @@ async fn a_vhost_default_queue_type_applies_to_durable_declares() {
             .status,
         400
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vhost_limits_refuse_what_exceeds_them_and_are_stored() {
+    let b = start_durable_broker().await;
+    let api = guest(&b);
+    assert_eq!(api.get("/api/vhost-limits").await.json(), json!([]));
+    assert_eq!(
+        api.put("/api/vhost-limits/%2F/max-connections", r#"{"value":1}"#)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.put("/api/vhost-limits/%2F/max-queues", r#"{"value":1}"#)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.put("/api/vhost-limits/%2F/max-widgets", r#"{"value":1}"#)
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        api.get("/api/vhost-limits/%2F").await.json(),
+        json!([{"vhost": "/", "value": {"max-connections": 1, "max-queues": 1}}])
+    );
+    let first = connect(&b).await;
+    let second = lapin::Connection::connect(&b.url(), lapin::ConnectionProperties::default()).await;
+    let err = match second {
+        Ok(_) => panic!("a second connection over the limit was let in"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(
+            "access to vhost '/' refused for user 'guest': connection limit (1) is reached"
+        ),
+        "{err}"
+    );
+    assert_eq!(api.put("/api/queues/%2F/one", "{}").await.status, 201);
+    let r = api.put("/api/queues/%2F/two", "{}").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["reason"],
+        "cannot declare queue 'two': queue limit in vhost '/' (1) is reached"
+    );
+    // The connection already open carries on.
+    let ch = channel(&first).await;
+    within(
+        "declare one",
+        ch.queue_declare(
+            "one".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    within("close", first.close(200, "OK".into()))
+        .await
+        .unwrap();
+    // Stored, and exported as RabbitMQ's vhost-limits parameter.
+    let b = b.restart().await;
+    let api = guest(&b);
+    assert_eq!(
+        api.get("/api/vhost-limits")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let defs = api.get("/api/definitions").await.json();
+    assert!(
+        defs["parameters"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"vhost": "/", "component": "vhost-limits", "name": "limits", "value": {"max-connections": 1, "max-queues": 1}})),
+        "{}",
+        defs["parameters"]
+    );
+    assert_eq!(
+        api.delete("/api/vhost-limits/%2F/max-connections")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.delete("/api/vhost-limits/%2F/max-queues").await.status,
+        204
+    );
+    assert_eq!(api.get("/api/vhost-limits").await.json(), json!([]));
 }

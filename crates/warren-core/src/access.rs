@@ -102,6 +102,26 @@ pub struct VhostMeta {
     pub tags: Vec<String>,
     /// The queue type a declare without `x-queue-type` gets (empty: classic).
     pub default_queue_type: String,
+    /// Vhost limits (RabbitMQ's `max-connections`, `max-queues`): none
+    /// when absent; a negative value is no limit, as in RabbitMQ.
+    pub limits: VhostLimits,
+}
+
+/// A vhost's limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VhostLimits {
+    /// Most connections open to the vhost at once.
+    pub max_connections: Option<i64>,
+    /// Most queues in the vhost.
+    pub max_queues: Option<i64>,
+}
+
+impl VhostLimits {
+    /// Whether a limit of `n` is reached by `count` (a negative limit is
+    /// none).
+    pub fn reached(limit: Option<i64>, count: usize) -> Option<i64> {
+        limit.filter(|&n| n >= 0 && count as i64 >= n)
+    }
 }
 
 /// Checks a topic permission pattern: a regular expression once its

@@ -204,6 +204,37 @@ impl Broker {
         Ok(new)
     }
 
+    /// Sets (`Some`) or clears (`None`) one of a vhost's limits by
+    /// RabbitMQ's name (`max-connections`, `max-queues`). Limits apply to
+    /// what comes next: open connections and existing queues stay.
+    pub fn set_vhost_limit(
+        &self,
+        vhost: &str,
+        name: &str,
+        value: Option<i64>,
+    ) -> Result<(), AdminError> {
+        let vh = self
+            .vhost(vhost)
+            .ok_or_else(|| AdminError::NotFound(format!("vhost '{vhost}'")))?;
+        let mut limits = vh.limits();
+        match name {
+            "max-connections" => limits.max_connections = value,
+            "max-queues" => limits.max_queues = value,
+            other => {
+                return Err(AdminError::Invalid(format!(
+                    "Validation failed\n\n[{{<<\"{other}\">>,{}}}] are not recognised limit settings\n",
+                    value.map_or_else(|| "none".to_string(), |v| v.to_string())
+                )));
+            }
+        }
+        vh.set_limits(limits);
+        self.submit_admin(AdminOp::PutVhostLimits {
+            vhost: vhost.to_string(),
+            limits,
+        });
+        Ok(())
+    }
+
     /// Deletes a policy (or an operator policy).
     pub fn delete_policy(&self, vhost: &str, name: &str, operator: bool) -> Result<(), AdminError> {
         let vh = self
@@ -230,6 +261,10 @@ impl Broker {
         let text = format!("vhost '{name}' is deleted");
         self.close_connections(|c| c.negotiated().vhost == name, &text);
         vh.delete_everything();
+        self.submit_admin(AdminOp::PutVhostLimits {
+            vhost: name.to_string(),
+            limits: crate::access::VhostLimits::default(),
+        });
         for p in vh.policies() {
             self.submit_admin(AdminOp::DeletePolicy {
                 vhost: name.to_string(),

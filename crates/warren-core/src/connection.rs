@@ -891,6 +891,24 @@ impl Connection {
                     return;
                 };
                 self.access_epoch = self.broker.access.epoch();
+                let open = self
+                    .broker
+                    .connections()
+                    .iter()
+                    .filter(|c| c.id != self.id && c.negotiated().vhost == name)
+                    .count();
+                if let Some(n) =
+                    crate::access::VhostLimits::reached(vh.limits().max_connections, open)
+                {
+                    let text = format!(
+                        "access to vhost '{name}' refused for user '{}': connection limit ({n}) is reached",
+                        self.user
+                    );
+                    let err = AmqpError::new(ReplyCode::NotAllowed, text)
+                        .in_method(ConnectionOpen::CLASS_ID, ConnectionOpen::METHOD_ID);
+                    self.fail(0, Error::Connection(ConnectionError(err)), now);
+                    return;
+                }
                 let Some(perms) = self.broker.permissions(&self.user, &name) else {
                     let text = format!("access to vhost '{name}' refused for user '{}'", self.user);
                     let err = AmqpError::new(ReplyCode::NotAllowed, text)

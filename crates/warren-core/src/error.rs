@@ -281,6 +281,15 @@ pub enum Refusal {
         /// The vhost.
         vhost: String,
     },
+    /// The vhost's `max-queues` limit is reached (406).
+    QueueLimit {
+        /// The queue.
+        queue: ShortStr,
+        /// The vhost.
+        vhost: String,
+        /// The limit.
+        limit: i64,
+    },
     /// Delete with `if-empty` of a queue with messages (406).
     NotEmpty {
         /// The queue.
@@ -342,6 +351,7 @@ impl Refusal {
             Refusal::UnknownExchangeType(_) => ReplyCode::CommandInvalid,
             Refusal::Inequivalent { .. }
             | Refusal::InUse { .. }
+            | Refusal::QueueLimit { .. }
             | Refusal::NotEmpty { .. }
             | Refusal::InvalidArg { .. }
             | Refusal::InvalidProperty { .. }
@@ -392,6 +402,13 @@ impl Refusal {
             Refusal::InUse { kind, name, vhost } => {
                 format!("{} '{name}' in vhost '{vhost}' in use", kind.as_str())
             }
+            Refusal::QueueLimit {
+                queue,
+                vhost,
+                limit,
+            } => format!(
+                "cannot declare queue '{queue}': queue limit in vhost '{vhost}' ({limit}) is reached"
+            ),
             Refusal::NotEmpty { queue, vhost } => {
                 format!("queue '{queue}' in vhost '{vhost}' not empty")
             }

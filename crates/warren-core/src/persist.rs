@@ -294,6 +294,13 @@ pub enum AdminOp {
         /// An operator policy.
         operator: bool,
     },
+    /// A vhost's limits were set (none left: all cleared).
+    PutVhostLimits {
+        /// Vhost.
+        vhost: String,
+        /// The limits.
+        limits: crate::access::VhostLimits,
+    },
     /// A policy was deleted.
     DeletePolicy {
         /// Vhost.

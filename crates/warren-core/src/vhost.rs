@@ -218,14 +218,33 @@ impl VHost {
             .clone()
     }
 
+    /// The vhost's limits.
+    pub fn limits(&self) -> crate::access::VhostLimits {
+        self.meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .limits
+    }
+
     /// Replaces the vhost's description, tags and default queue type (the
     /// name stays).
     pub fn set_meta(&self, mut meta: VhostMeta) {
         meta.name.clone_from(&self.name);
-        *self
+        let mut current = self
             .meta
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = meta;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Limits are set apart (`set_limits`).
+        meta.limits = current.limits;
+        *current = meta;
+    }
+
+    /// Replaces the vhost's limits.
+    pub fn set_limits(&self, limits: crate::access::VhostLimits) {
+        self.meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .limits = limits;
     }
 
     /// Deletes every queue (with its messages) and every exchange: the
@@ -810,6 +829,15 @@ impl VHost {
             });
         }
         let kind = Self::validate_queue_args(&self.name, &name, d)?;
+        if let Some(n) =
+            crate::access::VhostLimits::reached(self.limits().max_queues, self.queues.len())
+        {
+            return Err(Refusal::QueueLimit {
+                queue: name.clone(),
+                vhost: self.name.clone(),
+                limit: n,
+            });
+        }
         let spec = QueueSpec {
             name: name.clone(),
             // Durable + exclusive is an exclusive transient queue (errata 30).

@@ -168,6 +168,7 @@ async fn put_vhost(
         }
     };
     let meta = VhostMeta {
+        limits: Default::default(),
         name: name.clone(),
         description: match text(&body, "description")? {
             Some(d) => d.to_string(),

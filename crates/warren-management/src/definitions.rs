@@ -140,11 +140,18 @@ async fn export_all(State(m): State<Shared>, caller: Caller) -> Result<Json<Valu
         .filter(|p| !p.operator)
         .map(|p| policy_json(p))
         .collect();
-    let parameters: Vec<Value> = all_policies
+    let mut parameters: Vec<Value> = all_policies
         .iter()
         .filter(|p| p.operator)
         .map(|p| operator_parameter_json(p))
         .collect();
+    for vh in &vhosts {
+        if let Some(l) = crate::policies::limits_json(vh) {
+            parameters.push(json!({
+                "vhost": vh.name, "component": "vhost-limits", "name": "limits", "value": l["value"],
+            }));
+        }
+    }
     Ok(Json(json!({
         "rabbit_version": RABBITMQ_COMPAT,
         "rabbitmq_version": RABBITMQ_COMPAT,
@@ -220,6 +227,7 @@ enum Step {
     Queue(String, QueueDeclare),
     Binding(String, Binding),
     Policy(Policy),
+    Limit(String, String, i64),
 }
 
 fn items<'a>(body: &'a Value, key: &str) -> Result<&'a [Value], ApiError> {
@@ -264,6 +272,7 @@ fn plan(m: &Shared, body: &Value, only: Option<&str>) -> Result<Vec<Step>, ApiEr
             let name = need(v, "name", "vhost")?.to_string();
             let meta = v.get("metadata").unwrap_or(v);
             steps.push(Step::Vhost(VhostMeta {
+                limits: Default::default(),
                 name: name.clone(),
                 description: text(meta, "description")?.unwrap_or("").to_string(),
                 tags: meta.get("tags").map(tags).transpose()?.unwrap_or_default(),
@@ -380,8 +389,26 @@ fn plan(m: &Shared, body: &Value, only: Option<&str>) -> Result<Vec<Step>, ApiEr
                 }
                 steps.push(Step::Policy(policy_of(&vhost, &value, true)?));
             }
+            "vhost-limits" => {
+                let Some(Value::Object(limits)) = p.get("value") else {
+                    return Err(ApiError::bad_request(
+                        "vhost-limits: value must be an object",
+                    ));
+                };
+                for (k, v) in limits {
+                    if !matches!(k.as_str(), "max-connections" | "max-queues") {
+                        return Err(ApiError::bad_request(format!(
+                            "vhost-limits: unknown limit '{k}'"
+                        )));
+                    }
+                    let n = v.as_i64().ok_or_else(|| {
+                        ApiError::bad_request(format!("vhost-limits: {k} must be an integer"))
+                    })?;
+                    steps.push(Step::Limit(vhost.clone(), k.clone(), n));
+                }
+            }
             other => {
-                // Vhost limits and plugin parameters are not applied yet.
+                // Plugin parameters (shovels, federation) do not apply here.
                 tracing::warn!(component = other, vhost = %vhost, parameter = name, "definitions: parameter not applied");
             }
         }
@@ -542,6 +569,7 @@ fn apply(m: &Shared, steps: Vec<Step>) -> Result<(), ApiError> {
                 vh.bind(HTTP_CONN, &b)
                     .map_err(|r| ApiError::bad_request(r.detail()))?;
             }
+            Step::Limit(vhost, name, n) => m.broker.set_vhost_limit(&vhost, &name, Some(n))?,
             Step::Policy(p) => {
                 m.broker.put_policy(
                     &p.vhost,

@@ -42,9 +42,13 @@ pub(crate) fn routes() -> Router<Shared> {
                 .delete(|s, c, p| delete(s, c, p, true)),
         )
         .route("/api/parameters", get(parameters))
-        // Vhost and user limits are not kept yet: none are set.
-        .route("/api/vhost-limits", get(no_limits))
+        // User limits are not kept yet: none are set.
+        .route("/api/vhost-limits", get(all_vhost_limits))
         .route("/api/vhost-limits/{vhost}", get(vhost_limits))
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            axum::routing::put(put_vhost_limit).delete(delete_vhost_limit),
+        )
         .route("/api/user-limits", get(no_limits))
         .route("/api/user-limits/{user}", get(no_limits))
         .route("/api/parameters/{component}", get(parameters_of))
@@ -183,13 +187,63 @@ async fn no_limits(_: Caller) -> Json<Value> {
     Json(json!([]))
 }
 
+/// A vhost's limits as RabbitMQ lists them, if it has any.
+pub(crate) fn limits_json(vh: &warren_core::VHost) -> Option<Value> {
+    let l = vh.limits();
+    let mut value = serde_json::Map::new();
+    if let Some(n) = l.max_connections {
+        value.insert("max-connections".into(), n.into());
+    }
+    if let Some(n) = l.max_queues {
+        value.insert("max-queues".into(), n.into());
+    }
+    (!value.is_empty()).then(|| json!({"vhost": vh.name, "value": value}))
+}
+
+async fn all_vhost_limits(State(m): State<Shared>, caller: Caller) -> Json<Value> {
+    Json(
+        caller
+            .visible_vhosts(&m)
+            .iter()
+            .filter_map(|v| limits_json(v))
+            .collect(),
+    )
+}
+
 async fn vhost_limits(
     State(m): State<Shared>,
     caller: Caller,
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.vhost(&m, &vhost)?;
-    Ok(Json(json!([])))
+    let vh = caller.vhost(&m, &vhost)?;
+    Ok(Json(limits_json(&vh).into_iter().collect()))
+}
+
+async fn put_vhost_limit(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let body = body_json(&body)?;
+    let value =
+        int(&body, "value")?.ok_or_else(|| ApiError::bad_request("[{key_missing,value}]"))?;
+    if m.broker.vhost(&vhost).is_none() {
+        return Err(ApiError::not_found_because("vhost_not_found"));
+    }
+    m.broker.set_vhost_limit(&vhost, &name, Some(value))?;
+    Ok(no_content())
+}
+
+async fn delete_vhost_limit(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    m.broker.set_vhost_limit(&vhost, &name, None)?;
+    Ok(no_content())
 }
 
 async fn parameters(State(m): State<Shared>, caller: Caller) -> Result<Json<Value>, ApiError> {

@@ -195,7 +195,45 @@ pub fn admin_to_batch(batch: &mut Batch, op: &AdminOp) {
             name,
             operator,
         } => batch.delete_policy(vhost, name, *operator),
+        AdminOp::PutVhostLimits { vhost, limits } => {
+            let text = limits_text(limits);
+            if text.is_empty() {
+                batch.delete_setting(&limits_setting(vhost));
+            } else {
+                batch.put_setting(&limits_setting(vhost), text.as_bytes());
+            }
+        }
     }
+}
+
+/// The setting a vhost's limits are stored under.
+pub fn limits_setting(vhost: &str) -> String {
+    format!("vhost-limits/{vhost}")
+}
+
+/// A vhost's limits as stored: `name=value` lines.
+pub fn limits_text(l: &warren_core::access::VhostLimits) -> String {
+    let mut out = String::new();
+    if let Some(n) = l.max_connections {
+        out.push_str(&format!("max-connections={n}\n"));
+    }
+    if let Some(n) = l.max_queues {
+        out.push_str(&format!("max-queues={n}\n"));
+    }
+    out
+}
+
+/// Reads [`limits_text`] back (unknown lines are ignored).
+pub fn parse_limits(text: &str) -> warren_core::access::VhostLimits {
+    let mut l = warren_core::access::VhostLimits::default();
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("max-connections", v)) => l.max_connections = v.trim().parse().ok(),
+            Some(("max-queues", v)) => l.max_queues = v.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    l
 }
 
 /// A policy as the store keeps it: its definition as RabbitMQ's JSON.
@@ -432,6 +470,8 @@ impl Image {
                 self.policies
                     .remove(&(vhost.clone(), name.clone(), *operator));
             }
+            // Settings are not part of definitions.
+            AdminOp::PutVhostLimits { .. } => {}
         }
     }
 

@@ -103,6 +103,11 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
     broker.access.set_loopback_users(loopback);
     persister.attach(&broker);
     restore_access(&broker, &defs);
+    for vh in broker.vhosts() {
+        if let Some(raw) = store.setting(&journal::limits_setting(&vh.name))? {
+            vh.set_limits(journal::parse_limits(&String::from_utf8_lossy(&raw)));
+        }
+    }
 
     let known = |vhost: &str| broker.vhost(vhost).is_some();
     for e in defs.exchanges {
@@ -251,6 +256,7 @@ fn seed(store: &Store, config: &Config) -> Result<(), StoreError> {
 fn restore_access(broker: &Broker, defs: &warren_store::Definitions) {
     for v in &defs.vhosts {
         broker.vhost_or_create(&v.name).set_meta(VhostMeta {
+            limits: Default::default(),
             name: v.name.clone(),
             description: v.description.clone(),
             tags: v.tags.clone(),
