@@ -35,10 +35,7 @@ impl Broker {
     /// Creates or replaces a user. A password in clear is hashed (RabbitMQ's
     /// salted SHA-256) before it is kept or stored. True if the user is new.
     pub fn put_user(&self, name: &str, password: Option<Password>, tags: Vec<String>) -> bool {
-        let password = password.map(|p| match p {
-            Password::Plain(text) => Password::hash(&text, self.random_salt()),
-            hashed => hashed,
-        });
+        let password = password.map(Password::hashed);
         let password_hash = password
             .as_ref()
             .and_then(Password::to_rabbitmq_hash)

@@ -182,21 +182,11 @@ impl Broker {
                 .map(|u| u.name.clone())
                 .collect(),
         );
-        let salts = std::collections::hash_map::RandomState::new();
-        for (i, u) in config.users.iter().enumerate() {
+        for u in &config.users {
             // Kept hashed, as the API shows and exports it.
-            let password = match &u.password {
-                Password::Plain(p) => {
-                    let mut h = salts.build_hasher();
-                    h.write_usize(i);
-                    let v = h.finish().to_le_bytes();
-                    Password::hash(p, [v[0], v[1], v[2], v[3]])
-                }
-                hashed => hashed.clone(),
-            };
             access.put_user(Account {
                 name: u.name.clone(),
-                password: Some(password),
+                password: Some(u.password.clone().hashed()),
                 tags: u.tags.clone(),
             });
             for p in &u.permissions {
@@ -385,15 +375,6 @@ impl Broker {
     /// Where durable state goes, if anywhere.
     pub(crate) fn durability(&self) -> Option<&Arc<Durability>> {
         self.durability.as_ref()
-    }
-
-    /// Four random bytes, for a password's salt.
-    pub fn random_salt(&self) -> [u8; 4] {
-        let mut h = self.names.build_hasher();
-        h.write_u64(self.name_counter.fetch_add(1, Ordering::Relaxed));
-        h.write_u8(0x5a);
-        let v = h.finish().to_le_bytes();
-        [v[0], v[1], v[2], v[3]]
     }
 
     /// Every virtual host.

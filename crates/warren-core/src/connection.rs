@@ -1124,7 +1124,12 @@ impl Connection {
             now,
             perms,
         };
-        let is_method = matches!(frame, Frame::Method { .. });
+        // A publish changes nothing the channel's entry shows (its count is
+        // kept by the publish itself): no stores on that path.
+        let is_method = matches!(
+            frame,
+            Frame::Method { ref method, .. } if !matches!(method, Method::BasicPublish(_))
+        );
         let res = ch.handle_frame(&mut ctx, frame);
         if is_method {
             ch.sync_entry();

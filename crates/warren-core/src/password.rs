@@ -55,6 +55,15 @@ impl Password {
         }
     }
 
+    /// The password as it is kept: one in clear hashed with a fresh random
+    /// salt, a hash as it is.
+    pub fn hashed(self) -> Password {
+        match self {
+            Password::Plain(text) => Password::hash(&text, random_salt()),
+            hashed => hashed,
+        }
+    }
+
     /// The RabbitMQ `password_hash` text for a hashed password.
     pub fn to_rabbitmq_hash(&self) -> Option<String> {
         match self {
@@ -87,6 +96,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Four random bytes for a salt. A salt must be unique, not secret: the
+/// keys std draws for each `RandomState` will do.
+pub fn random_salt() -> [u8; 4] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0x5a);
+    let v = h.finish().to_le_bytes();
+    [v[0], v[1], v[2], v[3]]
 }
 
 /// Standard base64 with padding.

@@ -56,17 +56,6 @@ impl Text {
     }
 }
 
-fn resident_bytes() -> f64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(0.0, |pages| pages * 4096.0)
-}
-
-fn open_fds() -> f64 {
-    std::fs::read_dir("/proc/self/fd").map_or(0.0, |d| d.count() as f64)
-}
-
 async fn metrics(State(m): State<Shared>, per_object: bool) -> impl IntoResponse {
     let b = &m.broker;
     let mut t = Text(String::with_capacity(8192));
@@ -203,13 +192,13 @@ async fn metrics(State(m): State<Shared>, per_object: bool) -> impl IntoResponse
         "rabbitmq_process_resident_memory_bytes",
         "gauge",
         "Memory used in bytes",
-        resident_bytes(),
+        crate::overview::resident_bytes() as f64,
     );
     t.one(
         "rabbitmq_process_open_fds",
         "gauge",
         "Open file descriptors",
-        open_fds(),
+        crate::overview::open_files() as f64,
     );
     t.one(
         "rabbitmq_resident_memory_limit_bytes",

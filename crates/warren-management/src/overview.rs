@@ -210,14 +210,14 @@ async fn set_cluster_name(
 }
 
 /// Resident memory of this process, from `/proc` (0 where unknown).
-fn resident_bytes() -> u64 {
+pub(crate) fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
 }
 
-fn open_files() -> u64 {
+pub(crate) fn open_files() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
 }
 

@@ -20,7 +20,7 @@ use warren_core::permissions::{Access, Grant, Resource};
 use warren_core::persist::BindingTarget;
 use warren_core::queue::{ConnId, Queue};
 use warren_core::vhost::{Binding, ExchangeDeclare, QueueDeclare};
-use warren_core::{Refusal, VHost};
+use warren_core::VHost;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -116,11 +116,6 @@ fn check(
     }
     .check(access, kind, name)
     .map_err(|_| ApiError::not_authorised("Access refused."))
-}
-
-/// A refusal of the vhost's rules as RabbitMQ's API reports it.
-fn refused(r: Refusal) -> ApiError {
-    ApiError::from(r)
 }
 
 /// The vhost of a PUT: a missing one is 404 `vhost_not_found`.
@@ -258,8 +253,7 @@ async fn put_queue(
         arguments: json_to_table(body.get("arguments").unwrap_or(&Value::Null))?,
     };
     let existed = vh.queue(name.as_bytes()).is_some();
-    vh.declare_queue(HTTP_CONN, &declare, Instant::now())
-        .map_err(refused)?;
+    vh.declare_queue(HTTP_CONN, &declare, Instant::now())?;
     Ok(created(!existed))
 }
 
@@ -292,8 +286,7 @@ async fn delete_queue(
         q.name(),
         dq.if_unused.as_deref() == Some("true"),
         dq.if_empty.as_deref() == Some("true"),
-    )
-    .map_err(refused)?;
+    )?;
     Ok(no_content())
 }
 
@@ -312,7 +305,7 @@ async fn purge(
         Resource::Queue,
         q.name().as_bytes(),
     )?;
-    let q = vh.queue_for(HTTP_CONN, q.name()).map_err(refused)?;
+    let q = vh.queue_for(HTTP_CONN, q.name())?;
     q.purge();
     Ok(no_content())
 }
@@ -382,7 +375,7 @@ async fn get_messages(
         Resource::Queue,
         q.name().as_bytes(),
     )?;
-    let q = vh.queue_for(HTTP_CONN, q.name()).map_err(refused)?;
+    let q = vh.queue_for(HTTP_CONN, q.name())?;
     let now = Instant::now();
     let mut taken = Vec::new();
     let mut out = Vec::new();
@@ -517,7 +510,7 @@ async fn put_exchange(
         arguments: json_to_table(body.get("arguments").unwrap_or(&Value::Null))?,
     };
     let existed = vh.exchange(name.as_bytes()).is_some();
-    vh.declare_exchange(&declare).map_err(refused)?;
+    vh.declare_exchange(&declare)?;
     Ok(created(!existed))
 }
 
@@ -537,8 +530,7 @@ async fn delete_exchange(
         Resource::Exchange,
         e.name().as_bytes(),
     )?;
-    vh.delete_exchange(e.name(), dq.if_unused.as_deref() == Some("true"))
-        .map_err(refused)?;
+    vh.delete_exchange(e.name(), dq.if_unused.as_deref() == Some("true"))?;
     Ok(no_content())
 }
 
@@ -596,9 +588,7 @@ async fn publish(
         .check_topic(Access::Write, e.name().as_bytes(), key.as_bytes())
         .map_err(|_| ApiError::not_authorised("Access refused."))?;
     }
-    let routed = vh
-        .publish_one(e.name(), key, properties, payload, Instant::now())
-        .map_err(refused)?;
+    let routed = vh.publish_one(e.name(), key, properties, payload, Instant::now())?;
     Ok(Json(json!({ "routed": routed })))
 }
 
@@ -853,8 +843,7 @@ async fn add_binding(
             routing_key: key,
             arguments,
         },
-    )
-    .map_err(refused)?;
+    )?;
     let _ = kind_name;
     let location = format!("{}/{}", quote_key(dest.as_bytes()), props);
     let mut r = StatusCode::CREATED.into_response();
@@ -923,7 +912,6 @@ async fn delete_binding(
             routing_key: found.key,
             arguments: found.arguments,
         },
-    )
-    .map_err(refused)?;
+    )?;
     Ok(no_content())
 }

@@ -48,15 +48,10 @@ enum Command {
 }
 
 fn hash_password() -> Result<(), Box<dyn std::error::Error>> {
-    use std::hash::{BuildHasher, Hasher};
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
     let password = line.trim_end_matches(['\r', '\n']);
-    // A salt needs to be unique, not secret: the std hasher's random keys do.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write(password.as_bytes());
-    let salt = (h.finish() as u32).to_be_bytes();
-    let hash = warren_core::password::Password::hash(password, salt);
+    let hash = warren_core::password::Password::Plain(password.to_string()).hashed();
     println!("{}", hash.to_rabbitmq_hash().unwrap_or_default());
     Ok(())
 }

@@ -9,7 +9,6 @@
 //! delivered.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -218,17 +217,8 @@ fn seed(store: &Store, config: &Config) -> Result<(), StoreError> {
     for v in &bc.vhosts {
         batch.put_vhost(v);
     }
-    let random = std::collections::hash_map::RandomState::new();
-    for (i, u) in bc.users.iter().enumerate() {
-        let password = match &u.password {
-            Password::Plain(p) => {
-                let mut h = random.build_hasher();
-                h.write_usize(i);
-                let v = h.finish().to_le_bytes();
-                Password::hash(p, [v[0], v[1], v[2], v[3]])
-            }
-            hashed => hashed.clone(),
-        };
+    for u in &bc.users {
+        let password = u.password.clone().hashed();
         journal::admin_to_batch(
             &mut batch,
             &AdminOp::PutUser {
