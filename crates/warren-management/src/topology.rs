@@ -14,13 +14,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use warren_codec::{FieldTable, ShortStr};
+use warren_core::VHost;
 use warren_core::exchange::{Destination, Exchange};
 use warren_core::password::{base64_decode, base64_encode};
 use warren_core::permissions::{Access, Grant, Resource};
 use warren_core::persist::BindingTarget;
 use warren_core::queue::{ConnId, Queue};
 use warren_core::vhost::{Binding, ExchangeDeclare, QueueDeclare};
-use warren_core::VHost;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
