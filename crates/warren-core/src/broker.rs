@@ -409,6 +409,21 @@ impl Broker {
         Ok(u)
     }
 
+    /// Logs in a user named by a verified client certificate (the
+    /// `EXTERNAL` mechanism): the user must exist; its password is not
+    /// asked for.
+    pub fn authenticate_external(
+        &self,
+        user: &str,
+        from_loopback: bool,
+    ) -> Result<Arc<Account>, LoginRefused> {
+        let u = self.access.user(user).ok_or(LoginRefused::BadCredentials)?;
+        if !from_loopback && self.access.is_loopback_only(user) {
+            return Err(LoginRefused::NotFromLoopback);
+        }
+        Ok(u)
+    }
+
     /// A random name with a prefix, as RabbitMQ's `amq.gen-…` and
     /// `amq.ctag-…`: the prefix and 22 URL-safe base64 characters.
     pub fn generate_name(&self, prefix: &str) -> ShortStr {

@@ -74,6 +74,28 @@ pub struct ConnInfo {
     pub local: String,
     /// Whether the peer connected from a loopback address.
     pub loopback: bool,
+    /// The TLS session, when the connection came in on a TLS listener.
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
+/// What a TLS listener learnt of a connection's session and of the
+/// client's certificate (when it presented one that verified).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The protocol version, as RabbitMQ prints it (`tlsv1.3`).
+    pub protocol: String,
+    /// The cipher suite's name.
+    pub cipher: String,
+    /// The client certificate's subject, as a distinguished name.
+    pub peer_cert_subject: Option<String>,
+    /// The client certificate's issuer, as a distinguished name.
+    pub peer_cert_issuer: Option<String>,
+    /// The client certificate's validity, `not_before - not_after`.
+    pub peer_cert_validity: Option<String>,
+    /// The user name the `EXTERNAL` mechanism logs in as: taken from the
+    /// verified client certificate as the listener is configured (CN,
+    /// distinguished name or a subject alternative name).
+    pub login_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,13 +172,15 @@ impl Connection {
     /// A connection that has just been accepted.
     pub fn new(broker: Arc<Broker>, info: ConnInfo, mailbox: Arc<Mailbox>, now: Instant) -> Self {
         let id = broker.next_conn_id();
-        let entry = Arc::new(ConnectionEntry::new(
+        let mut entry = ConnectionEntry::new(
             id,
             &info.peer,
             &info.local,
             broker.wall_clock_secs().saturating_mul(1000),
             Arc::clone(&mailbox),
-        ));
+        );
+        entry.tls = info.tls.clone();
+        let entry = Arc::new(entry);
         broker.register(Arc::clone(&entry));
         let limits = &broker.config.limits;
         let (channel_max, frame_max) = (limits.channel_max, limits.frame_max);
@@ -760,7 +784,13 @@ impl Connection {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: props,
-                mechanisms: "PLAIN AMQPLAIN".into(),
+                // EXTERNAL only where there is a verified certificate to
+                // log in with, as rabbitmq_auth_mechanism_ssl offers it.
+                mechanisms: if self.external_name().is_some() {
+                    "PLAIN AMQPLAIN EXTERNAL".into()
+                } else {
+                    "PLAIN AMQPLAIN".into()
+                },
                 locales: "en_US".into(),
             },
         );
@@ -798,9 +828,21 @@ impl Connection {
         match (self.state, method) {
             (State::StartOk, Method::ConnectionStartOk(m)) => {
                 self.caps = client_caps(&m.client_properties);
+                let external = m.mechanism.as_bytes() == b"EXTERNAL";
                 let creds = match m.mechanism.as_bytes() {
                     b"PLAIN" => parse_plain(m.response.as_bytes()),
                     b"AMQPLAIN" => parse_amqplain(&m.response.0),
+                    b"EXTERNAL" => match self.external_name() {
+                        Some(name) => Some((name.to_string(), Vec::new())),
+                        None => {
+                            self.refuse_login(
+                                &m.mechanism,
+                                "EXTERNAL login needs a verified client certificate",
+                                now,
+                            );
+                            return;
+                        }
+                    },
                     _ => {
                         self.finish(CloseReason::broker(format!(
                             "unsupported authentication mechanism '{}'",
@@ -813,10 +855,13 @@ impl Connection {
                     self.refuse_login(&m.mechanism, "malformed SASL response", now);
                     return;
                 };
-                match self
-                    .broker
-                    .authenticate(&user, &password, self.info.loopback)
-                {
+                let login = if external {
+                    self.broker.authenticate_external(&user, self.info.loopback)
+                } else {
+                    self.broker
+                        .authenticate(&user, &password, self.info.loopback)
+                };
+                match login {
                     Ok(_) => {
                         {
                             let mut n = self.entry.negotiated();
@@ -935,6 +980,11 @@ impl Connection {
                 m.name()
             ))),
         }
+    }
+
+    /// The name a verified client certificate logs in as, if any.
+    fn external_name(&self) -> Option<&str> {
+        self.info.tls.as_ref()?.login_name.as_deref()
     }
 
     fn refuse_login(&mut self, mechanism: &ShortStr, why: &str, now: Instant) {

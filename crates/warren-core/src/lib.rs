@@ -33,7 +33,7 @@ pub mod registry;
 pub mod vhost;
 
 pub use broker::{Broker, BrokerConfig, Limits, User};
-pub use connection::{ConnInfo, Connection};
+pub use connection::{ConnInfo, Connection, TlsInfo};
 pub use error::{
     AmqpError, ChannelError, CloseReason, ConnectionError, Error, Initiator, Kind, Refusal,
 };

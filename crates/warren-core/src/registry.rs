@@ -85,6 +85,8 @@ pub struct ConnectionEntry {
     channels: Mutex<Vec<Arc<ChannelEntry>>>,
     /// Counts of its channels that closed.
     retired: Retired,
+    /// The TLS session, on a TLS listener.
+    pub tls: Option<Arc<crate::connection::TlsInfo>>,
 }
 
 impl ConnectionEntry {
@@ -111,6 +113,7 @@ impl ConnectionEntry {
             send_cnt: AtomicU64::new(0),
             channels: Mutex::new(Vec::new()),
             retired: Retired::default(),
+            tls: None,
         }
     }
 

@@ -38,6 +38,7 @@ impl Client {
                 peer: "test".into(),
                 local: "broker".into(),
                 loopback,
+                tls: None,
             },
             mailbox,
             now,

@@ -48,6 +48,8 @@ pub struct Config {
     /// A definitions file in RabbitMQ's JSON format applied at every boot
     /// (RabbitMQ's `load_definitions`). Default: none.
     pub load_definitions: Option<PathBuf>,
+    /// `[tls]`: the AMQPS listener and the certificate HTTPS uses.
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// `[metrics]`: Prometheus text exposition, as RabbitMQ's
@@ -293,6 +295,7 @@ impl Default for Config {
             management: ManagementConfig::default(),
             metrics: MetricsConfig::default(),
             load_definitions: None,
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -357,6 +360,7 @@ impl Config {
                 "limits.channel_max must be at least 1".to_string(),
             ));
         }
+        self.tls.validate()?;
         for u in &self.users {
             for p in u.permissions.values() {
                 p.compile()?;

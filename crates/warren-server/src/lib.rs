@@ -20,6 +20,7 @@ pub mod management;
 pub mod persistence;
 pub mod recovery;
 pub mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Server, run};

@@ -215,6 +215,7 @@ async fn serve(socket: TcpStream, peer: SocketAddr, server: Server, stop: watch:
         peer: peer.to_string(),
         local,
         loopback: peer.ip().is_loopback(),
+        tls: None,
     };
     let conn = Connection::new(
         Arc::clone(&server.broker),
