@@ -19,6 +19,7 @@ pub mod journal;
 pub mod management;
 pub mod persistence;
 pub mod recovery;
+pub mod resources;
 pub mod server;
 pub mod tls;
 

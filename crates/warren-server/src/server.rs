@@ -112,6 +112,7 @@ pub async fn run(listener: TcpListener, server: Server, shutdown: impl Future) {
     let limit = Arc::new(Semaphore::new(server.config.max_connections));
     let mut tasks = JoinSet::new();
     let ticker = tokio::spawn(tick(Arc::clone(&server.broker), stop_rx.clone()));
+    let monitor = tokio::spawn(crate::resources::monitor(server.clone(), stop_rx.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -170,6 +171,7 @@ pub async fn run(listener: TcpListener, server: Server, shutdown: impl Future) {
         tasks.abort_all();
     }
     ticker.abort();
+    monitor.abort();
     server.close_store().await;
 }
 
