@@ -124,6 +124,48 @@ impl VhostLimits {
     }
 }
 
+/// A user's limits (RabbitMQ's user limits, 3.8.10 and later): none when
+/// absent; a negative value is no limit and 0 refuses everything, as in
+/// RabbitMQ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserLimits {
+    /// Most connections the user may have open at once, across vhosts.
+    pub max_connections: Option<i64>,
+    /// Most channels the user may have open at once, across connections.
+    pub max_channels: Option<i64>,
+}
+
+impl UserLimits {
+    /// RabbitMQ's names of user limits, in the order it lists them.
+    pub const NAMES: [&'static str; 2] = ["max-connections", "max-channels"];
+
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.max_connections.is_none() && self.max_channels.is_none()
+    }
+
+    /// The limit called `name` (RabbitMQ's name), if `name` is one.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Option<i64>> {
+        match name {
+            "max-connections" => Some(&mut self.max_connections),
+            "max-channels" => Some(&mut self.max_channels),
+            _ => None,
+        }
+    }
+
+    /// The limits that are set, by RabbitMQ's names.
+    pub fn entries(&self) -> Vec<(&'static str, i64)> {
+        let mut out = Vec::new();
+        if let Some(n) = self.max_connections {
+            out.push(("max-connections", n));
+        }
+        if let Some(n) = self.max_channels {
+            out.push(("max-channels", n));
+        }
+        out
+    }
+}
+
 /// Checks a topic permission pattern: a regular expression once its
 /// `{username}` and `{vhost}` variables are filled in.
 pub fn check_topic_pattern(p: &str) -> Result<(), String> {
@@ -138,6 +180,8 @@ struct Registry {
     // BTreeMaps: listed in order by the API; changed rarely.
     permissions: BTreeMap<(String, String), (PermissionSpec, Arc<Permissions>)>,
     topic: BTreeMap<(String, String, String), TopicPermissionSpec>,
+    /// Users' limits, only those with one set.
+    limits: BTreeMap<String, UserLimits>,
 }
 
 /// The registry of users and permissions. See the module documentation.
@@ -161,6 +205,12 @@ impl AccessControl {
 
     fn write(&self) -> RwLockWriteGuard<'_, Registry> {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.write_quietly()
+    }
+
+    /// Writes without moving the epoch: for what open connections do not
+    /// cache (limits are read when a connection or channel opens).
+    fn write_quietly(&self) -> RwLockWriteGuard<'_, Registry> {
         self.inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -206,13 +256,47 @@ impl AccessControl {
             .is_none()
     }
 
-    /// Deletes a user and its permissions. False if there was none.
+    /// Deletes a user with its permissions and limits. False if there was
+    /// none.
     pub fn delete_user(&self, name: &str) -> bool {
         let mut r = self.write();
         let found = r.users.remove(name).is_some();
         r.permissions.retain(|(u, _), _| u != name);
         r.topic.retain(|(u, _, _), _| u != name);
+        r.limits.remove(name);
         found
+    }
+
+    /// The limits of `user` (none set: all `None`); `None` if there is no
+    /// such user.
+    pub fn user_limits(&self, user: &str) -> Option<UserLimits> {
+        let r = self.read();
+        r.users
+            .contains_key(user)
+            .then(|| r.limits.get(user).copied().unwrap_or_default())
+    }
+
+    /// Every user with a limit set, by name.
+    pub fn all_user_limits(&self) -> Vec<(String, UserLimits)> {
+        self.read()
+            .limits
+            .iter()
+            .map(|(u, l)| (u.clone(), *l))
+            .collect()
+    }
+
+    /// Replaces the limits of `user`. False if there is no such user.
+    pub fn set_user_limits(&self, user: &str, limits: UserLimits) -> bool {
+        let mut r = self.write_quietly();
+        if !r.users.contains_key(user) {
+            return false;
+        }
+        if limits.is_empty() {
+            r.limits.remove(user);
+        } else {
+            r.limits.insert(user.to_string(), limits);
+        }
+        true
     }
 
     /// The compiled permissions of `user` in `vhost`, with its topic
@@ -375,6 +459,56 @@ mod tests {
         assert!(a.epoch() > e1);
         assert!(a.permissions("u", "/").is_none());
         assert!(!a.delete_user("u"));
+    }
+
+    #[test]
+    fn user_limits_belong_to_a_user_and_go_with_it() {
+        let a = AccessControl::default();
+        let limits = UserLimits {
+            max_connections: Some(2),
+            max_channels: None,
+        };
+        assert!(!a.set_user_limits("u", limits), "no such user yet");
+        a.put_user(Account {
+            name: "u".into(),
+            password: None,
+            tags: Vec::new(),
+        });
+        assert_eq!(a.user_limits("u"), Some(UserLimits::default()));
+        assert_eq!(a.user_limits("nobody"), None);
+        let e0 = a.epoch();
+        assert!(a.set_user_limits("u", limits));
+        assert_eq!(a.epoch(), e0, "limits are not cached by connections");
+        assert_eq!(a.user_limits("u"), Some(limits));
+        assert_eq!(a.all_user_limits(), vec![("u".to_string(), limits)]);
+        // Replacing the user keeps its limits; deleting it drops them.
+        a.put_user(Account {
+            name: "u".into(),
+            password: None,
+            tags: vec!["management".into()],
+        });
+        assert_eq!(a.user_limits("u"), Some(limits));
+        assert!(a.delete_user("u"));
+        assert!(a.all_user_limits().is_empty());
+        a.put_user(Account {
+            name: "u".into(),
+            password: None,
+            tags: Vec::new(),
+        });
+        assert_eq!(a.user_limits("u"), Some(UserLimits::default()));
+        // Clearing every limit forgets the entry.
+        assert!(a.set_user_limits("u", limits));
+        assert!(a.set_user_limits("u", UserLimits::default()));
+        assert!(a.all_user_limits().is_empty());
+    }
+
+    #[test]
+    fn a_limit_is_reached_at_its_value_zero_refuses_all_and_negative_is_none() {
+        assert_eq!(VhostLimits::reached(Some(2), 1), None);
+        assert_eq!(VhostLimits::reached(Some(2), 2), Some(2));
+        assert_eq!(VhostLimits::reached(Some(0), 0), Some(0));
+        assert_eq!(VhostLimits::reached(Some(-1), 1_000), None);
+        assert_eq!(VhostLimits::reached(None, 1_000), None);
     }
 
     #[test]

@@ -6,8 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::access::VhostMeta;
-use crate::access::{Account, PermissionSpec, TopicPermissionSpec};
+use crate::access::{Account, PermissionSpec, TopicPermissionSpec, UserLimits, VhostMeta};
 use crate::broker::Broker;
 use crate::password::Password;
 use crate::persist::{AdminOp, PersistOp};
@@ -53,12 +52,20 @@ impl Broker {
         created
     }
 
-    /// Deletes a user and its permissions, and closes its connections.
+    /// Deletes a user with its permissions and limits, and closes its
+    /// connections.
     pub fn delete_user(&self, name: &str) -> Result<(), AdminError> {
         let perms = self.access.permission_specs(Some(name), None);
         let topic = self.access.topic_permission_specs(Some(name), None);
+        let had_limits = self.access.user_limits(name).is_some_and(|l| !l.is_empty());
         if !self.access.delete_user(name) {
             return Err(AdminError::NotFound(format!("user '{name}'")));
+        }
+        if had_limits {
+            self.submit_admin(AdminOp::PutUserLimits {
+                user: name.to_string(),
+                limits: UserLimits::default(),
+            });
         }
         for p in perms {
             self.submit_admin(AdminOp::DeletePermission {
@@ -232,6 +239,71 @@ impl Broker {
         Ok(())
     }
 
+    /// Sets (`Some`) or clears (`None`) one of a user's limits by
+    /// RabbitMQ's name (`max-connections`, `max-channels`); clearing `all`
+    /// clears both, as `rabbitmqctl clear_user_limits u all` does.
+    /// Clearing a name that is no limit changes nothing, as in RabbitMQ.
+    /// Limits apply to what opens next: connections and channels already
+    /// open stay.
+    pub fn set_user_limit(
+        &self,
+        user: &str,
+        name: &str,
+        value: Option<i64>,
+    ) -> Result<(), AdminError> {
+        // RabbitMQ validates the value before it looks for the user.
+        if let Some(v) = value
+            && !UserLimits::NAMES.contains(&name)
+        {
+            return Err(unrecognised_user_limits(&[(name, v)]));
+        }
+        let mut limits = self
+            .access
+            .user_limits(user)
+            .ok_or_else(|| AdminError::NotFound(format!("user '{user}'")))?;
+        match limits.get_mut(name) {
+            Some(slot) => *slot = value,
+            None if name == "all" => limits = UserLimits::default(),
+            None => return Ok(()),
+        }
+        self.put_user_limits(user, limits)
+    }
+
+    /// Sets several of a user's limits at once (the others stay), as
+    /// `rabbitmqctl set_user_limits` and a definitions import do; every
+    /// name must be a user limit, or nothing changes.
+    pub fn merge_user_limits(&self, user: &str, values: &[(&str, i64)]) -> Result<(), AdminError> {
+        let unknown: Vec<(&str, i64)> = values
+            .iter()
+            .filter(|(n, _)| !UserLimits::NAMES.contains(n))
+            .copied()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(unrecognised_user_limits(&unknown));
+        }
+        let mut limits = self
+            .access
+            .user_limits(user)
+            .ok_or_else(|| AdminError::NotFound(format!("user '{user}'")))?;
+        for (name, v) in values {
+            if let Some(slot) = limits.get_mut(name) {
+                *slot = Some(*v);
+            }
+        }
+        self.put_user_limits(user, limits)
+    }
+
+    fn put_user_limits(&self, user: &str, limits: UserLimits) -> Result<(), AdminError> {
+        if !self.access.set_user_limits(user, limits) {
+            return Err(AdminError::NotFound(format!("user '{user}'")));
+        }
+        self.submit_admin(AdminOp::PutUserLimits {
+            user: user.to_string(),
+            limits,
+        });
+        Ok(())
+    }
+
     /// Deletes a policy (or an operator policy).
     pub fn delete_policy(&self, vhost: &str, name: &str, operator: bool) -> Result<(), AdminError> {
         let vh = self
@@ -287,5 +359,84 @@ impl Broker {
             name: name.to_string(),
         });
         Ok(())
+    }
+}
+
+/// RabbitMQ's refusal of names that are no user limit
+/// (`rabbit_parameter_validation:proplist` on `user-limits`): the terms in
+/// Erlang's notation, e.g. `Unrecognised terms [{<<"max-queues">>,5}] in
+/// user-limits`.
+fn unrecognised_user_limits(terms: &[(&str, i64)]) -> AdminError {
+    let terms: Vec<String> = terms
+        .iter()
+        .map(|(n, v)| format!("{{<<\"{n}\">>,{v}}}"))
+        .collect();
+    AdminError::Invalid(format!(
+        "Unrecognised terms [{}] in user-limits",
+        terms.join(",")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::access::UserLimits;
+    use crate::broker::{Broker, BrokerConfig};
+    use crate::password::Password;
+
+    use super::AdminError;
+
+    #[test]
+    fn user_limits_are_set_one_by_one_or_merged_and_refuse_unknown_names() {
+        let b = Broker::new(BrokerConfig::default());
+        assert!(matches!(
+            b.set_user_limit("nobody", "max-connections", Some(1)),
+            Err(AdminError::NotFound(_))
+        ));
+        assert!(matches!(
+            b.set_user_limit("nobody", "max-queues", Some(1)),
+            Err(AdminError::Invalid(_))
+        ));
+        b.put_user("u", Some(Password::Plain("p".into())), Vec::new());
+        b.set_user_limit("u", "max-channels", Some(10)).unwrap();
+        b.set_user_limit("u", "max-connections", Some(2)).unwrap();
+        assert_eq!(
+            b.access.user_limits("u"),
+            Some(UserLimits {
+                max_connections: Some(2),
+                max_channels: Some(10),
+            })
+        );
+        assert_eq!(
+            b.set_user_limit("u", "max-queues", Some(5)),
+            Err(AdminError::Invalid(
+                "Unrecognised terms [{<<\"max-queues\">>,5}] in user-limits".into()
+            ))
+        );
+        // Clearing what is no limit is not an error; `all` clears both.
+        b.set_user_limit("u", "max-queues", None).unwrap();
+        b.set_user_limit("u", "max-connections", None).unwrap();
+        assert_eq!(
+            b.access.user_limits("u").map(|l| l.entries()),
+            Some(vec![("max-channels", 10)])
+        );
+        b.set_user_limit("u", "all", None).unwrap();
+        assert!(b.access.all_user_limits().is_empty());
+        // A merge keeps what it does not name, and is all or nothing.
+        b.merge_user_limits("u", &[("max-channels", 3)]).unwrap();
+        b.merge_user_limits("u", &[("max-connections", -1)])
+            .unwrap();
+        assert!(
+            b.merge_user_limits("u", &[("max-channels", 9), ("x", 1)])
+                .is_err()
+        );
+        assert_eq!(
+            b.access.user_limits("u"),
+            Some(UserLimits {
+                max_connections: Some(-1),
+                max_channels: Some(3),
+            })
+        );
+        b.delete_user("u").unwrap();
+        assert!(b.access.all_user_limits().is_empty());
     }
 }

@@ -301,6 +301,14 @@ pub enum AdminOp {
         /// The limits.
         limits: crate::access::VhostLimits,
     },
+    /// A user's limits were set (none left: all cleared, or the user was
+    /// deleted).
+    PutUserLimits {
+        /// The user.
+        user: String,
+        /// The limits.
+        limits: crate::access::UserLimits,
+    },
     /// A policy was deleted.
     DeletePolicy {
         /// Vhost.

@@ -203,7 +203,41 @@ pub fn admin_to_batch(batch: &mut Batch, op: &AdminOp) {
                 batch.put_setting(&limits_setting(vhost), text.as_bytes());
             }
         }
+        AdminOp::PutUserLimits { user, limits } => {
+            if limits.is_empty() {
+                batch.delete_setting(&user_limits_setting(user));
+            } else {
+                let text = user_limits_text(limits);
+                batch.put_setting(&user_limits_setting(user), text.as_bytes());
+            }
+        }
     }
+}
+
+/// The setting a user's limits are stored under.
+pub fn user_limits_setting(user: &str) -> String {
+    format!("user-limits/{user}")
+}
+
+/// A user's limits as stored: `name=value` lines, RabbitMQ's names.
+pub fn user_limits_text(l: &warren_core::access::UserLimits) -> String {
+    l.entries()
+        .iter()
+        .map(|(name, n)| format!("{name}={n}\n"))
+        .collect()
+}
+
+/// Reads [`user_limits_text`] back (unknown lines are ignored).
+pub fn parse_user_limits(text: &str) -> warren_core::access::UserLimits {
+    let mut l = warren_core::access::UserLimits::default();
+    for line in text.lines() {
+        if let Some((name, v)) = line.split_once('=')
+            && let Some(slot) = l.get_mut(name)
+        {
+            *slot = v.trim().parse().ok();
+        }
+    }
+    l
 }
 
 /// The setting a vhost's limits are stored under.
@@ -471,7 +505,7 @@ impl Image {
                     .remove(&(vhost.clone(), name.clone(), *operator));
             }
             // Settings are not part of definitions.
-            AdminOp::PutVhostLimits { .. } => {}
+            AdminOp::PutVhostLimits { .. } | AdminOp::PutUserLimits { .. } => {}
         }
     }
 

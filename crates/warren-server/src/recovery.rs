@@ -107,6 +107,12 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
             vh.set_limits(journal::parse_limits(&String::from_utf8_lossy(&raw)));
         }
     }
+    for u in broker.access.users() {
+        if let Some(raw) = store.setting(&journal::user_limits_setting(&u.name))? {
+            let limits = journal::parse_user_limits(&String::from_utf8_lossy(&raw));
+            broker.access.set_user_limits(&u.name, limits);
+        }
+    }
 
     let known = |vhost: &str| broker.vhost(vhost).is_some();
     for e in defs.exchanges {
