@@ -49,6 +49,15 @@ pub struct Limits {
     /// Message bytes in memory above which publishers are blocked
     /// (0: no limit).
     pub memory_limit: u64,
+    /// Most connections the broker holds at once (RabbitMQ's
+    /// `connection_max`; `None`: no limit). Counted over every accepted
+    /// connection, handshakes included; one more is refused at
+    /// `connection.open` with 530, as RabbitMQ 3.11.x and later do.
+    pub connection_max: Option<usize>,
+    /// Most consumers on one channel (RabbitMQ's
+    /// `consumer_max_per_channel`, 3.12 and later; `None`: no limit). One
+    /// more `basic.consume` closes the connection with 530.
+    pub consumer_max_per_channel: Option<usize>,
 }
 
 impl Default for Limits {
@@ -60,6 +69,8 @@ impl Default for Limits {
             max_message_size: 128 * 1024 * 1024,
             handshake_timeout_ms: 10_000,
             memory_limit: 0,
+            connection_max: None,
+            consumer_max_per_channel: None,
         }
     }
 }

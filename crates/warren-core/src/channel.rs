@@ -200,6 +200,23 @@ impl Channel {
         }
     }
 
+    /// Refuses a consumer with a new tag (an empty one is always new) once
+    /// the channel has `consumer_max_per_channel` of them: 530, closing the
+    /// connection, before anything else about the consume is checked, as
+    /// RabbitMQ's channel does. The direct reply-to consumer is not
+    /// counted, as in RabbitMQ.
+    fn check_consumer_limit(&self, ctx: &Ctx<'_>, tag: &ShortStr) -> Result<()> {
+        match ctx.broker.config.limits.consumer_max_per_channel {
+            Some(max) if self.consumers.len() >= max && !self.consumers.contains_key(tag) => {
+                Err(Error::connection(
+                    ReplyCode::NotAllowed,
+                    format!("reached maximum ({max}) of consumers per channel"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Publishes the channel's settings and counts to its entry.
     pub(crate) fn sync_entry(&self) {
         let e = &self.entry;
@@ -646,6 +663,7 @@ impl Channel {
                 self.send(ctx, BasicQosOk);
             }
             Method::BasicConsume(m) if m.queue.as_bytes() == REPLY_TO => {
+                self.check_consumer_limit(ctx, &m.consumer_tag)?;
                 if !m.no_ack {
                     return Err(Error::precondition("reply consumer cannot acknowledge"));
                 }
@@ -672,6 +690,7 @@ impl Channel {
                 }
             }
             Method::BasicConsume(m) => {
+                self.check_consumer_limit(ctx, &m.consumer_tag)?;
                 let name = self.queue_name(m.queue)?;
                 ctx.grant()
                     .check(Access::Read, Resource::Queue, name.as_bytes())?;

@@ -928,6 +928,19 @@ impl Connection {
             }
             (State::Open, Method::ConnectionOpen(m)) => {
                 let name = m.virtual_host.to_lossy().into_owned();
+                // RabbitMQ's order: the node's limit, the vhost's (which
+                // also finds a missing vhost), the user's, then access.
+                // Counts include connections still in their handshake,
+                // as ranch's `active_connections` does; this one is
+                // among them.
+                if let Some(n) = self.broker.config.limits.connection_max
+                    && self.broker.connection_count() > n
+                {
+                    let text =
+                        format!("connection refused: node connection limit ({n}) is reached");
+                    self.refuse_open(text, now);
+                    return;
+                }
                 let Some(vh) = self.broker.vhost(&name) else {
                     let err =
                         AmqpError::new(ReplyCode::NotAllowed, format!("vhost {name} not found"))
@@ -952,6 +965,16 @@ impl Connection {
                     let err = AmqpError::new(ReplyCode::NotAllowed, text)
                         .in_method(ConnectionOpen::CLASS_ID, ConnectionOpen::METHOD_ID);
                     self.fail(0, Error::Connection(ConnectionError(err)), now);
+                    return;
+                }
+                if let Some(n) = self.user_connection_limit_reached() {
+                    // RabbitMQ 3.10's words (3.11.x and later begin in
+                    // lower case).
+                    let text = format!(
+                        "Connection refused for user '{}': user connection limit ({n}) is reached",
+                        self.user
+                    );
+                    self.refuse_open(text, now);
                     return;
                 }
                 let Some(perms) = self.broker.permissions(&self.user, &name) else {
@@ -980,6 +1003,47 @@ impl Connection {
                 m.name()
             ))),
         }
+    }
+
+    /// Refuses `connection.open` with 530 NOT_ALLOWED and `text`.
+    fn refuse_open(&mut self, text: String, now: Instant) {
+        let err = AmqpError::new(ReplyCode::NotAllowed, text)
+            .in_method(ConnectionOpen::CLASS_ID, ConnectionOpen::METHOD_ID);
+        self.fail(0, Error::Connection(ConnectionError(err)), now);
+    }
+
+    /// The user's connection limit, if this connection would exceed it:
+    /// RabbitMQ counts the user's open connections (tracked from
+    /// `open-ok`), in every vhost. Limits are looked up first, so a user
+    /// without them costs no walk over the connections.
+    fn user_connection_limit_reached(&self) -> Option<i64> {
+        let limit = self.broker.access.user_limits(&self.user)?.max_connections;
+        limit.filter(|&n| n >= 0)?;
+        let open = self
+            .broker
+            .connections()
+            .iter()
+            .filter(|c| {
+                let n = c.negotiated();
+                c.id != self.id && n.user == self.user && !n.vhost.is_empty()
+            })
+            .count();
+        crate::access::VhostLimits::reached(limit, open)
+    }
+
+    /// The user's channel limit, if one more channel would exceed it:
+    /// RabbitMQ counts the user's channels on every connection.
+    fn user_channel_limit_reached(&self) -> Option<i64> {
+        let limit = self.broker.access.user_limits(&self.user)?.max_channels;
+        limit.filter(|&n| n >= 0)?;
+        let others: usize = self
+            .broker
+            .connections()
+            .iter()
+            .filter(|c| c.id != self.id && c.negotiated().user == self.user)
+            .map(|c| c.channel_count())
+            .sum();
+        crate::access::VhostLimits::reached(limit, others + self.channels.len())
     }
 
     /// The name a verified client certificate logs in as, if any.
@@ -1055,6 +1119,19 @@ impl Connection {
                             ),
                         )
                         .in_method(ChannelOpen::CLASS_ID, ChannelOpen::METHOD_ID);
+                        self.fail(0, err, now);
+                        return;
+                    }
+                    if let Some(n) = self.user_channel_limit_reached() {
+                        // A connection error naming no method (class and
+                        // method 0), as RabbitMQ's reader raises it.
+                        let err = Error::connection(
+                            ReplyCode::NotAllowed,
+                            format!(
+                                "number of channels opened for user '{}' has reached the maximum allowed user limit of ({n})",
+                                self.user
+                            ),
+                        );
                         self.fail(0, err, now);
                         return;
                     }

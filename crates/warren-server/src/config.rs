@@ -23,8 +23,11 @@ pub struct Config {
     /// Log filter in `tracing_subscriber::EnvFilter` syntax. Default `info`;
     /// the `RUST_LOG` environment variable overrides it.
     pub log: String,
-    /// Most simultaneous client connections; more are refused at accept.
-    /// Default 10,000.
+    /// Most simultaneous client connections (RabbitMQ's `connection_max`):
+    /// one more is refused at `connection.open` with 530 NOT_ALLOWED
+    /// "connection refused: node connection limit (N) is reached", as
+    /// RabbitMQ 3.11.x and later refuse it. Every accepted connection
+    /// counts, handshakes included. Default 10,000.
     pub max_connections: usize,
     /// How long shutdown waits for clients to answer `connection.close`,
     /// in milliseconds. Default 5,000.
@@ -141,6 +144,11 @@ pub struct LimitsConfig {
     /// Time from accept to `connection.open`, in milliseconds. Default
     /// 10,000 (RabbitMQ's `handshake_timeout`).
     pub handshake_timeout_ms: u64,
+    /// Most consumers on one channel (RabbitMQ's
+    /// `consumer_max_per_channel`); one more `basic.consume` closes the
+    /// connection with 530 NOT_ALLOWED "reached maximum (N) of consumers
+    /// per channel". Default: no limit, as RabbitMQ's `infinity`.
+    pub consumer_max_per_channel: Option<usize>,
     /// Fraction of physical memory that message bodies held in memory may
     /// use before publishers are blocked (`connection.blocked`, and their
     /// sockets are no longer read) until consumers catch up. Default 0.4,
@@ -267,6 +275,7 @@ impl Default for LimitsConfig {
             heartbeat: l.heartbeat,
             max_message_size: l.max_message_size,
             handshake_timeout_ms: l.handshake_timeout_ms,
+            consumer_max_per_channel: l.consumer_max_per_channel,
             memory_high_watermark: 0.4,
         }
     }
@@ -413,6 +422,8 @@ impl Config {
                 heartbeat: self.limits.heartbeat,
                 max_message_size: self.limits.max_message_size,
                 handshake_timeout_ms: self.limits.handshake_timeout_ms,
+                connection_max: Some(self.max_connections),
+                consumer_max_per_channel: self.limits.consumer_max_per_channel,
                 memory_limit: memory_limit(self.limits.memory_high_watermark),
             },
             server_properties: self
