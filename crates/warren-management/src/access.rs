@@ -204,13 +204,15 @@ async fn delete_vhost(
 
 // ---------------------------------------------------------------- users
 
-fn user_json(u: &Account) -> Value {
+/// A user as RabbitMQ's API shows it, with its limits (`{}` when none).
+pub(crate) fn user_json(m: &Shared, u: &Account) -> Value {
+    let limits = m.broker.access.user_limits(&u.name).unwrap_or_default();
     json!({
         "name": u.name,
         "password_hash": u.password.as_ref().and_then(Password::to_rabbitmq_hash).unwrap_or_default(),
         "hashing_algorithm": SHA256,
         "tags": u.tags,
-        "limits": {},
+        "limits": crate::policies::user_limits_value(&limits),
     })
 }
 
@@ -225,7 +227,7 @@ async fn users(
         .access
         .users()
         .iter()
-        .map(|u| user_json(u))
+        .map(|u| user_json(&m, u))
         .collect();
     respond(items, &q, &["name"])
 }
@@ -240,7 +242,7 @@ async fn users_without_permissions(
             .access
             .users_without_permissions()
             .iter()
-            .map(|u| user_json(u))
+            .map(|u| user_json(&m, u))
             .collect(),
     )))
 }
@@ -255,7 +257,7 @@ async fn user(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    Ok(Json(user_json(find_user(&m, &name)?.as_ref())))
+    Ok(Json(user_json(&m, find_user(&m, &name)?.as_ref())))
 }
 
 /// The password of a user `PUT`: in clear (hashed here), as a RabbitMQ

@@ -100,12 +100,14 @@ async fn export_all(State(m): State<Shared>, caller: Caller) -> Result<Json<Valu
         .users()
         .iter()
         .map(|u| {
+            // RabbitMQ 3.10 exports each user's limits on its entry.
+            let limits = b.access.user_limits(&u.name).unwrap_or_default();
             json!({
                 "name": u.name,
                 "password_hash": u.password.as_ref().and_then(Password::to_rabbitmq_hash).unwrap_or_default(),
                 "hashing_algorithm": SHA256,
                 "tags": u.tags,
-                "limits": {},
+                "limits": crate::policies::user_limits_value(&limits),
             })
         })
         .collect();
@@ -220,6 +222,9 @@ enum Step {
         password: Option<Password>,
         tags: Vec<String>,
     },
+    /// A user's limits from its entry's `limits` (merged into what it has,
+    /// as `rabbitmqctl set_user_limits` does).
+    UserLimits(String, Vec<(String, i64)>),
     Permission(PermissionSpec),
     TopicPermission(TopicPermissionSpec),
     ClusterName(String),
@@ -262,6 +267,33 @@ fn policy_of(vhost: &str, p: &Value, operator: bool) -> Result<Policy, ApiError>
     .map_err(ApiError::bad_request)
 }
 
+/// A user entry's `limits` (RabbitMQ 3.10 exports `{}` or, for example,
+/// `{"max-connections": 10}`), checked as RabbitMQ checks user limits.
+fn user_limits_of(user: &str, limits: Option<&Value>) -> Result<Vec<(String, i64)>, ApiError> {
+    let items = match limits {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "user {user}: limits must be an object"
+            )));
+        }
+    };
+    let mut out = Vec::new();
+    for (k, v) in items {
+        let n = v.as_i64().ok_or_else(|| {
+            ApiError::bad_request(format!("{k} should be a number, actually was {v}"))
+        })?;
+        if !warren_core::access::UserLimits::NAMES.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "Unrecognised terms [{{<<\"{k}\">>,{n}}}] in user-limits"
+            )));
+        }
+        out.push((k.clone(), n));
+    }
+    Ok(out)
+}
+
 /// Reads and checks a definitions file into steps. `only`: the vhost of a
 /// per-vhost import (items name no vhost).
 fn plan(m: &Shared, body: &Value, only: Option<&str>) -> Result<Vec<Step>, ApiError> {
@@ -301,11 +333,15 @@ fn plan(m: &Shared, body: &Value, only: Option<&str>) -> Result<Vec<Step>, ApiEr
                 })?)
             };
             let tags = u.get("tags").map(tags).transpose()?.unwrap_or_default();
+            let limits = user_limits_of(&name, u.get("limits"))?;
             steps.push(Step::User {
-                name,
+                name: name.clone(),
                 password,
                 tags,
             });
+            if !limits.is_empty() {
+                steps.push(Step::UserLimits(name, limits));
+            }
         }
     }
     let vhost_known = |v: &str| m.broker.vhost(v).is_some() || new_vhosts.iter().any(|n| n == v);
@@ -546,6 +582,11 @@ fn apply(m: &Shared, steps: Vec<Step>) -> Result<(), ApiError> {
                 tags,
             } => {
                 m.broker.put_user(&name, password, tags);
+            }
+            Step::UserLimits(user, limits) => {
+                let values: Vec<(&str, i64)> =
+                    limits.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                m.broker.merge_user_limits(&user, &values)?;
             }
             Step::Permission(p) => m.broker.put_permissions(p)?,
             Step::TopicPermission(t) => m.broker.put_topic_permissions(t)?,

@@ -1,6 +1,7 @@
 //! Policies and operator policies (`/api/policies`,
-//! `/api/operator-policies`), and `/api/parameters` for what definitions
-//! carry there (operator policies).
+//! `/api/operator-policies`), `/api/parameters` for what definitions
+//! carry there (operator policies), and vhost and user limits
+//! (`/api/vhost-limits`, `/api/user-limits`).
 
 use std::sync::Arc;
 
@@ -10,6 +11,8 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use warren_core::access::UserLimits;
+use warren_core::admin::AdminError;
 use warren_core::policy::Policy;
 
 use crate::auth::Caller;
@@ -42,15 +45,18 @@ pub(crate) fn routes() -> Router<Shared> {
                 .delete(|s, c, p| delete(s, c, p, true)),
         )
         .route("/api/parameters", get(parameters))
-        // User limits are not kept yet: none are set.
         .route("/api/vhost-limits", get(all_vhost_limits))
         .route("/api/vhost-limits/{vhost}", get(vhost_limits))
         .route(
             "/api/vhost-limits/{vhost}/{name}",
             axum::routing::put(put_vhost_limit).delete(delete_vhost_limit),
         )
-        .route("/api/user-limits", get(no_limits))
-        .route("/api/user-limits/{user}", get(no_limits))
+        .route("/api/user-limits", get(all_user_limits))
+        .route("/api/user-limits/{user}", get(user_limits))
+        .route(
+            "/api/user-limits/{user}/{name}",
+            axum::routing::put(put_user_limit).delete(delete_user_limit),
+        )
         .route("/api/parameters/{component}", get(parameters_of))
 }
 
@@ -183,8 +189,101 @@ async fn delete(
     Ok(no_content())
 }
 
-async fn no_limits(_: Caller) -> Json<Value> {
-    Json(json!([]))
+/// A user's limits as RabbitMQ's `user_limits` lists them, if it has any.
+pub(crate) fn user_limits_json(user: &str, l: &UserLimits) -> Option<Value> {
+    (!l.is_empty()).then(|| json!({"user": user, "value": user_limits_value(l)}))
+}
+
+/// A user's limits as an object of RabbitMQ's names (`{}` when none).
+pub(crate) fn user_limits_value(l: &UserLimits) -> Value {
+    Value::Object(
+        l.entries()
+            .into_iter()
+            .map(|(name, n)| (name.to_string(), n.into()))
+            .collect(),
+    )
+}
+
+/// Every user with limits. Any management user may list them, as RabbitMQ
+/// lets it (`is_authorized_vhost_visible` with no vhost in the path).
+async fn all_user_limits(State(m): State<Shared>, _: Caller) -> Json<Value> {
+    Json(
+        m.broker
+            .access
+            .all_user_limits()
+            .iter()
+            .filter_map(|(u, l)| user_limits_json(u, l))
+            .collect(),
+    )
+}
+
+async fn user_limits(
+    State(m): State<Shared>,
+    _: Caller,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let l = m
+        .broker
+        .access
+        .user_limits(&user)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(user_limits_json(&user, &l).into_iter().collect()))
+}
+
+/// `PUT /api/user-limits/{user}/{name}` with `{"value": N}`: RabbitMQ's
+/// validation of user limits (an integer, a known name) and its texts.
+async fn put_user_limit(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path((user, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let body = body_json(&body)?;
+    let value = match body.get("value") {
+        None => return Err(ApiError::bad_request("[{key_missing,value}]")),
+        Some(v) => v.as_i64().ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name} should be a number, actually was {}",
+                erlang_term(v)
+            ))
+        })?,
+    };
+    m.broker
+        .set_user_limit(&user, &name, Some(value))
+        .map_err(user_limit_error)?;
+    Ok(no_content())
+}
+
+/// A JSON value as Erlang's `~p` prints what RabbitMQ decoded it to, for
+/// its validation texts: strings are binaries, `null` the atom.
+fn erlang_term(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("<<\"{s}\">>"),
+        Value::Null => "null".to_string(),
+        other => other.to_string(),
+    }
+}
+
+async fn delete_user_limit(
+    State(m): State<Shared>,
+    caller: Caller,
+    Path((user, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    m.broker
+        .set_user_limit(&user, &name, None)
+        .map_err(user_limit_error)?;
+    Ok(no_content())
+}
+
+/// A missing user in a user-limit change: 404 `user_not_found`, as
+/// RabbitMQ's `rabbit_mgmt_wm_user_limit` names it.
+fn user_limit_error(e: AdminError) -> ApiError {
+    match e {
+        AdminError::NotFound(_) => ApiError::not_found_because("user_not_found"),
+        other => other.into(),
+    }
 }
 
 /// A vhost's limits as RabbitMQ lists them, if it has any.
