@@ -211,6 +211,37 @@ pub enum Command {
         #[arg(long = "new-password")]
         new_password: Option<String>,
     },
+    /// Set limits of a user, as rabbitmqctl's set_user_limits: a JSON
+    /// object of max-connections and max-channels (a negative value is no
+    /// limit, 0 refuses all). Limits it does not name stay.
+    #[command(
+        after_help = "Example:\n  warrenctl set-user-limits app '{\"max-connections\": 10, \"max-channels\": 50}'"
+    )]
+    SetUserLimits {
+        /// The user.
+        #[arg(value_name = "USER")]
+        username: String,
+        /// The limits, as JSON.
+        #[arg(value_name = "JSON")]
+        definition: String,
+    },
+    /// Clear a limit of a user (max-connections, max-channels, or all), as
+    /// rabbitmqctl's clear_user_limits.
+    ClearUserLimits {
+        /// The user.
+        #[arg(value_name = "USER")]
+        username: String,
+        /// The limit, or "all".
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// List users' limits (every user with one, or one user's), as
+    /// rabbitmqctl's list_user_limits.
+    ListUserLimits {
+        /// Only this user's.
+        #[arg(long = "for-user")]
+        for_user: Option<String>,
+    },
     /// Print RabbitMQ's salted SHA-256 hash of a password (read from
     /// standard input when not given).
     HashPassword {

@@ -834,6 +834,52 @@ pub fn set_password(c: &mut Ctx<'_>, user: &str, password: Option<String>) -> Re
     c.out.note(&format!("password of '{user}' changed"))
 }
 
+// ---------------------------------------------------------------- user limits
+
+/// `set-user-limits USER JSON`: one `PUT /api/user-limits/USER/NAME` per
+/// limit named, in the order given; the first the server refuses stops it.
+pub fn set_user_limits(c: &mut Ctx<'_>, user: &str, definition: &str) -> Result<(), CliError> {
+    let limits = match serde_json::from_str::<Value>(definition) {
+        Ok(Value::Object(o)) => o,
+        _ => {
+            return Err(CliError::usage(format!(
+                "the limits must be a JSON object, e.g. '{{\"max-connections\": 10}}': {definition}"
+            )));
+        }
+    };
+    for (name, value) in &limits {
+        c.api.put(
+            &format!("user-limits/{}/{}", seg(user), seg(name)),
+            &json!({ "value": value }),
+        )?;
+    }
+    c.out.note(&format!("limits of '{user}' set"))
+}
+
+/// `clear-user-limits USER NAME|all`.
+pub fn clear_user_limits(c: &mut Ctx<'_>, user: &str, name: &str) -> Result<(), CliError> {
+    c.api
+        .delete(&format!("user-limits/{}/{}", seg(user), seg(name)), &[])?;
+    c.out.note(&format!("limit '{name}' of '{user}' cleared"))
+}
+
+/// `list-user-limits [--for-user USER]`.
+pub fn list_user_limits(c: &mut Ctx<'_>, user: Option<&str>) -> Result<(), CliError> {
+    let path = match user {
+        Some(u) => format!("user-limits/{}", seg(u)),
+        None => "user-limits".to_string(),
+    };
+    let items = match c.api.get(&path)? {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    };
+    let columns: Vec<String> = ["user", "value.max-connections", "value.max-channels"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    c.out.rows(&items, &columns, false)
+}
+
 /// RabbitMQ's `password_hash` of `password` with `salt`.
 pub fn rabbitmq_hash(password: &str, salt: [u8; 4]) -> String {
     use sha2::{Digest, Sha256};

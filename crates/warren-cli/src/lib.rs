@@ -146,6 +146,16 @@ fn execute(cli: Cli, env: &Env, io: &mut Io<'_>) -> Result<i32, CliError> {
             username,
             new_password,
         } => commands::set_password(&mut c, &username, new_password)?,
+        Command::SetUserLimits {
+            username,
+            definition,
+        } => commands::set_user_limits(&mut c, &username, &definition)?,
+        Command::ClearUserLimits { username, name } => {
+            commands::clear_user_limits(&mut c, &username, &name)?
+        }
+        Command::ListUserLimits { for_user } => {
+            commands::list_user_limits(&mut c, for_user.as_deref())?
+        }
         Command::Migrate(args) => migrate::run(&mut c, &args)?,
         Command::HashPassword { secret } => commands::hash_password(&mut c, secret)?,
         Command::Completions { .. } => {}
