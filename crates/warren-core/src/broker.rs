@@ -46,9 +46,14 @@ pub struct Limits {
     pub max_message_size: u64,
     /// Time allowed from TCP accept to `connection.open`, in milliseconds.
     pub handshake_timeout_ms: u64,
-    /// Message bytes in memory above which publishers are blocked
-    /// (0: no limit).
+    /// Memory use in bytes above which a memory alarm blocks publishers
+    /// (RabbitMQ's memory high watermark; `u64::MAX`: never, 0: at once).
+    /// The server's resource monitor feeds the use; the limit can be
+    /// changed at runtime ([`Broker::set_memory_limit`]).
     pub memory_limit: u64,
+    /// Free disk space in bytes below which a disk alarm blocks publishers
+    /// (RabbitMQ's `disk_free_limit`; 0: never).
+    pub disk_free_limit: u64,
     /// Most connections the broker holds at once (RabbitMQ's
     /// `connection_max`; `None`: no limit). Counted over every accepted
     /// connection, handshakes included; one more is refused at
@@ -68,7 +73,8 @@ impl Default for Limits {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             handshake_timeout_ms: 10_000,
-            memory_limit: 0,
+            memory_limit: u64::MAX,
+            disk_free_limit: 0,
             connection_max: None,
             consumer_max_per_channel: None,
         }
@@ -138,8 +144,10 @@ pub struct Broker {
     wall_clock: Arc<AtomicU64>,
     durability: Option<Arc<Durability>>,
     gauge: &'static Gauge,
-    /// Raised resource alarms (bits of [`Alarm`]).
+    /// Causes of the raised resource alarms (bits of [`AlarmCause`]).
     alarms: AtomicU8,
+    /// What the resource monitor last measured, and the limits.
+    resources: Resources,
     // DashMap: connections register at accept and leave at close, from
     // their own tasks; alarms walk it rarely.
     connections: DashMap<ConnId, Arc<ConnectionEntry>>,
@@ -151,10 +159,10 @@ pub struct Broker {
 /// alarms do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alarm {
-    /// Message bodies in memory passed the configured limit.
-    Memory = 1,
-    /// The store failed to write (full disk, IO error).
-    Disk = 2,
+    /// Memory use passed the high watermark.
+    Memory,
+    /// Free disk space fell below its limit, or the store failed to write.
+    Disk,
 }
 
 impl Alarm {
@@ -165,6 +173,59 @@ impl Alarm {
             Alarm::Disk => "low on disk space",
         }
     }
+
+    /// The bits of the causes that raise it.
+    fn causes(self) -> u8 {
+        match self {
+            Alarm::Memory => AlarmCause::MemoryHigh as u8,
+            Alarm::Disk => AlarmCause::DiskFreeLow as u8 | AlarmCause::StoreWriteFailed as u8,
+        }
+    }
+}
+
+/// Why an alarm is raised. Each cause is set and cleared by its own
+/// source, and an alarm stays raised while any of its causes holds: the
+/// store taking writes again does not clear a disk alarm that low free
+/// space raised, nor the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmCause {
+    /// Memory use passed the high watermark (the broker's own check, in
+    /// [`Broker::tick`]).
+    MemoryHigh = 1,
+    /// Free space on the data directory's file system fell below
+    /// `disk_free_limit` (the broker's own check of what the server's
+    /// monitor measures).
+    DiskFreeLow = 2,
+    /// The store failed to write (full disk, IO error); set and cleared by
+    /// the server's persistence thread.
+    StoreWriteFailed = 4,
+}
+
+impl AlarmCause {
+    /// The alarm this cause raises.
+    pub fn alarm(self) -> Alarm {
+        match self {
+            AlarmCause::MemoryHigh => Alarm::Memory,
+            AlarmCause::DiskFreeLow | AlarmCause::StoreWriteFailed => Alarm::Disk,
+        }
+    }
+}
+
+/// What the server's resource monitor measures and what it is compared
+/// with. Atomics: written by the monitor and by whoever changes a limit,
+/// read by every scrape and API call; no two need to agree at an instant.
+#[derive(Debug)]
+struct Resources {
+    /// Resident memory of the process as last sampled, in bytes (0 before
+    /// the first sample).
+    memory_sampled: AtomicU64,
+    /// See [`Limits::memory_limit`].
+    memory_limit: AtomicU64,
+    /// Free disk space as last sampled, in bytes; `u64::MAX` before the
+    /// first sample.
+    disk_free: AtomicU64,
+    /// See [`Limits::disk_free_limit`].
+    disk_free_limit: AtomicU64,
 }
 
 impl Broker {
@@ -206,6 +267,12 @@ impl Broker {
                 }
             }
         }
+        let resources = Resources {
+            memory_sampled: AtomicU64::new(0),
+            memory_limit: AtomicU64::new(config.limits.memory_limit),
+            disk_free: AtomicU64::new(u64::MAX),
+            disk_free_limit: AtomicU64::new(config.limits.disk_free_limit),
+        };
         Arc::new(Broker {
             config,
             vhosts,
@@ -217,6 +284,7 @@ impl Broker {
             durability,
             gauge,
             alarms: AtomicU8::new(0),
+            resources,
             connections: DashMap::new(),
             retired: crate::registry::Retired::default(),
         })
@@ -227,9 +295,101 @@ impl Broker {
         self.gauge.bytes()
     }
 
-    /// Whether `alarm` is raised.
+    /// Memory the broker uses, in bytes, as the memory alarm counts it: the
+    /// process's resident memory as the server's monitor last sampled it,
+    /// or the message bodies held in memory if they are more (they are
+    /// counted as they arrive, samples lag behind a burst).
+    pub fn memory_used(&self) -> u64 {
+        self.resources
+            .memory_sampled
+            .load(Ordering::Relaxed)
+            .max(self.gauge.bytes())
+    }
+
+    /// Records a sample of the process's resident memory; the next
+    /// [`Broker::tick`] compares it with the high watermark.
+    pub fn set_memory_used(&self, bytes: u64) {
+        self.resources
+            .memory_sampled
+            .store(bytes, Ordering::Relaxed);
+    }
+
+    /// The memory high watermark in bytes (`u64::MAX`: none).
+    pub fn memory_limit(&self) -> u64 {
+        self.resources.memory_limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the memory high watermark (as `rabbitmqctl
+    /// set_vm_memory_high_watermark absolute` does) and checks memory
+    /// against it at once.
+    pub fn set_memory_limit(&self, bytes: u64) {
+        self.resources.memory_limit.store(bytes, Ordering::Relaxed);
+        self.check_memory();
+    }
+
+    /// Free space on the data directory's file system as last sampled, in
+    /// bytes; `None` before the first sample.
+    pub fn disk_free(&self) -> Option<u64> {
+        match self.resources.disk_free.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            free => Some(free),
+        }
+    }
+
+    /// Records a sample of the free disk space and raises or clears the
+    /// disk alarm's [`AlarmCause::DiskFreeLow`] by it.
+    pub fn set_disk_free(&self, bytes: u64) {
+        // u64::MAX means "not sampled"; a real file system never has it.
+        let bytes = bytes.min(u64::MAX - 1);
+        self.resources.disk_free.store(bytes, Ordering::Relaxed);
+        self.check_disk();
+    }
+
+    /// The free disk space limit in bytes (0: none).
+    pub fn disk_free_limit(&self) -> u64 {
+        self.resources.disk_free_limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the free disk space limit (as `rabbitmqctl
+    /// set_disk_free_limit` does) and checks the last sample against it
+    /// at once.
+    pub fn set_disk_free_limit(&self, bytes: u64) {
+        self.resources
+            .disk_free_limit
+            .store(bytes, Ordering::Relaxed);
+        self.check_disk();
+    }
+
+    /// Raises the memory alarm when use passed the watermark, as RabbitMQ
+    /// does; clears it only below 90% of the watermark (RabbitMQ clears at
+    /// the watermark), so publishers are not flapped on and off by use
+    /// that hovers around it.
+    fn check_memory(&self) {
+        let (used, limit) = (self.memory_used(), self.memory_limit());
+        if used > limit {
+            self.set_alarm_cause(AlarmCause::MemoryHigh, true);
+        } else if used < limit / 10 * 9 {
+            self.set_alarm_cause(AlarmCause::MemoryHigh, false);
+        }
+    }
+
+    /// Raises the disk alarm's free-space cause while the last sample is
+    /// below the limit, and clears it otherwise, as RabbitMQ's disk
+    /// monitor does.
+    fn check_disk(&self) {
+        if let Some(free) = self.disk_free() {
+            self.set_alarm_cause(AlarmCause::DiskFreeLow, free < self.disk_free_limit());
+        }
+    }
+
+    /// Whether `alarm` is raised (by any of its causes).
     pub fn alarm_raised(&self, alarm: Alarm) -> bool {
-        self.alarms.load(Ordering::Relaxed) & (alarm as u8) != 0
+        self.alarms.load(Ordering::Relaxed) & alarm.causes() != 0
+    }
+
+    /// Whether `cause` holds.
+    pub fn cause_raised(&self, cause: AlarmCause) -> bool {
+        self.alarms.load(Ordering::Relaxed) & (cause as u8) != 0
     }
 
     /// Whether any alarm is raised (publishers are blocked).
@@ -242,31 +402,40 @@ impl Broker {
         let a = self.alarms.load(Ordering::Relaxed);
         [Alarm::Memory, Alarm::Disk]
             .into_iter()
-            .find(|x| a & (*x as u8) != 0)
+            .find(|x| a & x.causes() != 0)
             .map(Alarm::reason)
     }
 
-    /// Raises or clears an alarm and tells every connection when the
-    /// blocked state changes.
-    pub fn set_alarm(&self, alarm: Alarm, on: bool) {
-        let bit = alarm as u8;
+    /// Sets or clears one cause of an alarm and tells every connection
+    /// when the blocked state changes.
+    pub fn set_alarm_cause(&self, cause: AlarmCause, on: bool) {
+        let bit = cause as u8;
         let before = if on {
             self.alarms.fetch_or(bit, Ordering::AcqRel)
         } else {
             self.alarms.fetch_and(!bit, Ordering::AcqRel)
         };
         let after = if on { before | bit } else { before & !bit };
-        if (before == 0) != (after == 0) {
-            if on {
+        let alarm = cause.alarm();
+        let (was, is) = (before & alarm.causes() != 0, after & alarm.causes() != 0);
+        if was != is {
+            if is {
                 tracing::warn!(
                     alarm = alarm.reason(),
+                    cause = ?cause,
+                    memory_used = self.memory_used(),
+                    memory_limit = self.memory_limit(),
+                    disk_free = ?self.disk_free(),
+                    disk_free_limit = self.disk_free_limit(),
                     "resource alarm raised: blocking publishers"
                 );
             } else {
-                tracing::info!(
-                    alarm = alarm.reason(),
-                    "resource alarm cleared: unblocking publishers"
-                );
+                tracing::info!(alarm = alarm.reason(), "resource alarm cleared");
+            }
+        }
+        if (before == 0) != (after == 0) {
+            if after == 0 {
+                tracing::info!("no resource alarm left: unblocking publishers");
             }
             for c in self.connections.iter() {
                 c.value().mailbox.push(Event::Alarm);
@@ -337,25 +506,16 @@ impl Broker {
         self.wall_clock.load(Ordering::Relaxed)
     }
 
-    /// Periodic work: expires messages and unused queues. The server calls
-    /// this a few times a second with the monotonic time and the wall-clock
-    /// seconds (used in `x-death` headers).
+    /// Periodic work: expires messages and unused queues, and compares
+    /// memory use with the high watermark. The server calls this a few
+    /// times a second with the monotonic time and the wall-clock seconds
+    /// (used in `x-death` headers).
     pub fn tick(&self, now: Instant, unix_secs: u64) {
         self.wall_clock.store(unix_secs, Ordering::Relaxed);
         for vh in self.vhosts() {
             vh.sweep(now);
         }
-        let limit = self.config.limits.memory_limit;
-        if limit > 0 {
-            let used = self.gauge.bytes();
-            // Hysteresis: clear only well below the limit, so publishers
-            // are not flapped on and off around it.
-            if used > limit {
-                self.set_alarm(Alarm::Memory, true);
-            } else if used < limit / 10 * 9 {
-                self.set_alarm(Alarm::Memory, false);
-            }
-        }
+        self.check_memory();
     }
 
     /// The virtual host called `name`.
@@ -455,5 +615,78 @@ impl Broker {
             bits >>= 6;
         }
         ShortStr::from(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(memory_limit: u64, disk_free_limit: u64) -> Arc<Broker> {
+        Broker::new(BrokerConfig {
+            limits: Limits {
+                memory_limit,
+                disk_free_limit,
+                ..Limits::default()
+            },
+            ..BrokerConfig::default()
+        })
+    }
+
+    #[test]
+    fn disk_alarm_causes_are_separate() {
+        let b = broker(u64::MAX, 1000);
+        b.set_disk_free(999);
+        assert!(b.alarm_raised(Alarm::Disk) && b.cause_raised(AlarmCause::DiskFreeLow));
+        b.set_alarm_cause(AlarmCause::StoreWriteFailed, true);
+        // The store taking writes again leaves the free-space cause.
+        b.set_alarm_cause(AlarmCause::StoreWriteFailed, false);
+        assert!(b.alarm_raised(Alarm::Disk));
+        assert_eq!(b.block_reason(), Some("low on disk space"));
+        b.set_alarm_cause(AlarmCause::StoreWriteFailed, true);
+        // Free space coming back leaves the write failure.
+        b.set_disk_free(1000);
+        assert!(!b.cause_raised(AlarmCause::DiskFreeLow));
+        assert!(b.alarm_raised(Alarm::Disk) && b.is_blocked());
+        b.set_alarm_cause(AlarmCause::StoreWriteFailed, false);
+        assert!(!b.is_blocked() && !b.alarm_raised(Alarm::Memory));
+    }
+
+    #[test]
+    fn disk_limit_changes_apply_to_the_last_sample() {
+        let b = broker(u64::MAX, 50);
+        assert_eq!(b.disk_free(), None);
+        // No sample, no alarm, whatever the limit.
+        b.set_disk_free_limit(u64::MAX - 1);
+        assert!(!b.is_blocked());
+        b.set_disk_free(100);
+        assert_eq!(b.disk_free(), Some(100));
+        assert!(b.alarm_raised(Alarm::Disk));
+        b.set_disk_free_limit(100);
+        assert!(!b.alarm_raised(Alarm::Disk), "free == limit is not low");
+        assert_eq!(b.disk_free_limit(), 100);
+    }
+
+    #[test]
+    fn memory_alarm_follows_samples_with_hysteresis() {
+        let b = broker(1000, 0);
+        let now = Instant::now();
+        b.set_memory_used(1001);
+        assert!(!b.is_blocked(), "checked on the tick");
+        b.tick(now, 0);
+        assert_eq!(b.block_reason(), Some("low on memory"));
+        assert_eq!(b.memory_used(), 1001);
+        b.set_memory_used(950);
+        b.tick(now, 0);
+        assert!(b.alarm_raised(Alarm::Memory), "cleared only below 90%");
+        b.set_memory_used(899);
+        b.tick(now, 0);
+        assert!(!b.is_blocked());
+        // Raising the watermark at runtime clears at once; a watermark of
+        // 0 blocks as soon as anything is used, as RabbitMQ's does.
+        b.set_memory_limit(0);
+        assert!(b.alarm_raised(Alarm::Memory));
+        b.set_memory_limit(1 << 30);
+        assert!(!b.alarm_raised(Alarm::Memory));
     }
 }

@@ -149,11 +149,32 @@ pub struct LimitsConfig {
     /// connection with 530 NOT_ALLOWED "reached maximum (N) of consumers
     /// per channel". Default: no limit, as RabbitMQ's `infinity`.
     pub consumer_max_per_channel: Option<usize>,
-    /// Fraction of physical memory that message bodies held in memory may
-    /// use before publishers are blocked (`connection.blocked`, and their
-    /// sockets are no longer read) until consumers catch up. Default 0.4,
-    /// RabbitMQ 3.x's `vm_memory_high_watermark`; 0 disables.
-    pub memory_high_watermark: f64,
+    /// The memory high watermark as a fraction of the memory available to
+    /// the broker: the machine's (`MemTotal`) or, when smaller, its
+    /// cgroup's limit (a container's). Above it the broker's resident
+    /// memory raises a memory alarm: publishing connections get
+    /// `connection.blocked "low on memory"` and are no longer read until
+    /// use drops below 90% of the watermark. Default 0.4, RabbitMQ 3.x's
+    /// `vm_memory_high_watermark.relative`; 0 blocks all publishing, as in
+    /// RabbitMQ. Give this or `memory_high_watermark_absolute`.
+    pub memory_high_watermark: Option<f64>,
+    /// The memory high watermark in bytes (RabbitMQ's
+    /// `vm_memory_high_watermark.absolute`): a number, or a string with
+    /// RabbitMQ's units (`"1GiB"`, `"512MiB"`, `"2GB"`). Capped at the
+    /// memory available, as RabbitMQ caps it. Default: none (the fraction
+    /// applies).
+    pub memory_high_watermark_absolute: Option<crate::resources::ByteSize>,
+    /// Free space on the data directory's file system below which a disk
+    /// alarm blocks publishers (`connection.blocked "low on disk space"`),
+    /// checked every second with `statvfs` before any write can fail: a
+    /// number of bytes or a string with units, as RabbitMQ's
+    /// `disk_free_limit.absolute`. Default 50,000,000 (`"50MB"`,
+    /// RabbitMQ's). Give this or `disk_free_limit_relative`.
+    pub disk_free_limit: Option<crate::resources::ByteSize>,
+    /// The free disk space limit as a multiple of the memory available
+    /// (RabbitMQ's `disk_free_limit.relative`; 1.0 to 2.0 is its advice).
+    /// Default: none (the absolute limit applies).
+    pub disk_free_limit_relative: Option<f64>,
 }
 
 /// One user.
@@ -248,20 +269,6 @@ impl UserConfig {
     }
 }
 
-/// `fraction` of the machine's memory (MemTotal in /proc/meminfo), in
-/// bytes; 0 if disabled or unknown.
-fn memory_limit(fraction: f64) -> u64 {
-    if fraction <= 0.0 {
-        return 0;
-    }
-    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    });
-    total_kib.map_or(0, |kib| (kib as f64 * 1024.0 * fraction) as u64)
-}
-
 fn default_vhosts() -> Vec<String> {
     vec!["/".to_string()]
 }
@@ -276,7 +283,10 @@ impl Default for LimitsConfig {
             max_message_size: l.max_message_size,
             handshake_timeout_ms: l.handshake_timeout_ms,
             consumer_max_per_channel: l.consumer_max_per_channel,
-            memory_high_watermark: 0.4,
+            memory_high_watermark: None,
+            memory_high_watermark_absolute: None,
+            disk_free_limit: None,
+            disk_free_limit_relative: None,
         }
     }
 }
@@ -345,11 +355,31 @@ impl Config {
                 l.frame_max
             )));
         }
-        if !(0.0..=1.0).contains(&l.memory_high_watermark) {
+        if let Some(w) = l.memory_high_watermark
+            && !(0.0..=1.0).contains(&w)
+        {
             return Err(ConfigError(format!(
-                "limits.memory_high_watermark must be between 0 and 1, got {}",
-                l.memory_high_watermark
+                "limits.memory_high_watermark must be between 0 and 1, got {w}"
             )));
+        }
+        if l.memory_high_watermark.is_some() && l.memory_high_watermark_absolute.is_some() {
+            return Err(ConfigError(
+                "give one of limits.memory_high_watermark and limits.memory_high_watermark_absolute"
+                    .to_string(),
+            ));
+        }
+        if let Some(r) = l.disk_free_limit_relative
+            && !(r.is_finite() && r >= 0.0)
+        {
+            return Err(ConfigError(format!(
+                "limits.disk_free_limit_relative must be a number of 0 or more, got {r}"
+            )));
+        }
+        if l.disk_free_limit.is_some() && l.disk_free_limit_relative.is_some() {
+            return Err(ConfigError(
+                "give one of limits.disk_free_limit and limits.disk_free_limit_relative"
+                    .to_string(),
+            ));
         }
         for key in self.server_properties.keys() {
             if key == "capabilities" {
@@ -389,6 +419,7 @@ impl Config {
 
     /// The broker's part of the configuration.
     pub fn broker_config(&self) -> BrokerConfig {
+        let (memory_limit, disk_free_limit) = crate::resources::configured_limits(&self.limits);
         BrokerConfig {
             vhosts: self.vhosts.clone(),
             users: self
@@ -424,7 +455,8 @@ impl Config {
                 handshake_timeout_ms: self.limits.handshake_timeout_ms,
                 connection_max: Some(self.max_connections),
                 consumer_max_per_channel: self.limits.consumer_max_per_channel,
-                memory_limit: memory_limit(self.limits.memory_high_watermark),
+                memory_limit,
+                disk_free_limit,
             },
             server_properties: self
                 .server_properties

@@ -32,7 +32,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use dashmap::DashMap;
-use warren_core::broker::Alarm;
+use warren_core::broker::AlarmCause;
 use warren_core::persist::{Barrier, BindingTarget, LoadError, PersistOp, Persistence};
 use warren_core::{Broker, Message};
 use warren_store::{BindingRecord, Destination, ExchangeRecord, QueueRecord, StoreError};
@@ -154,20 +154,23 @@ impl Persister {
         Ok(())
     }
 
+    /// Sets or clears the disk alarm's write-failure cause (the free-space
+    /// check is another cause, kept by the resource monitor).
     fn disk_alarm(&self, on: bool) {
         if let Some(b) = self.broker.get().and_then(std::sync::Weak::upgrade) {
-            b.set_alarm(Alarm::Disk, on);
+            b.set_alarm_cause(AlarmCause::StoreWriteFailed, on);
         }
     }
 
-    /// While the disk alarm is raised publishers are blocked, so no write
-    /// would ever show the disk is usable again: probe it instead.
+    /// While a write failure holds the disk alarm publishers are blocked,
+    /// so no write would ever show the disk is usable again: probe it
+    /// instead.
     fn retry_disk(&self) {
         let raised = self
             .broker
             .get()
             .and_then(std::sync::Weak::upgrade)
-            .is_some_and(|b| b.alarm_raised(Alarm::Disk));
+            .is_some_and(|b| b.cause_raised(AlarmCause::StoreWriteFailed));
         // After lost writes the store may take writes again, but nothing
         // will be written before a restart: publishers stay blocked.
         if raised && !self.lost.load(Ordering::Relaxed) && self.journal.probe().is_ok() {
