@@ -192,7 +192,7 @@ async fn metrics(State(m): State<Shared>, per_object: bool) -> impl IntoResponse
         "rabbitmq_process_resident_memory_bytes",
         "gauge",
         "Memory used in bytes",
-        crate::overview::resident_bytes() as f64,
+        b.memory_used() as f64,
     );
     t.one(
         "rabbitmq_process_open_fds",
@@ -204,7 +204,23 @@ async fn metrics(State(m): State<Shared>, per_object: bool) -> impl IntoResponse
         "rabbitmq_resident_memory_limit_bytes",
         "gauge",
         "Memory high watermark in bytes",
-        b.config.limits.memory_limit as f64,
+        b.memory_limit() as f64,
+    );
+    // Before the resource monitor's first sample there is no figure: the
+    // family is declared without a sample rather than with a false 0.
+    t.family(
+        "rabbitmq_disk_space_available_bytes",
+        "gauge",
+        "Disk space available in bytes",
+    );
+    if let Some(free) = b.disk_free() {
+        t.sample("rabbitmq_disk_space_available_bytes", "", free as f64);
+    }
+    t.one(
+        "rabbitmq_disk_space_available_limit_bytes",
+        "gauge",
+        "Free disk space low watermark in bytes",
+        b.disk_free_limit() as f64,
     );
     let alarm = |a| if b.alarm_raised(a) { 1.0 } else { 0.0 };
     t.one(

@@ -209,29 +209,25 @@ async fn set_cluster_name(
     Ok(no_content())
 }
 
-/// Resident memory of this process, from `/proc` (0 where unknown).
-pub(crate) fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
-}
-
 pub(crate) fn open_files() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
 }
 
 fn node_json(m: &Shared) -> Value {
     let b = &m.broker;
-    let limit = b.config.limits.memory_limit;
     json!({
         "name": m.node,
         "type": "disc",
         "running": true,
         "os_pid": std::process::id().to_string(),
-        "mem_used": resident_bytes(),
-        "mem_limit": limit,
+        // The server's resource monitor samples these (resident memory,
+        // statvfs of the data directory); this API reads no files for them.
+        "mem_used": b.memory_used(),
+        "mem_limit": b.memory_limit(),
         "mem_alarm": b.alarm_raised(Alarm::Memory),
+        "mem_calculation_strategy": "rss",
+        "disk_free": b.disk_free(),
+        "disk_free_limit": b.disk_free_limit(),
         "disk_free_alarm": b.alarm_raised(Alarm::Disk),
         "fd_used": open_files(),
         "sockets_used": b.connection_count(),
