@@ -33,11 +33,12 @@ pub mod registry;
 pub mod vhost;
 
 pub use broker::{Broker, BrokerConfig, Limits, User};
-pub use connection::{ConnInfo, Connection, TlsInfo};
+pub use connection::{ConnInfo, Connection};
 pub use error::{
     AmqpError, ChannelError, CloseReason, ConnectionError, Error, Initiator, Kind, Refusal,
 };
 pub use mailbox::{Mailbox, NoWake, Wake};
 pub use message::Message;
 pub use queue::Queue;
+pub use registry::TlsInfo;
 pub use vhost::VHost;

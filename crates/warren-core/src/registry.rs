@@ -86,7 +86,7 @@ pub struct ConnectionEntry {
     /// Counts of its channels that closed.
     retired: Retired,
     /// The TLS session, on a TLS listener.
-    pub tls: Option<Arc<crate::connection::TlsInfo>>,
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 impl ConnectionEntry {
@@ -285,4 +285,24 @@ impl ChannelEntry {
             ..ChannelEntry::default()
         }
     }
+}
+
+/// What a TLS listener learnt of a connection's session and of the
+/// client's certificate (when it presented one that verified).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The protocol version, as RabbitMQ prints it (`tlsv1.3`).
+    pub protocol: String,
+    /// The cipher suite's name.
+    pub cipher: String,
+    /// The client certificate's subject, as a distinguished name.
+    pub peer_cert_subject: Option<String>,
+    /// The client certificate's issuer, as a distinguished name.
+    pub peer_cert_issuer: Option<String>,
+    /// The client certificate's validity, `not_before - not_after`.
+    pub peer_cert_validity: Option<String>,
+    /// The user name the `EXTERNAL` mechanism logs in as: taken from the
+    /// verified client certificate as the listener is configured (CN,
+    /// distinguished name or a subject alternative name).
+    pub login_name: Option<String>,
 }
