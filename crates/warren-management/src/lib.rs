@@ -166,7 +166,29 @@ pub async fn serve(
     let app = router(state)
         .layer(middleware::from_fn(rabbitmq_reply_shape))
         .layer(middleware::from_fn(request_timeout));
-    let served = serve_app(listener, app, header_timeout, shutdown).await;
+    let served = serve_app(listener, app, header_timeout, None, shutdown).await;
+    sampler.abort();
+    served
+}
+
+/// The TLS configuration current for a new HTTPS connection (the broker
+/// swaps it when certificates are reloaded).
+pub type TlsSource = Arc<dyn Fn() -> Arc<tokio_rustls::rustls::ServerConfig> + Send + Sync>;
+
+/// [`serve`] over HTTPS.
+pub async fn serve_tls(
+    listener: TcpListener,
+    state: Shared,
+    tls: TlsSource,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sampler =
+        tokio::spawn(Arc::clone(&state.rates).run(Arc::clone(&state.broker), state.stats_interval));
+    let header_timeout = state.header_timeout;
+    let app = router(state)
+        .layer(middleware::from_fn(rabbitmq_reply_shape))
+        .layer(middleware::from_fn(request_timeout));
+    let served = serve_app(listener, app, header_timeout, Some(tls), shutdown).await;
     sampler.abort();
     served
 }
@@ -181,13 +203,14 @@ pub async fn serve_metrics(
 ) -> std::io::Result<()> {
     let header_timeout = state.header_timeout;
     let app = metrics::router(state).layer(middleware::from_fn(request_timeout));
-    serve_app(listener, app, header_timeout, shutdown).await
+    serve_app(listener, app, header_timeout, None, shutdown).await
 }
 
 async fn serve_app(
     listener: TcpListener,
     app: Router,
     header_timeout: Duration,
+    tls: Option<TlsSource>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -213,25 +236,44 @@ async fn serve_app(
         let app = app
             .clone()
             .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let tls = tls.as_ref().map(|source| source());
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            if tokio::time::timeout(CONNECTION_LIFETIME, conn.as_mut())
-                .await
-                .is_err()
-            {
-                // The request in progress (itself bounded) may finish.
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn.as_mut()).await;
+            match tls {
+                None => serve_connection(stream, app, header_timeout).await,
+                Some(config) => {
+                    // The TLS handshake is bounded like the request headers.
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, app, header_timeout).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "HTTPS handshake failed"),
+                        Err(_) => tracing::debug!("HTTPS handshake timed out"),
+                    }
+                }
             }
         });
     }
     Ok(())
+}
+
+async fn serve_connection<S>(stream: S, app: Router, header_timeout: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    if tokio::time::timeout(CONNECTION_LIFETIME, conn.as_mut())
+        .await
+        .is_err()
+    {
+        // The request in progress (itself bounded) may finish.
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn.as_mut()).await;
+    }
 }
 
 async fn request_timeout(req: Request, next: Next) -> Response {

@@ -23,12 +23,19 @@ pub struct Config {
     /// Log filter in `tracing_subscriber::EnvFilter` syntax. Default `info`;
     /// the `RUST_LOG` environment variable overrides it.
     pub log: String,
+    /// Log line format: `text` (default) or `json`, one object a line
+    /// for log shippers.
+    pub log_format: LogFormat,
     /// Most simultaneous client connections (RabbitMQ's `connection_max`):
     /// one more is refused at `connection.open` with 530 NOT_ALLOWED
     /// "connection refused: node connection limit (N) is reached", as
     /// RabbitMQ 3.11.x and later refuse it. Every accepted connection
     /// counts, handshakes included. Default 10,000.
     pub max_connections: usize,
+    /// Most sockets between accept and a completed login (TLS handshake
+    /// and AMQP handshake); more are closed at accept, so unauthenticated
+    /// peers cannot hold the broker's connections. Default 1,000.
+    pub max_unauthenticated_connections: usize,
     /// How long shutdown waits for clients to answer `connection.close`,
     /// in milliseconds. Default 5,000.
     pub shutdown_timeout_ms: u64,
@@ -53,6 +60,17 @@ pub struct Config {
     pub load_definitions: Option<PathBuf>,
     /// `[tls]`: the AMQPS listener and the certificate HTTPS uses.
     pub tls: crate::tls::TlsConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// `[metrics]`: Prometheus text exposition, as RabbitMQ's
@@ -89,6 +107,9 @@ pub struct ManagementConfig {
     /// How often message and byte rates are sampled, in milliseconds
     /// (RabbitMQ's `collect_statistics_interval`). Default 5,000.
     pub stats_interval_ms: u64,
+    /// Serve HTTPS with the `[tls]` certificate instead of HTTP. Default
+    /// false.
+    pub tls: bool,
 }
 
 impl Default for ManagementConfig {
@@ -98,6 +119,7 @@ impl Default for ManagementConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 15672)),
             max_body_bytes: 20_000_000,
             stats_interval_ms: 5_000,
+            tls: false,
         }
     }
 }
@@ -297,7 +319,9 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
             data_dir: PathBuf::from("warren-data"),
             log: "info".to_string(),
+            log_format: LogFormat::Text,
             max_connections: 10_000,
+            max_unauthenticated_connections: 1_000,
             shutdown_timeout_ms: 5_000,
             limits: LimitsConfig::default(),
             vhosts: default_vhosts(),
@@ -400,6 +424,11 @@ impl Config {
             ));
         }
         self.tls.validate()?;
+        if self.management.tls && !self.tls.enabled() {
+            return Err(ConfigError(
+                "management.tls needs tls.cert and tls.key".to_string(),
+            ));
+        }
         for u in &self.users {
             for p in u.permissions.values() {
                 p.compile()?;

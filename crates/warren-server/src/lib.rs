@@ -11,6 +11,9 @@
 //! - [`recovery`]: rebuilding the broker from the data directory.
 //! - [`management`]: the management HTTP API beside AMQP, and
 //!   `load_definitions`.
+//! - [`tls`]: certificates for AMQPS and HTTPS, reloaded on SIGHUP, and
+//!   the names `EXTERNAL` logs in with.
+//! - [`resources`]: memory and free disk against their alarm thresholds.
 //!
 //! Tests start a broker with [`run`] on `127.0.0.1:0` in-process.
 
@@ -24,4 +27,5 @@ pub mod server;
 pub mod tls;
 
 pub use config::Config;
-pub use server::{Server, run};
+pub use server::{Listeners, Server, run, run_listeners};
+pub use tls::Tls;

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use warren_server::{Config, Server};
+use warren_server::config::LogFormat;
+use warren_server::{Config, Listeners, Server, Tls};
 
 // Messages are allocated on the publisher's thread and freed on the
 // consumer's; glibc's malloc serialises that on an arena lock (futex
@@ -30,6 +31,22 @@ struct Args {
     /// Address for the Prometheus endpoint (overrides `[metrics] listen`).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// AMQPS listen address (overrides `[tls] listen`).
+    #[arg(long)]
+    tls_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain for AMQPS and HTTPS (overrides `[tls] cert`).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (overrides `[tls] key`).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle to verify client certificates against; turns on
+    /// `verify_peer` (overrides `[tls] ca`).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Log line format, overriding the file.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     /// Data directory, overriding the file.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -74,6 +91,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(l) = args.metrics_listen {
         config.metrics.listen = l;
     }
+    if let Some(l) = args.tls_listen {
+        config.tls.listen = l;
+    }
+    if let Some(c) = args.tls_cert {
+        config.tls.cert = Some(c);
+    }
+    if let Some(k) = args.tls_key {
+        config.tls.key = Some(k);
+    }
+    if let Some(ca) = args.tls_ca {
+        config.tls.ca = Some(ca);
+        config.tls.verify_peer = true;
+    }
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
+    config.validate()?;
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
@@ -82,10 +116,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .with_target(false)
+            .init(),
+    }
 
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -101,9 +143,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let listen = config.listen;
         let management = config.management.clone();
         let metrics = config.metrics.clone();
+        let tls = if config.tls.enabled() {
+            Some(Tls::load(&config.tls)?)
+        } else {
+            None
+        };
+        let amqps = match &tls {
+            Some(t) => Some((tokio::net::TcpListener::bind(config.tls.listen).await?, t.clone())),
+            None => None,
+        };
+        let plaintext = config.tls.plaintext;
         let server = Server::open(config)?;
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let amqp = listener.local_addr()?;
+        let listener = if plaintext {
+            Some(tokio::net::TcpListener::bind(listen).await?)
+        } else {
+            None
+        };
+        let amqps_addr = amqps.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+        // What the management API lists as the AMQP listener.
+        let amqp = match (&listener, amqps_addr) {
+            (Some(l), _) => l.local_addr()?,
+            (None, Some(a)) => a,
+            (None, None) => listen,
+        };
+        let https = match (&tls, management.tls) {
+            (Some(t), true) => Some(t.for_http()?),
+            _ => None,
+        };
+        let https_reload = https.clone();
         let http = if management.enabled {
             Some(tokio::net::TcpListener::bind(management.listen).await?)
         } else {
@@ -118,7 +185,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(p) = &prom {
             tracing::info!(listen = %p.local_addr()?, "metrics listening");
         }
-        let state = warren_server::management::state(&server, amqp, http_addr);
+        let mut listed = Vec::new();
+        if let Some(l) = &listener {
+            listed.push(warren_server::management::listener("amqp", l.local_addr()?));
+        }
+        if let Some(a) = amqps_addr {
+            listed.push(warren_server::management::listener("amqp/ssl", a));
+        }
+        if let Some(h) = http_addr {
+            let protocol = if https.is_some() { "https" } else { "http" };
+            listed.push(warren_server::management::listener(protocol, h));
+        }
+        let state = warren_server::management::state_for(&server, listed);
         warren_server::management::load_definitions(&server, &state)?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         if http.is_some() || prom.is_some() {
@@ -146,10 +224,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         };
                         let metrics_state = std::sync::Arc::clone(&state);
                         let api = async move {
-                            match http.map(tokio::net::TcpListener::from_std) {
-                                Some(Ok(l)) => warren_management::serve(l, state, stop).await,
-                                Some(Err(e)) => Err(e),
-                                None => Ok(()),
+                            match (http.map(tokio::net::TcpListener::from_std), https) {
+                                (Some(Ok(l)), Some(t)) => {
+                                    let source: warren_management::TlsSource =
+                                        std::sync::Arc::new(move || t.server_config());
+                                    warren_management::serve_tls(l, state, source, stop).await
+                                }
+                                (Some(Ok(l)), None) => warren_management::serve(l, state, stop).await,
+                                (Some(Err(e)), _) => Err(e),
+                                (None, _) => Ok(()),
                             }
                         };
                         let prometheus = async move {
@@ -171,9 +254,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     });
                 })?;
         }
+        if let Some(a) = amqps_addr {
+            tracing::info!(listen = %a, "AMQPS listening");
+        }
+        if let Some(t) = tls.clone() {
+            tokio::spawn(reload_on_sighup(t, https_reload));
+        }
         tracing::info!(listen = %amqp, version = env!("CARGO_PKG_VERSION"), "warren started");
 
-        warren_server::run(listener, server, async move {
+        let listeners = Listeners {
+            amqp: listener,
+            amqps,
+        };
+        warren_server::run_listeners(listeners, server, async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         })
@@ -185,6 +278,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // remaining destructors: after a failed write (a full disk) sled's own
     // drop retries its flush forever.
     std::process::exit(0)
+}
+
+/// Reads the certificates again on every SIGHUP; connections already open
+/// keep their sessions, new ones get the new certificates. A file that
+/// fails to load leaves the old certificates in use.
+async fn reload_on_sighup(tls: Tls, https: Option<Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: certificates will not be reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            for t in std::iter::once(&tls).chain(https.iter()) {
+                match t.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded, keeping the old ones")
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (tls, https);
 }
 
 async fn shutdown_signal() {

@@ -22,16 +22,21 @@ pub fn node_name() -> String {
 /// The API's state for `server`, listening on `http` beside AMQP on
 /// `amqp`.
 pub fn state(server: &Server, amqp: SocketAddr, http: Option<SocketAddr>) -> Arc<Management> {
-    let mut listeners = vec![Listener {
-        protocol: "amqp".to_string(),
-        addr: amqp,
-    }];
-    if let Some(http) = http {
-        listeners.push(Listener {
-            protocol: "http".to_string(),
-            addr: http,
-        });
+    let mut listeners = vec![listener("amqp", amqp)];
+    listeners.extend(http.map(|h| listener("http", h)));
+    state_for(server, listeners)
+}
+
+/// A listener as the API lists it: `amqp`, `amqp/ssl`, `http`, `https`.
+pub fn listener(protocol: &str, addr: SocketAddr) -> Listener {
+    Listener {
+        protocol: protocol.to_string(),
+        addr,
     }
+}
+
+/// The API's state for `server` with the listeners it reports.
+pub fn state_for(server: &Server, listeners: Vec<Listener>) -> Arc<Management> {
     let mut m = Management::new(Arc::clone(&server.broker), node_name(), listeners);
     if let Some(inner) = Arc::get_mut(&mut m) {
         inner.max_body = server.config.management.max_body_bytes;

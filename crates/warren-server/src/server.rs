@@ -14,9 +14,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -24,6 +24,7 @@ use warren_core::{Broker, ConnInfo, Connection, Mailbox, Wake};
 
 use crate::config::Config;
 use crate::persistence::Persister;
+use crate::tls::Tls;
 
 /// Stop reading from a client while this much output is unwritten.
 pub const WRITE_HIGH_WATER: usize = 256 * 1024;
@@ -104,53 +105,96 @@ impl Wake for NotifyWake {
     }
 }
 
+/// The sockets a broker accepts AMQP connections on.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Plaintext AMQP (5672).
+    pub amqp: Option<TcpListener>,
+    /// AMQPS (5671), with the certificates it presents.
+    pub amqps: Option<(TcpListener, Tls)>,
+}
+
 /// Accepts connections on `listener` until `shutdown` completes, then closes
 /// every connection with 320 CONNECTION_FORCED, waits a bounded time for
 /// them, and returns.
 pub async fn run(listener: TcpListener, server: Server, shutdown: impl Future) {
+    let listeners = Listeners {
+        amqp: Some(listener),
+        amqps: None,
+    };
+    run_listeners(listeners, server, shutdown).await;
+}
+
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`run`] on plaintext and TLS listeners.
+///
+/// Two caps bound what peers can hold before they have logged in: at most
+/// `max_unauthenticated_connections` sockets between accept and
+/// `connection.open-ok` (more are closed at accept), and at most
+/// `max_connections` plus that many sockets in all. The broker itself
+/// refuses `connection.open` beyond `max_connections`, with RabbitMQ's
+/// code and text.
+pub async fn run_listeners(listeners: Listeners, server: Server, shutdown: impl Future) {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limit = Arc::new(Semaphore::new(server.config.max_connections));
+    let pre_auth = server.config.max_unauthenticated_connections.max(1);
+    let limit = Arc::new(Semaphore::new(
+        server.config.max_connections.saturating_add(pre_auth),
+    ));
+    let handshaking = Arc::new(Semaphore::new(pre_auth));
     let mut tasks = JoinSet::new();
     let ticker = tokio::spawn(tick(Arc::clone(&server.broker), stop_rx.clone()));
     let monitor = tokio::spawn(crate::resources::monitor(server.clone(), stop_rx.clone()));
+    let amqps = listeners.amqps.as_ref().map(|(l, _)| l);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let (accepted, tls) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (socket, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::error!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                    tracing::warn!(peer = %peer, "connection limit reached, refusing connection");
-                    drop(socket);
-                    continue;
-                };
-                let server = server.clone();
-                let stop = stop_rx.clone();
-                tasks.spawn(async move {
-                    serve(socket, peer, server, stop).await;
-                    drop(permit);
-                });
-            }
+            a = accept(listeners.amqp.as_ref()) => (a, None),
+            a = accept(amqps) => (a, listeners.amqps.as_ref().map(|(_, t)| t.clone())),
             Some(res) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = res && e.is_panic() {
                     tracing::error!("a connection task panicked; only that connection was closed");
                 }
+                continue;
             }
-        }
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(handshake) = Arc::clone(&handshaking).try_acquire_owned() else {
+            tracing::warn!(peer = %peer, limit = pre_auth, "too many connections in the handshake, refusing connection");
+            drop(socket);
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            tracing::warn!(peer = %peer, "connection limit reached, refusing connection");
+            drop(socket);
+            continue;
+        };
+        let server = server.clone();
+        let stop = stop_rx.clone();
+        tasks.spawn(async move {
+            serve(socket, peer, server, stop, tls, handshake).await;
+            drop(permit);
+        });
     }
     tracing::info!(
         connections = tasks.len(),
         "shutting down: closing client connections"
     );
-    drop(listener);
+    drop(listeners);
     let _ = stop_tx.send(true);
     let deadline = Duration::from_millis(server.config.shutdown_timeout_ms);
     let drained = tokio::time::timeout(deadline, async {
@@ -206,19 +250,75 @@ impl Drop for Guard {
     }
 }
 
-async fn serve(socket: TcpStream, peer: SocketAddr, server: Server, stop: watch::Receiver<bool>) {
+async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    server: Server,
+    stop: watch::Receiver<bool>,
+    tls: Option<Tls>,
+    handshake: OwnedSemaphorePermit,
+) {
     let _ = socket.set_nodelay(true);
-    let notify = Arc::new(Notify::new());
-    let mailbox = Mailbox::new(Box::new(NotifyWake(Arc::clone(&notify))));
     let local = socket
         .local_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+    let Some(tls) = tls else {
+        let info = ConnInfo {
+            peer: peer.to_string(),
+            local,
+            loopback: peer.ip().is_loopback(),
+            tls: None,
+        };
+        let (rd, wr) = socket.into_split();
+        let io = Io {
+            rd,
+            wr,
+            flush: false,
+        };
+        return serve_stream(io, info, server, stop, handshake).await;
+    };
+    // The TLS handshake counts against the same time as AMQP's.
+    let limit = Duration::from_millis(server.broker.config.limits.handshake_timeout_ms);
+    let stream = match tokio::time::timeout(limit, tls.acceptor().accept(socket)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(peer = %peer, error = %e, "TLS handshake failed, closing connection");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, "TLS handshake timed out, closing connection");
+            return;
+        }
+    };
     let info = ConnInfo {
         peer: peer.to_string(),
         local,
         loopback: peer.ip().is_loopback(),
-        tls: None,
+        tls: Some(Arc::new(tls.session_info(stream.get_ref().1))),
     };
+    let (rd, wr) = tokio::io::split(stream);
+    let io = Io {
+        rd,
+        wr,
+        flush: true,
+    };
+    serve_stream(io, info, server, stop, handshake).await;
+}
+
+async fn serve_stream<R, W>(
+    io: Io<R, W>,
+    info: ConnInfo,
+    server: Server,
+    stop: watch::Receiver<bool>,
+    handshake: OwnedSemaphorePermit,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let notify = Arc::new(Notify::new());
+    let mailbox = Mailbox::new(Box::new(NotifyWake(Arc::clone(&notify))));
+    let peer = info.peer.clone();
+    let tls = info.tls.as_ref().map(|t| t.protocol.clone());
     let conn = Connection::new(
         Arc::clone(&server.broker),
         info,
@@ -228,37 +328,69 @@ async fn serve(socket: TcpStream, peer: SocketAddr, server: Server, stop: watch:
     let span = tracing::info_span!("conn", conn = conn.id(), peer = %peer);
     let mut guard = Guard(conn);
     async {
-        tracing::debug!("accepted");
-        if let Err(e) = drive(socket, &mut guard.0, notify, stop).await {
+        match &tls {
+            Some(p) => tracing::info!(tls = %p, "accepting AMQP connection"),
+            None => tracing::info!("accepting AMQP connection"),
+        }
+        if let Err(e) = drive(io, &mut guard.0, notify, stop, Some(handshake)).await {
             tracing::debug!(error = %e, "socket error");
         }
+        let (user, vhost) = {
+            let n = guard.0.entry().negotiated();
+            (n.user.clone(), n.vhost.clone())
+        };
         match guard.0.close_reason() {
-            Some(r) => tracing::info!(reason = %r, "connection closed"),
-            None => tracing::info!("connection closed by peer"),
+            Some(r) => tracing::info!(%user, %vhost, reason = %r, "closing AMQP connection"),
+            None => tracing::info!(%user, %vhost, "closing AMQP connection: closed by the client"),
         }
     }
     .instrument(span)
     .await;
 }
 
-async fn drive(
-    socket: TcpStream,
+/// A connection's two halves; `flush` when writes may stay buffered (TLS
+/// records) until flushed.
+struct Io<R, W> {
+    rd: R,
+    wr: W,
+    flush: bool,
+}
+
+async fn drive<R, W>(
+    io: Io<R, W>,
     conn: &mut Connection,
     notify: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let (mut rd, mut wr) = socket.into_split();
+    mut handshake: Option<OwnedSemaphorePermit>,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Io {
+        mut rd,
+        mut wr,
+        flush,
+    } = io;
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut pending = BytesMut::new();
     let mut stopping = false;
+    let mut unflushed = false;
     loop {
         if conn.has_output() {
             pending.unsplit(conn.take_output());
         }
+        if handshake.is_some() && conn.is_running() {
+            // Logged in: no longer counts against the pre-auth cap.
+            handshake = None;
+        }
         if conn.is_closed() {
             // Best effort: the close frame or protocol header, then FIN.
-            let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&pending)).await;
-            let _ = wr.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                wr.write_all(&pending).await?;
+                wr.shutdown().await
+            })
+            .await;
             return Ok(());
         }
         let deadline = conn.poll_timeout().map(Instant::from_std);
@@ -273,12 +405,18 @@ async fn drive(
                     conn.force_close("shutdown", std::time::Instant::now());
                 }
             }
-            res = wr.write(&pending), if !pending.is_empty() => {
-                let n = res?;
-                pending.advance(n);
-                let e = conn.entry();
-                e.send_oct.fetch_add(n as u64, Ordering::Relaxed);
-                e.send_cnt.fetch_add(1, Ordering::Relaxed);
+            res = write_or_flush(&mut wr, &pending), if !pending.is_empty() || unflushed => {
+                match res? {
+                    None => unflushed = false,
+                    Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Some(n) => {
+                    pending.advance(n);
+                    unflushed = flush;
+                    let e = conn.entry();
+                    e.send_oct.fetch_add(n as u64, Ordering::Relaxed);
+                    e.send_cnt.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
             res = rd.read_buf(&mut rbuf), if room && conn.wants_input() => {
                 let n = res?;
@@ -308,6 +446,19 @@ async fn drive(
             }
         }
     }
+}
+
+/// Writes what it can of `pending`; with nothing pending, flushes (TLS
+/// records the last write left buffered) and returns `None`.
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    pending: &[u8],
+) -> std::io::Result<Option<usize>> {
+    if pending.is_empty() {
+        wr.flush().await?;
+        return Ok(None);
+    }
+    wr.write(pending).await.map(Some)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
