@@ -31,6 +31,7 @@ use warren_server::{Config, Server};
 
 pub mod http;
 pub mod lapin_util;
+pub mod tls;
 
 /// How long any single read from the broker may take before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,6 +50,10 @@ pub struct TestBroker {
     pub http: SocketAddr,
     /// Where the Prometheus endpoint listens (always on loopback).
     pub metrics: SocketAddr,
+    /// Where AMQPS listens, when the configuration has a certificate.
+    pub tls: Option<SocketAddr>,
+    /// The loaded certificates (to reload them as SIGHUP would).
+    pub tls_handle: Option<warren_server::Tls>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     config: Config,
@@ -143,6 +148,26 @@ async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local_addr");
     config.listen = addr;
+    let amqps = if config.tls.enabled() {
+        let l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let tls = warren_server::Tls::load(&config.tls).expect("load the test certificates");
+        Some((l, tls))
+    } else {
+        None
+    };
+    let tls_addr = amqps
+        .as_ref()
+        .map(|(l, _)| l.local_addr().expect("local_addr"));
+    let tls_handle = amqps.as_ref().map(|(_, t)| t.clone());
+    let https = if config.management.tls {
+        tls_handle
+            .as_ref()
+            .map(|t| t.for_http().expect("load the test certificates"))
+    } else {
+        None
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let server = if durable {
         Server::open(config.clone()).expect("open the broker's data directory")
@@ -154,7 +179,11 @@ async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
         .await
         .expect("bind 127.0.0.1:0");
     let http = http_listener.local_addr().expect("local_addr");
-    let state = warren_server::management::state(&server, addr, Some(http));
+    let mut listed = vec![warren_server::management::listener("amqp", addr)];
+    listed.extend(tls_addr.map(|a| warren_server::management::listener("amqp/ssl", a)));
+    let web = if https.is_some() { "https" } else { "http" };
+    listed.push(warren_server::management::listener(web, http));
+    let state = warren_server::management::state_for(&server, listed);
     warren_server::management::load_definitions(&server, &state).expect("load_definitions");
     let metrics_listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -170,13 +199,24 @@ async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
     });
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        let _ = warren_management::serve(http_listener, state, async move {
+        let stop = async move {
             let _ = http_stopped.await;
-        })
-        .await;
+        };
+        let _ = match https {
+            Some(t) => {
+                let source: warren_management::TlsSource =
+                    std::sync::Arc::new(move || t.server_config());
+                warren_management::serve_tls(http_listener, state, source, stop).await
+            }
+            None => warren_management::serve(http_listener, state, stop).await,
+        };
     });
+    let listeners = warren_server::Listeners {
+        amqp: config.tls.plaintext.then_some(listener),
+        amqps,
+    };
     let task = tokio::spawn(async move {
-        warren_server::run(listener, server, async move {
+        warren_server::run_listeners(listeners, server, async move {
             let _ = rx.await;
         })
         .await;
@@ -188,6 +228,8 @@ async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
         broker,
         http,
         metrics,
+        tls: tls_addr,
+        tls_handle,
         shutdown: Some(tx),
         task: Some(task),
         config,
@@ -224,13 +266,24 @@ pub enum Read {
 /// anything; it decodes what the broker sends with Warren's own codec.
 #[derive(Debug)]
 pub struct RawClient {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: BytesMut,
     decoder: FrameDecoder,
     /// The `frame_max` agreed in the handshake (used to split bodies).
     pub frame_max: u32,
     /// The `connection.tune` the broker sent, once it has.
     pub tune: Option<ConnectionTune>,
+}
+
+/// What [`RawClient`] talks over: TCP, or TLS over TCP.
+pub trait Stream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug
+{
+}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug> Stream
+    for T
+{
 }
 
 /// Client properties that ask for the notifications RabbitMQ only sends to
@@ -254,8 +307,13 @@ impl RawClient {
             .expect("connect timed out")
             .expect("connect");
         stream.set_nodelay(true).expect("set_nodelay");
+        RawClient::over(stream)
+    }
+
+    /// A client over an established stream (a TLS session, say).
+    pub fn over(stream: impl Stream + 'static) -> RawClient {
         RawClient {
-            stream,
+            stream: Box::new(stream),
             buf: BytesMut::with_capacity(64 * 1024),
             // Generous: the broker should never send more than it offered,
             // and a test that checks that wants to see the frame.
@@ -372,25 +430,29 @@ impl RawClient {
     /// Sends the protocol header and answers `connection.start`; returns the
     /// `connection.tune` the broker proposes, leaving `tune-ok` to the caller.
     pub async fn start_handshake(&mut self) -> ConnectionTune {
+        self.start_handshake_as("PLAIN", b"\0guest\0guest").await
+    }
+
+    /// Sends the protocol header and reads `connection.start`, returning
+    /// the mechanisms it offers.
+    pub async fn read_start(&mut self) -> String {
         self.send_raw(PROTOCOL_HEADER)
             .await
             .expect("write protocol header");
         match self.read_method().await {
             (0, Method::ConnectionStart(start)) => {
                 assert_eq!((start.version_major, start.version_minor), (0, 9));
+                start.mechanisms.to_lossy().into_owned()
             }
             other => panic!("expected connection.start, got {other:?}"),
         }
-        self.send_method(
-            0,
-            warren_codec::ConnectionStartOk {
-                client_properties: client_properties(),
-                mechanism: "PLAIN".into(),
-                response: LongStr::from(Bytes::from_static(b"\0guest\0guest")),
-                locale: "en_US".into(),
-            },
-        )
-        .await;
+    }
+
+    /// [`RawClient::start_handshake`] with another SASL mechanism and
+    /// response (`EXTERNAL` with an empty one, say).
+    pub async fn start_handshake_as(&mut self, mechanism: &str, response: &[u8]) -> ConnectionTune {
+        self.read_start().await;
+        self.send_start_ok(mechanism, response).await;
         match self.read_method().await {
             (0, Method::ConnectionTune(tune)) => {
                 self.tune = Some(tune.clone());
@@ -398,6 +460,20 @@ impl RawClient {
             }
             other => panic!("expected connection.tune, got {other:?}"),
         }
+    }
+
+    /// Answers `connection.start` with `start-ok`.
+    pub async fn send_start_ok(&mut self, mechanism: &str, response: &[u8]) {
+        self.send_method(
+            0,
+            warren_codec::ConnectionStartOk {
+                client_properties: client_properties(),
+                mechanism: mechanism.into(),
+                response: LongStr::from(Bytes::copy_from_slice(response)),
+                locale: "en_US".into(),
+            },
+        )
+        .await;
     }
 
     /// A full handshake accepting the broker's limits, heartbeats off.

@@ -822,3 +822,70 @@ async fn settings_come_from_flags_then_environment_then_profile() {
     assert!(c.out.contains("warrenctl"), "completions");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_the_ca_the_server_certificate_chains_to() {
+    use warren_tests::tls::{TestCa, write_server_files};
+    let ca = TestCa::new("warren test CA");
+    let dir = std::env::temp_dir().join(format!("warrenctl-tls-{}", std::process::id()));
+    let (cert, key, ca_path) = write_server_files(&dir, &ca, &ca.server("warren-broker"));
+    let b = warren_tests::start_broker_with(move |c| {
+        c.tls.cert = Some(cert);
+        c.tls.key = Some(key);
+        c.management.tls = true;
+    })
+    .await;
+    let ca_arg = ca_path.display().to_string();
+    let run = |url: String, extra: Vec<&str>| {
+        let mut args: Vec<String> = ["warrenctl", "--url", &url, "--user", "guest"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--password", "guest"].iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(
+            ["overview", "--format", "json"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        run_with(args, Env::default(), Vec::new())
+    };
+    let https = format!("https://127.0.0.1:{}", b.http.port());
+    let trusted = run(https.clone(), vec!["--ca-cert", &ca_arg]).await.ok();
+    assert_eq!(trusted.json()["product_name"], "Warren");
+    // --tls with --host and --port is the same.
+    let port = b.http.port().to_string();
+    let mut args: Vec<String> = base(&b)[..1].to_vec();
+    args.extend(
+        [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tls",
+            "--ca-cert",
+            &ca_arg,
+            "--user",
+            "guest",
+            "--password",
+            "guest",
+            "overview",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    run_with(args, Env::default(), Vec::new()).await.ok();
+    // A certificate it has no reason to trust: refused, not ignored.
+    let untrusted = run(https.clone(), vec![]).await;
+    assert_eq!(untrusted.code, 3, "{untrusted:?}");
+    assert!(
+        untrusted.err.to_lowercase().contains("certificate"),
+        "{untrusted:?}"
+    );
+    // --insecure accepts it (for tests and first set-ups).
+    run(https, vec!["--insecure"]).await.ok();
+    // Plain HTTP to the HTTPS port gets no answer it could take for one.
+    let plain = run(format!("http://{}", b.http), vec![]).await;
+    assert_ne!(plain.code, 0, "{plain:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
