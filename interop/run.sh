@@ -33,7 +33,8 @@ confirms_batch confirms_async mandatory_return nack_requeue prefetch_limit
 exclusive_locked passive_404 redeclare_406 wrong_password large_message
 many_channels heartbeat server_cancel celery_task close_clean close_after_burst
 cc_bcc channel_close_race mgmt_overview mgmt_access mgmt_topology mgmt_publish_get
-mgmt_queue_counts mgmt_connections mgmt_policies mgmt_export mgmt_import"
+mgmt_queue_counts mgmt_connections mgmt_policies mgmt_export mgmt_import
+tls_hello tls_external"
 CLIENTS_ALL="pika aio-pika kombu celery amqplib-cb amqplib-promise go java lapin amqprs amqp-tools
 lapin-relay pika-relay pyrabbit2 rabbitmqadmin"
 SCENARIOS="${INTEROP_SCENARIOS:-$SCENARIOS_ALL}"
@@ -84,6 +85,7 @@ install_all() {
     if wants_python; then
         python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
     fi
+    command -v openssl >/dev/null || pkgs+=(openssl)
     apt_install "${pkgs[@]}"
 
     if wants_python; then
@@ -174,8 +176,33 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# make_certs DIR: a CA, a server certificate for localhost and 127.0.0.1,
+# and a client certificate whose CN is the user EXTERNAL logs in as (PEM,
+# and PKCS#12 for Java). Made per run with openssl; nothing is committed.
+make_certs() {
+    local d="$1"
+    mkdir -p "$d"
+    (
+        cd "$d" || exit 1
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/O=Warren interop/CN=warren interop CA" \
+            -keyout ca.key -out ca.pem 2>/dev/null &&
+        openssl req -newkey rsa:2048 -nodes -subj "/O=Warren interop/CN=localhost" \
+            -keyout server.key -out server.csr 2>/dev/null &&
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext &&
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile server.ext -out server.pem 2>/dev/null &&
+        openssl req -newkey rsa:2048 -nodes -subj "/O=Warren interop/CN=tls-client" \
+            -keyout client.key -out client.csr 2>/dev/null &&
+        printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >client.ext &&
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile client.ext -out client.pem 2>/dev/null &&
+        openssl pkcs12 -export -in client.pem -inkey client.key -out client.p12 -passout pass:interop
+    ) || die "openssl could not make the TLS certificates"
+}
+
 start_broker() {
     WORK="$(mktemp -d /tmp/warren-interop.XXXXXX)"
+    make_certs "$WORK/tls"
     cat >"$WORK/warren.toml" <<EOF
 # Written by interop/run.sh for one run.
 data_dir = "$WORK/data"
@@ -189,6 +216,22 @@ vhosts = ["/"]
 loopback_only = true
 # As RabbitMQ's default guest: the management API needs a management tag.
 tags = ["administrator"]
+
+# The user the client certificate names; it logs in with EXTERNAL only
+# (its password is random and never used).
+[[users]]
+name = "tls-client"
+password = "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+vhosts = ["/"]
+loopback_only = false
+
+[tls]
+listen = "127.0.0.1:0"
+cert = "$WORK/tls/server.pem"
+key = "$WORK/tls/server.key"
+ca = "$WORK/tls/ca.pem"
+verify_peer = true
+fail_if_no_peer_cert = false
 EOF
     # Port 0: the kernel picks free ports and warren logs the ones it bound,
     # so there is no window in which another process can take them. The
@@ -199,23 +242,25 @@ EOF
     BROKER_PID=$!
     PORT=""
     HTTP_PORT=""
+    TLS_PORT=""
     for _ in $(seq 100); do
         PORT="$(logged_port 'warren started')"
         HTTP_PORT="$(logged_port 'management API listening')"
-        [ -n "$PORT" ] && [ -n "$HTTP_PORT" ] && break
+        TLS_PORT="$(logged_port 'AMQPS listening')"
+        [ -n "$PORT" ] && [ -n "$HTTP_PORT" ] && [ -n "$TLS_PORT" ] && break
         kill -0 "$BROKER_PID" 2>/dev/null || { cat "$WORK/warren.log" >&2; die "warren exited at start"; }
         sleep 0.1
     done
-    [ -n "$PORT" ] && [ -n "$HTTP_PORT" ] \
-        || { cat "$WORK/warren.log" >&2; die "warren did not log its AMQP and management addresses within 10s"; }
-    for p in "$PORT" "$HTTP_PORT"; do
+    [ -n "$PORT" ] && [ -n "$HTTP_PORT" ] && [ -n "$TLS_PORT" ] \
+        || { cat "$WORK/warren.log" >&2; die "warren did not log its AMQP, AMQPS and management addresses within 10s"; }
+    for p in "$PORT" "$HTTP_PORT" "$TLS_PORT"; do
         for _ in $(seq 100); do
             (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
             sleep 0.1
         done
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || die "warren does not accept on 127.0.0.1:$p"
     done
-    log "warren pid $BROKER_PID on 127.0.0.1:$PORT, management API on 127.0.0.1:$HTTP_PORT (log: $WORK/warren.log)"
+    log "warren pid $BROKER_PID on 127.0.0.1:$PORT, AMQPS on 127.0.0.1:$TLS_PORT, management API on 127.0.0.1:$HTTP_PORT (log: $WORK/warren.log)"
 }
 
 # logged_port MESSAGE: the port of the first log line with MESSAGE and a
@@ -251,6 +296,9 @@ run_cells() {
     export WARREN_HOST=127.0.0.1 WARREN_PORT="$PORT" WARREN_USER=guest WARREN_PASSWORD=guest
     export WARREN_HTTP_PORT="$HTTP_PORT" WARREN_HTTP_URL="http://127.0.0.1:$HTTP_PORT"
     export INTEROP_WORK="$WORK"
+    export WARREN_TLS_PORT="$TLS_PORT" WARREN_TLS_CA="$WORK/tls/ca.pem" WARREN_TLS_CLIENT_USER=tls-client
+    export WARREN_TLS_CLIENT_CERT="$WORK/tls/client.pem" WARREN_TLS_CLIENT_KEY="$WORK/tls/client.key"
+    export WARREN_TLS_CLIENT_P12="$WORK/tls/client.p12" WARREN_TLS_CLIENT_P12_PASSWORD=interop
     for c in $CLIENTS; do
         local cmd t0 rc
         cmd="$(client_cmd "$c")"

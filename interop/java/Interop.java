@@ -5,7 +5,18 @@
 
 import com.rabbitmq.client.*;
 
+import java.io.FileInputStream;
 import java.io.IOException;
+import java.io.InputStream;
+import java.net.HttpURLConnection;
+import java.net.URL;
+import java.security.KeyStore;
+import java.security.cert.CertificateFactory;
+import javax.net.ssl.KeyManagerFactory;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLParameters;
+import javax.net.ssl.SSLSocket;
+import javax.net.ssl.TrustManagerFactory;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.security.SecureRandom;
@@ -42,6 +53,97 @@ public class Interop {
     }
 
     static Connection connect() throws Exception { return connect(PASSWORD, 10); }
+
+    // AMQPS: run.sh makes the CA, the server certificate (localhost) and a
+    // client certificate (PKCS#12) with openssl.
+    static final int TLS_PORT = Integer.parseInt(env("WARREN_TLS_PORT", "5671"));
+    static final String TLS_CLIENT_USER = env("WARREN_TLS_CLIENT_USER", "tls-client");
+
+    static SSLContext tlsContext(boolean clientCert) throws Exception {
+        KeyStore trust = KeyStore.getInstance(KeyStore.getDefaultType());
+        trust.load(null, null);
+        try (InputStream in = new FileInputStream(env("WARREN_TLS_CA", ""))) {
+            trust.setCertificateEntry("ca", CertificateFactory.getInstance("X.509").generateCertificate(in));
+        }
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        tmf.init(trust);
+        KeyManagerFactory kmf = null;
+        if (clientCert) {
+            KeyStore keys = KeyStore.getInstance("PKCS12");
+            char[] pw = env("WARREN_TLS_CLIENT_P12_PASSWORD", "").toCharArray();
+            try (InputStream in = new FileInputStream(env("WARREN_TLS_CLIENT_P12", ""))) {
+                keys.load(in, pw);
+            }
+            kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
+            kmf.init(keys, pw);
+        }
+        SSLContext ctx = SSLContext.getInstance("TLS");
+        ctx.init(kmf == null ? null : kmf.getKeyManagers(), tmf.getTrustManagers(), null);
+        return ctx;
+    }
+
+    static Connection tlsConnect(boolean clientCert) throws Exception {
+        ConnectionFactory f = new ConnectionFactory();
+        f.setHost("localhost");
+        f.setPort(TLS_PORT);
+        f.useSslProtocol(tlsContext(clientCert));
+        // The client in Debian (5.0) predates enableHostnameVerification():
+        // ask the JDK to check the certificate's name (localhost) itself.
+        f.setSocketConfigurator(socket -> {
+            socket.setTcpNoDelay(true);
+            if (socket instanceof SSLSocket) {
+                SSLSocket ssl = (SSLSocket) socket;
+                SSLParameters params = ssl.getSSLParameters();
+                params.setEndpointIdentificationAlgorithm("HTTPS");
+                ssl.setSSLParameters(params);
+            }
+        });
+        if (clientCert) {
+            f.setSaslConfig(DefaultSaslConfig.EXTERNAL);
+        } else {
+            f.setUsername(USER);
+            f.setPassword(PASSWORD);
+        }
+        f.setAutomaticRecoveryEnabled(false);
+        f.setTopologyRecoveryEnabled(false);
+        return f.newConnection();
+    }
+
+    /** The management API's connection list, as text. */
+    static String apiConnections() throws Exception {
+        URL url = new URL(env("WARREN_HTTP_URL", "http://127.0.0.1:15672") + "/api/connections");
+        HttpURLConnection c = (HttpURLConnection) url.openConnection();
+        c.setConnectTimeout(10000);
+        c.setReadTimeout(10000);
+        String token = Base64.getEncoder().encodeToString(utf8(USER + ":" + PASSWORD));
+        c.setRequestProperty("Authorization", "Basic " + token);
+        checkEq(c.getResponseCode(), 200, "GET /api/connections");
+        try (InputStream in = c.getInputStream()) {
+            return str(in.readAllBytes());
+        }
+    }
+
+    static void tlsRoundTrip(Connection conn, String user, String mechanism) throws Exception {
+        Channel ch = conn.createChannel();
+        String q = ch.queueDeclare("", false, true, true, null).getQueue();
+        ch.confirmSelect();
+        ch.basicPublish("", q, null, utf8("over TLS as " + user));
+        ch.waitForConfirmsOrDie(5000);
+        GetResponse r = null;
+        for (int i = 0; i < 250 && r == null; i++) {
+            r = ch.basicGet(q, true);
+            if (r == null) Thread.sleep(20);
+        }
+        check(r != null, "message over TLS");
+        checkEq(str(r.getBody()), "over TLS as " + user, "body over TLS");
+        String listed = apiConnections();
+        check(listed.contains("\"ssl\":true"), "a TLS connection is listed: " + listed);
+        check(listed.contains("\"user\":\"" + user + "\""), "listed as " + user + ": " + listed);
+        check(listed.contains("\"auth_mechanism\":\"" + mechanism + "\""), "listed with " + mechanism + ": " + listed);
+        ch.close();
+        conn.close();
+        check(!conn.isOpen(), "connection closed");
+    }
 
     static String name(String p) {
         return "interop-java-" + p + "-" + Long.toHexString(RANDOM.nextLong() & 0xffffffffffL);
@@ -122,6 +224,8 @@ public class Interop {
     static final Map<String, Scenario> SCENARIOS = new LinkedHashMap<>();
 
     static {
+        SCENARIOS.put("tls_hello", () -> tlsRoundTrip(tlsConnect(false), USER, "PLAIN"));
+        SCENARIOS.put("tls_external", () -> tlsRoundTrip(tlsConnect(true), TLS_CLIENT_USER, "EXTERNAL"));
         SCENARIOS.put("hello", () -> {
             try (Connection conn = connect()) {
                 Channel ch = conn.createChannel();

@@ -21,7 +21,27 @@ URL = f"amqp://{USER}:{PASSWORD}@{HOST}:{PORT}/%2F"
 HTTP_PORT = int(os.environ.get("WARREN_HTTP_PORT", "15672"))
 HTTP_URL = os.environ.get("WARREN_HTTP_URL", f"http://{HOST}:{HTTP_PORT}")
 
+# AMQPS (run.sh makes a CA, a server and a client certificate with openssl).
+TLS_PORT = int(os.environ.get("WARREN_TLS_PORT", "5671"))
+TLS_CA = os.environ.get("WARREN_TLS_CA", "")
+TLS_CLIENT_CERT = os.environ.get("WARREN_TLS_CLIENT_CERT", "")
+TLS_CLIENT_KEY = os.environ.get("WARREN_TLS_CLIENT_KEY", "")
+# The user the client certificate's CN names (EXTERNAL logs in as it).
+TLS_CLIENT_USER = os.environ.get("WARREN_TLS_CLIENT_USER", "tls-client")
+
 EXIT_NA = 3
+
+
+def api_get(path):
+    """GET a management API path as the guest user; the decoded JSON."""
+    import base64
+    import json
+    import urllib.request
+    req = urllib.request.Request(HTTP_URL + path)
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    req.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
 
 # The texts RabbitMQ sends; Warren must send the same.
 def redeclare_text(queue):

@@ -1,6 +1,7 @@
 """pika's BlockingConnection against Warren."""
 
 import logging
+import ssl
 import sys
 import time
 
@@ -8,8 +9,10 @@ import pika
 import pika.exceptions as pe
 
 from common import (HOST, PORT, USER, PASSWORD, NotApplicable, TOPIC_BINDINGS,
-                    TOPIC_EXPECTED, TOPIC_KEYS, check, check_eq, deadline, fib,
-                    large_body, main, name, redeclare_text, sha)
+                    TOPIC_EXPECTED, TOPIC_KEYS, TLS_CA, TLS_CLIENT_CERT,
+                    TLS_CLIENT_KEY, TLS_CLIENT_USER, TLS_PORT, api_get, check,
+                    check_eq, deadline, fib, large_body, main, name,
+                    redeclare_text, sha)
 
 
 def connect(password=PASSWORD, heartbeat=None):
@@ -497,12 +500,82 @@ def channel_close_race():
             raise AssertionError(f"iteration {i}: {e!r}") from e
 
 
+def tls_connect(client_cert):
+    """AMQPS to warren, verifying its certificate against the run's CA and
+    its name (localhost); with client_cert, logging in with EXTERNAL."""
+    ctx = ssl.create_default_context(cafile=TLS_CA)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    creds = pika.PlainCredentials(USER, PASSWORD)
+    if client_cert:
+        ctx.load_cert_chain(TLS_CLIENT_CERT, TLS_CLIENT_KEY)
+        creds = pika.credentials.ExternalCredentials()
+    params = pika.ConnectionParameters(
+        host=HOST, port=TLS_PORT, credentials=creds, connection_attempts=1,
+        ssl_options=pika.SSLOptions(ctx, server_hostname="localhost"))
+    return pika.BlockingConnection(params)
+
+
+def tls_round_trip(conn, what):
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    body = f"over TLS ({what})".encode()
+    ch.confirm_delivery()
+    ch.basic_publish("", q, body)
+    check_eq(get_one(ch, q)[2], body, "message over TLS")
+
+
+def tls_session(user, mechanism):
+    """The broker's view of our one TLS connection, from its API."""
+    alive = deadline(5)
+    while alive():
+        mine = [c for c in api_get("/api/connections")
+                if c.get("ssl") and c.get("user") == user and c.get("auth_mechanism") == mechanism]
+        if mine:
+            return mine[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no TLS connection of {user} with {mechanism} listed")
+
+
+def tls_hello():
+    conn = tls_connect(client_cert=False)
+    tls_round_trip(conn, "password")
+    c = tls_session(USER, "PLAIN")
+    check(c["ssl_protocol"] in ("tlsv1.3", "tlsv1.2"), f"ssl_protocol {c['ssl_protocol']}")
+    check_eq(c["port"], TLS_PORT, "the connection's broker port")
+    conn.close()
+    check(conn.is_closed, "connection closed")
+
+
+def tls_external():
+    conn = tls_connect(client_cert=True)
+    tls_round_trip(conn, "EXTERNAL")
+    c = tls_session(TLS_CLIENT_USER, "EXTERNAL")
+    check(f"CN={TLS_CLIENT_USER}" in (c["peer_cert_subject"] or ""),
+          f"peer_cert_subject {c['peer_cert_subject']!r}")
+    conn.close()
+    check(conn.is_closed, "connection closed")
+    # Without a certificate the broker does not offer EXTERNAL: pika
+    # refuses to log in with it, as against RabbitMQ.
+    ctx = ssl.create_default_context(cafile=TLS_CA)
+    params = pika.ConnectionParameters(
+        host=HOST, port=TLS_PORT, credentials=pika.credentials.ExternalCredentials(),
+        connection_attempts=1, ssl_options=pika.SSLOptions(ctx, server_hostname="localhost"))
+    try:
+        pika.BlockingConnection(params).close()
+    except (pe.AuthenticationError, pe.ProbableAuthenticationError,
+            pe.AMQPConnectionError) as e:
+        print(f"refused without a certificate, as expected: {e!r}")
+    else:
+        raise AssertionError("EXTERNAL without a client certificate logged in")
+
+
 SCENARIOS = {f.__name__: f for f in [
     hello, work_queues, pubsub, routing, topics, rpc, confirms_individual,
     confirms_batch, confirms_async, mandatory_return, nack_requeue,
     prefetch_limit, exclusive_locked, passive_404, redeclare_406,
     wrong_password, large_message, many_channels, heartbeat, server_cancel,
-    close_clean, close_after_burst, cc_bcc, channel_close_race]}
+    close_clean, close_after_burst, cc_bcc, channel_close_race, tls_hello,
+    tls_external]}
 
 if __name__ == "__main__":
     sys.exit(main(SCENARIOS))
