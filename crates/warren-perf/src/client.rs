@@ -3,13 +3,12 @@
 //!
 //! The hot loops (see `producer` and `consumer`) drive the socket
 //! themselves with `try_read`/`try_write`; this module is only for setup
-//! and teardown, where clarity beats speed.
+//! and teardown, where clarity beats speed. Plain TCP or TLS is the
+//! [`Stream`]'s business.
 
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use warren_codec::{
     ChannelOpen, ConnectionClose, ConnectionCloseOk, ConnectionOpen, ConnectionStartOk,
     ConnectionTuneOk, DecodeError, ExchangeDeclare, FieldTable, FieldValue, Frame, FrameDecoder,
@@ -17,6 +16,7 @@ use warren_codec::{
 };
 
 use crate::options::Options;
+use crate::stream::Stream;
 
 /// The one channel every connection uses.
 pub(crate) const CHANNEL: u16 = 1;
@@ -55,6 +55,8 @@ pub(crate) enum ClientError {
     Unexpected(String),
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    #[error("--tls without a TLS client: Options::normalize was not called")]
+    TlsNotConfigured,
 }
 
 /// Result of client operations.
@@ -82,7 +84,7 @@ pub(crate) fn close_error(method: &Method) -> Option<ClientError> {
 /// An open connection with channel 1 open.
 pub(crate) struct Conn {
     /// The socket; the hot loops take it over.
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     /// Bytes read and not yet decoded.
     pub(crate) rbuf: BytesMut,
     /// Decoder sized by the negotiated frame_max.
@@ -101,8 +103,12 @@ impl Conn {
     }
 
     async fn open_inner(opts: &Options) -> Result<Conn> {
-        let stream = TcpStream::connect(opts.addr()).await?;
-        stream.set_nodelay(true)?;
+        let tls = match (opts.tls, &opts.tls_client) {
+            (false, _) => None,
+            (true, Some(client)) => Some(client),
+            (true, None) => return Err(ClientError::TlsNotConfigured),
+        };
+        let stream = Stream::connect(&opts.addr(), &opts.host, tls).await?;
         let mut conn = Conn {
             stream,
             rbuf: BytesMut::with_capacity(64 * 1024),
@@ -297,8 +303,14 @@ impl Conn {
         }
     }
 
+    /// The negotiated TLS protocol and cipher suite, over TLS.
+    pub(crate) fn tls_session(&self) -> Option<String> {
+        self.stream.tls_session()
+    }
+
     /// Sends connection.close and waits (briefly) for close-ok, so the broker
-    /// logs a clean close. Errors are of no interest at this point.
+    /// logs a clean close (over TLS, ends with close_notify). Errors are of
+    /// no interest at this point.
     pub(crate) async fn close(mut self) {
         let close = ConnectionClose {
             reply_code: 200,
@@ -321,5 +333,6 @@ impl Conn {
             }
         })
         .await;
+        self.stream.close_notify();
     }
 }

@@ -7,6 +7,8 @@
 //!   timed window or the backlog's phases, settle, the report.
 //! - `client`: handshake (PLAIN, broker's frame_max, heartbeat 0) and the
 //!   synchronous methods used during setup.
+//! - `stream`: the socket, plain TCP or TLS, with the readiness calls the
+//!   hot loops use; `tls`: the TLS client options build (--tls).
 //! - `producer` / `consumer`: the hot loops, one task and one connection
 //!   each, driving the socket with `try_read`/`try_write` and pipelined,
 //!   pre-encoded frames.
@@ -29,6 +31,8 @@ pub mod report;
 mod runner;
 mod shared;
 pub mod sink;
+mod stream;
+mod tls;
 
 pub use options::Options;
 pub use report::Report;

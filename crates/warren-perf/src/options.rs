@@ -1,7 +1,11 @@
 //! Command-line options, named after RabbitMQ PerfTest's where they overlap.
 
+use std::path::PathBuf;
+
 use clap::Parser;
 use serde::Serialize;
+
+use crate::tls::TlsClient;
 
 /// A PerfTest-style AMQP 0-9-1 load generator.
 ///
@@ -14,9 +18,25 @@ pub struct Options {
     /// Broker host.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Broker port.
-    #[arg(long, default_value_t = 5672)]
+    /// Broker port (5671 with --tls).
+    #[arg(long, default_value_t = 5672, default_value_if("tls", "true", "5671"))]
     pub port: u16,
+    /// Connect with TLS (AMQPS). Needs --tls-ca or --tls-insecure; the
+    /// broker's certificate must name --host.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM bundle of the CAs that may sign the broker's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
+    /// Accept any broker certificate, for any name (the handshake is still
+    /// checked): for a self-signed test broker only.
+    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
+    pub tls_insecure: bool,
+    /// The TLS client every connection uses, built by `normalize` from the
+    /// three options above.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub(crate) tls_client: Option<TlsClient>,
     /// Virtual host.
     #[arg(long, default_value = "/")]
     pub vhost: String,
@@ -110,7 +130,8 @@ pub struct Options {
 impl Options {
     /// Checks combinations the run cannot honour, and applies the implied
     /// settings (--fanout fixes the queue and consumer counts, --sink drops
-    /// consumers and confirms, --backlog needs confirms).
+    /// consumers and confirms, --backlog needs confirms). With --tls, loads
+    /// the CA bundle: connections fail until this has run.
     pub fn normalize(&mut self) -> Result<(), String> {
         if self.size < 16 {
             return Err(format!("--size {} is below the minimum of 16", self.size));
@@ -151,6 +172,21 @@ impl Options {
         }
         if self.duration == 0 {
             return Err("--duration must be at least 1".into());
+        }
+        if self.tls {
+            if self.sink {
+                return Err("--sink speaks plain TCP only: drop --tls".into());
+            }
+            self.tls_client = Some(match (&self.tls_ca, self.tls_insecure) {
+                (Some(ca), _) => TlsClient::with_ca_file(ca)?,
+                (None, true) => TlsClient::insecure()?,
+                (None, false) => {
+                    return Err(
+                        "--tls needs --tls-ca FILE (the CA of the broker's certificate) or --tls-insecure"
+                            .into(),
+                    );
+                }
+            });
         }
         Ok(())
     }
@@ -207,6 +243,24 @@ mod tests {
     fn fanout_sets_queues_and_consumers() {
         let o = opts(&["--fanout", "10", "--consumers", "3"]);
         assert_eq!((o.queues, o.consumers), (10, 10));
+    }
+
+    #[test]
+    fn tls_moves_the_default_port_and_needs_a_trust_decision() {
+        assert_eq!(opts(&[]).port, 5672);
+        let o = opts(&["--tls", "--tls-insecure"]);
+        assert_eq!(o.port, 5671);
+        assert!(o.tls_client.is_some());
+        assert_eq!(
+            opts(&["--tls", "--tls-insecure", "--port", "5999"]).port,
+            5999
+        );
+        let mut o = Options::parse_from(["warren-perf", "--tls"]);
+        assert!(o.normalize().is_err());
+        assert!(Options::try_parse_from(["warren-perf", "--tls-insecure"]).is_err());
+        let mut o = Options::parse_from(["warren-perf", "--tls", "--tls-ca", "/nonexistent.pem"]);
+        let err = o.normalize().expect_err("a missing CA file");
+        assert!(err.contains("/nonexistent.pem"), "{err}");
     }
 
     #[test]

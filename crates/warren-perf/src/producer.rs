@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::Interest;
 use tokio::sync::mpsc;
 use warren_codec::{
     BasicProperties, BasicPublish, ChannelFlowOk, ConfirmSelect, ConnectionCloseOk, Frame, Method,

@@ -137,6 +137,9 @@ pub struct Report {
     pub sink: Option<SinkStats>,
     /// --probe figures.
     pub probe: Option<Probe>,
+    /// With --tls: the protocol and cipher suite the broker chose (for the
+    /// setup connection; every connection offers the same).
+    pub tls: Option<String>,
     /// The first error texts.
     pub error_messages: Vec<String>,
 }
@@ -163,6 +166,7 @@ impl Report {
             settle: None,
             sink: None,
             probe: None,
+            tls: None,
             error_messages: Vec::new(),
         }
     }
@@ -173,6 +177,9 @@ impl Report {
     /// rss R MiB`, preceded by mode-specific lines where there are any.
     pub fn human(&self) -> String {
         let mut out = String::new();
+        if let Some(t) = &self.tls {
+            out.push_str(&format!("tls: {t}\n"));
+        }
         if let Some(b) = &self.backlog {
             out.push_str(&format!(
                 "backlog {}: published+confirmed in {:.2} s ({:.0} msg/s), drained {}/{} in {:.2} s ({:.0} msg/s){}\n",

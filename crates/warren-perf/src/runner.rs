@@ -45,8 +45,9 @@ pub async fn run(mut opts: Options) -> Result<Report, String> {
     };
     let opts = Arc::new(opts);
     let mut queued = 0;
+    let mut tls = None;
     if sink.is_none() {
-        queued = setup_topology(&opts)
+        (queued, tls) = setup_topology(&opts)
             .await
             .map_err(|e| format!("declaring the topology on {}: {e}", opts.addr()))?;
     }
@@ -69,6 +70,7 @@ pub async fn run(mut opts: Options) -> Result<Report, String> {
             mib_per_s: bytes as f64 / 1_048_576.0 / report.duration_s,
         });
     }
+    report.tls = tls;
     report.errors = counters.snapshot().errors;
     report.error_messages = counters.messages();
     Ok(report)
@@ -76,10 +78,12 @@ pub async fn run(mut opts: Options) -> Result<Report, String> {
 
 /// Declares the fanout exchange and the (non-exclusive) queues, binds and
 /// purges them, on a connection of its own. Returns how many messages the
-/// queues hold afterwards (0 unless --no-purge).
-async fn setup_topology(opts: &Options) -> crate::client::Result<u64> {
+/// queues hold afterwards (0 unless --no-purge), and what TLS the
+/// connection negotiated.
+async fn setup_topology(opts: &Options) -> crate::client::Result<(u64, Option<String>)> {
     let mut queued = 0;
     let mut conn = Conn::open(opts).await?;
+    let tls = conn.tls_session();
     if opts.fanout > 0 {
         conn.declare_fanout(opts).await?;
     }
@@ -98,7 +102,7 @@ async fn setup_topology(opts: &Options) -> crate::client::Result<u64> {
         }
     }
     conn.close().await;
-    Ok(queued)
+    Ok((queued, tls))
 }
 
 /// What producers publish to: the fanout exchange, or their queues through
@@ -449,8 +453,10 @@ async fn probe(opts: Options) -> Result<Report, String> {
         queues.push((name, n));
     }
     let ready_ms = start.elapsed().as_secs_f64() * 1e3;
+    let tls = conn.tls_session();
     conn.close().await;
     let mut r = Report::new("probe", opts);
+    r.tls = tls;
     r.probe = Some(Probe {
         connected_ms,
         ready_ms,
