@@ -48,6 +48,9 @@ use crate::vhost::VHost;
 pub const PRE_TUNE_FRAME_MAX: u32 = 8192;
 /// Smallest `frame_max` a client may negotiate (the 0-9-1 minimum).
 pub const MIN_FRAME_MAX: u32 = 4096;
+/// Longest the consumer timeout goes unchecked while deliveries are
+/// outstanding (RabbitMQ's channel looks once a minute, at its tick).
+pub const ACK_CHECK_MAX: Duration = Duration::from_secs(60);
 /// How long we wait for `close-ok` after sending `connection.close`.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest we keep a socket open after our `close-ok`, waiting for the
@@ -137,6 +140,9 @@ pub struct Connection {
     blocked_sent: bool,
     /// Input was paused at the last look (alarm or flow control).
     was_paused: bool,
+    /// When to look at the channels' oldest unacknowledged deliveries for
+    /// the consumer timeout; `None` while nothing is outstanding.
+    ack_check_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -192,6 +198,7 @@ impl Connection {
             published: false,
             blocked_sent: false,
             was_paused: false,
+            ack_check_at: None,
         }
     }
 
@@ -393,8 +400,12 @@ impl Connection {
                             (&consumer_tag, ack),
                             &queue,
                             messages,
+                            now,
                         );
                         ch.sync_entry();
+                        if ack && self.ack_check_at.is_none() {
+                            self.ack_check_at = self.next_ack_check(now);
+                        }
                     }
                     _ => {
                         if ack {
@@ -466,13 +477,12 @@ impl Connection {
             State::Closed => None,
             State::Closing | State::Lingering => self.close_deadline,
             State::Running => {
-                if self.heartbeat.is_zero() {
-                    None
-                } else {
-                    Some(
-                        (self.last_send + self.heartbeat / 2)
-                            .min(self.last_recv + self.heartbeat * 2),
-                    )
+                let beat = (!self.heartbeat.is_zero()).then(|| {
+                    (self.last_send + self.heartbeat / 2).min(self.last_recv + self.heartbeat * 2)
+                });
+                match (beat, self.ack_check_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
                 }
             }
             _ => Some(
@@ -500,7 +510,10 @@ impl Connection {
                 }
             }
             State::Running => {
-                if self.heartbeat.is_zero() {
+                if self.ack_check_at.is_some_and(|t| now >= t) {
+                    self.check_consumer_timeouts(now);
+                }
+                if self.heartbeat.is_zero() || self.state != State::Running {
                     return;
                 }
                 if now >= self.last_recv + self.heartbeat * 2 && !self.input_paused() {
@@ -529,6 +542,63 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// When the consumer timeout should next be looked at: the earliest
+    /// time a channel's oldest unacknowledged delivery times out, and at
+    /// least every [`ACK_CHECK_MAX`] while any is outstanding (so that a
+    /// policy lowering the timeout takes effect); `None` when nothing is
+    /// outstanding. Each look reads the head queue's arguments once per
+    /// channel; deliveries themselves only record their time.
+    fn next_ack_check(&self, now: Instant) -> Option<Instant> {
+        let default = self.broker.config.limits.consumer_timeout;
+        let mut next: Option<Instant> = None;
+        let mut outstanding = false;
+        for ch in self.channels.values() {
+            outstanding |= ch.has_unacked();
+            if let Some((at, _, _)) = ch.ack_deadline(default) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        if !outstanding {
+            return None;
+        }
+        let cap = now + ACK_CHECK_MAX;
+        Some(next.map_or(cap, |n| n.min(cap)))
+    }
+
+    /// Closes every channel whose oldest unacknowledged delivery has been
+    /// out longer than its consumer timeout, with RabbitMQ's 406 (no class
+    /// or method); closing requeues its deliveries. Then schedules the
+    /// next look.
+    fn check_consumer_timeouts(&mut self, now: Instant) {
+        let default = self.broker.config.limits.consumer_timeout;
+        let mut expired = Vec::new();
+        for (&n, ch) in &self.channels {
+            if let Some((at, timeout, head)) = ch.ack_deadline(default)
+                && now >= at
+            {
+                let ms = timeout.as_millis();
+                tracing::warn!(
+                    conn = self.id,
+                    channel = n,
+                    queue = %head.queue,
+                    delivery_tag = head.delivery_tag,
+                    "consumer '{}' on channel {n} and queue '{}' has timed out waiting for a consumer acknowledgement of a delivery with delivery tag = {}. Timeout used: {ms} ms",
+                    head.consumer_tag.map_or_else(|| "none".to_string(), ToString::to_string),
+                    head.queue,
+                    head.delivery_tag,
+                );
+                expired.push((n, ms));
+            }
+        }
+        for (n, ms) in expired {
+            let err = Error::precondition(format!(
+                "delivery acknowledgement on channel {n} timed out. Timeout value used: {ms} ms. This timeout value can be configured, see consumers doc guide to learn more"
+            ));
+            self.fail(n, err, now);
+        }
+        self.ack_check_at = self.next_ack_check(now);
     }
 
     /// Closes the connection from our side with 320 CONNECTION_FORCED, as
@@ -975,7 +1045,15 @@ impl Connection {
                     },
                 );
                 self.state = State::Running;
-                tracing::info!(conn = self.id, peer = %self.info.peer, vhost = %name, user = %self.user, "connection open");
+                // RabbitMQ's line, which operators grep for.
+                tracing::info!(
+                    conn = self.id,
+                    peer = %self.info.peer,
+                    vhost = %name,
+                    user = %self.user,
+                    "user '{}' authenticated and granted access to vhost '{name}'",
+                    self.user
+                );
             }
             (_, Method::ConnectionClose(close)) => self.closed_by_client(&close, now),
             (_, m) => self.finish(CloseReason::broker(format!(
@@ -1211,6 +1289,13 @@ impl Connection {
                 ..
             }
         );
+        let gets = matches!(
+            frame,
+            Frame::Method {
+                method: Method::BasicGet(_),
+                ..
+            }
+        );
         let mark = self.out.len();
         self.refresh_permissions();
         let (Some(vhost), Some(perms)) = (&self.vhost, &self.perms) else {
@@ -1240,6 +1325,9 @@ impl Connection {
         let res = ch.handle_frame(&mut ctx, frame);
         if is_method {
             ch.sync_entry();
+        }
+        if gets && self.ack_check_at.is_none() {
+            self.ack_check_at = self.next_ack_check(now);
         }
         if res.is_ok() && deletes_queue && self.out.len() > mark {
             // The deleted queue's consumers on this connection hear

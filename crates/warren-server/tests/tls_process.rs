@@ -196,15 +196,48 @@ async fn sighup_reloads_certificates_and_keeps_sessions() {
         ),
         "{tune:?}"
     );
+    // The rest of the handshake, for RabbitMQ's login line.
+    out.clear();
+    let tune = match tune {
+        Frame::Method {
+            method: Method::ConnectionTune(t),
+            ..
+        } => t,
+        _ => unreachable!(),
+    };
+    warren_codec::encode_method(
+        &mut out,
+        0,
+        &Method::ConnectionTuneOk(warren_codec::ConnectionTuneOk {
+            channel_max: tune.channel_max,
+            frame_max: tune.frame_max,
+            heartbeat: 0,
+        }),
+    );
+    warren_codec::encode_method(
+        &mut out,
+        0,
+        &Method::ConnectionOpen(warren_codec::ConnectionOpen {
+            virtual_host: "/".into(),
+            ..Default::default()
+        }),
+    );
+    old.write_all(&out).await.unwrap();
+    let open_ok = read_frame(&mut old, &mut buf).await;
+    assert!(
+        matches!(open_ok, Frame::Method { method: Method::ConnectionOpenOk(_), .. }),
+        "{open_ok:?}"
+    );
+    let login = w.wait_for("user 'guest' authenticated and granted access to vhost '/'");
+    assert_eq!(login["fields"]["user"], "guest", "{login}");
     drop(old);
     let conn = accepted["span"]["conn"].clone();
     let closed = w.wait_for_where("closing AMQP connection: closed by the client", |l| {
         l["span"]["conn"] == conn
     });
     assert_eq!(closed["level"], "INFO", "{closed}");
-    // It had logged in but not opened a vhost.
     assert_eq!(closed["fields"]["user"], "guest", "{closed}");
-    assert_eq!(closed["fields"]["vhost"], "", "{closed}");
+    assert_eq!(closed["fields"]["vhost"], "/", "{closed}");
 
     // SIGTERM still stops it cleanly.
     signal(pid, "TERM");
