@@ -326,9 +326,13 @@ pub enum Refusal {
     },
     /// An `x-queue-type` the broker does not know (406).
     UnknownQueueType(String),
-    /// Binding arguments a headers exchange cannot use (`x-match`), with
+    /// Binding arguments a headers exchange cannot use (`x-match`), or a
+    /// binding key an `x-consistent-hash` exchange cannot weigh, with
     /// RabbitMQ's words (406).
     BadBindingArgs(String),
+    /// Declare arguments an exchange type refuses (`x-consistent-hash`'s
+    /// `hash-header` and `hash-property`), with the plugin's words (406).
+    BadExchangeArgs(String),
     /// A `CC`/`BCC` header that is not an array (406).
     RoutingHeaderType {
         /// The header.
@@ -358,6 +362,7 @@ impl Refusal {
             | Refusal::StreamsUnsupported { .. }
             | Refusal::UnknownQueueType(_)
             | Refusal::BadBindingArgs(_)
+            | Refusal::BadExchangeArgs(_)
             | Refusal::RoutingHeaderType { .. } => ReplyCode::PreconditionFailed,
         }
     }
@@ -427,7 +432,7 @@ impl Refusal {
                 "queue type 'stream' is not supported by this broker yet (queue '{queue}' in vhost '{vhost}')"
             ),
             Refusal::UnknownQueueType(t) => format!("unsupported queue type '{t}'"),
-            Refusal::BadBindingArgs(why) => why.clone(),
+            Refusal::BadBindingArgs(why) | Refusal::BadExchangeArgs(why) => why.clone(),
             Refusal::RoutingHeaderType { header, type_name } => {
                 format!("invalid message: {{unacceptable_type_in_header,\"{header}\",{type_name}}}")
             }

@@ -3,11 +3,18 @@
 //! Bindings are indexed by binding key, so a direct exchange routes with one
 //! hash lookup; fanout takes every binding; topic and headers test each key
 //! or binding once per message (topic patterns are pre-split into words).
+//! Two plugin types route each message to one destination: `x-consistent-hash`
+//! (RabbitMQ's bundled `rabbitmq_consistent_hash_exchange`: jump consistent
+//! hashing over buckets, a binding's weight in buckets taken from its key)
+//! and `x-random` (`rabbitmq_random_exchange`: any binding, at random).
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use warren_codec::{FieldTable, FieldValue, ShortStr};
+use warren_codec::{BasicProperties, FieldTable, FieldValue, ShortStr};
 
 use crate::error::Refusal;
 
@@ -26,9 +33,24 @@ pub enum ExchangeKind {
     Topic,
     /// Header matching with `x-match`.
     Headers,
+    /// `x-consistent-hash`: one destination, chosen by a hash of the
+    /// routing key (or a header, or a property), weighted by binding key.
+    ConsistentHash,
+    /// `x-random`: one destination, any binding with equal chance.
+    Random,
 }
 
 impl ExchangeKind {
+    /// Every type, in the order `/api/overview` lists them (by name).
+    pub const ALL: [ExchangeKind; 6] = [
+        ExchangeKind::Direct,
+        ExchangeKind::Fanout,
+        ExchangeKind::Headers,
+        ExchangeKind::Topic,
+        ExchangeKind::ConsistentHash,
+        ExchangeKind::Random,
+    ];
+
     /// Parses the `type` argument of `exchange.declare`.
     pub fn parse(s: &[u8]) -> Option<Self> {
         Some(match s {
@@ -36,18 +58,309 @@ impl ExchangeKind {
             b"fanout" => ExchangeKind::Fanout,
             b"topic" => ExchangeKind::Topic,
             b"headers" => ExchangeKind::Headers,
+            b"x-consistent-hash" => ExchangeKind::ConsistentHash,
+            b"x-random" => ExchangeKind::Random,
             _ => return None,
         })
     }
 
-    /// The type name.
+    /// The type name (also how the store records it).
     pub fn as_str(self) -> &'static str {
         match self {
             ExchangeKind::Direct => "direct",
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::ConsistentHash => "x-consistent-hash",
+            ExchangeKind::Random => "x-random",
         }
+    }
+
+    /// The description RabbitMQ's registry gives the type (the plugins'
+    /// own words for theirs), as `/api/overview` shows it.
+    pub fn description(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "AMQP direct exchange, as per the AMQP specification",
+            ExchangeKind::Fanout => "AMQP fanout exchange, as per the AMQP specification",
+            ExchangeKind::Topic => "AMQP topic exchange, as per the AMQP specification",
+            ExchangeKind::Headers => "AMQP headers exchange, as per the AMQP specification",
+            ExchangeKind::ConsistentHash => "Consistent Hashing Exchange",
+            ExchangeKind::Random => "Randomly picks a binding (queue) to route via (to).",
+        }
+    }
+
+    /// Checks the declare arguments of a new exchange of this type, as the
+    /// type's `validate` does in RabbitMQ (a redeclaration compares only
+    /// `alternate-exchange`, so it is not checked again).
+    pub fn validate(self, arguments: &FieldTable) -> Result<()> {
+        if self != ExchangeKind::ConsistentHash {
+            return Ok(());
+        }
+        match (
+            string_arg(arguments, HASH_HEADER),
+            string_arg(arguments, HASH_PROPERTY),
+        ) {
+            (Some(_), Some(_)) => Err(Refusal::BadExchangeArgs(
+                "hash-header and hash-property are mutually exclusive".to_string(),
+            )),
+            (None, Some(p)) if HashProperty::parse(p).is_none() => Err(Refusal::BadExchangeArgs(
+                format!("Unsupported property: {}", String::from_utf8_lossy(p)),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The `x-consistent-hash` argument naming a header to hash.
+const HASH_HEADER: &str = "hash-header";
+/// The `x-consistent-hash` argument naming a property to hash.
+const HASH_PROPERTY: &str = "hash-property";
+
+/// A string-valued declare argument. The plugin reads only `longstr`
+/// values; any other type counts as absent here (RabbitMQ fails the
+/// declare with an internal error instead).
+fn string_arg<'a>(arguments: &'a FieldTable, name: &str) -> Option<&'a [u8]> {
+    match arguments.get(name) {
+        Some(FieldValue::LongStr(s)) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// The message properties `hash-property` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HashProperty {
+    MessageId,
+    CorrelationId,
+    Timestamp,
+}
+
+impl HashProperty {
+    fn parse(name: &[u8]) -> Option<Self> {
+        Some(match name {
+            b"message_id" => HashProperty::MessageId,
+            b"correlation_id" => HashProperty::CorrelationId,
+            b"timestamp" => HashProperty::Timestamp,
+            _ => return None,
+        })
+    }
+}
+
+/// What an `x-consistent-hash` exchange hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HashOn {
+    RoutingKey,
+    Header(String),
+    Property(HashProperty),
+}
+
+impl HashOn {
+    fn of(spec: &ExchangeSpec) -> Self {
+        let header = string_arg(&spec.arguments, HASH_HEADER);
+        let property = string_arg(&spec.arguments, HASH_PROPERTY).and_then(HashProperty::parse);
+        match (header, property) {
+            (Some(h), None) => HashOn::Header(String::from_utf8_lossy(h).into_owned()),
+            (None, Some(p)) => HashOn::Property(p),
+            _ => HashOn::RoutingKey,
+        }
+    }
+}
+
+/// What routing may look at besides the routing key: the headers, or all
+/// the properties (which `x-consistent-hash` with `hash-property` needs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessageView<'a> {
+    headers: Option<&'a FieldTable>,
+    properties: Option<&'a BasicProperties>,
+}
+
+impl<'a> MessageView<'a> {
+    /// A message whose headers are `headers` and whose other properties
+    /// are those of `properties` (a dead letter, its headers rewritten).
+    pub fn new(headers: Option<&'a FieldTable>, properties: &'a BasicProperties) -> Self {
+        MessageView {
+            headers,
+            properties: Some(properties),
+        }
+    }
+
+    /// The message's headers, if any.
+    pub fn headers(&self) -> Option<&'a FieldTable> {
+        self.headers
+    }
+
+    /// The message's properties, when the caller gave them.
+    pub fn properties(&self) -> Option<&'a BasicProperties> {
+        self.properties
+    }
+}
+
+impl<'a> From<Option<&'a FieldTable>> for MessageView<'a> {
+    fn from(headers: Option<&'a FieldTable>) -> Self {
+        MessageView {
+            headers,
+            properties: None,
+        }
+    }
+}
+
+impl<'a> From<&'a BasicProperties> for MessageView<'a> {
+    fn from(properties: &'a BasicProperties) -> Self {
+        MessageView {
+            headers: properties.headers.as_ref(),
+            properties: Some(properties),
+        }
+    }
+}
+
+/// A binding's weight from its key, as the consistent-hash plugin reads
+/// it: an optionally signed decimal integer (Erlang's `list_to_integer`),
+/// at least 1. Weights above `u32::MAX` count as `u32::MAX` (the plugin
+/// would allocate a bucket each and exhaust memory long before).
+fn binding_weight(key: &ShortStr) -> Result<u64> {
+    let bytes = key.as_bytes();
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Refusal::BadBindingArgs(format!(
+            "The binding key must be an integer: {}",
+            erlang_binary(bytes)
+        )));
+    }
+    let value = digits.iter().fold(0u64, |acc, d| {
+        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    });
+    if negative || value < 1 {
+        return Err(Refusal::BadBindingArgs(
+            "The binding key must be greater than 0".to_string(),
+        ));
+    }
+    Ok(value.min(u64::from(u32::MAX)))
+}
+
+/// A binary as Erlang's `~p` prints it: `<<"text">>` when every byte is
+/// printable Latin-1, else `<<1,2,3>>`.
+fn erlang_binary(bytes: &[u8]) -> String {
+    let printable =
+        |b: u8| matches!(b, 32..=126 | 160..=255 | b'\n' | b'\r' | b'\t' | 8 | 11 | 12 | 27);
+    if bytes.is_empty() {
+        return "<<>>".to_string();
+    }
+    if !bytes.iter().all(|&b| printable(b)) {
+        let list: Vec<String> = bytes.iter().map(u8::to_string).collect();
+        return format!("<<{}>>", list.join(","));
+    }
+    let mut s = String::from("<<\"");
+    for &b in bytes {
+        match b {
+            b'"' => s.push_str("\\\""),
+            b'\\' => s.push_str("\\\\"),
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            b'\t' => s.push_str("\\t"),
+            8 => s.push_str("\\b"),
+            11 => s.push_str("\\v"),
+            12 => s.push_str("\\f"),
+            27 => s.push_str("\\e"),
+            _ => s.push(char::from(b)),
+        }
+    }
+    s.push_str("\">>");
+    s
+}
+
+/// A stable 64-bit hash (FNV-1a, then a splitmix64 finaliser so every
+/// input bit reaches the high bits jump hashing reads). Stable across
+/// processes and builds, unlike std's hashers, so a key keeps its
+/// destination across restarts while the ring is the same.
+fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    splitmix(h)
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Jump consistent hashing (Lamping and Veach, 2014): a bucket in
+/// `0..buckets` for `key`; going from n to n + 1 buckets moves only the
+/// keys that land in the new bucket, about 1/(n + 1) of them.
+fn jump_hash(mut key: u64, buckets: u64) -> u64 {
+    let (mut b, mut j): (u64, u64) = (0, 0);
+    while j < buckets {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        // (b + 1) * 2^31 / ((key >> 33) + 1), in floating point as the
+        // paper has it; the quotient is at most 2^31 * (b + 1).
+        let jump = (b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64);
+        j = if jump >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            jump as u64
+        };
+    }
+    b
+}
+
+/// Tags that keep the hashed forms of different inputs apart.
+const TAG_STRING: &[u8] = b"s";
+const TAG_HEADER: &[u8] = b"h";
+const TAG_MISSING: &[u8] = b"u";
+
+/// The buckets of an `x-consistent-hash` exchange: each binding owns as
+/// many consecutive buckets as its weight, in the order bindings were
+/// added (after a restart, the order the store lists them). Removing a
+/// binding closes the gap, as the plugin renumbers its buckets.
+#[derive(Debug, Default)]
+struct HashRing {
+    /// (bucket end, exclusive; the binding's destination, key, arguments).
+    segments: Vec<(u64, Destination, ShortStr, FieldTable)>,
+}
+
+impl HashRing {
+    fn total(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.0)
+    }
+
+    fn push(&mut self, weight: u64, destination: Destination, key: ShortStr, args: FieldTable) {
+        let end = self.total().saturating_add(weight);
+        self.segments.push((end, destination, key, args));
+    }
+
+    /// Keeps the segments `keep` accepts, renumbering the buckets.
+    fn retain(&mut self, mut keep: impl FnMut(&Destination, &ShortStr, &FieldTable) -> bool) {
+        let mut end = 0u64;
+        let mut start = 0u64;
+        self.segments.retain_mut(|(e, d, k, a)| {
+            let weight = *e - start;
+            start = *e;
+            if !keep(d, k, a) {
+                return false;
+            }
+            end += weight;
+            *e = end;
+            true
+        });
+    }
+
+    /// The destination owning the bucket `hash` jumps to.
+    fn pick(&self, hash: u64) -> Option<&Destination> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let bucket = jump_hash(hash, total);
+        let i = self.segments.partition_point(|s| s.0 <= bucket);
+        self.segments.get(i).map(|s| &s.1)
     }
 }
 
@@ -137,6 +450,10 @@ struct KeyBindings {
 struct Table {
     by_key: HashMap<ShortStr, KeyBindings>,
     topics: Option<TopicTrie>,
+    /// For `x-consistent-hash`, the buckets.
+    ring: Option<HashRing>,
+    /// How many bindings `by_key` holds (an `x-random` pick indexes them).
+    count: usize,
 }
 
 impl Table {
@@ -271,6 +588,13 @@ pub struct Exchange {
     bindings: RwLock<Table>,
     /// The policy applying now (read only for unroutable messages).
     policy: RwLock<Option<Arc<crate::policy::Policy>>>,
+    /// What an `x-consistent-hash` exchange hashes (from its arguments).
+    hash_on: HashOn,
+    /// `x-random`'s source of picks: a counter hashed with keys chosen at
+    /// random when the exchange is made (as `Broker::generate_name` does),
+    /// so core needs no random-number generator.
+    picks: AtomicU64,
+    seed: RandomState,
 }
 
 fn split_words(key: &ShortStr) -> Vec<ShortStr> {
@@ -329,13 +653,20 @@ impl Exchange {
     /// A new exchange with no bindings.
     pub fn new(spec: ExchangeSpec) -> Arc<Self> {
         let topics = (spec.kind == ExchangeKind::Topic).then(TopicTrie::default);
+        let ring = (spec.kind == ExchangeKind::ConsistentHash).then(HashRing::default);
+        let hash_on = HashOn::of(&spec);
         Arc::new(Exchange {
             spec,
             bindings: RwLock::new(Table {
                 by_key: HashMap::new(),
                 topics,
+                ring,
+                count: 0,
             }),
             policy: RwLock::new(None),
+            hash_on,
+            picks: AtomicU64::new(0),
+            seed: RandomState::new(),
         })
     }
 
@@ -406,8 +737,17 @@ impl Exchange {
         arguments: FieldTable,
     ) -> Result<()> {
         let xmatch = self.parse_xmatch(&arguments)?;
+        let weight = match self.spec.kind {
+            ExchangeKind::ConsistentHash => binding_weight(&key)?,
+            _ => 0,
+        };
         let mut table = self.bindings.write().unwrap_or_else(|e| e.into_inner());
-        let Table { by_key, topics } = &mut *table;
+        let Table {
+            by_key,
+            topics,
+            ring,
+            count,
+        } = &mut *table;
         let entry = by_key.entry(key.clone()).or_insert_with(|| {
             if let Some(t) = topics {
                 t.insert(&key);
@@ -421,6 +761,10 @@ impl Exchange {
             .iter()
             .any(|b| b.destination.same(&destination) && b.arguments == arguments)
         {
+            if let Some(ring) = ring {
+                ring.push(weight, destination.clone(), key.clone(), arguments.clone());
+            }
+            *count += 1;
             entry.bindings.push(Binding {
                 destination,
                 key,
@@ -446,11 +790,15 @@ impl Exchange {
         entry
             .bindings
             .retain(|b| !(b.destination.same(destination) && &b.arguments == arguments));
-        let removed = entry.bindings.len() != before;
+        let removed = before - entry.bindings.len();
         if entry.bindings.is_empty() {
             table.drop_key(key);
         }
-        removed
+        table.count -= removed;
+        if let Some(ring) = &mut table.ring {
+            ring.retain(|d, k, a| !(d.same(destination) && k == key && a == arguments));
+        }
+        removed > 0
     }
 
     /// Removes every binding to `destination`; returns them.
@@ -472,6 +820,10 @@ impl Exchange {
         }
         for key in &emptied {
             table.drop_key(key);
+        }
+        table.count -= removed.len();
+        if let Some(ring) = &mut table.ring {
+            ring.retain(|d, _, _| !d.same(destination));
         }
         removed
     }
@@ -495,15 +847,80 @@ impl Exchange {
             .collect()
     }
 
+    /// Whether routing depends only on the routing key and the bindings
+    /// (so a route may be reused for the same key): not for headers, not
+    /// for `x-random`, and not for `x-consistent-hash` hashing a header or
+    /// a property.
+    pub fn routes_by_key(&self) -> bool {
+        match self.spec.kind {
+            ExchangeKind::Headers | ExchangeKind::Random => false,
+            ExchangeKind::ConsistentHash => self.hash_on == HashOn::RoutingKey,
+            _ => true,
+        }
+    }
+
+    /// Whether the exchange routes each message to one destination at most,
+    /// by its first routing key only (`CC`/`BCC` keys are not routed
+    /// separately), as the plugin types do.
+    pub fn routes_once(&self) -> bool {
+        matches!(
+            self.spec.kind,
+            ExchangeKind::ConsistentHash | ExchangeKind::Random
+        )
+    }
+
+    /// The hash an `x-consistent-hash` exchange routes this message by.
+    /// Messages without the header or property all share one hash, so
+    /// they go to one (arbitrary) destination, as with the plugin.
+    fn message_hash(&self, routing_key: &ShortStr, message: MessageView<'_>) -> u64 {
+        match &self.hash_on {
+            HashOn::RoutingKey => stable_hash(&[TAG_STRING, routing_key.as_bytes()]),
+            HashOn::Header(name) => match message.headers().and_then(|h| h.get(name)) {
+                // A string without a buffer; other types by their wire form
+                // (type tag first, so equal text of two types differs).
+                Some(FieldValue::LongStr(s)) => stable_hash(&[TAG_HEADER, b"S", s.as_bytes()]),
+                Some(v) => {
+                    let mut buf = bytes::BytesMut::new();
+                    warren_codec::types::put_value(&mut buf, v);
+                    stable_hash(&[TAG_HEADER, &buf])
+                }
+                None => stable_hash(&[TAG_MISSING]),
+            },
+            HashOn::Property(p) => {
+                let props = message.properties();
+                let timestamp;
+                let value: Option<&[u8]> = match p {
+                    HashProperty::MessageId => props
+                        .and_then(|p| p.message_id.as_ref())
+                        .map(ShortStr::as_bytes),
+                    HashProperty::CorrelationId => props
+                        .and_then(|p| p.correlation_id.as_ref())
+                        .map(ShortStr::as_bytes),
+                    HashProperty::Timestamp => {
+                        // The plugin hashes the timestamp as decimal text.
+                        timestamp = props.and_then(|p| p.timestamp).map(|t| t.to_string());
+                        timestamp.as_deref().map(str::as_bytes)
+                    }
+                };
+                match value {
+                    Some(v) => stable_hash(&[TAG_STRING, v]),
+                    None => stable_hash(&[TAG_MISSING]),
+                }
+            }
+        }
+    }
+
     /// Calls `f` with each destination a message with this key and these
-    /// headers goes to (possibly twice; the caller removes duplicates).
-    /// Nothing is allocated for direct and fanout exchanges.
-    pub fn route(
+    /// headers (or properties) goes to (possibly twice; the caller removes
+    /// duplicates). Nothing is allocated for direct and fanout exchanges.
+    pub fn route<'m>(
         &self,
         routing_key: &ShortStr,
-        headers: Option<&FieldTable>,
+        message: impl Into<MessageView<'m>>,
         f: &mut dyn FnMut(&Destination),
     ) {
+        let message = message.into();
+        let headers = message.headers();
         let table = self.bindings.read().unwrap_or_else(|e| e.into_inner());
         let map = &table.by_key;
         match self.spec.kind {
@@ -533,6 +950,25 @@ impl Exchange {
                             f(&b.destination);
                         }
                     }
+                }
+            }
+            ExchangeKind::ConsistentHash => {
+                let hash = self.message_hash(routing_key, message);
+                if let Some(d) = table.ring.as_ref().and_then(|r| r.pick(hash)) {
+                    f(d);
+                }
+            }
+            ExchangeKind::Random => {
+                if table.count == 0 {
+                    return;
+                }
+                let mut h = self.seed.build_hasher();
+                h.write_u64(self.picks.fetch_add(1, Ordering::Relaxed));
+                // Multiply-shift maps the hash onto 0..count evenly.
+                let n = table.count as u128;
+                let pick = ((u128::from(h.finish()) * n) >> 64) as usize;
+                if let Some(b) = map.values().flat_map(|e| e.bindings.iter()).nth(pick) {
+                    f(&b.destination);
                 }
             }
         }
@@ -632,6 +1068,314 @@ mod tests {
             trie.remove(&ShortStr::from(p.as_str()));
         }
         assert!(trie.root.is_empty());
+    }
+
+    fn plugin_exchange(kind: ExchangeKind, arguments: FieldTable) -> Arc<Exchange> {
+        Exchange::new(ExchangeSpec {
+            name: ShortStr::from("x"),
+            kind,
+            durable: false,
+            auto_delete: false,
+            internal: false,
+            arguments,
+        })
+    }
+
+    fn dest(name: &str) -> Destination {
+        Destination::Exchange(ShortStr::from(name))
+    }
+
+    fn bind_weighted(ex: &Exchange, name: &str, weight: &str) {
+        ex.bind(dest(name), ShortStr::from(weight), FieldTable::new())
+            .unwrap();
+    }
+
+    /// The destinations a message goes to, by name.
+    fn routed<'m>(ex: &Exchange, key: &str, message: impl Into<MessageView<'m>>) -> Vec<String> {
+        let mut out = Vec::new();
+        ex.route(&ShortStr::from(key), message, &mut |d| {
+            out.push(d.name().to_string());
+        });
+        out
+    }
+
+    /// Where each of `keys` goes (exactly one destination each).
+    fn assignment(ex: &Exchange, keys: &[String]) -> Vec<String> {
+        keys.iter()
+            .map(|k| {
+                let mut to = routed(ex, k, None);
+                assert_eq!(to.len(), 1, "key {k} went to {to:?}");
+                to.remove(0)
+            })
+            .collect()
+    }
+
+    fn keys(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("key-{i}")).collect()
+    }
+
+    fn counts(assigned: &[String]) -> HashMap<String, usize> {
+        let mut c = HashMap::new();
+        for a in assigned {
+            *c.entry(a.clone()).or_insert(0) += 1;
+        }
+        c
+    }
+
+    fn ten_queues() -> Arc<Exchange> {
+        let ex = plugin_exchange(ExchangeKind::ConsistentHash, FieldTable::new());
+        for i in 0..10 {
+            bind_weighted(&ex, &format!("q{i}"), "1");
+        }
+        ex
+    }
+
+    #[test]
+    fn consistent_hash_sends_a_key_to_one_destination_always() {
+        let ex = ten_queues();
+        let ks = keys(1000);
+        let first = assignment(&ex, &ks);
+        assert_eq!(assignment(&ex, &ks), first);
+        // The same bindings made again in the same order (a restart) give
+        // the same assignment: the hash is stable, not seeded per process.
+        assert_eq!(assignment(&ten_queues(), &ks), first);
+        // No bindings: nothing.
+        let empty = plugin_exchange(ExchangeKind::ConsistentHash, FieldTable::new());
+        assert!(routed(&empty, "a", None).is_empty());
+    }
+
+    /// 100,000 distinct keys over 10 equal bindings. The figures are in
+    /// docs/compatibility.md; the bound is a property of the hash.
+    #[test]
+    fn consistent_hash_spreads_100000_keys_evenly_over_10_destinations() {
+        let ex = ten_queues();
+        let c = counts(&assignment(&ex, &keys(100_000)));
+        assert_eq!(c.len(), 10);
+        let v: Vec<f64> = c.values().map(|&n| n as f64).collect();
+        let mean = v.iter().sum::<f64>() / 10.0;
+        let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 10.0).sqrt();
+        let (min, max) = (
+            v.iter().copied().fold(f64::MAX, f64::min),
+            v.iter().copied().fold(0.0, f64::max),
+        );
+        println!("spread of 100000 keys over 10: min {min} max {max} stddev {sd:.1}");
+        assert!(min >= 9_000.0 && max <= 11_000.0, "min {min} max {max}");
+        assert!(sd < 300.0, "stddev {sd}");
+    }
+
+    #[test]
+    fn consistent_hash_moves_only_a_share_of_keys_when_bindings_change() {
+        let ks = keys(20_000);
+        let ex = ten_queues();
+        let before = assignment(&ex, &ks);
+        // An eleventh binding takes about 1/11 of the keys, and only keys
+        // that now go to it move.
+        bind_weighted(&ex, "q10", "1");
+        let grown = assignment(&ex, &ks);
+        let moved: Vec<usize> = (0..ks.len()).filter(|&i| before[i] != grown[i]).collect();
+        assert!(moved.iter().all(|&i| grown[i] == "q10"));
+        let share = moved.len() as f64 / ks.len() as f64;
+        assert!((share - 1.0 / 11.0).abs() < 0.01, "moved {share}");
+        // Removing it again restores the first assignment exactly.
+        assert!(ex.unbind(&dest("q10"), &ShortStr::from("1"), &FieldTable::new()));
+        assert_eq!(assignment(&ex, &ks), before);
+        // Removing the last-bound of the ten moves only the keys it had.
+        assert!(ex.unbind(&dest("q9"), &ShortStr::from("1"), &FieldTable::new()));
+        let shrunk = assignment(&ex, &ks);
+        for i in 0..ks.len() {
+            if before[i] != "q9" {
+                assert_eq!(shrunk[i], before[i]);
+            } else {
+                assert_ne!(shrunk[i], "q9");
+            }
+        }
+        // Removing one bound earlier renumbers the buckets after it, as the
+        // plugin does: its keys move, and so do some others.
+        let ex = ten_queues();
+        ex.unbind_all_to(&dest("q3"));
+        let gap = assignment(&ex, &ks);
+        assert!((0..ks.len()).all(|i| gap[i] != "q3"));
+        let moved = (0..ks.len()).filter(|&i| gap[i] != before[i]).count();
+        println!(
+            "removing the 4th of 10 bindings moved {:.1}% of keys",
+            100.0 * moved as f64 / ks.len() as f64
+        );
+        assert_eq!(counts(&gap).len(), 9);
+    }
+
+    #[test]
+    fn consistent_hash_weights_come_from_binding_keys() {
+        let ex = plugin_exchange(ExchangeKind::ConsistentHash, FieldTable::new());
+        bind_weighted(&ex, "light", "1");
+        bind_weighted(&ex, "heavy", "2");
+        let c = counts(&assignment(&ex, &keys(30_000)));
+        let ratio = c["heavy"] as f64 / c["light"] as f64;
+        assert!((ratio - 2.0).abs() < 0.1, "ratio {ratio}");
+        // Erlang's list_to_integer: a sign and leading zeros are fine.
+        bind_weighted(&ex, "plus", "+3");
+        bind_weighted(&ex, "zeros", "007");
+        assert_eq!(ex.bindings().len(), 4);
+    }
+
+    #[test]
+    fn consistent_hash_refuses_binding_keys_that_are_not_positive_integers() {
+        let ex = plugin_exchange(ExchangeKind::ConsistentHash, FieldTable::new());
+        let refused = |key: &str| {
+            ex.bind(dest("q"), ShortStr::from(key), FieldTable::new())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refused("abc"),
+            "PRECONDITION_FAILED - The binding key must be an integer: <<\"abc\">>"
+        );
+        assert_eq!(
+            refused(""),
+            "PRECONDITION_FAILED - The binding key must be an integer: <<>>"
+        );
+        assert_eq!(
+            refused("1.5"),
+            "PRECONDITION_FAILED - The binding key must be an integer: <<\"1.5\">>"
+        );
+        assert_eq!(
+            refused(" 1"),
+            "PRECONDITION_FAILED - The binding key must be an integer: <<\" 1\">>"
+        );
+        for key in ["0", "-1", "-0"] {
+            assert_eq!(
+                refused(key),
+                "PRECONDITION_FAILED - The binding key must be greater than 0"
+            );
+        }
+        assert!(ex.has_no_bindings());
+        assert_eq!(erlang_binary(b"a\"b\\c"), r#"<<"a\"b\\c">>"#);
+        assert_eq!(erlang_binary(&[1, 200]), "<<1,200>>");
+        assert_eq!(
+            binding_weight(&ShortStr::from("99999999999999999999999")).unwrap(),
+            u64::from(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn consistent_hash_validates_its_arguments_as_the_plugin() {
+        let kind = ExchangeKind::ConsistentHash;
+        let s = |v: &str| FieldValue::LongStr(v.into());
+        let args = FieldTable::new()
+            .with("hash-header", s("h"))
+            .with("hash-property", s("message_id"));
+        assert_eq!(
+            kind.validate(&args).unwrap_err().to_string(),
+            "PRECONDITION_FAILED - hash-header and hash-property are mutually exclusive"
+        );
+        let args = FieldTable::new().with("hash-property", s("app_id"));
+        assert_eq!(
+            kind.validate(&args).unwrap_err().to_string(),
+            "PRECONDITION_FAILED - Unsupported property: app_id"
+        );
+        for p in ["message_id", "correlation_id", "timestamp"] {
+            kind.validate(&FieldTable::new().with("hash-property", s(p)))
+                .unwrap();
+        }
+        kind.validate(&FieldTable::new().with("hash-header", s("h")))
+            .unwrap();
+        // Other types ignore these arguments.
+        ExchangeKind::Direct.validate(&args).unwrap();
+        ExchangeKind::Random.validate(&args).unwrap();
+    }
+
+    #[test]
+    fn consistent_hash_on_a_header_or_a_property() {
+        let s = |v: &str| FieldValue::LongStr(v.into());
+        let by_header = plugin_exchange(
+            ExchangeKind::ConsistentHash,
+            FieldTable::new().with("hash-header", s("user")),
+        );
+        let by_id = plugin_exchange(
+            ExchangeKind::ConsistentHash,
+            FieldTable::new().with("hash-property", s("message_id")),
+        );
+        let by_time = plugin_exchange(
+            ExchangeKind::ConsistentHash,
+            FieldTable::new().with("hash-property", s("timestamp")),
+        );
+        for ex in [&by_header, &by_id, &by_time] {
+            for i in 0..10 {
+                bind_weighted(ex, &format!("q{i}"), "1");
+            }
+            assert!(!ex.routes_by_key());
+        }
+        assert!(ten_queues().routes_by_key());
+        let mut seen_header = HashSet::new();
+        let mut seen_id = HashSet::new();
+        let mut seen_time = HashSet::new();
+        for i in 0..200 {
+            // The routing key varies too, and does not matter.
+            let rk = format!("rk{i}");
+            let headers = FieldTable::new().with("user", s(&format!("u{}", i % 50)));
+            let to = routed(&by_header, &rk, Some(&headers));
+            assert_eq!(to, routed(&by_header, "other", Some(&headers)));
+            seen_header.insert(to[0].clone());
+            let props = BasicProperties {
+                message_id: Some(ShortStr::from(format!("m{}", i % 50))),
+                timestamp: Some(1_700_000_000 + (i % 50) as u64),
+                ..BasicProperties::default()
+            };
+            let to = routed(&by_id, &rk, &props);
+            assert_eq!(to, routed(&by_id, "other", &props));
+            seen_id.insert(to[0].clone());
+            let to = routed(&by_time, &rk, &props);
+            assert_eq!(to, routed(&by_time, "other", &props));
+            seen_time.insert(to[0].clone());
+        }
+        assert!(seen_header.len() > 5 && seen_id.len() > 5 && seen_time.len() > 5);
+        // A message id hashes as the same text in a routing key does.
+        let props = BasicProperties {
+            message_id: Some(ShortStr::from("order-7")),
+            ..BasicProperties::default()
+        };
+        assert_eq!(
+            routed(&by_id, "", &props),
+            routed(&ten_queues(), "order-7", None)
+        );
+        // Without the header or the property, every message goes to one
+        // destination.
+        let missing: HashSet<Vec<String>> = (0..100)
+            .map(|i| routed(&by_header, &format!("k{i}"), None))
+            .chain((0..100).map(|i| routed(&by_id, &format!("k{i}"), &BasicProperties::default())))
+            .collect();
+        assert_eq!(missing.len(), 1);
+    }
+
+    #[test]
+    fn random_picks_one_binding_of_any_key() {
+        let ex = plugin_exchange(ExchangeKind::Random, FieldTable::new());
+        assert!(routed(&ex, "k", None).is_empty());
+        for (q, key) in [("a", "x"), ("b", "y"), ("c", "")] {
+            ex.bind(dest(q), ShortStr::from(key), FieldTable::new())
+                .unwrap();
+        }
+        assert!(!ex.routes_by_key() && ex.routes_once());
+        let mut c: HashMap<String, usize> = HashMap::new();
+        for i in 0..30_000 {
+            let to = routed(&ex, &format!("k{}", i % 3), None);
+            assert_eq!(to.len(), 1);
+            *c.entry(to[0].clone()).or_insert(0) += 1;
+        }
+        assert_eq!(c.len(), 3);
+        assert!(c.values().all(|&n| (9_000..=11_000).contains(&n)), "{c:?}");
+        ex.unbind_all_to(&dest("a"));
+        assert!((0..100).all(|_| routed(&ex, "x", None) != vec!["a".to_string()]));
+        ex.unbind(&dest("b"), &ShortStr::from("y"), &FieldTable::new());
+        assert!((0..100).all(|_| routed(&ex, "x", None) == vec!["c".to_string()]));
+    }
+
+    #[test]
+    fn plugin_types_parse_and_describe_themselves() {
+        for kind in ExchangeKind::ALL {
+            assert_eq!(ExchangeKind::parse(kind.as_str().as_bytes()), Some(kind));
+            assert!(!kind.description().is_empty());
+        }
+        assert_eq!(ExchangeKind::parse(b"x-bogus"), None);
     }
 
     #[test]

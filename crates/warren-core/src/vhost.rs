@@ -13,7 +13,7 @@ use crate::error::{Kind, Mismatch, Refusal};
 
 /// What the vhost's rules return: a [`Refusal`] when they refuse.
 type Result<T, E = Refusal> = std::result::Result<T, E>;
-use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec};
+use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec, MessageView};
 use crate::message::{Gauge, Message};
 use crate::persist::{BindingTarget, Durability, PersistOp};
 use crate::policy::{Policy, pick};
@@ -289,7 +289,7 @@ impl VHost {
             }
         }
         let mut queues = Vec::new();
-        self.route(&ex, &keys, properties.headers.as_ref(), &mut queues);
+        self.route(&ex, &keys, &*properties, &mut queues);
         if queues.is_empty() {
             return Ok(false);
         }
@@ -458,6 +458,7 @@ impl VHost {
                 name: name.clone(),
             });
         }
+        kind_parsed.validate(arguments)?;
         Ok(Some(kind_parsed))
     }
 
@@ -1234,14 +1235,17 @@ impl VHost {
     /// takes the message only when none matched. Returns whether the
     /// result depends only on the exchange, the keys and the topology (no
     /// headers exchange was consulted), so that it may be reused for the
-    /// same keys while [`VHost::epoch`] stands.
-    pub fn route(
+    /// same keys while [`VHost::epoch`] stands. `message` is the
+    /// message's headers, or better all its properties (which an
+    /// `x-consistent-hash` exchange with `hash-property` reads).
+    pub fn route<'m>(
         &self,
         exchange: &Exchange,
         keys: &[ShortStr],
-        headers: Option<&FieldTable>,
+        message: impl Into<MessageView<'m>>,
         out: &mut Vec<Arc<Queue>>,
     ) -> bool {
+        let message = message.into();
         if exchange.name().is_empty() {
             for key in keys {
                 if let Some(q) = self.queue(key.as_bytes())
@@ -1256,7 +1260,7 @@ impl VHost {
         // Allocates only if exchange-to-exchange bindings are followed.
         let mut visited: Vec<ShortStr> = Vec::new();
         let mut by_key = true;
-        self.route_from(exchange, keys, headers, out, &mut visited, 0, &mut by_key);
+        self.route_from(exchange, keys, message, out, &mut visited, 0, &mut by_key);
         by_key
     }
 
@@ -1265,19 +1269,26 @@ impl VHost {
         &self,
         exchange: &Exchange,
         keys: &[ShortStr],
-        headers: Option<&FieldTable>,
+        message: MessageView<'_>,
         out: &mut Vec<Arc<Queue>>,
         visited: &mut Vec<ShortStr>,
         depth: usize,
         by_key: &mut bool,
     ) {
-        if exchange.spec.kind == ExchangeKind::Headers {
+        if !exchange.routes_by_key() {
             *by_key = false;
         }
+        // The plugin types pick one destination per message, by the
+        // publish's routing key alone.
+        let own_keys = if exchange.routes_once() {
+            &keys[..keys.len().min(1)]
+        } else {
+            keys
+        };
         let before = out.len();
         let mut next: Vec<ShortStr> = Vec::new();
-        for key in keys {
-            exchange.route(key, headers, &mut |d| match d {
+        for key in own_keys {
+            exchange.route(key, message, &mut |d| match d {
                 Destination::Queue(q) => {
                     if !q.is_deleted() && !out.iter().any(|o| Arc::ptr_eq(o, q)) {
                         out.push(Arc::clone(q));
@@ -1304,7 +1315,7 @@ impl VHost {
                 continue;
             }
             if let Some(ex) = self.exchange(name.as_bytes()) {
-                self.route_from(&ex, keys, headers, out, visited, depth + 1, by_key);
+                self.route_from(&ex, keys, message, out, visited, depth + 1, by_key);
             }
         }
     }
@@ -1503,7 +1514,12 @@ impl VHost {
             };
             let routing_key = keys[0].clone();
             targets.clear();
-            self.route(&dlx, &keys, Some(&headers), &mut targets);
+            self.route(
+                &dlx,
+                &keys,
+                MessageView::new(Some(&headers), &props),
+                &mut targets,
+            );
             // A message that would die in a cycle without ever being
             // rejected is dropped (RabbitMQ's rule), which also bounds the
             // recursion below.

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use warren_codec::{BasicProperties, ShortStr};
 use warren_core::broker::Alarm;
+use warren_core::exchange::ExchangeKind;
 use warren_core::vhost::QueueDeclare;
 
 use crate::auth::Caller;
@@ -104,12 +105,10 @@ async fn overview(State(m): State<Shared>, caller: Caller) -> Json<Value> {
             "basic": [600, 3600],
             "detailed": [600],
         },
-        "exchange_types": [
-            {"name": "direct", "description": "AMQP direct exchange, as per the AMQP specification", "enabled": true},
-            {"name": "fanout", "description": "AMQP fanout exchange, as per the AMQP specification", "enabled": true},
-            {"name": "headers", "description": "AMQP headers exchange, as per the AMQP specification", "enabled": true},
-            {"name": "topic", "description": "AMQP topic exchange, as per the AMQP specification", "enabled": true},
-        ],
+        "exchange_types": ExchangeKind::ALL
+            .iter()
+            .map(|k| json!({"name": k.as_str(), "description": k.description(), "enabled": true}))
+            .collect::<Vec<_>>(),
         "product_version": b.config.version,
         "product_name": b.config.product,
         "rabbitmq_version": RABBITMQ_COMPAT,
