@@ -63,6 +63,11 @@ pub struct Limits {
     /// `consumer_max_per_channel`, 3.12 and later; `None`: no limit). One
     /// more `basic.consume` closes the connection with 530.
     pub consumer_max_per_channel: Option<usize>,
+    /// How long a delivery may stay unacknowledged before its channel is
+    /// closed with 406 (RabbitMQ's `consumer_timeout`, 30 minutes by
+    /// default; `None`: never). A queue's `x-consumer-timeout` argument or
+    /// `consumer-timeout` policy overrides it.
+    pub consumer_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Limits {
@@ -77,6 +82,7 @@ impl Default for Limits {
             disk_free_limit: 0,
             connection_max: None,
             consumer_max_per_channel: None,
+            consumer_timeout: Some(std::time::Duration::from_millis(1_800_000)),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use warren_codec::{
@@ -91,6 +91,8 @@ struct Unacked {
     message: QueuedMessage,
     /// `None` for `basic.get`.
     consumer: Option<ShortStr>,
+    /// When it went out, for the consumer timeout.
+    delivered_at: Instant,
 }
 
 #[derive(Debug)]
@@ -162,6 +164,15 @@ pub(crate) struct Channel {
     /// not internal) and, for its last routing key, the queues it routed
     /// to; both valid while the vhost's epoch stands.
     route: Option<Box<RouteCache>>,
+}
+
+/// The oldest unacknowledged delivery of a channel, for the consumer
+/// timeout's log line.
+#[derive(Debug)]
+pub(crate) struct AckHead<'a> {
+    pub(crate) consumer_tag: Option<&'a ShortStr>,
+    pub(crate) delivery_tag: u64,
+    pub(crate) queue: &'a ShortStr,
 }
 
 /// A channel's last route, so that a publisher sending to the same
@@ -238,6 +249,11 @@ impl Channel {
         self.route = None;
     }
 
+    /// Whether deliveries await settlement on this channel.
+    pub(crate) fn has_unacked(&self) -> bool {
+        !self.unacked.is_empty() && !self.closing
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.closing
     }
@@ -265,6 +281,34 @@ impl Channel {
         self.tx = None;
         self.confirm = None;
         self.content = Content::Idle;
+    }
+
+    /// The consumer timeout of the channel's oldest unacknowledged
+    /// delivery, as RabbitMQ 3.12's channel checks it (only the oldest;
+    /// its queue's `x-consumer-timeout` or `consumer-timeout` policy, else
+    /// the broker's `default`): when it times out (the first instant more
+    /// than the timeout after it went out), the timeout, and what to log
+    /// (consumer tag, delivery tag, queue). `None` when nothing is
+    /// outstanding, the channel is closing or no timeout applies.
+    pub(crate) fn ack_deadline(
+        &self,
+        default: Option<Duration>,
+    ) -> Option<(Instant, Duration, AckHead<'_>)> {
+        if self.closing {
+            return None;
+        }
+        let head = self.unacked.front()?;
+        let timeout = head.queue.args().consumer_timeout.or(default)?;
+        let at = head.delivered_at + timeout + Duration::from_millis(1);
+        Some((
+            at,
+            timeout,
+            AckHead {
+                consumer_tag: head.consumer.as_ref(),
+                delivery_tag: head.tag,
+                queue: head.queue.name(),
+            },
+        ))
     }
 
     /// The queue went away: forget the consumer. Returns whether it existed.
@@ -810,7 +854,12 @@ impl Channel {
                             routing_key: msg.routing_key.clone(),
                             message_count: remaining,
                         };
-                        write_content(ctx.out, self.id, &Method::from(get_ok), msg, ctx.frame_max);
+                        let method = Method::from(get_ok);
+                        if q.spec.kind == QueueType::Quorum {
+                            write_counted(ctx.out, self.id, &method, &message, ctx.frame_max);
+                        } else {
+                            write_content(ctx.out, self.id, &method, msg, ctx.frame_max);
+                        }
                         self.entry.deliver.fetch_add(1, Ordering::Relaxed);
                         if !m.no_ack {
                             self.unacked.push_back(Unacked {
@@ -818,6 +867,7 @@ impl Channel {
                                 queue: q,
                                 message,
                                 consumer: None,
+                                delivered_at: ctx.now,
                             });
                         }
                     }
@@ -1201,6 +1251,10 @@ impl Channel {
     /// Writes deliveries for one of this channel's consumers, from the
     /// queue `from`; what can no longer be written (a cancelled consumer,
     /// a closing channel) goes back to the queue unread.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a delivery names its consumer, its queue and its time"
+    )]
     pub(crate) fn deliver(
         &mut self,
         out: &mut BytesMut,
@@ -1209,6 +1263,7 @@ impl Channel {
         (consumer_tag, ack): (&ShortStr, bool),
         from: &QueueRef,
         messages: Vec<QueuedMessage>,
+        now: Instant,
     ) {
         let queue = match self.consumers.get(consumer_tag) {
             Some(c) if !self.closing && c.queue.me.id == from.id => Arc::clone(&c.queue),
@@ -1225,6 +1280,7 @@ impl Channel {
         self.entry
             .deliver
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        let quorum = queue.spec.kind == QueueType::Quorum;
         for message in messages {
             let tag = self.next_tag;
             self.next_tag += 1;
@@ -1236,13 +1292,19 @@ impl Channel {
                 exchange: msg.exchange.clone(),
                 routing_key: msg.routing_key.clone(),
             };
-            write_content(out, self.id, &Method::from(deliver), msg, frame_max);
+            let method = Method::from(deliver);
+            if quorum {
+                write_counted(out, self.id, &method, &message, frame_max);
+            } else {
+                write_content(out, self.id, &method, msg, frame_max);
+            }
             if ack {
                 self.unacked.push_back(Unacked {
                     tag,
                     queue: Arc::clone(&queue),
                     message,
                     consumer: Some(consumer_tag.clone()),
+                    delivered_at: now,
                 });
             } else {
                 // Written out: give the queue its no-ack window back, in one
@@ -1333,6 +1395,9 @@ impl Channel {
                 Outcome::Requeue => {
                     for m in &mut msgs {
                         m.redelivered = true;
+                        // Back from a client: one more delivery counted
+                        // (quorum queues hold it to `x-delivery-limit`).
+                        m.delivery_count = m.delivery_count.saturating_add(1);
                     }
                     queue.settle(conn, self.id, consumer.as_ref(), settled, msgs)
                 }
@@ -1431,6 +1496,44 @@ fn write_content(out: &mut BytesMut, channel: u16, method: &Method, msg: &Messag
         CLASS_BASIC,
         msg.body.len() as u64,
         &msg.properties,
+    );
+    let chunk = (frame_max as usize)
+        .saturating_sub(warren_codec::FRAME_OVERHEAD)
+        .max(1);
+    for piece in msg.body.chunks(chunk) {
+        encode_body(out, channel, piece);
+    }
+}
+
+/// [`write_content`] for a quorum queue's delivery: the message's headers
+/// with `x-delivery-count` (a signed 32-bit `long`, as RabbitMQ 3.10 sets
+/// it, 0 on the first delivery). The shared message is not touched; its
+/// properties are copied for this one frame.
+fn write_counted(
+    out: &mut BytesMut,
+    channel: u16,
+    method: &Method,
+    m: &QueuedMessage,
+    frame_max: u32,
+) {
+    let msg = &m.message;
+    let mut properties = msg.properties.clone();
+    let headers = properties
+        .make_mut()
+        .headers
+        .get_or_insert_with(warren_codec::FieldTable::new);
+    headers.remove("x-delivery-count");
+    headers.insert(
+        "x-delivery-count",
+        warren_codec::FieldValue::I32(i32::try_from(m.delivery_count).unwrap_or(i32::MAX)),
+    );
+    encode_method(out, channel, method);
+    encode_content_header(
+        out,
+        channel,
+        CLASS_BASIC,
+        msg.body.len() as u64,
+        &properties,
     );
     let chunk = (frame_max as usize)
         .saturating_sub(warren_codec::FRAME_OVERHEAD)

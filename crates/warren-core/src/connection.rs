@@ -393,6 +393,7 @@ impl Connection {
                 let live = self.state == State::Running;
                 match (self.channels.get_mut(&channel), &self.vhost) {
                     (Some(ch), Some(vh)) if live => {
+                        let was_empty = ack && !ch.has_unacked();
                         ch.deliver(
                             &mut self.out,
                             self.frame_max,
@@ -403,8 +404,13 @@ impl Connection {
                             now,
                         );
                         ch.sync_entry();
-                        if ack && self.ack_check_at.is_none() {
-                            self.ack_check_at = self.next_ack_check(now);
+                        if was_empty || (ack && self.ack_check_at.is_none()) {
+                            arm_ack_check(
+                                &mut self.ack_check_at,
+                                ch,
+                                self.broker.config.limits.consumer_timeout,
+                                now,
+                            );
                         }
                     }
                     _ => {
@@ -1304,6 +1310,7 @@ impl Connection {
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;
         };
+        let was_empty = gets && !ch.has_unacked();
         let mut ctx = Ctx {
             broker: &self.broker,
             vhost,
@@ -1326,8 +1333,13 @@ impl Connection {
         if is_method {
             ch.sync_entry();
         }
-        if gets && self.ack_check_at.is_none() {
-            self.ack_check_at = self.next_ack_check(now);
+        if was_empty || (gets && self.ack_check_at.is_none()) {
+            arm_ack_check(
+                &mut self.ack_check_at,
+                ch,
+                self.broker.config.limits.consumer_timeout,
+                now,
+            );
         }
         if res.is_ok() && deletes_queue && self.out.len() > mark {
             // The deleted queue's consumers on this connection hear
@@ -1382,6 +1394,23 @@ impl Connection {
             ch.flush_confirms(&mut self.out, *id);
         }
     }
+}
+
+/// A channel's oldest unacknowledged delivery may be new (the channel had
+/// none, or no look is scheduled): the next look is no later than its
+/// deadline, nor than [`ACK_CHECK_MAX`] from now.
+fn arm_ack_check(
+    check_at: &mut Option<Instant>,
+    ch: &Channel,
+    default: Option<Duration>,
+    now: Instant,
+) {
+    let at = ch
+        .ack_deadline(default)
+        .map_or(now + ACK_CHECK_MAX, |(at, _, _)| {
+            at.min(now + ACK_CHECK_MAX)
+        });
+    *check_at = Some(check_at.map_or(at, |t| t.min(at)));
 }
 
 fn client_caps(props: &FieldTable) -> ClientCaps {

@@ -317,6 +317,18 @@ pub enum Refusal {
         /// The property (`exclusive`, `durable`, ...).
         property: &'static str,
     },
+    /// A declare argument the queue's type does not take (quorum queues'
+    /// `x-max-priority`, `x-queue-mode`; 406).
+    ArgNotForType {
+        /// The queue.
+        queue: ShortStr,
+        /// The vhost.
+        vhost: String,
+        /// The argument.
+        arg: &'static str,
+        /// RabbitMQ's module name for the type (`rabbit_quorum_queue`).
+        queue_type: &'static str,
+    },
     /// `x-queue-type = stream` (406).
     StreamsUnsupported {
         /// The queue.
@@ -359,6 +371,7 @@ impl Refusal {
             | Refusal::NotEmpty { .. }
             | Refusal::InvalidArg { .. }
             | Refusal::InvalidProperty { .. }
+            | Refusal::ArgNotForType { .. }
             | Refusal::StreamsUnsupported { .. }
             | Refusal::UnknownQueueType(_)
             | Refusal::BadBindingArgs(_)
@@ -428,6 +441,14 @@ impl Refusal {
                 vhost,
                 property,
             } => format!("invalid property '{property}' for queue '{queue}' in vhost '{vhost}'"),
+            Refusal::ArgNotForType {
+                queue,
+                vhost,
+                arg,
+                queue_type,
+            } => format!(
+                "invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}' of queue type {queue_type}"
+            ),
             Refusal::StreamsUnsupported { queue, vhost } => format!(
                 "queue type 'stream' is not supported by this broker yet (queue '{queue}' in vhost '{vhost}')"
             ),

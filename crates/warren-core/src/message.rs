@@ -45,6 +45,10 @@ pub struct QueuedMessage {
     pub message: Arc<Message>,
     /// Whether it has been delivered before.
     pub redelivered: bool,
+    /// How often it came back to its queue after reaching a client
+    /// (quorum queues' `x-delivery-count`); kept per queue, not in the
+    /// shared message.
+    pub delivery_count: u32,
     /// When it expires (queue TTL or the message's `expiration`).
     pub expires_at: Option<Instant>,
 }

@@ -7,9 +7,10 @@
 //!
 //! Where a policy and a declare argument both set a key, RabbitMQ's rule
 //! per key decides ([`merge`]): the lower number wins for `message-ttl`,
-//! `expires`, `max-length`, `max-length-bytes` and `delivery-limit`; the
-//! argument wins for `overflow`, `dead-letter-exchange`,
-//! `dead-letter-routing-key`, `queue-mode` and `alternate-exchange`.
+//! `expires`, `max-length`, `max-length-bytes`, `delivery-limit` and
+//! `consumer-timeout`; the argument wins for `overflow`,
+//! `dead-letter-exchange`, `dead-letter-routing-key`,
+//! `dead-letter-strategy`, `queue-mode` and `alternate-exchange`.
 
 use regex::Regex;
 use warren_codec::{FieldTable, FieldValue, LongStr, ShortStr};
@@ -101,6 +102,12 @@ const POLICY_KEYS: &[(&str, Check)] = &[
     ("dead-letter-routing-key", Check::Text),
     ("alternate-exchange", Check::Text),
     ("delivery-limit", Check::NonNegative),
+    // RabbitMQ 3.12's per-queue consumer timeout, in milliseconds.
+    ("consumer-timeout", Check::NonNegative),
+    (
+        "dead-letter-strategy",
+        Check::OneOf(&["at-most-once", "at-least-once"]),
+    ),
     ("queue-mode", Check::OneOf(&["default", "lazy"])),
     ("max-in-memory-length", Check::NonNegative),
     ("max-in-memory-bytes", Check::NonNegative),
@@ -243,6 +250,7 @@ pub fn pick<'a>(
 
 /// Keys whose lower value wins wherever two sources set them.
 const LOWER_WINS: &[&str] = &[
+    "consumer-timeout",
     "message-ttl",
     "expires",
     "max-length",

@@ -128,6 +128,9 @@ const VALIDATED_QUEUE_ARGS: &[&str] = &[
     "x-single-active-consumer",
     "x-queue-mode",
     "x-queue-type",
+    "x-delivery-limit",
+    "x-dead-letter-strategy",
+    "x-consumer-timeout",
 ];
 
 fn bool_text(b: bool) -> &'static str {
@@ -969,6 +972,8 @@ impl VHost {
         int_arg("x-max-length", 0)?;
         int_arg("x-max-length-bytes", 0)?;
         int_arg("x-max-priority", 0)?;
+        int_arg("x-delivery-limit", 0)?;
+        int_arg("x-consumer-timeout", 0)?;
         if let Some(n) = d
             .arguments
             .get("x-max-priority")
@@ -1005,6 +1010,7 @@ impl VHost {
         str_arg("x-dead-letter-exchange", &[])?;
         str_arg("x-dead-letter-routing-key", &[])?;
         str_arg("x-queue-mode", &["default", "lazy"])?;
+        str_arg("x-dead-letter-strategy", &["at-most-once", "at-least-once"])?;
         if d.arguments.get("x-dead-letter-routing-key").is_some()
             && d.arguments.get("x-dead-letter-exchange").is_none()
         {
@@ -1038,6 +1044,18 @@ impl VHost {
             },
         };
         if kind == QueueType::Quorum {
+            // Arguments RabbitMQ 3.10's quorum queues do not take, checked
+            // before the queue's properties, as its queue type does.
+            for arg in ["x-max-priority", "x-queue-mode"] {
+                if d.arguments.get(arg).is_some() {
+                    return Err(Refusal::ArgNotForType {
+                        queue: name.clone(),
+                        vhost: vhost.to_string(),
+                        arg,
+                        queue_type: "rabbit_quorum_queue",
+                    });
+                }
+            }
             let prop = |property: &'static str| Refusal::InvalidProperty {
                 queue: name.clone(),
                 vhost: vhost.to_string(),
@@ -1052,11 +1070,32 @@ impl VHost {
             if d.auto_delete {
                 return Err(prop("auto-delete"));
             }
-            if d.arguments.get("x-max-priority").is_some() {
-                return Err(invalid(
-                    "x-max-priority",
-                    "of queue type rabbit_quorum_queue".to_string(),
-                ));
+            let text = |arg: &str| match d.arguments.get(arg) {
+                Some(FieldValue::LongStr(s)) => Some(s.to_lossy().into_owned()),
+                _ => None,
+            };
+            let overflow = text("x-overflow");
+            // Accepted and logged, as RabbitMQ 3.10 does: the queue drops
+            // its head instead.
+            if overflow.as_deref() == Some("reject-publish-dlx") {
+                tracing::warn!(
+                    queue = %name,
+                    vhost,
+                    "Invalid overflow strategy \"reject-publish-dlx\" for quorum queue: queue '{name}' in vhost '{vhost}'"
+                );
+            }
+            // At-least-once dead-lettering needs reject-publish; with
+            // drop-head RabbitMQ falls back to at-most-once (on this single
+            // node both route a dead letter before the queue forgets it).
+            if text("x-dead-letter-strategy").as_deref() == Some("at-least-once")
+                && d.arguments.get("x-dead-letter-exchange").is_some()
+                && overflow.as_deref() != Some("reject-publish")
+            {
+                tracing::warn!(
+                    queue = %name,
+                    vhost,
+                    "Falling back to dead-letter-strategy at-most-once for queue '{name}' in vhost '{vhost}' because configured dead-letter-strategy at-least-once is incompatible with effective overflow strategy drop-head. To enable dead-letter-strategy at-least-once, set overflow strategy to reject-publish."
+                );
             }
         }
         Ok(kind)

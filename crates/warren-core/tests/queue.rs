@@ -106,13 +106,18 @@ impl Harness {
         for (k, v) in args {
             t.insert(*k, v.clone());
         }
+        let quorum = t.get("x-queue-type") == Some(&FieldValue::LongStr("quorum".into()));
         let spec = QueueSpec {
             name: "q".into(),
             durable: store.is_some(),
             exclusive_owner: None,
             auto_delete: false,
             arguments: t,
-            kind: QueueType::Classic,
+            kind: if quorum {
+                QueueType::Quorum
+            } else {
+                QueueType::Classic
+            },
             store_id: store.as_ref().map(|_| 1),
         };
         Harness {
@@ -244,6 +249,8 @@ impl Harness {
                     let n = ms.len() as u32;
                     for m in &mut ms {
                         m.redelivered = true;
+                        // As the channel counts a return from its client.
+                        m.delivery_count += 1;
                     }
                     let dead = self.q.settle(1, 1, Some(&tag.into()), n, ms);
                     self.take_dead(dead);
@@ -515,6 +522,59 @@ fn rejected_messages_die_with_reason_rejected() {
             Dead(&[("b", "rejected")]),
             Ack("c1", &["a"]),
             Ready(0),
+        ],
+    );
+}
+
+#[test]
+fn a_quorum_queue_dead_letters_past_its_delivery_limit() {
+    let quorum = ("x-queue-type", text("quorum"));
+    // Limit 1: two deliveries, then the second return kills it; the other
+    // message keeps its place and its own count.
+    table(
+        &[quorum.clone(), ("x-delivery-limit", int(1)), dlx()],
+        &[
+            Pub("a"),
+            Pub("b"),
+            Consume("c1", 1, 0),
+            Got("c1", &["a"]),
+            Requeue("c1", &["a"]),
+            Got("c1", &["a*"]),
+            Requeue("c1", &["a"]),
+            Dead(&[("a", "delivery_limit")]),
+            Got("c1", &["b"]),
+            Requeue("c1", &["b"]),
+            Got("c1", &["b*"]),
+            Ack("c1", &["b"]),
+            Ready(0),
+            Unacked(0),
+        ],
+    );
+    // Without a dead-letter exchange it is dropped.
+    table(
+        &[quorum, ("x-delivery-limit", int(0))],
+        &[
+            Pub("a"),
+            Consume("c1", 0, 0),
+            Got("c1", &["a"]),
+            Requeue("c1", &["a"]),
+            Dead(&[]),
+            Ready(0),
+            Unacked(0),
+        ],
+    );
+    // A classic queue has no delivery limit.
+    table(
+        &[("x-delivery-limit", int(0)), dlx()],
+        &[
+            Pub("a"),
+            Consume("c1", 0, 0),
+            Got("c1", &["a"]),
+            Requeue("c1", &["a"]),
+            Got("c1", &["a*"]),
+            Requeue("c1", &["a"]),
+            Got("c1", &["a*"]),
+            Ack("c1", &["a"]),
         ],
     );
 }

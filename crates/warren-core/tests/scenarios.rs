@@ -3665,3 +3665,482 @@ fn topic_permissions_limit_routing_and_binding_keys_on_topic_exchanges() {
     c.publish(1, "amq.topic", "orders.bob.new", b"ok now");
     c.nothing();
 }
+
+// Consumer timeouts (RabbitMQ's `consumer_timeout`, 3.12's
+// `x-consumer-timeout` and `consumer-timeout` policy key) and quorum
+// queues' delivery limit.
+
+const ACK_TIMEOUT_TEXT: &str = "delivery acknowledgement on channel 1 timed out. Timeout value used: 1800000 ms. This timeout value can be configured, see consumers doc guide to learn more";
+
+impl Client {
+    /// `basic.consume` with manual acks on channel 1.
+    fn consume_acking(&mut self, q: &str, tag: &str) {
+        self.send(
+            1,
+            BasicConsume {
+                queue: q.into(),
+                consumer_tag: tag.into(),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(self.method().1, Method::BasicConsumeOk(_)));
+    }
+
+    /// Expects `channel.close` on channel 1 for a consumer timeout; answers
+    /// close-ok and opens the channel again. Returns the text.
+    fn timed_out(&mut self) -> String {
+        let (ch, m) = self.method();
+        let Method::ChannelClose(close) = m else {
+            panic!("expected channel.close, got {m:?}")
+        };
+        assert_eq!((ch, close.reply_code), (1, 406), "{}", close.reply_text);
+        // Raised by the channel's timer, not by a method.
+        assert_eq!((close.class_id, close.method_id), (0, 0));
+        self.send(1, ChannelCloseOk);
+        self.send(1, ChannelOpen::default());
+        assert!(matches!(self.method().1, Method::ChannelOpenOk(_)));
+        close.reply_text.to_string()
+    }
+
+    /// `basic.get` with ack on channel 1: (redelivered, x-delivery-count).
+    fn get_counted(&mut self, q: &str) -> (bool, Option<FieldValue>) {
+        self.send(
+            1,
+            BasicGet {
+                queue: q.into(),
+                ..Default::default()
+            },
+        );
+        let (m, props, _) = self.content();
+        let Method::BasicGetOk(ok) = m else {
+            panic!("expected get-ok, got {m:?}")
+        };
+        let count = props
+            .headers
+            .and_then(|h| h.get("x-delivery-count").cloned());
+        (ok.redelivered, count)
+    }
+}
+
+#[test]
+fn an_unacknowledged_delivery_times_out_after_30_minutes_and_is_requeued() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.publish(1, "", "q", b"slow");
+    c.consume_acking("q", "c");
+    let (m, _, _) = c.content();
+    assert!(matches!(m, Method::BasicDeliver(d) if !d.redelivered));
+    // RabbitMQ's test is strict: more than the timeout must have passed.
+    c.advance(Duration::from_millis(1_800_000));
+    c.nothing();
+    c.advance(Duration::from_millis(1));
+    assert_eq!(
+        c.timed_out(),
+        format!("PRECONDITION_FAILED - {ACK_TIMEOUT_TEXT}")
+    );
+    // The connection lives on; the message came back, redelivered.
+    let (redelivered, count) = c.get_counted("q");
+    assert!(redelivered);
+    assert_eq!(count, None, "classic queues carry no x-delivery-count");
+}
+
+#[test]
+fn a_consumer_that_acks_in_time_keeps_its_channel() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.consume_acking("q", "c");
+    for i in 0..3u8 {
+        c.publish(1, "", "q", &[i]);
+        let t = c.delivery_tag();
+        c.advance(Duration::from_secs(29 * 60));
+        c.send(
+            1,
+            BasicAck {
+                delivery_tag: t,
+                multiple: false,
+            },
+        );
+    }
+    c.advance(Duration::from_secs(3600));
+    c.nothing();
+    // No-ack consumers are never timed out.
+    c.send(
+        1,
+        BasicConsume {
+            queue: "q".into(),
+            consumer_tag: "auto".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.publish(1, "", "q", b"x");
+    c.content();
+    c.advance(Duration::from_secs(3600));
+    c.nothing();
+}
+
+#[test]
+fn basic_get_with_ack_times_out_too() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.declare(1, "q");
+    c.publish(1, "", "q", b"m");
+    let (redelivered, _) = c.get_counted("q");
+    assert!(!redelivered);
+    c.advance(Duration::from_millis(1_800_001));
+    assert!(c.timed_out().ends_with(ACK_TIMEOUT_TEXT));
+    assert!(c.get_counted("q").0);
+}
+
+#[test]
+fn the_queue_argument_and_the_policy_override_the_broker_timeout() {
+    // Disabled broker-wide: only the queue's own timeout applies.
+    let b = Broker::new(BrokerConfig {
+        limits: warren_core::Limits {
+            consumer_timeout: None,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let mut c = Client::open(&b);
+    c.declare(1, "plain");
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "short".into(),
+            arguments: args(&[("x-consumer-timeout", FieldValue::I32(1000))]),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.publish(1, "", "plain", b"p");
+    c.consume_acking("plain", "p");
+    c.content();
+    c.advance(Duration::from_secs(24 * 3600));
+    c.nothing();
+    // The channel's oldest delivery is the one checked, as in RabbitMQ:
+    // settle it first.
+    c.send(
+        1,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    c.publish(1, "", "short", b"s");
+    c.consume_acking("short", "s");
+    c.content();
+    c.advance(Duration::from_millis(1000));
+    c.nothing();
+    c.advance(Duration::from_millis(1));
+    assert_eq!(
+        c.timed_out(),
+        "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 1000 ms. This timeout value can be configured, see consumers doc guide to learn more"
+    );
+    // A `consumer-timeout` policy below the argument wins (the lower one).
+    b.put_policy(
+        "/",
+        "ct",
+        "^short$",
+        "queues",
+        0,
+        args(&[("consumer-timeout", FieldValue::I64(200))]),
+        false,
+    )
+    .unwrap();
+    c.consume_acking("short", "s2");
+    let (m, _, _) = c.content();
+    assert!(matches!(m, Method::BasicDeliver(d) if d.redelivered));
+    c.advance(Duration::from_millis(201));
+    assert!(c.timed_out().contains("Timeout value used: 200 ms."));
+}
+
+/// A durable quorum queue `q` with `extra` arguments, dead-lettering to
+/// `amq.fanout`, which feeds the queue `dlq`.
+fn quorum_with_dlq(c: &mut Client, extra: &[(&str, FieldValue)]) {
+    c.declare(1, "dlq");
+    c.send(
+        1,
+        QueueBind {
+            queue: "dlq".into(),
+            exchange: "amq.fanout".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    let mut a = args(&[
+        ("x-queue-type", s("quorum")),
+        ("x-dead-letter-exchange", s("amq.fanout")),
+    ]);
+    for (k, v) in extra {
+        a.insert(*k, v.clone());
+    }
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "q".into(),
+            durable: true,
+            arguments: a,
+            ..Default::default()
+        },
+    );
+    let (_, m) = c.method();
+    assert!(matches!(m, Method::QueueDeclareOk(_)), "{m:?}");
+}
+
+#[test]
+fn a_quorum_queue_dead_letters_a_message_past_its_delivery_limit() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    quorum_with_dlq(&mut c, &[("x-delivery-limit", FieldValue::I64(2))]);
+    c.publish(1, "", "q", b"poison");
+    c.consume_acking("q", "c");
+    // Limit 2: three deliveries, counted 0, 1, 2 (RabbitMQ 3.10.8 puts the
+    // header on the first delivery too), each nacked back.
+    for i in 0..3 {
+        let (m, props, body) = c.content();
+        let Method::BasicDeliver(d) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(&body[..], b"poison");
+        assert_eq!(d.redelivered, i > 0);
+        assert_eq!(
+            props.headers.unwrap().get("x-delivery-count"),
+            Some(&FieldValue::I32(i))
+        );
+        c.send(
+            1,
+            BasicNack {
+                delivery_tag: d.delivery_tag,
+                multiple: false,
+                requeue: true,
+            },
+        );
+    }
+    c.nothing();
+    assert_eq!(count(&mut c, "q"), 0);
+    c.send(
+        1,
+        BasicGet {
+            queue: "dlq".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let (_, props, body) = c.content();
+    assert_eq!(&body[..], b"poison");
+    let h = props.headers.unwrap();
+    assert_eq!(h.get("x-first-death-reason"), Some(&s("delivery_limit")));
+    assert_eq!(h.get("x-first-death-queue"), Some(&s("q")));
+    let Some(FieldValue::Array(deaths)) = h.get("x-death") else {
+        panic!("{h:?}")
+    };
+    let Some(FieldValue::Table(death)) = deaths.first() else {
+        panic!("{deaths:?}")
+    };
+    assert_eq!(death.get("reason"), Some(&s("delivery_limit")));
+}
+
+#[test]
+fn returns_by_reject_recover_and_channel_close_all_count() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    quorum_with_dlq(&mut c, &[("x-delivery-limit", FieldValue::I64(3))]);
+    c.publish(1, "", "q", b"m");
+    assert_eq!(c.get_counted("q"), (false, Some(FieldValue::I32(0))));
+    c.send(
+        1,
+        BasicReject {
+            delivery_tag: 1,
+            requeue: true,
+        },
+    );
+    assert_eq!(c.get_counted("q"), (true, Some(FieldValue::I32(1))));
+    c.send(1, BasicRecover { requeue: true });
+    assert!(matches!(c.method().1, Method::BasicRecoverOk(_)));
+    assert_eq!(c.get_counted("q"), (true, Some(FieldValue::I32(2))));
+    c.send(1, ChannelClose::default());
+    assert!(matches!(c.method().1, Method::ChannelCloseOk(_)));
+    c.send(1, ChannelOpen::default());
+    c.method();
+    assert_eq!(c.get_counted("q"), (true, Some(FieldValue::I32(3))));
+    // The fourth return is one too many.
+    c.send(
+        1,
+        BasicNack {
+            delivery_tag: 1,
+            multiple: false,
+            requeue: true,
+        },
+    );
+    assert_eq!(count(&mut c, "q"), 0);
+    assert_eq!(count(&mut c, "dlq"), 1);
+}
+
+#[test]
+fn a_consumer_timeout_return_counts_and_no_dlx_drops() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "q".into(),
+            durable: true,
+            arguments: args(&[
+                ("x-queue-type", s("quorum")),
+                ("x-delivery-limit", FieldValue::I64(0)),
+                ("x-consumer-timeout", FieldValue::I64(50)),
+            ]),
+            ..Default::default()
+        },
+    );
+    c.method();
+    c.publish(1, "", "q", b"m");
+    assert_eq!(c.get_counted("q"), (false, Some(FieldValue::I32(0))));
+    c.advance(Duration::from_millis(51));
+    c.timed_out();
+    // Limit 0 and no dead-letter exchange: the first return drops it.
+    assert_eq!(count(&mut c, "q"), 0);
+}
+
+#[test]
+fn the_policy_delivery_limit_applies_to_quorum_queues_only() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    b.put_policy(
+        "/",
+        "dl",
+        ".*",
+        "queues",
+        0,
+        args(&[("delivery-limit", FieldValue::I64(0))]),
+        false,
+    )
+    .unwrap();
+    c.declare(1, "classic");
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "qq".into(),
+            durable: true,
+            arguments: args(&[("x-queue-type", s("quorum"))]),
+            ..Default::default()
+        },
+    );
+    c.method();
+    for q in ["classic", "qq"] {
+        c.publish(1, "", q, b"m");
+        c.get_counted(q);
+        c.send(
+            1,
+            BasicNack {
+                delivery_tag: 0,
+                multiple: true,
+                requeue: true,
+            },
+        );
+    }
+    assert_eq!(count(&mut c, "classic"), 1);
+    assert_eq!(count(&mut c, "qq"), 0);
+}
+
+#[test]
+fn quorum_queue_arguments_are_checked_as_rabbitmq_does() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    let refused = |c: &mut Client, name: &str, durable: bool, a: FieldTable| {
+        c.send(
+            1,
+            QueueDeclare {
+                queue: name.into(),
+                durable,
+                arguments: a,
+                ..Default::default()
+            },
+        );
+        let text = c.channel_closed(1, 406);
+        c.send(1, ChannelOpen::default());
+        c.method();
+        text
+    };
+    let quorum = |extra: (&str, FieldValue)| args(&[("x-queue-type", s("quorum")), extra]);
+    assert_eq!(
+        refused(&mut c, "a", true, quorum(("x-queue-mode", s("default")))),
+        "PRECONDITION_FAILED - invalid arg 'x-queue-mode' for queue 'a' in vhost '/' of queue type rabbit_quorum_queue"
+    );
+    assert_eq!(
+        refused(
+            &mut c,
+            "b",
+            true,
+            quorum(("x-max-priority", FieldValue::I64(5)))
+        ),
+        "PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue 'b' in vhost '/' of queue type rabbit_quorum_queue"
+    );
+    // The argument is checked before the queue's properties.
+    assert!(
+        refused(&mut c, "c", false, quorum(("x-queue-mode", s("lazy"))))
+            .contains("of queue type rabbit_quorum_queue")
+    );
+    assert_eq!(
+        refused(
+            &mut c,
+            "d",
+            true,
+            quorum(("x-delivery-limit", FieldValue::I64(-1)))
+        ),
+        "PRECONDITION_FAILED - invalid arg 'x-delivery-limit' for queue 'd' in vhost '/': {value_negative,-1}"
+    );
+    assert_eq!(
+        refused(&mut c, "e", true, quorum(("x-consumer-timeout", s("1000")))),
+        "PRECONDITION_FAILED - invalid arg 'x-consumer-timeout' for queue 'e' in vhost '/': {unacceptable_type,longstr}"
+    );
+    assert_eq!(
+        refused(
+            &mut c,
+            "f",
+            true,
+            quorum(("x-dead-letter-strategy", s("sometimes")))
+        ),
+        "PRECONDITION_FAILED - invalid arg 'x-dead-letter-strategy' for queue 'f' in vhost '/': {invalid_value,<<\"sometimes\">>}"
+    );
+    // Accepted: both strategies (at-least-once without reject-publish
+    // falls back to at-most-once, logged), message TTL (quorum queues have
+    // it since 3.10) and reject-publish-dlx (logged, drop-head instead).
+    for (name, extra) in [
+        ("g", ("x-dead-letter-strategy", s("at-least-once"))),
+        ("h", ("x-dead-letter-strategy", s("at-most-once"))),
+        ("i", ("x-message-ttl", FieldValue::I64(1000))),
+        ("j", ("x-overflow", s("reject-publish-dlx"))),
+        ("k", ("x-consumer-timeout", FieldValue::I64(0))),
+    ] {
+        c.send(
+            1,
+            QueueDeclare {
+                queue: name.into(),
+                durable: true,
+                arguments: quorum(extra),
+                ..Default::default()
+            },
+        );
+        let (_, m) = c.method();
+        assert!(matches!(m, Method::QueueDeclareOk(_)), "{name}: {m:?}");
+    }
+    // A redeclare with another limit is inequivalent.
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "g".into(),
+            durable: true,
+            arguments: quorum(("x-dead-letter-strategy", s("at-most-once"))),
+            ..Default::default()
+        },
+    );
+    assert!(
+        c.channel_closed(1, 406)
+            .contains("inequivalent arg 'x-dead-letter-strategy'")
+    );
+}

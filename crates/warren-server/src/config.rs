@@ -171,6 +171,14 @@ pub struct LimitsConfig {
     /// connection with 530 NOT_ALLOWED "reached maximum (N) of consumers
     /// per channel". Default: no limit, as RabbitMQ's `infinity`.
     pub consumer_max_per_channel: Option<usize>,
+    /// How long a delivery may stay unacknowledged, in milliseconds, before
+    /// its channel is closed with 406 PRECONDITION_FAILED "delivery
+    /// acknowledgement on channel N timed out..." and its messages are
+    /// requeued (RabbitMQ's `consumer_timeout`). Default 1,800,000 (30
+    /// minutes, RabbitMQ's); 0 disables it. A queue's
+    /// `x-consumer-timeout` argument or `consumer-timeout` policy
+    /// overrides it for that queue's deliveries.
+    pub consumer_timeout_ms: u64,
     /// The memory high watermark as a fraction of the memory available to
     /// the broker: the machine's (`MemTotal`) or, when smaller, its
     /// cgroup's limit (a container's). Above it the broker's resident
@@ -305,6 +313,9 @@ impl Default for LimitsConfig {
             max_message_size: l.max_message_size,
             handshake_timeout_ms: l.handshake_timeout_ms,
             consumer_max_per_channel: l.consumer_max_per_channel,
+            consumer_timeout_ms: l
+                .consumer_timeout
+                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             memory_high_watermark: None,
             memory_high_watermark_absolute: None,
             disk_free_limit: None,
@@ -484,6 +495,8 @@ impl Config {
                 handshake_timeout_ms: self.limits.handshake_timeout_ms,
                 connection_max: Some(self.max_connections),
                 consumer_max_per_channel: self.limits.consumer_max_per_channel,
+                consumer_timeout: (self.limits.consumer_timeout_ms > 0)
+                    .then(|| std::time::Duration::from_millis(self.limits.consumer_timeout_ms)),
                 memory_limit,
                 disk_free_limit,
             },

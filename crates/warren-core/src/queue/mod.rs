@@ -301,6 +301,13 @@ pub struct QueueArgs {
     pub max_priority: u8,
     /// `x-single-active-consumer`.
     pub single_active_consumer: bool,
+    /// `x-consumer-timeout` (or the policy's `consumer-timeout`, the
+    /// lower of the two): how long a delivery from this queue may stay
+    /// unacknowledged; `None`: the broker's `consumer_timeout`.
+    pub consumer_timeout: Option<Duration>,
+    /// `x-delivery-limit` (quorum queues only): a message that comes back
+    /// more often than this is dead-lettered (reason `delivery_limit`).
+    pub delivery_limit: Option<u64>,
 }
 
 impl QueueArgs {
@@ -332,7 +339,25 @@ impl QueueArgs {
                 .get("x-single-active-consumer")
                 .and_then(FieldValue::as_bool)
                 .unwrap_or(false),
+            consumer_timeout: int("x-consumer-timeout").map(Duration::from_millis),
+            delivery_limit: int("x-delivery-limit"),
         }
+    }
+
+    /// [`QueueArgs::from_table`] for a queue of `kind`: only quorum queues
+    /// count deliveries against `x-delivery-limit`, as in RabbitMQ 3.10.
+    pub fn for_kind(t: &FieldTable, kind: QueueType) -> Self {
+        let mut args = Self::from_table(t);
+        if kind == QueueType::Quorum {
+            // Quorum queues know no reject-publish-dlx: RabbitMQ 3.10 logs
+            // it and drops the head.
+            if args.overflow == Overflow::RejectPublishDlx {
+                args.overflow = Overflow::DropHead;
+            }
+        } else {
+            args.delivery_limit = None;
+        }
+        args
     }
 }
 
@@ -345,6 +370,8 @@ pub enum DeathReason {
     Expired,
     /// A length limit pushed it out.
     Maxlen,
+    /// It came back to its quorum queue more often than `x-delivery-limit`.
+    DeliveryLimit,
 }
 
 impl DeathReason {
@@ -354,6 +381,7 @@ impl DeathReason {
             DeathReason::Rejected => "rejected",
             DeathReason::Expired => "expired",
             DeathReason::Maxlen => "maxlen",
+            DeathReason::DeliveryLimit => "delivery_limit",
         }
     }
 }
@@ -474,7 +502,7 @@ const LOAD_ROUNDS: usize = 4;
 impl Queue {
     /// A new, empty queue, persisting through `store` if durable.
     pub fn new(spec: QueueSpec, store: Option<Arc<dyn Persistence>>) -> Arc<Self> {
-        let args = QueueArgs::from_table(&spec.arguments);
+        let args = QueueArgs::for_kind(&spec.arguments, spec.kind);
         let store = if spec.store_id.is_some() { store } else { None };
         let store_id = spec.store_id.filter(|_| store.is_some());
         let may_expire = args.message_ttl.is_some() || args.expires.is_some();
@@ -483,7 +511,8 @@ impl Queue {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: spec.name.clone(),
         };
-        let st = QueueState::new(args.clone(), spec.auto_delete, store_id);
+        let mut st = QueueState::new(args.clone(), spec.auto_delete, store_id);
+        st.quorum = spec.kind == QueueType::Quorum;
         Arc::new(Queue {
             me,
             spec,
@@ -677,7 +706,7 @@ impl Queue {
     ) -> DeadLetters {
         let definition = crate::policy::effective_definition(user.as_deref(), operator.as_deref());
         let merged = crate::policy::merge(&self.spec.arguments, &definition);
-        let mut args = QueueArgs::from_table(&merged);
+        let mut args = QueueArgs::for_kind(&merged, self.spec.kind);
         // Not policy keys: the declared values stand.
         let declared = QueueArgs::from_table(&self.spec.arguments);
         args.max_priority = declared.max_priority;

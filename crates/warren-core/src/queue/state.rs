@@ -138,6 +138,8 @@ pub(crate) struct Entry {
     pub(crate) payload: Payload,
     pub(crate) redelivered: bool,
     pub(crate) expires_at: Option<Instant>,
+    /// Returns after reaching a client (see [`QueuedMessage`]).
+    pub(crate) delivery_count: u32,
 }
 
 impl Entry {
@@ -175,6 +177,7 @@ impl Entry {
                 message,
                 redelivered: self.redelivered,
                 expires_at: self.expires_at,
+                delivery_count: self.delivery_count,
             }),
             Payload::Paged { .. } => None,
         }
@@ -382,6 +385,9 @@ pub(crate) struct QueueState {
     pub(crate) load_failures: u64,
     /// Deleted: takes nothing any more.
     deleted: bool,
+    /// A quorum queue: its messages carry `x-delivery-count` and are held
+    /// to `x-delivery-limit`.
+    pub(crate) quorum: bool,
     /// Message counts for the management API.
     pub(crate) counters: Counters,
 }
@@ -407,6 +413,7 @@ impl QueueState {
             retry_load: false,
             load_failures: 0,
             deleted: false,
+            quorum: false,
             counters: Counters::default(),
         }
     }
@@ -481,6 +488,9 @@ impl QueueState {
                 },
                 redelivered: r.delivered,
                 expires_at: None,
+                // The store keeps no count: a message delivered before the
+                // restart has come back at least once.
+                delivery_count: u32::from(r.delivered),
             });
         }
     }
@@ -527,6 +537,7 @@ impl QueueState {
                     message,
                     redelivered: false,
                     expires_at: None,
+                    delivery_count: 0,
                 };
                 fx.dead.push((m, DeathReason::Maxlen));
             }
@@ -558,6 +569,7 @@ impl QueueState {
             payload,
             redelivered: false,
             expires_at: ttl.map(|t| now + t),
+            delivery_count: 0,
         });
         if self.args.has_length_limit() {
             while self.over_limit() {
@@ -674,11 +686,26 @@ impl QueueState {
         if live {
             for m in requeue {
                 self.untrack(owner, conn, channel, m.seq);
+                // A quorum queue's message back more often than its limit
+                // dies instead (RabbitMQ 3.10's rabbit_fifo: the count
+                // grows on every return, and `count > limit` dead-letters).
+                if self
+                    .args
+                    .delivery_limit
+                    .is_some_and(|limit| u64::from(m.delivery_count) > limit)
+                {
+                    self.dequeue_op(fx, m.seq, m.message.store_id);
+                    if self.args.dead_letter_exchange.is_some() {
+                        fx.dead.push((m, DeathReason::DeliveryLimit));
+                    }
+                    continue;
+                }
                 self.ready.insert_by_seq(Entry {
                     seq: m.seq,
                     payload: Payload::Resident(m.message),
                     redelivered: m.redelivered,
                     expires_at: m.expires_at,
+                    delivery_count: m.delivery_count,
                 });
                 any = true;
             }
@@ -948,6 +975,7 @@ impl QueueState {
                             message,
                             redelivered: e.redelivered,
                             expires_at: e.expires_at,
+                            delivery_count: e.delivery_count,
                         },
                         why,
                     ));
@@ -1153,6 +1181,7 @@ mod tests {
             message: message("a", Some(1)),
             redelivered: false,
             expires_at: None,
+            delivery_count: 0,
         };
         st.settle(
             &mut fx,
