@@ -694,6 +694,76 @@ var scenarios = map[string]func(){
 		tag := recv(cancels, 5*time.Second, "server-sent basic.cancel")
 		check(tag == "interop-consumer", "cancelled tag %q", tag)
 	},
+
+	// x-consumer-timeout 1000 on the queue (the broker's default stays 30
+	// minutes): a consumer that never acks loses its channel with 406 and
+	// RabbitMQ's text; the message comes back redelivered.
+	"consumer_timeout": func() {
+		conn := connect()
+		defer conn.Close()
+		ch := must(conn.Channel())
+		closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+		q := name("ctimeout")
+		must(ch.QueueDeclare(q, false, false, true, false, amqp.Table{"x-consumer-timeout": int32(1000)}))
+		publish(ch, "", q, []byte("slow"), false, amqp.Publishing{})
+		msgs := must(ch.Consume(q, "", false, false, false, false, nil))
+		d := recv(msgs, 5*time.Second, "delivery")
+		check(!d.Redelivered, "first delivery redelivered")
+		e := recv(closed, 10*time.Second, "channel.close")
+		check(e != nil && e.Code == 406, "close %v", e)
+		want := "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 1000 ms. This timeout value can be configured, see consumers doc guide to learn more"
+		check(e.Reason == want, "close text %q", e.Reason)
+		ch2 := must(conn.Channel())
+		d = getOne(ch2, q, 5*time.Second)
+		check(d.Redelivered && string(d.Body) == "slow", "requeued message redelivered=%v", d.Redelivered)
+		// A consumer that acks in time keeps its channel.
+		closed2 := ch2.NotifyClose(make(chan *amqp.Error, 1))
+		publish(ch2, "", q, []byte("fast"), false, amqp.Publishing{})
+		msgs = must(ch2.Consume(q, "", false, false, false, false, nil))
+		d = recv(msgs, 5*time.Second, "delivery")
+		ok(d.Ack(false))
+		select {
+		case e := <-closed2:
+			fail("acking consumer's channel closed: %v", e)
+		case <-time.After(2500 * time.Millisecond):
+		}
+	},
+
+	// A quorum queue with x-delivery-limit 2: deliveries counted 0, 1, 2 in
+	// x-delivery-count, each nacked back; then dead-lettered (reason
+	// delivery_limit) through the default exchange to the dlq.
+	"delivery_limit": func() {
+		conn := connect()
+		defer conn.Close()
+		ch := must(conn.Channel())
+		q, dlq := name("dlimit"), name("dlimit-dlq")
+		must(ch.QueueDeclare(dlq, false, false, true, false, nil))
+		must(ch.QueueDeclare(q, true, false, false, false, amqp.Table{
+			"x-queue-type": "quorum", "x-delivery-limit": int32(2),
+			"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq,
+		}))
+		defer func() { must(ch.QueueDelete(q, false, false, false)) }()
+		publish(ch, "", q, []byte("poison"), false, amqp.Publishing{})
+		msgs := must(ch.Consume(q, "", false, false, false, false, nil))
+		for i := int32(0); i < 3; i++ {
+			d := recv(msgs, 5*time.Second, "delivery")
+			check(d.Redelivered == (i > 0), "delivery %d redelivered=%v", i, d.Redelivered)
+			check(d.Headers["x-delivery-count"] == i, "delivery %d x-delivery-count %v", i, d.Headers["x-delivery-count"])
+			ok(d.Nack(false, true))
+		}
+		d := getOne(ch, dlq, 5*time.Second)
+		check(string(d.Body) == "poison", "dead letter %q", d.Body)
+		check(d.Headers["x-first-death-reason"] == "delivery_limit", "x-first-death-reason %v", d.Headers["x-first-death-reason"])
+		deaths, _ := d.Headers["x-death"].([]interface{})
+		check(len(deaths) == 1, "x-death %v", d.Headers["x-death"])
+		death, _ := deaths[0].(amqp.Table)
+		check(death["reason"] == "delivery_limit", "x-death reason %v", death["reason"])
+		select {
+		case d := <-msgs:
+			fail("delivered again after the limit: %q", d.Body)
+		case <-time.After(300 * time.Millisecond):
+		}
+	},
 }
 
 // pending takes every delivery that arrives until the stream pauses.

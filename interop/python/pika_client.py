@@ -569,13 +569,90 @@ def tls_external():
         raise AssertionError("EXTERNAL without a client certificate logged in")
 
 
+ACK_TIMEOUT_TEXT = ("PRECONDITION_FAILED - delivery acknowledgement on channel {} "
+                    "timed out. Timeout value used: 1000 ms. This timeout value can "
+                    "be configured, see consumers doc guide to learn more")
+
+
+def consumer_timeout():
+    # x-consumer-timeout 1000 on the queue (the broker's default stays 30
+    # minutes): a consumer that never acks loses its channel with 406.
+    conn = connect()
+    ch = conn.channel()
+    q = name("ctimeout")
+    ch.queue_declare(q, exclusive=True, arguments={"x-consumer-timeout": 1000})
+    ch.basic_publish("", q, b"slow")
+    got = []
+    ch.basic_consume(q, lambda ch_, m, p, b: got.append(m.redelivered))
+    conn.call_later(10, ch.stop_consuming)
+    text = expect_channel_close(ch.start_consuming, 406)
+    check_eq(text, ACK_TIMEOUT_TEXT.format(ch.channel_number), "close text")
+    check_eq(got, [False], "deliveries before the timeout")
+    # The connection lives; the message came back, redelivered.
+    ch2 = conn.channel()
+    method, _, body = get_one(ch2, q)
+    check_eq((method.redelivered, body), (True, b"slow"), "requeued message")
+    # A consumer that acks in time keeps its channel.
+    ch2.basic_publish("", q, b"fast")
+    acked = []
+
+    def on_msg(ch_, m, p, b):
+        ch_.basic_ack(m.delivery_tag)
+        acked.append(b)
+
+    ch2.basic_consume(q, on_msg)
+    alive = deadline(2.5)
+    while alive():
+        conn.process_data_events(time_limit=0.1)
+    check_eq(acked, [b"fast"], "acked deliveries")
+    check(ch2.is_open, "the acking consumer's channel was closed")
+    conn.close()
+
+
+def delivery_limit():
+    # A quorum queue with x-delivery-limit 2: three deliveries counted 0, 1,
+    # 2 in x-delivery-count, each nacked back; then it is dead-lettered to
+    # the default exchange's dlq with reason delivery_limit.
+    conn = connect()
+    ch = conn.channel()
+    q, dlq = name("dlimit"), name("dlimit-dlq")
+    ch.queue_declare(dlq, exclusive=True)
+    ch.queue_declare(q, durable=True, arguments={
+        "x-queue-type": "quorum", "x-delivery-limit": 2,
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq})
+    try:
+        ch.basic_publish("", q, b"poison")
+        seen = []
+
+        def on_msg(ch_, m, p, b):
+            seen.append((m.redelivered, (p.headers or {}).get("x-delivery-count")))
+            ch_.basic_nack(m.delivery_tag, requeue=True)
+            if len(seen) == 3:
+                ch_.stop_consuming()
+
+        ch.basic_consume(q, on_msg)
+        conn.call_later(10, ch.stop_consuming)
+        ch.start_consuming()
+        check_eq(seen, [(False, 0), (True, 1), (True, 2)], "deliveries")
+        _, props, body = get_one(ch, dlq)
+        check_eq(body, b"poison", "dead letter")
+        check_eq(props.headers.get("x-first-death-reason"), "delivery_limit",
+                 "x-first-death-reason")
+        check_eq(props.headers["x-death"][0]["reason"], "delivery_limit", "x-death reason")
+        check_eq(ch.queue_declare(q, passive=True).method.message_count, 0,
+                 "left in the quorum queue")
+    finally:
+        ch.queue_delete(q)
+    conn.close()
+
+
 SCENARIOS = {f.__name__: f for f in [
     hello, work_queues, pubsub, routing, topics, rpc, confirms_individual,
     confirms_batch, confirms_async, mandatory_return, nack_requeue,
     prefetch_limit, exclusive_locked, passive_404, redeclare_406,
     wrong_password, large_message, many_channels, heartbeat, server_cancel,
     close_clean, close_after_burst, cc_bcc, channel_close_race, tls_hello,
-    tls_external]}
+    tls_external, consumer_timeout, delivery_limit]}
 
 if __name__ == "__main__":
     sys.exit(main(SCENARIOS))
