@@ -105,10 +105,7 @@ async fn overview(State(m): State<Shared>, caller: Caller) -> Json<Value> {
             "basic": [600, 3600],
             "detailed": [600],
         },
-        "exchange_types": ExchangeKind::ALL
-            .iter()
-            .map(|k| json!({"name": k.as_str(), "description": k.description(), "enabled": true}))
-            .collect::<Vec<_>>(),
+        "exchange_types": exchange_types(),
         "product_version": b.config.version,
         "product_name": b.config.product,
         "rabbitmq_version": RABBITMQ_COMPAT,
@@ -236,12 +233,21 @@ fn node_json(m: &Shared) -> Value {
         "partitions": [],
         "being_drained": false,
         "applications": [],
-        "exchange_types": [],
+        "exchange_types": exchange_types(),
         "auth_mechanisms": [
             {"name": "PLAIN", "description": "SASL PLAIN authentication mechanism", "enabled": true},
             {"name": "AMQPLAIN", "description": "QPid AMQPLAIN mechanism", "enabled": true},
         ],
     })
+}
+
+/// The exchange types, as `/api/overview` and `/api/nodes` list them:
+/// the built-in four and the plugin types Warren has built in.
+fn exchange_types() -> Value {
+    ExchangeKind::ALL
+        .iter()
+        .map(|k| json!({"name": k.as_str(), "description": k.description(), "enabled": true}))
+        .collect()
 }
 
 async fn nodes(State(m): State<Shared>, caller: Caller) -> Result<Json<Value>, ApiError> {
