@@ -322,7 +322,7 @@ async fn consistent_hash_on_a_header() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consistent_hash_on_a_property_through_the_api() {
+async fn consistent_hash_on_a_property_through_the_api_and_amqp() {
     let broker = start_broker().await;
     let api = Http::new(broker.http, "guest", "guest");
     let r = api
@@ -354,12 +354,23 @@ async fn consistent_hash_on_a_property_through_the_api() {
             .await;
         assert_eq!(r.json()["routed"], true);
     }
+    // And over AMQP: the same ids land where the API's did.
     let conn = connect(&broker).await;
     let ch = channel(&conn).await;
+    for i in 0..120 {
+        publish(
+            &ch,
+            "by-id",
+            &format!("other-rk{i}"),
+            format!("{}:amqp{i}", i % 30).as_bytes(),
+            BasicProperties::default().with_message_id(format!("id-{}", i % 30).into()),
+        )
+        .await;
+    }
     let queues: Vec<String> = (0..4).map(|i| format!("id{i}")).collect();
     let drained = drain(&ch, &queues).await;
     let at = placement(&drained);
-    assert_eq!(at.len(), 120);
+    assert_eq!(at.len(), 240);
     let mut home: HashMap<String, String> = HashMap::new();
     for (body, q) in &at {
         let id = body.split(':').next().unwrap().to_string();

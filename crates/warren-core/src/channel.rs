@@ -1087,7 +1087,7 @@ impl Channel {
             }
             let mut queues = Vec::new();
             ctx.vhost
-                .route(&cache.exchange, &keys, headers, &mut queues);
+                .route(&cache.exchange, &keys, &*properties, &mut queues);
             if let Some(h) = properties.make_mut().headers.as_mut() {
                 h.remove("BCC");
             }
@@ -1098,7 +1098,7 @@ impl Channel {
             let by_key = ctx.vhost.route(
                 &cache.exchange,
                 std::slice::from_ref(&publish.routing_key),
-                properties.headers.as_ref(),
+                &*properties,
                 &mut cache.queues,
             );
             cache.key = by_key.then(|| publish.routing_key.clone());

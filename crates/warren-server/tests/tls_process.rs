@@ -225,7 +225,13 @@ async fn sighup_reloads_certificates_and_keeps_sessions() {
     old.write_all(&out).await.unwrap();
     let open_ok = read_frame(&mut old, &mut buf).await;
     assert!(
-        matches!(open_ok, Frame::Method { method: Method::ConnectionOpenOk(_), .. }),
+        matches!(
+            open_ok,
+            Frame::Method {
+                method: Method::ConnectionOpenOk(_),
+                ..
+            }
+        ),
         "{open_ok:?}"
     );
     let login = w.wait_for("user 'guest' authenticated and granted access to vhost '/'");
