@@ -7,16 +7,20 @@
 //! (RabbitMQ's bundled `rabbitmq_consistent_hash_exchange`: jump consistent
 //! hashing over buckets, a binding's weight in buckets taken from its key)
 //! and `x-random` (`rabbitmq_random_exchange`: any binding, at random).
+//! `x-message-deduplication` (the community deduplication plugin) routes
+//! as fanout, except a message whose `x-deduplication-header` it has seen
+//! within the id's time to live (see [`crate::queue::dedup`]).
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use warren_codec::{BasicProperties, FieldTable, FieldValue, ShortStr};
 
 use crate::error::Refusal;
+use crate::queue::dedup::{self, DedupCache, DedupKey};
 
 /// What binding rules return.
 type Result<T, E = Refusal> = std::result::Result<T, E>;
@@ -38,16 +42,20 @@ pub enum ExchangeKind {
     ConsistentHash,
     /// `x-random`: one destination, any binding with equal chance.
     Random,
+    /// `x-message-deduplication`: every bound destination, unless the
+    /// message's id was seen within its time to live.
+    Deduplication,
 }
 
 impl ExchangeKind {
     /// Every type, in the order `/api/overview` lists them (by name).
-    pub const ALL: [ExchangeKind; 6] = [
+    pub const ALL: [ExchangeKind; 7] = [
         ExchangeKind::Direct,
         ExchangeKind::Fanout,
         ExchangeKind::Headers,
         ExchangeKind::Topic,
         ExchangeKind::ConsistentHash,
+        ExchangeKind::Deduplication,
         ExchangeKind::Random,
     ];
 
@@ -60,6 +68,7 @@ impl ExchangeKind {
             b"headers" => ExchangeKind::Headers,
             b"x-consistent-hash" => ExchangeKind::ConsistentHash,
             b"x-random" => ExchangeKind::Random,
+            b"x-message-deduplication" => ExchangeKind::Deduplication,
             _ => return None,
         })
     }
@@ -73,6 +82,7 @@ impl ExchangeKind {
             ExchangeKind::Headers => "headers",
             ExchangeKind::ConsistentHash => "x-consistent-hash",
             ExchangeKind::Random => "x-random",
+            ExchangeKind::Deduplication => "x-message-deduplication",
         }
     }
 
@@ -86,6 +96,7 @@ impl ExchangeKind {
             ExchangeKind::Headers => "AMQP headers exchange, as per the AMQP specification",
             ExchangeKind::ConsistentHash => "Consistent Hashing Exchange",
             ExchangeKind::Random => "Randomly picks a binding (queue) to route via (to).",
+            ExchangeKind::Deduplication => "Message Deduplication Exchange.",
         }
     }
 
@@ -93,6 +104,9 @@ impl ExchangeKind {
     /// type's `validate` does in RabbitMQ (a redeclaration compares only
     /// `alternate-exchange`, so it is not checked again).
     pub fn validate(self, arguments: &FieldTable) -> Result<()> {
+        if self == ExchangeKind::Deduplication {
+            return validate_dedup(arguments);
+        }
         if self != ExchangeKind::ConsistentHash {
             return Ok(());
         }
@@ -108,6 +122,86 @@ impl ExchangeKind {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+/// `x-message-deduplication`'s arguments, as the plugin (v0.6.x) checks
+/// them. Its texts are Elixir strings continued over a line break, so
+/// they keep the next line's indentation: reproduced as clients see them.
+fn validate_dedup(arguments: &FieldTable) -> Result<()> {
+    let refuse = |text: &str| Err(Refusal::BadExchangeArgs(text.to_string()));
+    match arguments.get(CACHE_SIZE) {
+        Some(v) if v.as_i64().is_some_and(|n| n > 0) => {}
+        Some(FieldValue::LongStr(s)) if erlang_integer_prefix(s.as_bytes()).is_some() => {}
+        Some(FieldValue::LongStr(_)) => {
+            return refuse(&format!(
+                "Missing or invalid argument, {:22}'x-cache-size' must be an integer greater than 0",
+                ""
+            ));
+        }
+        _ => {
+            return refuse(&format!(
+                "Missing or invalid argument, {:10}'x-cache-size' must be an integer greater than 0",
+                ""
+            ));
+        }
+    }
+    match arguments.get(dedup::CACHE_TTL) {
+        None => {}
+        Some(v) if v.as_i64().is_some_and(|n| n > 0) => {}
+        Some(FieldValue::LongStr(s)) if erlang_integer_prefix(s.as_bytes()).is_some() => {}
+        Some(FieldValue::LongStr(_)) => {
+            return refuse(&format!(
+                "Invalid argument, {:22}'x-cache-ttl' must be an integer greater than 0",
+                ""
+            ));
+        }
+        Some(_) => {
+            return refuse(&format!(
+                "Invalid argument, {:13}'x-cache-ttl' must be an integer greater than 0",
+                ""
+            ));
+        }
+    }
+    match arguments.get(CACHE_PERSISTENCE) {
+        None => Ok(()),
+        Some(FieldValue::LongStr(s)) if matches!(s.as_bytes(), b"disk" | b"memory") => Ok(()),
+        Some(_) => refuse(&format!(
+            "Invalid argument, {:13}'x-cache-persistence' must be either 'disk' or 'memory'",
+            ""
+        )),
+    }
+}
+
+/// `x-message-deduplication`'s bound on cached ids.
+const CACHE_SIZE: &str = "x-cache-size";
+/// `x-message-deduplication`'s `memory` (the default) or `disk`.
+const CACHE_PERSISTENCE: &str = "x-cache-persistence";
+
+/// The integer a string starts with, as Elixir's `Integer.parse` reads
+/// it (an optional sign, then digits; the rest is ignored).
+fn erlang_integer_prefix(s: &[u8]) -> Option<i64> {
+    let (negative, rest) = match s.split_first() {
+        Some((b'-', r)) => (true, r),
+        Some((b'+', r)) => (false, r),
+        _ => (false, s),
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let n = rest[..digits].iter().fold(0i64, |acc, d| {
+        acc.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+    });
+    Some(if negative { -n } else { n })
+}
+
+/// A numeric `x-message-deduplication` argument: an integer, or a string
+/// holding one.
+fn dedup_number(arguments: &FieldTable, name: &str) -> Option<i64> {
+    match arguments.get(name)? {
+        FieldValue::LongStr(s) => erlang_integer_prefix(s.as_bytes()),
+        v => v.as_i64(),
     }
 }
 
@@ -595,6 +689,10 @@ pub struct Exchange {
     /// so core needs no random-number generator.
     picks: AtomicU64,
     seed: RandomState,
+    // A Mutex: every publish to an `x-message-deduplication` exchange
+    // checks and inserts in one step, briefly, and takes no other lock
+    // while holding it. `None` for every other type.
+    dedup: Option<Mutex<DedupCache>>,
 }
 
 fn split_words(key: &ShortStr) -> Vec<ShortStr> {
@@ -655,6 +753,13 @@ impl Exchange {
         let topics = (spec.kind == ExchangeKind::Topic).then(TopicTrie::default);
         let ring = (spec.kind == ExchangeKind::ConsistentHash).then(HashRing::default);
         let hash_on = HashOn::of(&spec);
+        let dedup = (spec.kind == ExchangeKind::Deduplication).then(|| {
+            let size = dedup_number(&spec.arguments, CACHE_SIZE).unwrap_or(1);
+            let ttl = dedup_number(&spec.arguments, dedup::CACHE_TTL)
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(std::time::Duration::from_millis);
+            Mutex::new(DedupCache::new(u64::try_from(size).unwrap_or(1), ttl))
+        });
         Arc::new(Exchange {
             spec,
             bindings: RwLock::new(Table {
@@ -667,6 +772,7 @@ impl Exchange {
             hash_on,
             picks: AtomicU64::new(0),
             seed: RandomState::new(),
+            dedup,
         })
     }
 
@@ -849,24 +955,65 @@ impl Exchange {
 
     /// Whether routing depends only on the routing key and the bindings
     /// (so a route may be reused for the same key): not for headers, not
-    /// for `x-random`, and not for `x-consistent-hash` hashing a header or
-    /// a property.
+    /// for `x-random`, not for `x-message-deduplication` (a duplicate goes
+    /// nowhere), and not for `x-consistent-hash` hashing a header or a
+    /// property.
     pub fn routes_by_key(&self) -> bool {
         match self.spec.kind {
-            ExchangeKind::Headers | ExchangeKind::Random => false,
+            ExchangeKind::Headers | ExchangeKind::Random | ExchangeKind::Deduplication => false,
             ExchangeKind::ConsistentHash => self.hash_on == HashOn::RoutingKey,
             _ => true,
         }
     }
 
-    /// Whether the exchange routes each message to one destination at most,
-    /// by its first routing key only (`CC`/`BCC` keys are not routed
-    /// separately), as the plugin types do.
+    /// Whether the exchange routes each message once, by its first
+    /// routing key only (`CC`/`BCC` keys are not routed separately), as
+    /// the plugin types do: one destination for `x-consistent-hash` and
+    /// `x-random`, one duplicate check for `x-message-deduplication`.
     pub fn routes_once(&self) -> bool {
         matches!(
             self.spec.kind,
-            ExchangeKind::ConsistentHash | ExchangeKind::Random
+            ExchangeKind::ConsistentHash | ExchangeKind::Random | ExchangeKind::Deduplication
         )
+    }
+
+    /// For `x-message-deduplication`: whether the message is a duplicate
+    /// (its id cached and alive); if not, its id is cached from now on.
+    /// A message without the header is never one.
+    fn is_duplicate(&self, message: MessageView<'_>) -> bool {
+        let Some(cache) = &self.dedup else {
+            return false;
+        };
+        let headers = message.headers();
+        let Some(key) = DedupKey::from_headers(headers) else {
+            return false;
+        };
+        let ttl = dedup::message_ttl(headers);
+        cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check_and_insert(key, ttl)
+    }
+
+    /// The broker's tick: an `x-message-deduplication` exchange learns the
+    /// time (its ids' times to live run by it) and drops expired ids.
+    pub fn tick(&self, now: std::time::Instant) {
+        if let Some(cache) = &self.dedup {
+            cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .tick(now);
+        }
+    }
+
+    /// How many ids an `x-message-deduplication` exchange holds (`None`
+    /// for other types).
+    pub fn dedup_cache_len(&self) -> Option<usize> {
+        self.dedup.as_ref().map(|c| {
+            c.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len()
+        })
     }
 
     /// The hash an `x-consistent-hash` exchange routes this message by.
@@ -921,6 +1068,11 @@ impl Exchange {
     ) {
         let message = message.into();
         let headers = message.headers();
+        // Checked before the bindings are read: the cache's lock is never
+        // held with another.
+        if self.spec.kind == ExchangeKind::Deduplication && self.is_duplicate(message) {
+            return;
+        }
         let table = self.bindings.read().unwrap_or_else(|e| e.into_inner());
         let map = &table.by_key;
         match self.spec.kind {
@@ -929,7 +1081,7 @@ impl Exchange {
                     e.bindings.iter().for_each(|b| f(&b.destination));
                 }
             }
-            ExchangeKind::Fanout => {
+            ExchangeKind::Fanout | ExchangeKind::Deduplication => {
                 for e in map.values() {
                     e.bindings.iter().for_each(|b| f(&b.destination));
                 }
@@ -1376,6 +1528,132 @@ mod tests {
             assert!(!kind.description().is_empty());
         }
         assert_eq!(ExchangeKind::parse(b"x-bogus"), None);
+    }
+
+    fn dedup_exchange(args: FieldTable) -> Arc<Exchange> {
+        let ex = plugin_exchange(ExchangeKind::Deduplication, args);
+        for q in ["q1", "q2"] {
+            ex.bind(dest(q), ShortStr::from(q), FieldTable::new())
+                .unwrap();
+        }
+        ex
+    }
+
+    fn with_id(id: &str) -> FieldTable {
+        FieldTable::new().with("x-deduplication-header", FieldValue::LongStr(id.into()))
+    }
+
+    #[test]
+    fn dedup_routes_as_fanout_once_per_id() {
+        let ex = dedup_exchange(FieldTable::new().with("x-cache-size", FieldValue::I64(10)));
+        assert!(!ex.routes_by_key() && ex.routes_once());
+        let mut to = routed(&ex, "any", Some(&with_id("a")));
+        to.sort();
+        assert_eq!(to, ["q1", "q2"]);
+        assert!(routed(&ex, "other", Some(&with_id("a"))).is_empty());
+        assert_eq!(routed(&ex, "k", Some(&with_id("b"))).len(), 2);
+        // Without the header: always routed, never cached.
+        for _ in 0..3 {
+            assert_eq!(routed(&ex, "k", None).len(), 2);
+        }
+        assert_eq!(ex.dedup_cache_len(), Some(2));
+        assert_eq!(ten_queues().dedup_cache_len(), None);
+    }
+
+    #[test]
+    fn dedup_ids_expire_by_the_ticks_clock() {
+        let t0 = std::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let ex = dedup_exchange(
+            FieldTable::new()
+                .with("x-cache-size", FieldValue::I64(10))
+                .with("x-cache-ttl", FieldValue::I32(1000)),
+        );
+        ex.tick(t0);
+        assert_eq!(routed(&ex, "", Some(&with_id("a"))).len(), 2);
+        let short = with_id("s").with("x-cache-ttl", FieldValue::I64(100));
+        assert_eq!(routed(&ex, "", Some(&short)).len(), 2);
+        ex.tick(t0 + ms(99));
+        assert!(routed(&ex, "", Some(&short)).is_empty());
+        ex.tick(t0 + ms(100));
+        assert_eq!(routed(&ex, "", Some(&short)).len(), 2);
+        ex.tick(t0 + ms(999));
+        assert!(routed(&ex, "", Some(&with_id("a"))).is_empty());
+        ex.tick(t0 + ms(1000));
+        assert_eq!(routed(&ex, "", Some(&with_id("a"))).len(), 2);
+    }
+
+    #[test]
+    fn dedup_cache_size_bounds_the_ids_kept() {
+        let ex = dedup_exchange(FieldTable::new().with("x-cache-size", FieldValue::I64(1)));
+        // The plugin's own overflow test: this, that, this: all routed.
+        for id in ["this", "that", "this"] {
+            assert_eq!(routed(&ex, "", Some(&with_id(id))).len(), 2, "{id}");
+        }
+        assert_eq!(ex.dedup_cache_len(), Some(1));
+        // A size given as a string, as the plugin takes it.
+        let ex =
+            dedup_exchange(FieldTable::new().with("x-cache-size", FieldValue::LongStr("2".into())));
+        for id in ["a", "b"] {
+            routed(&ex, "", Some(&with_id(id)));
+        }
+        assert!(routed(&ex, "", Some(&with_id("a"))).is_empty());
+        assert!(routed(&ex, "", Some(&with_id("b"))).is_empty());
+    }
+
+    #[test]
+    fn dedup_validates_its_arguments_as_the_plugin() {
+        let kind = ExchangeKind::Deduplication;
+        let refused = |args: FieldTable| kind.validate(&args).unwrap_err().to_string();
+        let size = |v: FieldValue| FieldTable::new().with("x-cache-size", v);
+        let pad = |n: usize| " ".repeat(n);
+        let size_text = |n: usize| {
+            format!(
+                "PRECONDITION_FAILED - Missing or invalid argument, {}'x-cache-size' must be an integer greater than 0",
+                pad(n)
+            )
+        };
+        assert_eq!(refused(FieldTable::new()), size_text(10));
+        assert_eq!(refused(size(FieldValue::I64(0))), size_text(10));
+        assert_eq!(refused(size(FieldValue::Bool(true))), size_text(10));
+        assert_eq!(
+            refused(size(FieldValue::LongStr("foo".into()))),
+            size_text(22)
+        );
+        for ok in [
+            FieldValue::I16(10),
+            FieldValue::I64(10),
+            FieldValue::U32(10),
+            FieldValue::LongStr("10".into()),
+        ] {
+            kind.validate(&size(ok)).unwrap();
+        }
+        let ttl = |v: FieldValue| size(FieldValue::I64(5)).with("x-cache-ttl", v);
+        let ttl_text = |n: usize| {
+            format!(
+                "PRECONDITION_FAILED - Invalid argument, {}'x-cache-ttl' must be an integer greater than 0",
+                pad(n)
+            )
+        };
+        assert_eq!(refused(ttl(FieldValue::I64(-1))), ttl_text(13));
+        assert_eq!(
+            refused(ttl(FieldValue::LongStr("bar".into()))),
+            ttl_text(22)
+        );
+        kind.validate(&ttl(FieldValue::LongStr("1000".into())))
+            .unwrap();
+        let persistence = |v: &str| {
+            size(FieldValue::I64(5)).with("x-cache-persistence", FieldValue::LongStr(v.into()))
+        };
+        kind.validate(&persistence("disk")).unwrap();
+        kind.validate(&persistence("memory")).unwrap();
+        assert_eq!(
+            refused(persistence("tape")),
+            format!(
+                "PRECONDITION_FAILED - Invalid argument, {}'x-cache-persistence' must be either 'disk' or 'memory'",
+                pad(13)
+            )
+        );
     }
 
     #[test]

@@ -1424,6 +1424,11 @@ impl VHost {
                 self.remove_queue(&q);
             }
         }
+        // `x-message-deduplication` exchanges run their ids' times to live
+        // by this clock.
+        for ex in self.exchanges() {
+            ex.tick(now);
+        }
     }
 
     /// Republishes messages that died in `from` to its dead-letter

@@ -840,3 +840,182 @@ proptest! {
         }
     }
 }
+
+/// `x-message-deduplication` (the community plugin's queue level): the
+/// properties of a message with this `x-deduplication-header` id, and
+/// optionally an `expiration`.
+fn with_id(id: &str, expiration: Option<u64>) -> BasicProperties {
+    BasicProperties {
+        headers: Some(FieldTable::new().with("x-deduplication-header", text(id))),
+        expiration: expiration.map(|ms| ms.to_string().as_str().into()),
+        ..Default::default()
+    }
+}
+
+fn dedup_on() -> (&'static str, FieldValue) {
+    ("x-message-deduplication", FieldValue::Bool(true))
+}
+
+#[test]
+fn a_deduplicating_queue_refuses_an_id_it_holds_until_the_message_leaves() {
+    let mut h = Harness::new(&[dedup_on()], None);
+    assert!(h.publish("a", with_id("1", None), None));
+    // Refused (a publisher in confirm mode gets basic.nack).
+    assert!(!h.publish("a-again", with_id("1", None), None));
+    // No header: never checked.
+    assert!(h.publish("plain", Default::default(), None));
+    assert!(h.publish("plain", Default::default(), None));
+    assert!(h.publish("b", with_id("2", None), None));
+    h.run(&[
+        Ready(4),
+        Consume("c1", 0, 0),
+        Got("c1", &["a", "plain", "plain", "b"]),
+    ]);
+    // Delivered but unsettled: still in the queue.
+    assert!(!h.publish("a-again", with_id("1", None), None));
+    // A requeued message keeps its id.
+    h.run(&[Requeue("c1", &["a"]), Got("c1", &["a*"])]);
+    assert!(!h.publish("a-again", with_id("1", None), None));
+    // Acked: the id is free.
+    h.run(&[Ack("c1", &["a"])]);
+    assert!(h.publish("a2", with_id("1", None), None));
+    // Rejected without requeue: free too.
+    h.run(&[Reject("c1", &["b"])]);
+    assert!(h.publish("b2", with_id("2", None), None));
+    h.run(&[
+        Got("c1", &["a2", "b2"]),
+        Ack("c1", &["a2", "b2", "plain", "plain"]),
+    ]);
+}
+
+#[test]
+fn a_deduplicating_queue_frees_ids_on_expiry_dead_letters_gets_and_purge() {
+    let mut h = Harness::new(&[dedup_on(), dlx()], None);
+    // Expiry.
+    assert!(h.publish("t", with_id("t", Some(100)), None));
+    assert!(!h.publish("t", with_id("t", None), None));
+    h.run(&[Tick(101), Dead(&[("t", "expired")])]);
+    assert!(h.publish("t2", with_id("t", None), None));
+    // basic.get with no-ack takes it out at once.
+    h.run(&[Get(Some("t2"))]);
+    assert!(h.publish("t3", with_id("t", None), None));
+    // Purge forgets every id, also those of delivered messages.
+    h.run(&[Consume("c1", 1, 0), Got("c1", &["t3"])]);
+    assert!(h.publish("u", with_id("u", None), None));
+    assert!(!h.publish("t", with_id("t", None), None));
+    h.run(&[Purge(1)]);
+    assert!(h.publish("t4", with_id("t", None), None));
+    assert!(h.publish("u2", with_id("u", None), None));
+    // Dead-lettered by a rejection: free.
+    h.run(&[
+        Reject("c1", &["t3"]),
+        Dead(&[("t3", "rejected")]),
+        Got("c1", &["t4"]),
+    ]);
+    h.run(&[
+        Reject("c1", &["t4"]),
+        Dead(&[("t4", "rejected")]),
+        Got("c1", &["u2"]),
+    ]);
+    assert!(h.publish("t5", with_id("t", None), None));
+    h.run(&[Ack("c1", &["u2"]), Got("c1", &["t5"]), Ack("c1", &["t5"])]);
+}
+
+#[test]
+fn a_deduplicating_queue_frees_the_id_of_a_message_a_length_limit_drops() {
+    let mut h = Harness::new(&[dedup_on(), ("x-max-length", int(1))], None);
+    assert!(h.publish("a", with_id("a", None), None));
+    assert!(h.publish("b", with_id("b", None), None));
+    // "a" was dropped from the head: its id is free, "b"'s is not.
+    assert!(h.publish("a2", with_id("a", None), None));
+    assert!(h.publish("b2", with_id("b", None), None));
+    assert!(!h.publish("b3", with_id("b", None), None));
+    // A no-ack consumer takes the id with the message.
+    h.run(&[ConsumeNoAck("c"), Got("c", &["b2"])]);
+    assert!(h.publish("b4", with_id("b", None), None));
+    h.run(&[Got("c", &["b4"])]);
+}
+
+#[test]
+fn queues_without_deduplication_take_duplicates() {
+    for args in [
+        vec![],
+        vec![("x-message-deduplication", FieldValue::Bool(false))],
+        // The plugin deduplicates classic queues only.
+        vec![dedup_on(), ("x-queue-type", text("quorum"))],
+    ] {
+        let mut h = Harness::new(&args, None);
+        assert!(h.publish("a", with_id("1", None), None));
+        assert!(h.publish("a", with_id("1", None), None));
+        h.run(&[Ready(2)]);
+    }
+    // Any value but false turns it on, as the plugin reads it.
+    let mut h = Harness::new(&[("x-message-deduplication", text("yes"))], None);
+    assert!(h.publish("a", with_id("1", None), None));
+    assert!(!h.publish("a", with_id("1", None), None));
+}
+
+/// A store holding messages, for recovery.
+#[derive(Debug, Default)]
+struct Held(Mutex<HashMap<u64, Arc<Message>>>);
+
+impl Persistence for Held {
+    fn submit(&self, _op: PersistOp) {}
+
+    fn load(&self, id: u64) -> Result<Option<Arc<Message>>, LoadError> {
+        if id == 666 {
+            return Err(LoadError("disk on fire".into()));
+        }
+        Ok(self.0.lock().unwrap().get(&id).cloned())
+    }
+}
+
+#[test]
+fn a_recovered_deduplicating_queue_knows_the_ids_of_its_messages() {
+    let store = Arc::new(Held::default());
+    for (id, dedup) in [(1, Some("x")), (2, None), (3, Some("y"))] {
+        let props = dedup.map_or_else(BasicProperties::default, |d| with_id(d, None));
+        let mut m = Message::new(
+            ShortStr::empty(),
+            "q".into(),
+            Properties::from(props),
+            Bytes::from_static(b"m"),
+        );
+        m.store_id = Some(id);
+        store.0.lock().unwrap().insert(id, Arc::new(m));
+    }
+    let spec = QueueSpec {
+        name: "q".into(),
+        durable: true,
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments: FieldTable::new().with("x-message-deduplication", FieldValue::Bool(true)),
+        kind: QueueType::Classic,
+        store_id: Some(1),
+    };
+    let q = Queue::new(spec, Some(Arc::clone(&store) as Arc<dyn Persistence>));
+    // A record that cannot be read comes back without its id.
+    q.recover([1, 2, 3, 666].into_iter().enumerate().map(|(seq, msg)| {
+        warren_core::queue::Recovered {
+            seq: seq as u64,
+            msg,
+            delivered: false,
+            bytes: 0,
+            priority: 0,
+        }
+    }));
+    let now = Instant::now();
+    let publish = |id: &str| {
+        let m = Message::new(
+            ShortStr::empty(),
+            "q".into(),
+            Properties::from(with_id(id, None)),
+            Bytes::from_static(b"new"),
+        );
+        q.publish(Arc::new(m), now, None).0
+    };
+    assert!(!publish("x"));
+    assert!(!publish("y"));
+    assert!(publish("z"));
+    assert_eq!(q.message_count(), 5);
+}

@@ -22,6 +22,7 @@
 //! [`Queue::load_failures`], retried on the next op or tick); only a
 //! message the store proves absent is skipped.
 
+pub mod dedup;
 mod state;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -308,6 +309,11 @@ pub struct QueueArgs {
     /// `x-delivery-limit` (quorum queues only): a message that comes back
     /// more often than this is dead-lettered (reason `delivery_limit`).
     pub delivery_limit: Option<u64>,
+    /// `x-message-deduplication` (the community deduplication plugin;
+    /// classic queues only): a message whose `x-deduplication-header` is
+    /// already in the queue is refused. On unless absent or `false` (the
+    /// plugin takes any other value as true).
+    pub deduplicate: bool,
 }
 
 impl QueueArgs {
@@ -341,6 +347,9 @@ impl QueueArgs {
                 .unwrap_or(false),
             consumer_timeout: int("x-consumer-timeout").map(Duration::from_millis),
             delivery_limit: int("x-delivery-limit"),
+            deduplicate: t
+                .get("x-message-deduplication")
+                .is_some_and(|v| !matches!(v, FieldValue::Bool(false))),
         }
     }
 
@@ -354,6 +363,8 @@ impl QueueArgs {
             if args.overflow == Overflow::RejectPublishDlx {
                 args.overflow = Overflow::DropHead;
             }
+            // The plugin deduplicates classic queues only.
+            args.deduplicate = false;
         } else {
             args.delivery_limit = None;
         }
@@ -711,6 +722,7 @@ impl Queue {
         let declared = QueueArgs::from_table(&self.spec.arguments);
         args.max_priority = declared.max_priority;
         args.single_active_consumer = declared.single_active_consumer;
+        args.deduplicate = declared.deduplicate && self.spec.kind == QueueType::Classic;
         if args.message_ttl.is_some() || args.expires.is_some() {
             self.may_expire.store(true, Ordering::Relaxed);
         }
@@ -744,9 +756,34 @@ impl Queue {
 
     /// Loads the messages the store held for this queue at start-up, in
     /// order, without reading their bodies.
+    ///
+    /// A deduplicating queue reads each message back first (with the lock
+    /// not yet taken) to learn its id: the ids of the messages it holds
+    /// survive a restart. A message that cannot be read is recovered
+    /// without its id.
     pub fn recover(&self, entries: impl IntoIterator<Item = Recovered>) {
-        let mut inner = self.lock();
-        inner.st.recover(entries);
+        let inner = match self.store.as_ref().filter(|_| self.args().deduplicate) {
+            None => {
+                let mut inner = self.lock();
+                inner.st.recover(entries);
+                inner
+            }
+            Some(store) => {
+                let entries: Vec<Recovered> = entries.into_iter().collect();
+                let ids: Vec<(u64, dedup::DedupKey)> = entries
+                    .iter()
+                    .filter_map(|r| {
+                        let m = store.load(r.msg).ok().flatten()?;
+                        let key = dedup::DedupKey::from_headers(m.properties.headers.as_ref())?;
+                        Some((r.seq, key))
+                    })
+                    .collect();
+                let mut inner = self.lock();
+                inner.st.recover(entries);
+                inner.st.remember_ids(ids);
+                inner
+            }
+        };
         if inner.st.message_ttl().is_some() {
             self.may_expire.store(true, Ordering::Relaxed);
         }

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use warren_codec::ShortStr;
 
+use super::dedup::{DedupKey, DedupSet};
 use super::{
     COMPACT_BODY, COMPACT_FROM, ConnId, ConsumeRefused, Credit, DeathReason, FLOW_ACTIVE,
     FLOW_HIGH, FLOW_LOW, NO_ACK_WINDOW, Overflow, QueueArgs, READ_AHEAD, RESIDENT_LIMIT, Recovered,
@@ -390,11 +391,15 @@ pub(crate) struct QueueState {
     pub(crate) quorum: bool,
     /// Message counts for the management API.
     pub(crate) counters: Counters,
+    /// With `x-message-deduplication`, the ids of the messages held;
+    /// `None` (and never looked at) otherwise.
+    dedup: Option<Box<DedupSet>>,
 }
 
 impl QueueState {
     pub(crate) fn new(args: QueueArgs, auto_delete: bool, store_id: Option<u64>) -> Self {
         QueueState {
+            dedup: args.deduplicate.then(Box::default),
             ready: Ready::new(args.max_priority),
             args,
             auto_delete,
@@ -434,6 +439,7 @@ impl QueueState {
     /// hands it out to be dead-lettered. A paged-out one is read back
     /// first; it leaves the store only once it has been.
     fn kill(&mut self, fx: &mut Effects, e: Entry, reason: DeathReason) {
+        self.forget_id(e.seq);
         if self.args.dead_letter_exchange.is_none() {
             self.dequeue_op(fx, e.seq, e.store_id());
             return;
@@ -457,6 +463,9 @@ impl QueueState {
     /// what the queue holds drop the oldest at once, as a declare with them
     /// would have.
     pub(crate) fn set_args(&mut self, fx: &mut Effects, args: QueueArgs) {
+        if args.deduplicate != self.dedup.is_some() {
+            self.dedup = args.deduplicate.then(Box::default);
+        }
         self.args = args;
         if self.args.has_length_limit() && self.args.overflow == Overflow::DropHead {
             while self.over_limit() {
@@ -492,6 +501,24 @@ impl QueueState {
                 // restart has come back at least once.
                 delivery_count: u32::from(r.delivered),
             });
+        }
+    }
+
+    /// The ids of recovered messages (a deduplicating queue), by sequence
+    /// number.
+    pub(crate) fn remember_ids(&mut self, ids: Vec<(u64, DedupKey)>) {
+        if let Some(d) = &mut self.dedup {
+            for (seq, key) in ids {
+                d.insert(key, seq, None);
+            }
+        }
+    }
+
+    /// The message at `seq` left the queue: its id (if deduplicating) is
+    /// free again.
+    fn forget_id(&mut self, seq: u64) {
+        if let Some(d) = &mut self.dedup {
+            d.forget(seq);
         }
     }
 
@@ -543,6 +570,16 @@ impl QueueState {
             }
             return false;
         }
+        // `x-message-deduplication`: a message whose id is in the queue is
+        // refused (a publisher in confirm mode gets `basic.nack`, as with
+        // the plugin on RabbitMQ 3.8 and later).
+        let id = match &self.dedup {
+            None => None,
+            Some(d) => match DedupKey::from_headers(message.properties.headers.as_ref()) {
+                Some(key) if d.contains(&key, now) => return false,
+                key => key,
+            },
+        };
         self.next_seq += 1;
         self.counters.publish += 1;
         if let Some(msg) = stored {
@@ -571,6 +608,9 @@ impl QueueState {
             expires_at: ttl.map(|t| now + t),
             delivery_count: 0,
         });
+        if let (Some(d), Some(key)) = (&mut self.dedup, id) {
+            d.insert(key, seq, ttl.map(|t| now + t));
+        }
         if self.args.has_length_limit() {
             while self.over_limit() {
                 let Some(old) = self.ready.pop_oldest() else {
@@ -680,6 +720,7 @@ impl QueueState {
             for m in acked.iter().chain(rejected.iter()) {
                 self.untrack(owner, conn, channel, m.seq);
                 self.dequeue_op(fx, m.seq, m.message.store_id);
+                self.forget_id(m.seq);
             }
         }
         let mut any = false;
@@ -695,6 +736,7 @@ impl QueueState {
                     .is_some_and(|limit| u64::from(m.delivery_count) > limit)
                 {
                     self.dequeue_op(fx, m.seq, m.message.store_id);
+                    self.forget_id(m.seq);
                     if self.args.dead_letter_exchange.is_some() {
                         fx.dead.push((m, DeathReason::DeliveryLimit));
                     }
@@ -765,6 +807,9 @@ impl QueueState {
             } else {
                 c.in_flight += 1;
                 self.counters.deliver_no_ack += 1;
+                if let Some(d) = &mut self.dedup {
+                    d.forget(message.seq);
+                }
             }
             self.counters.redeliver += u64::from(message.redelivered);
             fx.deliver.push((i, message));
@@ -853,6 +898,7 @@ impl QueueState {
             self.counters.get += 1;
         } else {
             self.counters.get_no_ack += 1;
+            self.forget_id(m.seq);
         }
         self.counters.redeliver += u64::from(m.redelivered);
         Some(m)
@@ -868,6 +914,11 @@ impl QueueState {
         let entries = self.ready.drain();
         for e in &entries {
             self.dequeue_op(fx, e.seq, e.store_id());
+        }
+        // The plugin flushes the queue's whole cache: the ids of delivered,
+        // unsettled messages go too.
+        if let Some(d) = &mut self.dedup {
+            d.clear();
         }
         u32::try_from(entries.len()).unwrap_or(u32::MAX)
     }
@@ -904,6 +955,7 @@ impl QueueState {
             return 0;
         }
         self.deleted = true;
+        self.dedup = None;
         let n = u32::try_from(self.ready.drain().len()).unwrap_or(u32::MAX);
         self.dead_paged.clear();
         self.held.clear();
@@ -950,6 +1002,7 @@ impl QueueState {
                     self.ready.page_in(seq, m);
                 }
                 Read::Absent => {
+                    self.forget_id(seq);
                     if self.ready.remove(seq).is_some() {
                         problems.push((id, "stored message is missing; skipping it"));
                         self.dequeue_op(fx, seq, Some(id));
