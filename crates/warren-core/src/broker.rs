@@ -159,6 +159,31 @@ pub struct Broker {
     connections: DashMap<ConnId, Arc<ConnectionEntry>>,
     /// Message counts of connections that closed.
     retired: crate::registry::Retired,
+    /// Delayed messages: the clock and the timer's wake-up.
+    delayed: DelayedTimer,
+}
+
+/// What the broker knows of time for delayed messages, and how it wakes
+/// the server's timer.
+#[derive(Default)]
+struct DelayedTimer {
+    // A Mutex: set by the server's timer, read once per delayed publish;
+    // never held across anything else.
+    /// An instant and the wall-clock Unix milliseconds at it, so that a
+    /// handler's monotonic `now` gives a wall-clock deadline.
+    clock: std::sync::Mutex<Option<(Instant, u64)>>,
+    /// Wakes the server's timer (set once, by the server).
+    waker: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// The deadline the timer sleeps toward (`u64::MAX`: none).
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for DelayedTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelayedTimer")
+            .field("next", &self.next.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 /// A resource alarm that blocks publishers, as RabbitMQ's memory and disk
@@ -293,6 +318,10 @@ impl Broker {
             resources,
             connections: DashMap::new(),
             retired: crate::registry::Retired::default(),
+            delayed: DelayedTimer {
+                next: AtomicU64::new(u64::MAX),
+                ..DelayedTimer::default()
+            },
         })
     }
 
@@ -522,6 +551,77 @@ impl Broker {
             vh.sweep(now);
         }
         self.check_memory();
+    }
+
+    /// Tells the broker the wall-clock time (Unix milliseconds) at the
+    /// monotonic instant `now`; the server calls this before routing
+    /// delayed messages, so deadlines follow the wall clock.
+    pub fn sync_clock(&self, now: Instant, unix_ms: u64) {
+        *self.delayed.clock.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, unix_ms));
+    }
+
+    /// The wall-clock Unix milliseconds at the monotonic instant `now`, by
+    /// the last [`Broker::sync_clock`] (or the tick's seconds before one).
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        let anchor = *self.delayed.clock.lock().unwrap_or_else(|e| e.into_inner());
+        match anchor {
+            Some((at, ms)) if now >= at => ms.saturating_add(
+                u64::try_from(now.duration_since(at).as_millis()).unwrap_or(u64::MAX),
+            ),
+            Some((at, ms)) => ms.saturating_sub(
+                u64::try_from(at.duration_since(now).as_millis()).unwrap_or(u64::MAX),
+            ),
+            None => self.wall_clock_secs().saturating_mul(1000),
+        }
+    }
+
+    /// Sets how the server's delayed-message timer is woken when a message
+    /// is held until earlier than the timer's deadline (once; later calls
+    /// are ignored).
+    pub fn set_delayed_waker(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.delayed.waker.set(wake);
+    }
+
+    /// A message is now held until `deadline`: wakes the timer if it
+    /// sleeps toward a later one.
+    pub(crate) fn delayed_added(&self, deadline: u64) {
+        if self.delayed.next.fetch_min(deadline, Ordering::AcqRel) > deadline
+            && let Some(wake) = self.delayed.waker.get()
+        {
+            wake();
+        }
+    }
+
+    /// The earliest deadline of any held delayed message, in wall-clock
+    /// Unix milliseconds.
+    pub fn next_delayed_deadline(&self) -> Option<u64> {
+        self.vhosts()
+            .iter()
+            .filter_map(|vh| vh.next_delayed_deadline())
+            .min()
+    }
+
+    /// Routes the delayed messages due at `unix_ms` (at most `max`), each
+    /// by its exchange's rules to the bindings of now. Returns the next
+    /// deadline, which the server's timer then sleeps toward (it may be
+    /// `unix_ms` or earlier when more were due than `max`).
+    pub fn route_delayed(&self, now: Instant, unix_ms: u64, max: usize) -> Option<u64> {
+        let mut budget = max;
+        for vh in self.vhosts() {
+            budget -= vh.route_delayed(now, unix_ms, budget);
+            if budget == 0 {
+                break;
+            }
+        }
+        let next = self.next_delayed_deadline();
+        // Published after the scan above: their `delayed_added` saw this
+        // or a later value, and wakes the timer again.
+        self.delayed
+            .next
+            .store(next.unwrap_or(u64::MAX), Ordering::Release);
+        // A publish between the scan and the store may hold an earlier
+        // message than `next`: scan once more so it is not missed.
+        self.next_delayed_deadline()
     }
 
     /// The virtual host called `name`.

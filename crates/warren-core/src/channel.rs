@@ -18,7 +18,7 @@ use warren_codec::{
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::exchange::ExchangeKind;
+use crate::exchange::{Exchange, ExchangeKind};
 use crate::fxhash::FxHashMap;
 use crate::mailbox::{Event, Mailbox};
 use crate::message::{Message, Properties, QueueRef};
@@ -1077,6 +1077,12 @@ impl Channel {
                 publish.routing_key.as_bytes(),
             )?;
         }
+        if cache.exchange.spec.kind == ExchangeKind::DelayedMessage
+            && let Some(delay) = crate::delayed::delay_of(properties.headers.as_ref())
+        {
+            let exchange = Arc::clone(&cache.exchange);
+            return self.publish_delayed(ctx, &exchange, publish, properties, body, delay);
+        }
         if has_sender_selected_keys(properties.headers.as_ref()) {
             // Sender-selected distribution: routed afresh by every key,
             // never through (or into) the route cache.
@@ -1151,6 +1157,57 @@ impl Channel {
                 }
             } else {
                 c.pending.push_back((seq, Some(accepted)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A publish to an `x-delayed-message` exchange asking for a delay:
+    /// the exchange holds it, and it is routed when its time comes. As
+    /// with the plugin, which routes it to no queue now, a mandatory
+    /// publish is returned (`NO_ROUTE`) at once; the confirm is sent once
+    /// the message is held, after the store's flush if it is stored.
+    #[allow(clippy::too_many_arguments, reason = "a publish and its parts")]
+    fn publish_delayed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: &Exchange,
+        publish: BasicPublish,
+        properties: Properties,
+        body: Bytes,
+        delay: u32,
+    ) -> Result<()> {
+        let now_ms = ctx.broker.wall_ms(ctx.now);
+        let (deadline, stored) = ctx.vhost.delay(
+            exchange,
+            (publish.routing_key.clone(), properties.clone(), &body),
+            delay,
+            now_ms,
+        );
+        ctx.broker.delayed_added(deadline);
+        if publish.mandatory {
+            let message = Arc::new(Message::new(
+                publish.exchange,
+                publish.routing_key,
+                properties,
+                body,
+            ));
+            Self::enqueue(self.id, ctx, message, &[], true);
+        }
+        if let Some(c) = &mut self.confirm {
+            let seq = c.next;
+            c.next += 1;
+            if stored {
+                c.pending.push_back((seq, None));
+                if let Some(d) = ctx.vhost.durability() {
+                    d.submit(PersistOp::Barrier(Barrier {
+                        waiter: Arc::clone(ctx.mailbox) as _,
+                        channel: self.id,
+                        what: Awaited::Confirm(seq),
+                    }));
+                }
+            } else {
+                c.pending.push_back((seq, Some(true)));
             }
         }
         Ok(())

@@ -42,6 +42,10 @@ pub enum ExchangeKind {
     ConsistentHash,
     /// `x-random`: one destination, any binding with equal chance.
     Random,
+    /// `x-delayed-message`: holds messages with a positive `x-delay`
+    /// header until their time, then routes them as its `x-delayed-type`
+    /// does (see [`Delayed`]).
+    DelayedMessage,
     /// `x-message-deduplication`: every bound destination, unless the
     /// message's id was seen within its time to live.
     Deduplication,
@@ -49,12 +53,13 @@ pub enum ExchangeKind {
 
 impl ExchangeKind {
     /// Every type, in the order `/api/overview` lists them (by name).
-    pub const ALL: [ExchangeKind; 7] = [
+    pub const ALL: [ExchangeKind; 8] = [
         ExchangeKind::Direct,
         ExchangeKind::Fanout,
         ExchangeKind::Headers,
         ExchangeKind::Topic,
         ExchangeKind::ConsistentHash,
+        ExchangeKind::DelayedMessage,
         ExchangeKind::Deduplication,
         ExchangeKind::Random,
     ];
@@ -68,6 +73,7 @@ impl ExchangeKind {
             b"headers" => ExchangeKind::Headers,
             b"x-consistent-hash" => ExchangeKind::ConsistentHash,
             b"x-random" => ExchangeKind::Random,
+            b"x-delayed-message" => ExchangeKind::DelayedMessage,
             b"x-message-deduplication" => ExchangeKind::Deduplication,
             _ => return None,
         })
@@ -82,6 +88,7 @@ impl ExchangeKind {
             ExchangeKind::Headers => "headers",
             ExchangeKind::ConsistentHash => "x-consistent-hash",
             ExchangeKind::Random => "x-random",
+            ExchangeKind::DelayedMessage => "x-delayed-message",
             ExchangeKind::Deduplication => "x-message-deduplication",
         }
     }
@@ -96,6 +103,7 @@ impl ExchangeKind {
             ExchangeKind::Headers => "AMQP headers exchange, as per the AMQP specification",
             ExchangeKind::ConsistentHash => "Consistent Hashing Exchange",
             ExchangeKind::Random => "Randomly picks a binding (queue) to route via (to).",
+            ExchangeKind::DelayedMessage => "Delayed Message Exchange.",
             ExchangeKind::Deduplication => "Message Deduplication Exchange.",
         }
     }
@@ -104,6 +112,10 @@ impl ExchangeKind {
     /// type's `validate` does in RabbitMQ (a redeclaration compares only
     /// `alternate-exchange`, so it is not checked again).
     pub fn validate(self, arguments: &FieldTable) -> Result<()> {
+        if self == ExchangeKind::DelayedMessage {
+            // The plugin's own check, then the inner type's.
+            return delayed_type(arguments)?.validate(arguments);
+        }
         if self == ExchangeKind::Deduplication {
             return validate_dedup(arguments);
         }
@@ -122,6 +134,32 @@ impl ExchangeKind {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+/// The `x-delayed-message` argument naming the type it routes as.
+const DELAYED_TYPE: &str = "x-delayed-type";
+
+/// The type an `x-delayed-message` exchange routes as, checked as the
+/// plugin's `validate` does: a string naming a known type other than its
+/// own (an unknown name is RabbitMQ's 503 for unknown types).
+fn delayed_type(arguments: &FieldTable) -> Result<ExchangeKind> {
+    let name = match arguments.get(DELAYED_TYPE) {
+        Some(FieldValue::LongStr(s)) => s.as_bytes(),
+        _ => {
+            return Err(Refusal::BadExchangeArgs(
+                "Invalid argument, 'x-delayed-type' must be an existing exchange type".to_string(),
+            ));
+        }
+    };
+    match ExchangeKind::parse(name) {
+        Some(ExchangeKind::DelayedMessage) => Err(Refusal::BadExchangeArgs(
+            "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'".to_string(),
+        )),
+        Some(kind) => Ok(kind),
+        None => Err(Refusal::UnknownExchangeType(
+            ShortStr::from_slice(name).unwrap_or_default(),
+        )),
     }
 }
 
@@ -684,6 +722,13 @@ pub struct Exchange {
     policy: RwLock<Option<Arc<crate::policy::Policy>>>,
     /// What an `x-consistent-hash` exchange hashes (from its arguments).
     hash_on: HashOn,
+    /// The type whose rules route: the declared type, or an
+    /// `x-delayed-message` exchange's `x-delayed-type`.
+    routing: ExchangeKind,
+    // A Mutex: publishers add and the timer takes, both briefly; never
+    // held while routing or taking another lock. `None` unless the type
+    // is `x-delayed-message`.
+    delayed: Option<std::sync::Mutex<crate::delayed::Delayed>>,
     /// `x-random`'s source of picks: a counter hashed with keys chosen at
     /// random when the exchange is made (as `Broker::generate_name` does),
     /// so core needs no random-number generator.
@@ -750,8 +795,18 @@ fn headers_match(binding: &Binding, headers: Option<&FieldTable>) -> bool {
 impl Exchange {
     /// A new exchange with no bindings.
     pub fn new(spec: ExchangeSpec) -> Arc<Self> {
-        let topics = (spec.kind == ExchangeKind::Topic).then(TopicTrie::default);
-        let ring = (spec.kind == ExchangeKind::ConsistentHash).then(HashRing::default);
+        // A stored `x-delayed-message` exchange was validated when it was
+        // declared; a missing inner type can only come from a damaged
+        // record, and routes as direct.
+        let routing = match spec.kind {
+            ExchangeKind::DelayedMessage => {
+                delayed_type(&spec.arguments).unwrap_or(ExchangeKind::Direct)
+            }
+            kind => kind,
+        };
+        let delayed = (spec.kind == ExchangeKind::DelayedMessage).then(std::sync::Mutex::default);
+        let topics = (routing == ExchangeKind::Topic).then(TopicTrie::default);
+        let ring = (routing == ExchangeKind::ConsistentHash).then(HashRing::default);
         let hash_on = HashOn::of(&spec);
         let dedup = (spec.kind == ExchangeKind::Deduplication).then(|| {
             let size = dedup_number(&spec.arguments, CACHE_SIZE).unwrap_or(1);
@@ -770,6 +825,8 @@ impl Exchange {
             }),
             policy: RwLock::new(None),
             hash_on,
+            routing,
+            delayed,
             picks: AtomicU64::new(0),
             seed: RandomState::new(),
             dedup,
@@ -810,9 +867,24 @@ impl Exchange {
         &self.spec.name
     }
 
+    /// The messages an `x-delayed-message` exchange holds (`None` for
+    /// other types). Hold the guard briefly: publishers and the timer
+    /// share it.
+    pub fn delayed(&self) -> Option<std::sync::MutexGuard<'_, crate::delayed::Delayed>> {
+        self.delayed
+            .as_ref()
+            .map(|d| d.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// How many messages an `x-delayed-message` exchange holds (the
+    /// plugin's `messages_delayed`); `None` for other types.
+    pub fn messages_delayed(&self) -> Option<usize> {
+        self.delayed().map(|d| d.len())
+    }
+
     /// Checks binding arguments the way RabbitMQ does at bind time.
     fn parse_xmatch(&self, arguments: &FieldTable) -> Result<XMatch> {
-        if self.spec.kind != ExchangeKind::Headers {
+        if self.routing != ExchangeKind::Headers {
             return Ok(XMatch::All);
         }
         match arguments.get("x-match") {
@@ -843,7 +915,7 @@ impl Exchange {
         arguments: FieldTable,
     ) -> Result<()> {
         let xmatch = self.parse_xmatch(&arguments)?;
-        let weight = match self.spec.kind {
+        let weight = match self.routing {
             ExchangeKind::ConsistentHash => binding_weight(&key)?,
             _ => 0,
         };
@@ -959,7 +1031,7 @@ impl Exchange {
     /// nowhere), and not for `x-consistent-hash` hashing a header or a
     /// property.
     pub fn routes_by_key(&self) -> bool {
-        match self.spec.kind {
+        match self.routing {
             ExchangeKind::Headers | ExchangeKind::Random | ExchangeKind::Deduplication => false,
             ExchangeKind::ConsistentHash => self.hash_on == HashOn::RoutingKey,
             _ => true,
@@ -972,7 +1044,7 @@ impl Exchange {
     /// `x-random`, one duplicate check for `x-message-deduplication`.
     pub fn routes_once(&self) -> bool {
         matches!(
-            self.spec.kind,
+            self.routing,
             ExchangeKind::ConsistentHash | ExchangeKind::Random | ExchangeKind::Deduplication
         )
     }
@@ -1075,7 +1147,7 @@ impl Exchange {
         }
         let table = self.bindings.read().unwrap_or_else(|e| e.into_inner());
         let map = &table.by_key;
-        match self.spec.kind {
+        match self.routing {
             ExchangeKind::Direct => {
                 if let Some(e) = map.get(routing_key) {
                     e.bindings.iter().for_each(|b| f(&b.destination));
@@ -1110,6 +1182,8 @@ impl Exchange {
                     f(d);
                 }
             }
+            // Never the routing type: `routing` holds the inner type.
+            ExchangeKind::DelayedMessage => {}
             ExchangeKind::Random => {
                 if table.count == 0 {
                     return;

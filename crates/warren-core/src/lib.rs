@@ -7,6 +7,7 @@
 //! - [`vhost`]: a [`VHost`]'s exchanges and queues, and the declare, delete
 //!   and bind rules with RabbitMQ's reply codes and texts.
 //! - [`exchange`]: exchange types, bindings and routing.
+//! - [`delayed`]: what an `x-delayed-message` exchange holds until its time.
 //! - [`queue`]: a [`Queue`]'s messages, consumers, credit and dispatch.
 //! - [`message`]: a routed [`Message`].
 //! - [`mailbox`]: how queues hand deliveries to connection tasks.
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod broker;
 mod channel;
 pub mod connection;
+pub mod delayed;
 pub mod error;
 pub mod exchange;
 pub mod fxhash;

@@ -69,6 +69,23 @@ pub enum PersistOp {
     },
     /// Tell a connection once everything before is durable.
     Barrier(Barrier),
+    /// A persistent message held by a durable `x-delayed-message` exchange
+    /// until `deadline` (wall-clock milliseconds since the Unix epoch).
+    /// Its publisher's confirm waits for the flush that covers this.
+    DelayedAdd {
+        /// Where it is held, and its place there.
+        key: DelayedRecordKey,
+        /// The message as published (its `x-delay` header unchanged).
+        message: Arc<Message>,
+    },
+    /// A held message was routed (or its exchange deleted). Submitted
+    /// after the ops that put its copies on durable queues, so the store
+    /// never holds neither: a crash between them routes it twice at
+    /// worst, never loses it.
+    DelayedRemove {
+        /// Where it was held, and its place there.
+        key: DelayedRecordKey,
+    },
     /// A durable exchange was declared.
     DeclareExchange {
         /// Vhost.
@@ -141,6 +158,19 @@ pub enum PersistOp {
         /// Arguments.
         arguments: FieldTable,
     },
+}
+
+/// Where a stored delayed message is held: the key of its record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DelayedRecordKey {
+    /// Vhost.
+    pub vhost: String,
+    /// The `x-delayed-message` exchange.
+    pub exchange: ShortStr,
+    /// When it is routed, in wall-clock milliseconds since the Unix epoch.
+    pub deadline: u64,
+    /// Unique within the exchange.
+    pub seq: u64,
 }
 
 /// The durable store as the broker sees it.

@@ -15,7 +15,7 @@ use crate::error::{Kind, Mismatch, Refusal};
 type Result<T, E = Refusal> = std::result::Result<T, E>;
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec, MessageView};
 use crate::message::{Gauge, Message};
-use crate::persist::{BindingTarget, Durability, PersistOp};
+use crate::persist::{BindingTarget, DelayedRecordKey, Durability, PersistOp};
 use crate::policy::{Policy, pick};
 use crate::queue::{ConnId, DeadLetters, Queue, QueueSpec, QueueType};
 
@@ -763,6 +763,16 @@ impl VHost {
     fn remove_exchange(&self, name: &ShortStr) {
         if let Some((_, ex)) = self.exchanges.remove(name.as_bytes()) {
             self.changed();
+            // Its held messages go with it (the plugin would still route
+            // them, through the bindings the deleted exchange no longer has).
+            let held = ex.delayed().map(|mut d| d.drain()).unwrap_or_default();
+            if let Some(d) = &self.durability {
+                for (key, _) in held.into_iter().filter(|(_, m)| m.stored) {
+                    d.submit(PersistOp::DelayedRemove {
+                        key: self.delayed_key(&ex, key),
+                    });
+                }
+            }
             if let Some(d) = &self.durability
                 && ex.spec.durable
             {
@@ -1412,6 +1422,149 @@ impl VHost {
     /// Whether this vhost stores durable state.
     pub fn durability(&self) -> Option<&Arc<Durability>> {
         self.durability.as_ref()
+    }
+
+    /// Holds a message published to the `x-delayed-message` exchange `ex`
+    /// for `delay` ms from `now_ms` (wall-clock Unix milliseconds). A
+    /// persistent message on a durable exchange is stored first; returns
+    /// the deadline and whether it was stored (its confirm then waits for
+    /// the flush).
+    pub fn delay(
+        &self,
+        ex: &Exchange,
+        (routing_key, properties, body): (ShortStr, crate::message::Properties, &[u8]),
+        delay: u32,
+        now_ms: u64,
+    ) -> (u64, bool) {
+        let deadline = now_ms.saturating_add(u64::from(delay));
+        // A copy of the body: the slice of the read buffer would pin all
+        // 64 KiB of it for as long as the message waits.
+        let mut message = Message::new(
+            ex.name().clone(),
+            routing_key,
+            properties,
+            bytes::Bytes::copy_from_slice(body),
+        );
+        self.gauge.track(&mut message);
+        let message = Arc::new(message);
+        let stored = self.durability.is_some() && ex.spec.durable && message.is_persistent();
+        let Some(mut held) = ex.delayed() else {
+            return (deadline, false);
+        };
+        let (deadline, seq) = held.insert(
+            deadline,
+            crate::delayed::DelayedMessage {
+                message: Arc::clone(&message),
+                delay,
+                stored,
+            },
+        );
+        // Submitted under the exchange's lock, so its removal (by the
+        // timer, which takes the message out under the same lock) always
+        // comes after it.
+        if stored && let Some(d) = &self.durability {
+            d.submit(PersistOp::DelayedAdd {
+                key: self.delayed_key(ex, (deadline, seq)),
+                message,
+            });
+        }
+        (deadline, stored)
+    }
+
+    fn delayed_key(&self, ex: &Exchange, (deadline, seq): (u64, u64)) -> DelayedRecordKey {
+        DelayedRecordKey {
+            vhost: self.name.clone(),
+            exchange: ex.name().clone(),
+            deadline,
+            seq,
+        }
+    }
+
+    /// Puts back a stored delayed message at start-up; false if `exchange`
+    /// is not an `x-delayed-message` exchange here (the record is stale).
+    pub fn restore_delayed(&self, exchange: &ShortStr, key: (u64, u64), message: Message) -> bool {
+        let Some(ex) = self.exchange(exchange.as_bytes()) else {
+            return false;
+        };
+        let Some(mut held) = ex.delayed() else {
+            return false;
+        };
+        let delay = crate::delayed::delay_of(message.properties.headers.as_ref()).unwrap_or(0);
+        let mut message = message;
+        self.gauge.track(&mut message);
+        held.restore(
+            key,
+            crate::delayed::DelayedMessage {
+                message: Arc::new(message),
+                delay,
+                stored: true,
+            },
+        );
+        true
+    }
+
+    /// The earliest deadline of a message held by one of this vhost's
+    /// delayed exchanges.
+    pub fn next_delayed_deadline(&self) -> Option<u64> {
+        self.exchanges
+            .iter()
+            .filter_map(|e| e.value().delayed().and_then(|d| d.next_deadline()))
+            .min()
+    }
+
+    /// Routes up to `max` delayed messages due at `now_ms`; returns how
+    /// many it routed. Each goes by its exchange's rules to the bindings
+    /// of now (alternate exchange included), with `x-delay` negated; its
+    /// queue copies are submitted to the store before its delayed record
+    /// is removed.
+    pub fn route_delayed(&self, now: Instant, now_ms: u64, max: usize) -> usize {
+        let mut routed = 0;
+        let delayed: Vec<Arc<Exchange>> = self
+            .exchanges
+            .iter()
+            .filter(|e| e.value().spec.kind == ExchangeKind::DelayedMessage)
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        let mut queues = Vec::new();
+        for ex in delayed {
+            if routed >= max {
+                break;
+            }
+            let due = match ex.delayed() {
+                Some(mut held) => held.take_due(now_ms, max - routed),
+                None => continue,
+            };
+            routed += due.len();
+            for (key, held) in due {
+                let m = &held.message;
+                let properties = crate::delayed::routed_properties(&m.properties, held.delay);
+                queues.clear();
+                self.route(
+                    &ex,
+                    std::slice::from_ref(&m.routing_key),
+                    &*properties,
+                    &mut queues,
+                );
+                let message = self.prepare(
+                    Message::new(
+                        m.exchange.clone(),
+                        m.routing_key.clone(),
+                        properties,
+                        m.body.clone(),
+                    ),
+                    &queues,
+                );
+                self.enqueue(message, &queues, now, None);
+                if held.stored
+                    && let Some(d) = &self.durability
+                {
+                    d.submit(PersistOp::DelayedRemove {
+                        key: self.delayed_key(&ex, key),
+                    });
+                }
+            }
+        }
+        routed
     }
 
     /// Expires messages and unused queues; called by the broker's tick.

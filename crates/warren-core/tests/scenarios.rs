@@ -4144,3 +4144,320 @@ fn quorum_queue_arguments_are_checked_as_rabbitmq_does() {
             .contains("inequivalent arg 'x-dead-letter-strategy'")
     );
 }
+
+// ---------------------------------------------------------------- x-delayed-message
+
+/// Wall-clock milliseconds the fake clock starts at in the delayed tests.
+const T0: u64 = 1_700_000_000_000;
+
+fn delayed_args(inner: FieldValue) -> FieldTable {
+    FieldTable::new().with("x-delayed-type", inner)
+}
+
+fn delay_header(v: FieldValue) -> BasicProperties {
+    BasicProperties {
+        headers: Some(FieldTable::new().with("x-delay", v)),
+        ..Default::default()
+    }
+}
+
+/// Declares the delayed exchange `dx` routing as `inner` and queue `q`
+/// bound to it with `key`.
+fn delayed_setup(c: &mut Client, inner: &str, key: &str) {
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "dx".into(),
+            kind: "x-delayed-message".into(),
+            arguments: delayed_args(FieldValue::LongStr(inner.into())),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::ExchangeDeclareOk(_)));
+    c.declare(1, "q");
+    c.send(
+        1,
+        QueueBind {
+            queue: "q".into(),
+            exchange: "dx".into(),
+            routing_key: key.into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(c.method().1, Method::QueueBindOk(_)));
+}
+
+/// `basic.get` from `q`: the message's body and headers, if any.
+fn get(c: &mut Client, q: &str) -> Option<(Bytes, Option<FieldTable>)> {
+    c.send(
+        1,
+        BasicGet {
+            queue: q.into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    if matches!(
+        c.inbox.front(),
+        Some(Frame::Method {
+            method: Method::BasicGetEmpty(_),
+            ..
+        })
+    ) {
+        c.method();
+        return None;
+    }
+    let (m, props, body) = c.content();
+    assert!(matches!(m, Method::BasicGetOk(_)), "{m:?}");
+    Some((body, props.headers))
+}
+
+#[test]
+fn delayed_type_is_validated_as_the_plugin_does() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    let refused = |c: &mut Client, args: FieldTable| {
+        c.send(
+            1,
+            ExchangeDeclare {
+                exchange: "dx".into(),
+                kind: "x-delayed-message".into(),
+                arguments: args,
+                ..Default::default()
+            },
+        );
+        let text = c.channel_closed(1, 406);
+        c.send(1, ChannelOpen::default());
+        assert!(matches!(c.method().1, Method::ChannelOpenOk(_)));
+        text
+    };
+    let must = "PRECONDITION_FAILED - Invalid argument, 'x-delayed-type' must be an existing exchange type";
+    assert_eq!(refused(&mut c, FieldTable::new()), must);
+    assert_eq!(refused(&mut c, delayed_args(FieldValue::I32(1))), must);
+    assert_eq!(
+        refused(
+            &mut c,
+            delayed_args(FieldValue::LongStr("x-delayed-message".into()))
+        ),
+        "PRECONDITION_FAILED - Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'"
+    );
+    // The inner type's own checks apply.
+    assert_eq!(
+        refused(
+            &mut c,
+            delayed_args(FieldValue::LongStr("x-consistent-hash".into()))
+                .with("hash-header", FieldValue::LongStr("h".into()))
+                .with("hash-property", FieldValue::LongStr("message_id".into()))
+        ),
+        "PRECONDITION_FAILED - hash-header and hash-property are mutually exclusive"
+    );
+    // An unknown inner type is RabbitMQ's unknown-type error (503).
+    c.send(
+        1,
+        ExchangeDeclare {
+            exchange: "dx".into(),
+            kind: "x-delayed-message".into(),
+            arguments: delayed_args(FieldValue::LongStr("nope".into())),
+            ..Default::default()
+        },
+    );
+    let (text, _, _) = c.connection_closed(503);
+    assert_eq!(text, "COMMAND_INVALID - unknown exchange type 'nope'");
+    let mut c = Client::open(&b);
+    for inner in ["direct", "fanout", "topic", "headers", "x-random"] {
+        c.send(
+            1,
+            ExchangeDeclare {
+                exchange: format!("d-{inner}").as_str().into(),
+                kind: "x-delayed-message".into(),
+                arguments: delayed_args(FieldValue::LongStr(inner.into())),
+                ..Default::default()
+            },
+        );
+        assert!(
+            matches!(c.method().1, Method::ExchangeDeclareOk(_)),
+            "{inner}"
+        );
+    }
+}
+
+#[test]
+fn a_delayed_message_is_routed_at_its_time_to_the_bindings_of_then() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    b.sync_clock(c.now, T0);
+    delayed_setup(&mut c, "direct", "k");
+    c.send(1, ConfirmSelect::default());
+    c.method();
+    c.publish_props(
+        1,
+        "dx",
+        "k",
+        b"later",
+        delay_header(FieldValue::I32(500)),
+        false,
+    );
+    // Confirmed once held (nothing is stored without a durable store).
+    let Method::BasicAck(ack) = c.method().1 else {
+        panic!()
+    };
+    assert_eq!(ack.delivery_tag, 1);
+    assert_eq!(get(&mut c, "q"), None, "held, not routed");
+    assert_eq!(b.next_delayed_deadline(), Some(T0 + 500));
+    let dx = b.vhost("/").unwrap().exchange(b"dx").unwrap();
+    assert_eq!(dx.messages_delayed(), Some(1));
+    // A queue bound while it waits gets it too.
+    c.declare(1, "q2");
+    c.send(
+        1,
+        QueueBind {
+            queue: "q2".into(),
+            exchange: "dx".into(),
+            routing_key: "k".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    let start = c.now;
+    let at = |ms: u64| start + Duration::from_millis(ms);
+    assert_eq!(b.route_delayed(at(499), T0 + 499, 100), Some(T0 + 500));
+    assert_eq!(get(&mut c, "q"), None, "never early");
+    assert_eq!(b.route_delayed(at(500), T0 + 500, 100), None);
+    let (body, headers) = get(&mut c, "q").expect("routed at its time");
+    assert_eq!(&body[..], b"later");
+    // The plugin negates x-delay, so that another delayed exchange does
+    // not hold the message again.
+    assert_eq!(
+        headers.unwrap().get("x-delay"),
+        Some(&FieldValue::I32(-500))
+    );
+    assert!(get(&mut c, "q2").is_some());
+    assert_eq!(dx.messages_delayed(), Some(0));
+    assert_eq!(b.next_delayed_deadline(), None);
+}
+
+#[test]
+fn no_positive_delay_routes_at_once_with_the_header_unchanged() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    b.sync_clock(c.now, T0);
+    delayed_setup(&mut c, "direct", "k");
+    c.publish(1, "dx", "k", b"plain");
+    assert_eq!(get(&mut c, "q").unwrap().0, Bytes::from_static(b"plain"));
+    for v in [
+        FieldValue::I32(0),
+        FieldValue::I64(-20),
+        FieldValue::I64(4_294_967_296),
+        FieldValue::LongStr("soon".into()),
+        FieldValue::Bool(true),
+    ] {
+        c.publish_props(1, "dx", "k", b"now", delay_header(v.clone()), false);
+        let (_, headers) = get(&mut c, "q").unwrap_or_else(|| panic!("{v:?} routes now"));
+        assert_eq!(headers.unwrap().get("x-delay"), Some(&v));
+    }
+    // A string holding an integer, and a float, are delays.
+    c.publish_props(
+        1,
+        "dx",
+        "k",
+        b"s",
+        delay_header(FieldValue::LongStr("30".into())),
+        false,
+    );
+    c.publish_props(
+        1,
+        "dx",
+        "k",
+        b"f",
+        delay_header(FieldValue::F64(20.7)),
+        false,
+    );
+    assert_eq!(get(&mut c, "q"), None);
+    assert_eq!(b.next_delayed_deadline(), Some(T0 + 20));
+    b.route_delayed(c.now + Duration::from_millis(30), T0 + 30, 100);
+    assert_eq!(
+        get(&mut c, "q").unwrap().0,
+        Bytes::from_static(b"f"),
+        "earliest first"
+    );
+    assert_eq!(get(&mut c, "q").unwrap().0, Bytes::from_static(b"s"));
+}
+
+#[test]
+fn a_delay_already_past_routes_on_the_next_run() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    b.sync_clock(c.now, T0);
+    delayed_setup(&mut c, "direct", "k");
+    c.publish_props(1, "dx", "k", b"x", delay_header(FieldValue::I32(10)), false);
+    // The timer runs late (a busy machine, or a restart): routed at once.
+    b.route_delayed(c.now + Duration::from_secs(60), T0 + 60_000, 100);
+    assert!(get(&mut c, "q").is_some());
+}
+
+#[test]
+fn delayed_messages_route_by_the_inner_type() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    b.sync_clock(c.now, T0);
+    delayed_setup(&mut c, "topic", "a.#");
+    for key in ["a.b.c", "b.c", "a"] {
+        c.publish_props(
+            1,
+            "dx",
+            key,
+            key.as_bytes(),
+            delay_header(FieldValue::I32(5)),
+            false,
+        );
+    }
+    b.route_delayed(c.now + Duration::from_millis(5), T0 + 5, 100);
+    assert_eq!(get(&mut c, "q").unwrap().0, Bytes::from_static(b"a.b.c"));
+    assert_eq!(get(&mut c, "q").unwrap().0, Bytes::from_static(b"a"));
+    assert_eq!(get(&mut c, "q"), None);
+}
+
+#[test]
+fn mandatory_delayed_publishes_are_returned_at_once_as_the_plugin_does() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    b.sync_clock(c.now, T0);
+    delayed_setup(&mut c, "direct", "k");
+    c.publish_props(1, "dx", "k", b"m", delay_header(FieldValue::I32(100)), true);
+    // The plugin routes the publish to no queue now: 312 NO_ROUTE...
+    let (m, _, body) = c.content();
+    let Method::BasicReturn(r) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        (r.reply_code, r.reply_text.as_bytes()),
+        (312, &b"NO_ROUTE"[..])
+    );
+    assert_eq!(&body[..], b"m");
+    // ... and still routes it at its time.
+    b.route_delayed(c.now + Duration::from_millis(100), T0 + 100, 100);
+    assert!(get(&mut c, "q").is_some());
+    // Not delayed and routable: no return.
+    c.publish_props(1, "dx", "k", b"n", BasicProperties::default(), true);
+    assert!(get(&mut c, "q").is_some());
+}
+
+#[test]
+fn deleting_a_delayed_exchange_drops_what_it_holds() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    b.sync_clock(c.now, T0);
+    delayed_setup(&mut c, "fanout", "");
+    c.publish_props(1, "dx", "", b"x", delay_header(FieldValue::I32(10)), false);
+    c.send(
+        1,
+        ExchangeDelete {
+            exchange: "dx".into(),
+            ..Default::default()
+        },
+    );
+    c.method();
+    assert_eq!(b.next_delayed_deadline(), None);
+    b.route_delayed(c.now + Duration::from_millis(10), T0 + 10, 100);
+    assert_eq!(get(&mut c, "q"), None);
+}

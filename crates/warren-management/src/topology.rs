@@ -421,6 +421,15 @@ async fn get_messages(
 // ---------------------------------------------------------------- exchanges
 
 fn exchange_json(vh: &VHost, e: &Exchange) -> Value {
+    let mut v = exchange_fields(vh, e);
+    // The delayed-message plugin's `info` adds how many it holds.
+    if let (Some(n), Some(obj)) = (e.messages_delayed(), v.as_object_mut()) {
+        obj.insert("messages_delayed".into(), json!(n));
+    }
+    v
+}
+
+fn exchange_fields(vh: &VHost, e: &Exchange) -> Value {
     json!({
         "name": e.name().to_lossy(),
         "vhost": vh.name,

@@ -17,10 +17,11 @@ use warren_codec::ShortStr;
 use warren_core::Message;
 use warren_core::access::VhostMeta;
 use warren_core::access::{PermissionSpec, TopicPermissionSpec};
-use warren_core::persist::AdminOp;
+use warren_core::persist::{AdminOp, DelayedRecordKey};
 use warren_store::{
-    Batch, BindingRecord, Definitions, ExchangeRecord, IndexEntry, PermissionRecord, PolicyRecord,
-    QueueRecord, Store, StoreError, StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
+    Batch, BindingRecord, Definitions, DelayedRecord, ExchangeRecord, IndexEntry, PermissionRecord,
+    PolicyRecord, QueueRecord, Store, StoreError, StoredMessage, TopicPermissionRecord, UserRecord,
+    VhostRecord,
 };
 
 /// One write in an atomic group. Later writes to the same record replace
@@ -62,6 +63,18 @@ pub enum Write {
     /// A change to a definition: rare, so boxed to keep the message writes
     /// (most of every batch) small.
     Definition(Box<DefinitionWrite>),
+    /// A message held by a delayed exchange, stored or removed; boxed for
+    /// the same reason.
+    Delayed(Box<DelayedWrite>),
+}
+
+/// A write to the delayed messages.
+#[derive(Debug, Clone)]
+pub enum DelayedWrite {
+    /// Store a held message under its key.
+    Put(DelayedRecordKey, Arc<Message>),
+    /// Remove it (routed, or its exchange deleted).
+    Delete(DelayedRecordKey),
 }
 
 /// A write to the definitions.
@@ -102,7 +115,7 @@ impl Write {
             Write::Enqueue { msg, .. }
             | Write::Delivered { msg, .. }
             | Write::Dequeue { msg, .. } => Some(*msg),
-            Write::Definition(_) => None,
+            Write::Definition(_) | Write::Delayed(_) => None,
         }
     }
 }
@@ -114,6 +127,17 @@ pub fn stored(m: &Message) -> StoredMessage {
         routing_key: m.routing_key.clone(),
         properties: (*m.properties).clone(),
         body: m.body.clone(),
+    }
+}
+
+/// A held message as the store keeps it.
+pub fn delayed_record(k: &DelayedRecordKey, m: &Message) -> DelayedRecord {
+    DelayedRecord {
+        vhost: k.vhost.clone(),
+        exchange: k.exchange.clone(),
+        deadline: k.deadline,
+        seq: k.seq,
+        message: stored(m),
     }
 }
 
@@ -333,6 +357,12 @@ impl Journal for Store {
                 Write::Enqueue { queue, seq, msg } => batch.enqueue(*queue, *seq, *msg),
                 Write::Delivered { queue, seq, msg } => batch.mark_delivered(*queue, *seq, *msg),
                 Write::Dequeue { queue, seq, .. } => batch.dequeue(*queue, *seq),
+                Write::Delayed(d) => match &**d {
+                    DelayedWrite::Put(k, m) => batch.put_delayed(&delayed_record(k, m)),
+                    DelayedWrite::Delete(k) => {
+                        batch.delete_delayed(&k.vhost, &k.exchange, k.deadline, k.seq)
+                    }
+                },
                 Write::Definition(d) => match &**d {
                     DefinitionWrite::PutExchange(r) => batch.put_exchange(r),
                     DefinitionWrite::DeleteExchange { vhost, name } => {
@@ -397,6 +427,8 @@ pub struct Image {
     pub topic_permissions: BTreeMap<(String, String, String), TopicPermissionRecord>,
     /// Policies by (vhost, name, operator).
     pub policies: BTreeMap<(String, String, bool), PolicyRecord>,
+    /// Messages held by delayed exchanges, by key.
+    pub delayed: BTreeMap<DelayedRecordKey, StoredMessage>,
 }
 
 impl Image {
@@ -424,6 +456,14 @@ impl Image {
                 self.index.remove(&(*queue, *seq));
             }
             Write::Definition(d) => self.apply_definition(d),
+            Write::Delayed(d) => match &**d {
+                DelayedWrite::Put(k, m) => {
+                    self.delayed.insert(k.clone(), stored(m));
+                }
+                DelayedWrite::Delete(k) => {
+                    self.delayed.remove(k);
+                }
+            },
         }
     }
 

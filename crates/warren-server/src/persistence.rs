@@ -37,7 +37,7 @@ use warren_core::persist::{Barrier, BindingTarget, LoadError, PersistOp, Persist
 use warren_core::{Broker, Message};
 use warren_store::{BindingRecord, Destination, ExchangeRecord, QueueRecord, StoreError};
 
-use crate::journal::{DefinitionWrite, Journal, Write};
+use crate::journal::{DefinitionWrite, DelayedWrite, Journal, Write};
 
 /// Most ops applied in one batch; bounds the latency one flush adds.
 const MAX_BATCH: usize = 16 * 1024;
@@ -390,6 +390,12 @@ fn apply(
                 }
             }
             PersistOp::Barrier(b) => barriers.push(b),
+            PersistOp::DelayedAdd { key, message } => w
+                .writes
+                .push(Write::Delayed(Box::new(DelayedWrite::Put(key, message)))),
+            PersistOp::DelayedRemove { key } => w
+                .writes
+                .push(Write::Delayed(Box::new(DelayedWrite::Delete(key)))),
             PersistOp::DeclareExchange {
                 vhost,
                 name,

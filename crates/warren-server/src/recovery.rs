@@ -18,7 +18,9 @@ use warren_core::access::VhostMeta;
 use warren_core::access::{Account, PermissionSpec, TopicPermissionSpec};
 use warren_core::exchange::{ExchangeKind, ExchangeSpec};
 use warren_core::password::Password;
-use warren_core::persist::{AdminOp, BindingTarget, Durability, PersistOp, Persistence};
+use warren_core::persist::{
+    AdminOp, BindingTarget, DelayedRecordKey, Durability, PersistOp, Persistence,
+};
 use warren_core::policy::Policy;
 use warren_core::queue::{QueueSpec, QueueType, Recovered};
 use warren_store::{Batch, Destination, Store, StoreError};
@@ -202,9 +204,34 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
             tracing::warn!(vhost = %b.vhost, source = %b.source, "stored binding refers to a missing exchange or queue; skipped");
         }
     }
+    // Messages held by delayed exchanges come back with their wall-clock
+    // deadlines: those that passed while the broker was down are routed
+    // by the first run of the delayed timer.
+    let mut delayed = 0usize;
+    for r in store.delayed_messages()? {
+        let key = DelayedRecordKey {
+            vhost: r.vhost,
+            exchange: r.exchange,
+            deadline: r.deadline,
+            seq: r.seq,
+        };
+        let m = r.message;
+        let message =
+            warren_core::Message::new(m.exchange, m.routing_key, m.properties.into(), m.body);
+        let restored = broker
+            .vhost(&key.vhost)
+            .is_some_and(|vh| vh.restore_delayed(&key.exchange, (key.deadline, key.seq), message));
+        if restored {
+            delayed += 1;
+        } else {
+            // Its exchange (or vhost) was deleted without the record.
+            persister.submit(PersistOp::DelayedRemove { key });
+        }
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         messages,
+        delayed,
         elapsed = ?started.elapsed(),
         "recovered durable state"
     );

@@ -149,6 +149,7 @@ pub async fn run_listeners(listeners: Listeners, server: Server, shutdown: impl 
     let handshaking = Arc::new(Semaphore::new(pre_auth));
     let mut tasks = JoinSet::new();
     let ticker = tokio::spawn(tick(Arc::clone(&server.broker), stop_rx.clone()));
+    let delayed = tokio::spawn(delayed_timer(Arc::clone(&server.broker), stop_rx.clone()));
     let monitor = tokio::spawn(crate::resources::monitor(server.clone(), stop_rx.clone()));
     let amqps = listeners.amqps.as_ref().map(|(l, _)| l);
     tokio::pin!(shutdown);
@@ -215,6 +216,7 @@ pub async fn run_listeners(listeners: Listeners, server: Server, shutdown: impl 
         tasks.abort_all();
     }
     ticker.abort();
+    delayed.abort();
     monitor.abort();
     server.close_store().await;
 }
@@ -234,6 +236,50 @@ async fn tick(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                     .map_or(0, |d| d.as_secs());
                 broker.tick(std::time::Instant::now(), unix);
             }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Most delayed messages routed in one go; the timer yields between
+/// batches, so a backlog due at once (after a restart) does not hold a
+/// worker thread.
+const DELAYED_BATCH: usize = 1024;
+
+/// The wall clock in Unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Routes delayed messages when their time comes: sleeps until the
+/// broker's next delayed deadline, or until a publish holds a message
+/// until earlier (the broker's waker), then hands core the time.
+async fn delayed_timer(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let notify = Arc::new(Notify::new());
+    let waker = Arc::clone(&notify);
+    broker.set_delayed_waker(Box::new(move || waker.notify_one()));
+    loop {
+        let now = std::time::Instant::now();
+        let wall = unix_ms();
+        broker.sync_clock(now, wall);
+        let next = broker.route_delayed(now, wall, DELAYED_BATCH);
+        // Nothing held: sleep until a publish wakes us (the clock is
+        // synced again at least hourly).
+        let pause = next.map_or(Duration::from_secs(3600), |d| {
+            Duration::from_millis(d.saturating_sub(wall))
+        });
+        if pause.is_zero() {
+            tokio::task::yield_now().await;
+            if *stop.borrow() {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = notify.notified() => {}
             _ = stop.changed() => return,
         }
     }

@@ -20,6 +20,7 @@
 //! | `S` + u32 len + name | a setting |
 //! | `M` + msg id u64 | a message |
 //! | `Q` + queue id u64 + seq u64 | an index entry: msg id u64, flags u8 |
+//! | `X` + u32 len + vhost + u8 len + exchange + deadline u64 + seq u64 | a delayed message (encoded as an `M` value) |
 //!
 //! Permissions, topic permissions and policies put the vhost first, like
 //! exchanges and queues, so that everything of one vhost is one prefix scan
@@ -45,6 +46,8 @@ pub(crate) const DEFINITION: u8 = b'D';
 pub(crate) const MESSAGE: u8 = b'M';
 /// First byte of every queue index key.
 pub(crate) const INDEX: u8 = b'Q';
+/// First byte of every delayed-message key.
+pub(crate) const DELAYED: u8 = b'X';
 /// First byte of every setting key.
 pub(crate) const SETTING: u8 = b'S';
 
@@ -222,6 +225,35 @@ pub(crate) fn describe(key: &[u8]) -> String {
         b"V" => "format version record".to_owned(),
         _ => format!("key \"{}\"", key.escape_ascii()),
     }
+}
+
+/// The key of a message held by the delayed exchange `exchange` of
+/// `vhost` until `deadline` (Unix milliseconds), `seq` telling apart those
+/// with one deadline.
+pub(crate) fn delayed(vhost: &str, exchange: &ShortStr, deadline: u64, seq: u64) -> BytesMut {
+    let mut k = BytesMut::with_capacity(32 + vhost.len() + exchange.len());
+    k.put_u8(DELAYED);
+    put_u32_prefixed(&mut k, vhost.as_bytes());
+    put_short(&mut k, exchange);
+    k.put_u64(deadline);
+    k.put_u64(seq);
+    k
+}
+
+/// Splits a delayed-message key into (vhost, exchange, deadline, seq);
+/// `None` when it is not one.
+pub(crate) fn parse_delayed(k: &[u8]) -> Option<(String, ShortStr, u64, u64)> {
+    let rest = k.strip_prefix(&[DELAYED])?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let vhost = String::from_utf8(rest.get(4..4 + len)?.to_vec()).ok()?;
+    let rest = rest.get(4 + len..)?;
+    let xlen = *rest.first()? as usize;
+    let exchange = ShortStr::from_slice(rest.get(1..1 + xlen)?)?;
+    let tail = rest.get(1 + xlen..)?;
+    if tail.len() != 16 {
+        return None;
+    }
+    Some((vhost, exchange, be_u64(&tail[..8]), be_u64(&tail[8..])))
 }
 
 /// Reads a big-endian u64 from exactly eight bytes (callers check the length).

@@ -23,6 +23,10 @@
 //! message ids. Acking a message removes its index entry; the caller
 //! deletes the message when no queue refers to it any more.
 //!
+//! A message held by a durable delayed exchange is its own record
+//! (`X` + vhost + exchange + deadline + seq, [`DelayedRecord`]); routing
+//! it stores the message again as an `M` record for the queues it reaches.
+//!
 //! **Architecture Invariant:** this crate knows nothing of channels,
 //! connections, tokio or `warren-core`; it depends on `warren-codec` only.
 //! Every call blocks, so the server runs it on a dedicated persistence
@@ -39,8 +43,9 @@ mod store;
 
 pub use error::StoreError;
 pub use records::{
-    BindingRecord, Definitions, Destination, ExchangeRecord, IndexEntry, PermissionRecord,
-    PolicyRecord, QueueRecord, StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
+    BindingRecord, Definitions, DelayedRecord, Destination, ExchangeRecord, IndexEntry,
+    PermissionRecord, PolicyRecord, QueueRecord, StoredMessage, TopicPermissionRecord, UserRecord,
+    VhostRecord,
 };
 pub use store::{Batch, Store};
 

@@ -35,6 +35,22 @@ pub struct StoredMessage {
     pub body: Bytes,
 }
 
+/// A persistent message held by a durable `x-delayed-message` exchange
+/// until its deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DelayedRecord {
+    /// The vhost.
+    pub vhost: String,
+    /// The exchange holding it (also `message.exchange`).
+    pub exchange: ShortStr,
+    /// When it is routed, in wall-clock milliseconds since the Unix epoch.
+    pub deadline: u64,
+    /// Tells apart the messages of one exchange with one deadline.
+    pub seq: u64,
+    /// The message as published.
+    pub message: StoredMessage,
+}
+
 /// A durable queue's definition (transient queues are never stored).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueRecord {
