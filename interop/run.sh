@@ -34,7 +34,7 @@ exclusive_locked passive_404 redeclare_406 wrong_password large_message
 many_channels heartbeat server_cancel celery_task close_clean close_after_burst
 cc_bcc channel_close_race mgmt_overview mgmt_access mgmt_topology mgmt_publish_get
 mgmt_queue_counts mgmt_connections mgmt_policies mgmt_export mgmt_import
-tls_hello tls_external consumer_timeout delivery_limit"
+tls_hello tls_external consumer_timeout delivery_limit delayed_retry"
 CLIENTS_ALL="pika aio-pika kombu celery amqplib-cb amqplib-promise go java lapin amqprs amqp-tools
 lapin-relay pika-relay pyrabbit2 rabbitmqadmin"
 SCENARIOS="${INTEROP_SCENARIOS:-$SCENARIOS_ALL}"

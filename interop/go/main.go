@@ -764,6 +764,37 @@ var scenarios = map[string]func(){
 		case <-time.After(300 * time.Millisecond):
 		}
 	},
+
+	// The delayed-retry pattern: the first attempt fails and is republished
+	// to an x-delayed-message exchange with x-delay 600; it comes back no
+	// earlier than that, with x-delay negated, and succeeds.
+	"delayed_retry": func() {
+		conn := connect()
+		defer conn.Close()
+		ch := must(conn.Channel())
+		ex, q := name("retry-x"), name("retry-q")
+		ok(ch.ExchangeDeclare(ex, "x-delayed-message", false, true, false, false, amqp.Table{"x-delayed-type": "direct"}))
+		must(ch.QueueDeclare(q, false, false, true, false, nil))
+		ok(ch.QueueBind(q, q, ex, false, nil))
+		publish(ch, "", q, []byte("job-1"), false, amqp.Publishing{})
+		msgs := must(ch.Consume(q, "", false, false, false, false, nil))
+		first := recv(msgs, 5*time.Second, "first attempt")
+		failedAt := time.Now()
+		publish(ch, ex, q, first.Body, false, amqp.Publishing{Headers: amqp.Table{"x-delay": int32(600)}})
+		ok(first.Ack(false))
+		second := recv(msgs, 5*time.Second, "retried attempt")
+		waited := time.Since(failedAt)
+		check(waited >= 550*time.Millisecond, "retried after %v, before its 600 ms delay", waited)
+		check(string(second.Body) == "job-1", "retried body %q", second.Body)
+		check(second.Headers["x-delay"] == int32(-600), "x-delay on the retry %v (%T)", second.Headers["x-delay"], second.Headers["x-delay"])
+		ok(second.Ack(false))
+		// A delay in the past routes at once.
+		publish(ch, ex, q, []byte("now"), false, amqp.Publishing{Headers: amqp.Table{"x-delay": int32(-5)}})
+		d := recv(msgs, 5*time.Second, "negative delay")
+		check(string(d.Body) == "now", "negative delay body %q", d.Body)
+		ok(d.Ack(false))
+		ok(ch.ExchangeDelete(ex, false, false))
+	},
 }
 
 // pending takes every delivery that arrives until the stream pauses.

@@ -646,13 +646,63 @@ def delivery_limit():
     conn.close()
 
 
+def delayed_retry():
+    # The delayed-retry pattern: a consumer that fails a message nacks it
+    # without requeue and republishes it to an x-delayed-message exchange
+    # with x-delay; it comes back to the work queue no earlier than the
+    # delay, with x-delay negated by the exchange, and succeeds then.
+    conn = connect()
+    ch = conn.channel()
+    ex, q = name("retry-x"), name("retry-q")
+    ch.exchange_declare(ex, exchange_type="x-delayed-message",
+                        arguments={"x-delayed-type": "direct"})
+    ch.queue_declare(q, exclusive=True)
+    ch.queue_bind(q, ex, routing_key=q)
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"job-1")
+    attempts = []
+
+    def on_msg(ch_, m, p, b):
+        attempts.append((time.monotonic(), (p.headers or {}).get("x-delay")))
+        if len(attempts) == 1:
+            # Fail the first attempt: retry in 600 ms through the exchange.
+            ch_.basic_publish(ex, q, b, pika.BasicProperties(headers={"x-delay": 600}))
+            ch_.basic_ack(m.delivery_tag)
+        else:
+            ch_.basic_ack(m.delivery_tag)
+            ch_.stop_consuming()
+
+    ch.basic_consume(q, on_msg)
+    conn.call_later(10, ch.stop_consuming)
+    ch.start_consuming()
+    check_eq(len(attempts), 2, "attempts")
+    waited = attempts[1][0] - attempts[0][0]
+    check(waited >= 0.55, f"retried after {waited:.3f}s, before its 600 ms delay")
+    check_eq(attempts[1][1], -600, "x-delay on the retried message")
+    # A delay in the past routes at once.
+    ch.basic_publish(ex, q, b"now", pika.BasicProperties(headers={"x-delay": -5}))
+    check_eq(get_one(ch, q)[2], b"now", "negative delay routed at once")
+    # The plugin refuses a delayed exchange without x-delayed-type.
+    try:
+        ch.exchange_declare(name("retry-bad"), exchange_type="x-delayed-message")
+    except pe.ChannelClosedByBroker as e:
+        check_eq(e.reply_code, 406, "reply code")
+        check_eq(e.reply_text, "PRECONDITION_FAILED - Invalid argument, "
+                 "'x-delayed-type' must be an existing exchange type", "reply text")
+    else:
+        raise AssertionError("x-delayed-message without x-delayed-type was accepted")
+    ch = conn.channel()
+    ch.exchange_delete(ex)
+    conn.close()
+
+
 SCENARIOS = {f.__name__: f for f in [
     hello, work_queues, pubsub, routing, topics, rpc, confirms_individual,
     confirms_batch, confirms_async, mandatory_return, nack_requeue,
     prefetch_limit, exclusive_locked, passive_404, redeclare_406,
     wrong_password, large_message, many_channels, heartbeat, server_cancel,
     close_clean, close_after_burst, cc_bcc, channel_close_race, tls_hello,
-    tls_external, consumer_timeout, delivery_limit]}
+    tls_external, consumer_timeout, delivery_limit, delayed_retry]}
 
 if __name__ == "__main__":
     sys.exit(main(SCENARIOS))
