@@ -464,16 +464,66 @@ impl RawClient {
 
     /// Answers `connection.start` with `start-ok`.
     pub async fn send_start_ok(&mut self, mechanism: &str, response: &[u8]) {
+        self.send_start_ok_with(client_properties(), mechanism, response)
+            .await;
+    }
+
+    /// Answers `connection.start` with `start-ok` and the given client
+    /// properties (capabilities a test wants to advertise, or not).
+    pub async fn send_start_ok_with(
+        &mut self,
+        client_properties: FieldTable,
+        mechanism: &str,
+        response: &[u8],
+    ) {
         self.send_method(
             0,
             warren_codec::ConnectionStartOk {
-                client_properties: client_properties(),
+                client_properties,
                 mechanism: mechanism.into(),
                 response: LongStr::from(Bytes::copy_from_slice(response)),
                 locale: "en_US".into(),
             },
         )
         .await;
+    }
+
+    /// After `start-ok`: takes the broker's `connection.tune` (heartbeats
+    /// off), answers it and sends `connection.open` of `/`. The answer to
+    /// the open (open-ok or a close) is left to the caller.
+    pub async fn tune_and_open(&mut self) {
+        let tune = match self.read_method().await {
+            (0, Method::ConnectionTune(t)) => t,
+            other => panic!("expected connection.tune, got {other:?}"),
+        };
+        self.tune = Some(tune.clone());
+        self.frame_max = tune.frame_max;
+        self.send_method(
+            0,
+            ConnectionTuneOk {
+                channel_max: tune.channel_max,
+                frame_max: tune.frame_max,
+                heartbeat: 0,
+            },
+        )
+        .await;
+        self.send_method(
+            0,
+            warren_codec::ConnectionOpen {
+                virtual_host: "/".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+
+    /// [`RawClient::tune_and_open`], then checks for `open-ok`.
+    pub async fn tune_and_open_ok(&mut self) {
+        self.tune_and_open().await;
+        match self.read_method().await {
+            (0, Method::ConnectionOpenOk(_)) => {}
+            other => panic!("expected connection.open-ok, got {other:?}"),
+        }
     }
 
     /// A full handshake accepting the broker's limits, heartbeats off.

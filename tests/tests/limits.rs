@@ -10,12 +10,10 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 use warren_cli::config::Env;
 use warren_codec::{
-    BasicConsume, ConnectionOpen, ConnectionStartOk, ConnectionTuneOk, FieldTable, FieldValue,
-    Frame, LongStr, Method, PROTOCOL_HEADER, ShortStr,
+    BasicConsume, FieldTable, FieldValue, Frame, Method, PROTOCOL_HEADER, ShortStr,
 };
 use warren_tests::http::Http;
 use warren_tests::lapin_util::within;
@@ -31,43 +29,12 @@ fn guest(b: &TestBroker) -> Http {
 /// open is left to the caller.
 async fn login(addr: SocketAddr, user: &str, password: &str) -> RawClient {
     let mut c = RawClient::connect(addr).await;
-    c.send_raw(PROTOCOL_HEADER).await.unwrap();
-    match c.read_method().await {
-        (0, Method::ConnectionStart(_)) => {}
-        other => panic!("expected connection.start, got {other:?}"),
-    }
+    c.read_start().await;
     let caps = FieldTable::new().with("authentication_failure_close", FieldValue::Bool(true));
-    c.send_method(
-        0,
-        ConnectionStartOk {
-            client_properties: FieldTable::new().with("capabilities", FieldValue::Table(caps)),
-            mechanism: "PLAIN".into(),
-            response: LongStr::from(Bytes::from(format!("\0{user}\0{password}"))),
-            locale: "en_US".into(),
-        },
-    )
-    .await;
-    let tune = match c.read_method().await {
-        (0, Method::ConnectionTune(t)) => t,
-        other => panic!("expected connection.tune, got {other:?}"),
-    };
-    c.send_method(
-        0,
-        ConnectionTuneOk {
-            channel_max: tune.channel_max,
-            frame_max: tune.frame_max,
-            heartbeat: 0,
-        },
-    )
-    .await;
-    c.send_method(
-        0,
-        ConnectionOpen {
-            virtual_host: "/".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let props = FieldTable::new().with("capabilities", FieldValue::Table(caps));
+    c.send_start_ok_with(props, "PLAIN", format!("\0{user}\0{password}").as_bytes())
+        .await;
+    c.tune_and_open().await;
     c
 }
 

@@ -28,34 +28,7 @@ async fn sockets_in_the_handshake_are_capped_and_logins_free_their_slot() {
 
     // One of them logs in: its slot is free again for a newcomer.
     first.send_start_ok("PLAIN", b"\0guest\0guest").await;
-    match first.read_method().await {
-        (0, warren_codec::Method::ConnectionTune(t)) => {
-            first
-                .send_method(
-                    0,
-                    warren_codec::ConnectionTuneOk {
-                        channel_max: t.channel_max,
-                        frame_max: t.frame_max,
-                        heartbeat: 0,
-                    },
-                )
-                .await;
-        }
-        other => panic!("expected tune, got {other:?}"),
-    }
-    first
-        .send_method(
-            0,
-            warren_codec::ConnectionOpen {
-                virtual_host: "/".into(),
-                ..Default::default()
-            },
-        )
-        .await;
-    assert!(matches!(
-        first.read_method().await,
-        (0, warren_codec::Method::ConnectionOpenOk(_))
-    ));
+    first.tune_and_open_ok().await;
     // The driver releases the slot before it writes open-ok, so a
     // newcomer after it is admitted.
     let mut newcomer = RawClient::connect(b.addr).await;

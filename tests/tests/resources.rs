@@ -16,11 +16,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use serde_json::Value;
 use warren_codec::{
-    BasicProperties, ConfirmSelect, ConnectionOpen, ConnectionStartOk, ConnectionTuneOk,
-    FieldTable, FieldValue, LongStr, Method, PROTOCOL_HEADER, QueueDeclare, ShortStr,
+    BasicProperties, ConfirmSelect, FieldTable, FieldValue, Method, QueueDeclare, ShortStr,
 };
 use warren_core::broker::AlarmCause;
 use warren_server::resources::ByteSize;
@@ -34,49 +32,14 @@ const HUGE: u64 = 1_000_000_000_000_000_000;
 /// clients do, logged in as guest on `/`.
 async fn blocked_aware_client(addr: SocketAddr) -> RawClient {
     let mut c = RawClient::connect(addr).await;
-    c.send_raw(PROTOCOL_HEADER).await.unwrap();
-    match c.read_method().await {
-        (0, Method::ConnectionStart(_)) => {}
-        other => panic!("expected connection.start, got {other:?}"),
-    }
+    c.read_start().await;
     let caps = FieldTable::new()
         .with("connection.blocked", FieldValue::Bool(true))
         .with("publisher_confirms", FieldValue::Bool(true));
-    c.send_method(
-        0,
-        ConnectionStartOk {
-            client_properties: FieldTable::new().with("capabilities", FieldValue::Table(caps)),
-            mechanism: "PLAIN".into(),
-            response: LongStr::from(Bytes::from_static(b"\0guest\0guest")),
-            locale: "en_US".into(),
-        },
-    )
-    .await;
-    let tune = match c.read_method().await {
-        (0, Method::ConnectionTune(t)) => t,
-        other => panic!("expected connection.tune, got {other:?}"),
-    };
-    c.send_method(
-        0,
-        ConnectionTuneOk {
-            channel_max: tune.channel_max,
-            frame_max: tune.frame_max,
-            heartbeat: 0,
-        },
-    )
-    .await;
-    c.send_method(
-        0,
-        ConnectionOpen {
-            virtual_host: "/".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    match c.read_method().await {
-        (0, Method::ConnectionOpenOk(_)) => {}
-        other => panic!("expected connection.open-ok, got {other:?}"),
-    }
+    let props = FieldTable::new().with("capabilities", FieldValue::Table(caps));
+    c.send_start_ok_with(props, "PLAIN", b"\0guest\0guest")
+        .await;
+    c.tune_and_open_ok().await;
     c
 }
 

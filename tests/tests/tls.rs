@@ -68,32 +68,7 @@ async fn amqps_carries_a_session_and_lists_it_as_tls() {
     // No client certificate: nothing for EXTERNAL to log in with.
     assert_eq!(c.read_start().await, "PLAIN AMQPLAIN");
     c.send_start_ok("PLAIN", b"\0guest\0guest").await;
-    match c.read_method().await {
-        (0, Method::ConnectionTune(t)) => {
-            c.send_method(
-                0,
-                warren_codec::ConnectionTuneOk {
-                    channel_max: t.channel_max,
-                    frame_max: t.frame_max,
-                    heartbeat: 0,
-                },
-            )
-            .await;
-        }
-        other => panic!("expected tune, got {other:?}"),
-    }
-    c.send_method(
-        0,
-        warren_codec::ConnectionOpen {
-            virtual_host: "/".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert!(matches!(
-        c.read_method().await,
-        (0, Method::ConnectionOpenOk(_))
-    ));
+    c.tune_and_open_ok().await;
     declare_publish_get(&mut c, 1, b"over tls").await;
 
     let conns = Http::new(b.http, "guest", "guest")
@@ -139,32 +114,7 @@ async fn verified_client_certificates_log_in_with_external() {
     let mut c = RawClient::over(stream);
     assert_eq!(c.read_start().await, "PLAIN AMQPLAIN EXTERNAL");
     c.send_start_ok("EXTERNAL", b"").await;
-    match c.read_method().await {
-        (0, Method::ConnectionTune(t)) => {
-            c.send_method(
-                0,
-                warren_codec::ConnectionTuneOk {
-                    channel_max: t.channel_max,
-                    frame_max: t.frame_max,
-                    heartbeat: 0,
-                },
-            )
-            .await;
-        }
-        other => panic!("expected tune, got {other:?}"),
-    }
-    c.send_method(
-        0,
-        warren_codec::ConnectionOpen {
-            virtual_host: "/".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert!(matches!(
-        c.read_method().await,
-        (0, Method::ConnectionOpenOk(_))
-    ));
+    c.tune_and_open_ok().await;
     declare_publish_get(&mut c, 1, b"as app-1").await;
 
     let conns = Http::new(b.http, "guest", "guest")
