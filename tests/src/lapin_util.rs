@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 
@@ -108,4 +111,67 @@ pub fn expect_amqp_error<T: std::fmt::Debug>(result: lapin::Result<T>, code: u16
             None => panic!("expected AMQP error {code}, got {e}"),
         },
     }
+}
+
+/// A channel in confirm mode.
+pub async fn confirming_channel(conn: &Connection) -> Channel {
+    let ch = channel(conn).await;
+    within(
+        "confirm.select",
+        ch.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .expect("confirm.select");
+    ch
+}
+
+/// Declares queue `name` (durable or not) with `arguments`.
+pub async fn declare_queue_with(ch: &Channel, name: &str, durable: bool, arguments: FieldTable) {
+    within(
+        "queue.declare",
+        ch.queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable,
+                ..Default::default()
+            },
+            arguments,
+        ),
+    )
+    .await
+    .expect("queue.declare");
+}
+
+/// Binds `queue` to `exchange` with `key`.
+pub async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+    within(
+        "queue.bind",
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+}
+
+/// Takes up to `max` messages out of `queue` with no-ack `basic.get`:
+/// their bodies, as text.
+pub async fn drain_bodies(ch: &Channel, queue: &str, max: usize) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for _ in 0..max {
+        let got = within(
+            "basic.get",
+            ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }),
+        )
+        .await
+        .expect("basic.get");
+        match got {
+            Some(m) => bodies.push(String::from_utf8_lossy(&m.delivery.data).into_owned()),
+            None => break,
+        }
+    }
+    bodies
 }

@@ -10,13 +10,13 @@
 use std::time::{Duration, Instant};
 
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
 use warren_tests::lapin_util::{
-    channel, connect, consume, expect_amqp_error, next_delivery, within,
+    bind, channel, confirming_channel, connect, consume, declare_queue_with, drain_bodies,
+    expect_amqp_error, next_delivery, within,
 };
 use warren_tests::{start_broker, start_durable_broker};
 
@@ -45,17 +45,6 @@ fn with_id(id: &str, ttl_ms: Option<i64>) -> BasicProperties {
         .with_delivery_mode(2)
 }
 
-async fn confirming_channel(conn: &lapin::Connection) -> Channel {
-    let ch = channel(conn).await;
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .unwrap();
-    ch
-}
-
 async fn declare_dedup_exchange(
     ch: &Channel,
     name: &str,
@@ -75,37 +64,6 @@ async fn declare_dedup_exchange(
         ),
     )
     .await
-}
-
-async fn declare_queue(ch: &Channel, name: &str, durable: bool, arguments: FieldTable) {
-    within(
-        "queue.declare",
-        ch.queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable,
-                ..Default::default()
-            },
-            arguments,
-        ),
-    )
-    .await
-    .unwrap();
-}
-
-async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
-    within(
-        "queue.bind",
-        ch.queue_bind(
-            queue.into(),
-            exchange.into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .unwrap();
 }
 
 /// Publishes and waits for the confirm, so what was routed is queued.
@@ -137,21 +95,8 @@ async fn publish(
 
 /// Takes every message out of `queue` (no-ack): the bodies.
 async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
-    let mut bodies = Vec::new();
     // Bounded: no test here publishes more than a few messages.
-    for _ in 0..1000 {
-        let got = within(
-            "basic.get",
-            ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }),
-        )
-        .await
-        .unwrap();
-        match got {
-            Some(m) => bodies.push(String::from_utf8(m.delivery.data.clone()).unwrap()),
-            None => break,
-        }
-    }
-    bodies
+    drain_bodies(ch, queue, 1000).await
 }
 
 fn size(n: i64) -> (&'static str, AMQPValue) {
@@ -167,9 +112,9 @@ async fn the_exchange_routes_an_id_once_to_every_bound_queue() {
         .await
         .unwrap();
     for q in ["d1", "d2"] {
-        declare_queue(&ch, q, false, FieldTable::default()).await;
+        declare_queue_with(&ch, q, false, FieldTable::default()).await;
         // Fanout: the binding keys do not matter.
-        bind(&ch, q, "dedup", q).await;
+        bind(&ch, q, "dedup", q).await.unwrap();
     }
     for (body, id) in [("a", "1"), ("a-again", "1"), ("b", "2"), ("a-more", "1")] {
         let c = publish(&ch, "dedup", "any", body, with_id(id, None), false).await;
@@ -199,8 +144,8 @@ async fn an_id_is_routed_again_after_its_ttl() {
     declare_dedup_exchange(&ch, "ttl", false, table(&[size(10), ttl]))
         .await
         .unwrap();
-    declare_queue(&ch, "tq", false, FieldTable::default()).await;
-    bind(&ch, "tq", "ttl", "").await;
+    declare_queue_with(&ch, "tq", false, FieldTable::default()).await;
+    bind(&ch, "tq", "ttl", "").await.unwrap();
     // The exchange's ttl, then a message's own (shorter) x-cache-ttl.
     for (id, own, ms) in [("e", None, 300), ("m", Some(150), 150)] {
         let first = Instant::now();
@@ -274,7 +219,7 @@ async fn a_deduplicating_queue_nacks_an_id_it_holds_until_acked() {
     let conn = connect(&broker).await;
     let ch = confirming_channel(&conn).await;
     let dedup = table(&[(DEDUP, AMQPValue::Boolean(true))]);
-    declare_queue(&ch, "work", false, dedup).await;
+    declare_queue_with(&ch, "work", false, dedup).await;
     assert!(
         publish(&ch, "", "work", "job", with_id("j1", None), false)
             .await
@@ -342,9 +287,9 @@ async fn declarations_and_queued_ids_survive_a_restart() {
         declare_dedup_exchange(&ch, "dx", true, ex_args())
             .await
             .unwrap();
-        declare_queue(&ch, "dq", true, dedup_args()).await;
-        declare_queue(&ch, "fan", true, FieldTable::default()).await;
-        bind(&ch, "fan", "dx", "").await;
+        declare_queue_with(&ch, "dq", true, dedup_args()).await;
+        declare_queue_with(&ch, "fan", true, FieldTable::default()).await;
+        bind(&ch, "fan", "dx", "").await.unwrap();
         assert!(
             publish(&ch, "", "dq", "kept", with_id("p1", None), false)
                 .await
@@ -361,7 +306,7 @@ async fn declarations_and_queued_ids_survive_a_restart() {
     declare_dedup_exchange(&ch, "dx", true, ex_args())
         .await
         .unwrap();
-    declare_queue(&ch, "dq", true, dedup_args()).await;
+    declare_queue_with(&ch, "dq", true, dedup_args()).await;
     // The recovered message's id is known again.
     assert!(
         publish(&ch, "", "dq", "dup", with_id("p1", None), false)

@@ -8,15 +8,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, ExchangeBindOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 use serde_json::{Value, json};
 use warren_tests::http::Http;
-use warren_tests::lapin_util::{channel, connect, expect_amqp_error, within};
+use warren_tests::lapin_util::{
+    bind, channel, confirming_channel, connect, declare_queue_with, drain_bodies,
+    expect_amqp_error, within,
+};
 use warren_tests::{start_broker, start_durable_broker};
 
 fn custom(kind: &str) -> ExchangeKind {
@@ -54,33 +54,7 @@ async fn declare_exchange(
 }
 
 async fn declare_queue(ch: &Channel, name: &str, durable: bool) {
-    within(
-        "queue.declare",
-        ch.queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .unwrap();
-}
-
-async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
-    within(
-        "queue.bind",
-        ch.queue_bind(
-            queue.into(),
-            exchange.into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await
+    declare_queue_with(ch, name, durable, FieldTable::default()).await;
 }
 
 /// Publishes with confirms and waits for each confirm, so what was routed
@@ -105,20 +79,8 @@ async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], props: Ba
 async fn drain(ch: &Channel, queues: &[String]) -> HashMap<String, Vec<String>> {
     let mut out = HashMap::new();
     for q in queues {
-        let mut bodies = Vec::new();
         // Bounded: no test here publishes more than 10,000 messages.
-        for _ in 0..10_000 {
-            let got = within(
-                "basic.get",
-                ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }),
-            )
-            .await
-            .unwrap();
-            match got {
-                Some(m) => bodies.push(String::from_utf8(m.delivery.data.clone()).unwrap()),
-                None => break,
-            }
-        }
+        let bodies = drain_bodies(ch, q, 10_000).await;
         out.insert(q.clone(), bodies);
     }
     out
@@ -136,17 +98,6 @@ fn placement(drained: &HashMap<String, Vec<String>>) -> HashMap<String, String> 
         }
     }
     at
-}
-
-async fn confirming_channel(conn: &lapin::Connection) -> Channel {
-    let ch = channel(conn).await;
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .unwrap();
-    ch
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
