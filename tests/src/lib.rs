@@ -189,12 +189,24 @@ async fn spawn_broker(mut config: Config, durable: bool) -> TestBroker {
         .await
         .expect("bind 127.0.0.1:0");
     let metrics = metrics_listener.local_addr().expect("local_addr");
+    let metrics_tls = match (&tls_handle, config.metrics.tls) {
+        (Some(t), true) => {
+            let t = t.for_http().expect("load the test certificates");
+            Some(std::sync::Arc::new(move || t.server_config()) as warren_management::TlsSource)
+        }
+        _ => None,
+    };
     let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
     let metrics_state = std::sync::Arc::clone(&state);
     tokio::spawn(async move {
-        let _ = warren_management::serve_metrics(metrics_listener, metrics_state, async move {
-            let _ = metrics_stopped.await;
-        })
+        let _ = warren_management::serve_metrics(
+            metrics_listener,
+            metrics_state,
+            metrics_tls,
+            async move {
+                let _ = metrics_stopped.await;
+            },
+        )
         .await;
     });
     let (stop_http, http_stopped) = oneshot::channel::<()>();

@@ -293,8 +293,19 @@ async fn the_management_api_serves_https() {
         c.tls.cert = Some(cert);
         c.tls.key = Some(key);
         c.management.tls = true;
+        c.metrics.tls = true;
     })
     .await;
+    // Prometheus over HTTPS too (RabbitMQ's prometheus.ssl).
+    let scrape = Http::anonymous(b.metrics)
+        .with_tls(client_config(&ca, None))
+        .get("/metrics")
+        .await;
+    assert_eq!(scrape.status, 200);
+    assert!(
+        String::from_utf8_lossy(&scrape.body).contains("rabbitmq_connections "),
+        "no rabbitmq_connections in the scrape"
+    );
     let api = Http::new(b.http, "guest", "guest").with_tls(client_config(&ca, None));
     let r = api.get("/api/overview").await;
     assert_eq!(r.status, 200);
@@ -323,6 +334,41 @@ async fn the_management_api_serves_https() {
             .any(|r| matches!(r, Read::Frame(Frame::Method { .. }))),
         "{seen:?}"
     );
+    b.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offered_versions_are_configurable() {
+    let ca = TestCa::new("warren test CA");
+    let (b, dir) = tls_broker(
+        "versions",
+        &ca,
+        |t| t.versions = vec!["tlsv1.2".into()],
+        &[],
+    )
+    .await;
+    let stream = connect(b.tls.unwrap(), client_config(&ca, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_2)
+    );
+    let mut c = RawClient::over(stream);
+    c.handshake().await;
+    let conns = Http::new(b.http, "guest", "guest")
+        .get("/api/connections")
+        .await
+        .json();
+    assert_eq!(conns[0]["ssl_protocol"], "tlsv1.2", "{conns}");
+    c.close().await;
+    // Names outside RabbitMQ's list, or older versions, are refused.
+    let bad = TlsConfig {
+        versions: vec!["tlsv1.1".into()],
+        ..TlsConfig::default()
+    };
+    assert!(bad.validate().is_err());
     b.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -195,15 +195,16 @@ pub async fn serve_tls(
 
 /// Serves the Prometheus endpoints (`/metrics`, `/metrics/per-object`) on
 /// `listener` until `shutdown` completes, with the API's bounds on slow
-/// clients.
+/// clients; over HTTPS when given a TLS source.
 pub async fn serve_metrics(
     listener: TcpListener,
     state: Shared,
+    tls: Option<TlsSource>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let header_timeout = state.header_timeout;
     let app = metrics::router(state).layer(middleware::from_fn(request_timeout));
-    serve_app(listener, app, header_timeout, None, shutdown).await
+    serve_app(listener, app, header_timeout, tls, shutdown).await
 }
 
 async fn serve_app(

@@ -82,6 +82,9 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// Address to listen on. Default `0.0.0.0:15692`, the plugin's port.
     pub listen: SocketAddr,
+    /// Serve HTTPS with the `[tls]` certificate (RabbitMQ's
+    /// `prometheus.ssl`). Default false.
+    pub tls: bool,
 }
 
 impl Default for MetricsConfig {
@@ -89,6 +92,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 15692)),
+            tls: false,
         }
     }
 }
@@ -438,6 +442,11 @@ impl Config {
         if self.management.tls && !self.tls.enabled() {
             return Err(ConfigError(
                 "management.tls needs tls.cert and tls.key".to_string(),
+            ));
+        }
+        if self.metrics.tls && !self.tls.enabled() {
+            return Err(ConfigError(
+                "metrics.tls needs tls.cert and tls.key".to_string(),
             ));
         }
         for u in &self.users {

@@ -170,7 +170,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (Some(t), true) => Some(t.for_http()?),
             _ => None,
         };
-        let https_reload = https.clone();
+        let metrics_https = match (&tls, metrics.tls) {
+            (Some(t), true) => Some(t.for_http()?),
+            _ => None,
+        };
+        let https_reload: Vec<Tls> = https.iter().chain(metrics_https.iter()).cloned().collect();
         let http = if management.enabled {
             Some(tokio::net::TcpListener::bind(management.listen).await?)
         } else {
@@ -240,7 +244,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 let _ = stop_metrics.changed().await;
                             };
                             match prom.map(tokio::net::TcpListener::from_std) {
-                                Some(Ok(l)) => warren_management::serve_metrics(l, metrics_state, stop).await,
+                                Some(Ok(l)) => {
+                                    let source = metrics_https.map(|t| {
+                                        std::sync::Arc::new(move || t.server_config())
+                                            as warren_management::TlsSource
+                                    });
+                                    warren_management::serve_metrics(l, metrics_state, source, stop).await
+                                }
                                 Some(Err(e)) => Err(e),
                                 None => Ok(()),
                             }
@@ -283,7 +293,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Reads the certificates again on every SIGHUP; connections already open
 /// keep their sessions, new ones get the new certificates. A file that
 /// fails to load leaves the old certificates in use.
-async fn reload_on_sighup(tls: Tls, https: Option<Tls>) {
+async fn reload_on_sighup(tls: Tls, https: Vec<Tls>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -49,6 +49,9 @@ pub struct TlsConfig {
     /// Keep the plaintext listener (`listen`) open beside AMQPS. Default
     /// true; false is RabbitMQ's `listeners.tcp = none`.
     pub plaintext: bool,
+    /// The protocol versions offered, by RabbitMQ's names
+    /// (`ssl_options.versions`): `tlsv1.3`, `tlsv1.2`. Default both.
+    pub versions: Vec<String>,
 }
 
 /// The certificate name `EXTERNAL` uses.
@@ -90,6 +93,7 @@ impl Default for TlsConfig {
             login_san_type: SanType::default(),
             login_san_index: 0,
             plaintext: true,
+            versions: vec!["tlsv1.3".to_string(), "tlsv1.2".to_string()],
         }
     }
 }
@@ -117,6 +121,18 @@ impl TlsConfig {
             return Err(ConfigError(
                 "tls.fail_if_no_peer_cert needs tls.verify_peer".to_string(),
             ));
+        }
+        if self.versions.is_empty() {
+            return Err(ConfigError(
+                "tls.versions must name at least one of tlsv1.3, tlsv1.2".to_string(),
+            ));
+        }
+        for v in &self.versions {
+            if protocol_version(v).is_none() {
+                return Err(ConfigError(format!(
+                    "tls.versions: '{v}' is not supported (tlsv1.3 or tlsv1.2; older versions are not offered)"
+                )));
+            }
         }
         if !self.plaintext && !self.enabled() {
             return Err(ConfigError(
@@ -336,6 +352,15 @@ fn escape_rdn(v: &str) -> String {
     out
 }
 
+/// A protocol version by RabbitMQ's name for it.
+fn protocol_version(name: &str) -> Option<&'static rustls::SupportedProtocolVersion> {
+    match name {
+        "tlsv1.3" => Some(&rustls::version::TLS13),
+        "tlsv1.2" => Some(&rustls::version::TLS12),
+        _ => None,
+    }
+}
+
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| {
         TlsError(format!(
@@ -367,9 +392,14 @@ fn build(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
     let key_pem = read(key, "key")?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| TlsError(format!("{} (key): {e}", key.display())))?;
+    let versions: Vec<_> = config
+        .versions
+        .iter()
+        .filter_map(|v| protocol_version(v))
+        .collect();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(&versions)
         .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?;
     let builder = if config.verify_peer {
         let Some(ca) = &config.ca else {
