@@ -141,7 +141,7 @@ async fn a_delayed_message_is_not_routed_before_its_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn confirmed_persistent_delayed_messages_survive_a_restart_and_keep_their_time() {
+async fn confirmed_delayed_messages_survive_a_restart_and_keep_their_time() {
     let broker = start_durable_broker().await;
     let sent = Instant::now();
     {
@@ -156,7 +156,7 @@ async fn confirmed_persistent_delayed_messages_survive_a_restart_and_keep_their_
         .unwrap();
         publish_delayed(&ch, b"second", 3_000, 2).await;
         publish_delayed(&ch, b"first", 1_500, 2).await;
-        // Not stored: a transient message is held in memory only.
+        // Stored too, as the plugin stores every delayed message.
         publish_delayed(&ch, b"transient", 1_500, 1).await;
         assert_eq!(held(&broker), Some(3));
         within("connection.close", conn.close(200, "OK".into()))
@@ -164,7 +164,7 @@ async fn confirmed_persistent_delayed_messages_survive_a_restart_and_keep_their_
             .unwrap();
     }
     let broker = broker.restart().await;
-    assert_eq!(held(&broker), Some(2), "the persistent ones came back");
+    assert_eq!(held(&broker), Some(3), "every held message came back");
     let conn = connect(&broker).await;
     let ch = channel(&conn).await;
     let mut consumer = consume(&ch, "dq", "c", BasicConsumeOptions::default()).await;
@@ -175,6 +175,9 @@ async fn confirmed_persistent_delayed_messages_survive_a_restart_and_keep_their_
         "routed early"
     );
     assert_eq!(x_delay(&d), Some(AMQPValue::LongInt(-1_500)));
+    let d = next_delivery(&mut consumer).await;
+    assert_eq!(&d.data[..], b"transient");
+    assert_eq!(d.properties.delivery_mode(), &Some(1), "still transient");
     let d = next_delivery(&mut consumer).await;
     assert_eq!(&d.data[..], b"second");
     assert!(
@@ -207,6 +210,6 @@ async fn confirmed_persistent_delayed_messages_survive_a_restart_and_keep_their_
     assert_eq!(
         q.message_count(),
         2,
-        "both unacked deliveries requeued and kept"
+        "the persistent unacked deliveries requeued and kept (the transient one is not)"
     );
 }

@@ -1447,7 +1447,10 @@ impl VHost {
         );
         self.gauge.track(&mut message);
         let message = Arc::new(message);
-        let stored = self.durability.is_some() && ex.spec.durable && message.is_persistent();
+        // Every message a durable delayed exchange holds is stored, transient
+        // ones too, as the plugin keeps all it holds on disk; routed, a
+        // transient one is then as transient as any other.
+        let stored = self.durability.is_some() && ex.spec.durable;
         let Some(mut held) = ex.delayed() else {
             return (deadline, false);
         };
