@@ -1142,24 +1142,31 @@ impl Channel {
         }
         let stored = message.store_id.is_some();
         let accepted = Self::enqueue(self.id, ctx, message, queues, publish.mandatory);
-        if let Some(c) = &mut self.confirm {
-            let seq = c.next;
-            c.next += 1;
-            if stored && accepted {
-                // Confirmed once the store has flushed everything so far.
-                c.pending.push_back((seq, None));
-                if let Some(d) = ctx.vhost.durability() {
-                    d.submit(PersistOp::Barrier(Barrier {
-                        waiter: Arc::clone(ctx.mailbox) as _,
-                        channel: self.id,
-                        what: Awaited::Confirm(seq),
-                    }));
-                }
-            } else {
-                c.pending.push_back((seq, Some(accepted)));
-            }
-        }
+        self.book_confirm(ctx, stored, accepted);
         Ok(())
+    }
+
+    /// Books the confirm of the publish just handled (in confirm mode): an
+    /// ack or nack at once, or, for a stored message that was accepted,
+    /// an ack once the store has flushed everything so far.
+    fn book_confirm(&mut self, ctx: &Ctx<'_>, stored: bool, accepted: bool) {
+        let Some(c) = &mut self.confirm else {
+            return;
+        };
+        let seq = c.next;
+        c.next += 1;
+        if stored && accepted {
+            c.pending.push_back((seq, None));
+            if let Some(d) = ctx.vhost.durability() {
+                d.submit(PersistOp::Barrier(Barrier {
+                    waiter: Arc::clone(ctx.mailbox) as _,
+                    channel: self.id,
+                    what: Awaited::Confirm(seq),
+                }));
+            }
+        } else {
+            c.pending.push_back((seq, Some(accepted)));
+        }
     }
 
     /// A publish to an `x-delayed-message` exchange asking for a delay:
@@ -1194,22 +1201,8 @@ impl Channel {
             ));
             Self::enqueue(self.id, ctx, message, &[], true);
         }
-        if let Some(c) = &mut self.confirm {
-            let seq = c.next;
-            c.next += 1;
-            if stored {
-                c.pending.push_back((seq, None));
-                if let Some(d) = ctx.vhost.durability() {
-                    d.submit(PersistOp::Barrier(Barrier {
-                        waiter: Arc::clone(ctx.mailbox) as _,
-                        channel: self.id,
-                        what: Awaited::Confirm(seq),
-                    }));
-                }
-            } else {
-                c.pending.push_back((seq, Some(true)));
-            }
-        }
+        // Held counts as accepted: the plugin confirms once it has it.
+        self.book_confirm(ctx, stored, true);
         Ok(())
     }
 
@@ -1546,18 +1539,25 @@ fn check_expiration(exp: &ShortStr) -> Result<()> {
 
 /// Writes a method with content: method, header and body frames.
 fn write_content(out: &mut BytesMut, channel: u16, method: &Method, msg: &Message, frame_max: u32) {
+    write_frames(out, channel, method, &msg.properties, &msg.body, frame_max);
+}
+
+/// A method with content: the method frame, the content header with
+/// `properties`, and `body` in frames of at most `frame_max`.
+fn write_frames(
+    out: &mut BytesMut,
+    channel: u16,
+    method: &Method,
+    properties: &Properties,
+    body: &[u8],
+    frame_max: u32,
+) {
     encode_method(out, channel, method);
-    encode_content_header(
-        out,
-        channel,
-        CLASS_BASIC,
-        msg.body.len() as u64,
-        &msg.properties,
-    );
+    encode_content_header(out, channel, CLASS_BASIC, body.len() as u64, properties);
     let chunk = (frame_max as usize)
         .saturating_sub(warren_codec::FRAME_OVERHEAD)
         .max(1);
-    for piece in msg.body.chunks(chunk) {
+    for piece in body.chunks(chunk) {
         encode_body(out, channel, piece);
     }
 }
@@ -1584,20 +1584,7 @@ fn write_counted(
         "x-delivery-count",
         warren_codec::FieldValue::I32(i32::try_from(m.delivery_count).unwrap_or(i32::MAX)),
     );
-    encode_method(out, channel, method);
-    encode_content_header(
-        out,
-        channel,
-        CLASS_BASIC,
-        msg.body.len() as u64,
-        &properties,
-    );
-    let chunk = (frame_max as usize)
-        .saturating_sub(warren_codec::FRAME_OVERHEAD)
-        .max(1);
-    for piece in msg.body.chunks(chunk) {
-        encode_body(out, channel, piece);
-    }
+    write_frames(out, channel, method, &properties, &msg.body, frame_max);
 }
 
 /// Deliveries that will not be written (their consumer, channel or
