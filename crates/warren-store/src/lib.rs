@@ -38,10 +38,15 @@
 
 mod error;
 mod keys;
+mod locmap;
+mod msgstore;
+mod qindex;
 mod records;
 mod store;
 
 pub use error::StoreError;
+pub use msgstore::{MessageOp, MessageStore, Recovered, SEGMENT_BYTES, StoreStats, Tuning};
+pub use qindex::IndexedMessage;
 pub use records::{
     BindingRecord, Definitions, DelayedRecord, Destination, ExchangeRecord, IndexEntry,
     PermissionRecord, PolicyRecord, QueueRecord, StoredMessage, TopicPermissionRecord, UserRecord,

@@ -337,12 +337,25 @@ fn read_flags(r: &mut Reader<'_>, known: u8) -> Result<u8, Failure> {
 }
 
 pub(crate) fn encode_message(m: &StoredMessage) -> BytesMut {
-    let mut b = start(m.exchange.len() + m.routing_key.len() + m.body.len() + 64);
-    put_shortstr(&mut b, &m.exchange);
-    put_shortstr(&mut b, &m.routing_key);
-    m.properties.encode(&mut b);
-    put_long(&mut b, &m.body);
+    let mut b = BytesMut::with_capacity(m.exchange.len() + m.routing_key.len() + m.body.len() + 65);
+    encode_message_into(&mut b, &m.exchange, &m.routing_key, &m.properties, &m.body);
     b
+}
+
+/// Appends a message record's value (as [`encode_message`] makes it) to
+/// `b`, from the message's parts.
+pub(crate) fn encode_message_into(
+    b: &mut BytesMut,
+    exchange: &ShortStr,
+    routing_key: &ShortStr,
+    properties: &BasicProperties,
+    body: &[u8],
+) {
+    b.put_u8(FORMAT_VERSION);
+    put_shortstr(b, exchange);
+    put_shortstr(b, routing_key);
+    properties.encode(b);
+    put_long(b, body);
 }
 
 pub(crate) fn decode_message(value: &Bytes) -> Result<StoredMessage, Failure> {
