@@ -47,6 +47,8 @@ pub enum PersistOp {
         seq: u64,
         /// Message store id.
         msg: u64,
+        /// What recovery needs of it without reading the body.
+        meta: EnqueueMeta,
     },
     /// The message at `seq` was delivered (it comes back redelivered).
     Delivered {
@@ -56,6 +58,9 @@ pub enum PersistOp {
         seq: u64,
         /// Message store id.
         msg: u64,
+        /// Deliveries so far, this one included (a quorum queue's
+        /// `x-delivery-count` after a restart).
+        count: u32,
     },
     /// The queue no longer holds the message at `seq` (acked, dropped,
     /// expired, purged). The record goes when no queue holds it.
@@ -160,6 +165,20 @@ pub enum PersistOp {
     },
 }
 
+/// What the store keeps of a queue entry beside its message id, so that
+/// recovery restores the queue's byte count, priorities and message
+/// deadlines without reading a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EnqueueMeta {
+    /// Body size in bytes.
+    pub bytes: u32,
+    /// Priority property (0 when none).
+    pub priority: u8,
+    /// Time to live in this queue from now, in milliseconds (`u32::MAX`
+    /// for longer); `None` when the message does not expire.
+    pub ttl_ms: Option<u32>,
+}
+
 /// Where a stored delayed message is held: the key of its record.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DelayedRecordKey {
@@ -182,6 +201,12 @@ pub trait Persistence: Send + Sync + std::fmt::Debug {
     /// an error says nothing about whether it does. Called with no lock
     /// held.
     fn load(&self, id: u64) -> Result<Option<Arc<Message>>, LoadError>;
+    /// Reads several stored messages (the head of a paged-out backlog),
+    /// in the order asked; the store may merge reads of records that lie
+    /// together. Called with no lock held.
+    fn load_many(&self, ids: &[u64]) -> Vec<Result<Option<Arc<Message>>, LoadError>> {
+        ids.iter().map(|id| self.load(*id)).collect()
+    }
 }
 
 /// A failed read of a stored message (an IO or decode error): the message

@@ -1002,6 +1002,8 @@ fn a_recovered_deduplicating_queue_knows_the_ids_of_its_messages() {
             delivered: false,
             bytes: 0,
             priority: 0,
+            expires_at: None,
+            delivery_count: 0,
         }
     }));
     let now = Instant::now();

@@ -17,11 +17,11 @@ use warren_codec::ShortStr;
 use warren_core::Message;
 use warren_core::access::VhostMeta;
 use warren_core::access::{PermissionSpec, TopicPermissionSpec};
-use warren_core::persist::{AdminOp, DelayedRecordKey};
+use warren_core::persist::{AdminOp, DelayedRecordKey, EnqueueMeta};
 use warren_store::{
-    Batch, BindingRecord, Definitions, DelayedRecord, ExchangeRecord, IndexEntry, PermissionRecord,
-    PolicyRecord, QueueRecord, Store, StoreError, StoredMessage, TopicPermissionRecord, UserRecord,
-    VhostRecord,
+    Batch, BindingRecord, Definitions, DelayedRecord, ExchangeRecord, IndexEntry, IndexedMessage,
+    MessageOp, MessageStore, PermissionRecord, PolicyRecord, QueueRecord, Store, StoreError,
+    StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
 };
 
 /// One write in an atomic group. Later writes to the same record replace
@@ -40,6 +40,8 @@ pub enum Write {
         seq: u64,
         /// Message store id.
         msg: u64,
+        /// Size, priority and time to live.
+        meta: EnqueueMeta,
     },
     /// The entry at `seq` was delivered (it comes back redelivered).
     Delivered {
@@ -49,6 +51,8 @@ pub enum Write {
         seq: u64,
         /// Message store id.
         msg: u64,
+        /// Deliveries so far.
+        count: u32,
     },
     /// Queue `queue` no longer holds the entry at `seq`.
     Dequeue {
@@ -335,6 +339,21 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     fn purge_queue_index(&self, queue: u64) -> Result<Vec<u64>, StoreError>;
     /// Reads message `id`: `Ok(None)` only when it is certainly absent.
     fn load_message(&self, id: u64) -> Result<Option<StoredMessage>, StoreError>;
+    /// Reads several messages, in the order asked.
+    fn load_messages(&self, ids: &[u64]) -> Vec<Result<Option<StoredMessage>, StoreError>> {
+        ids.iter().map(|id| self.load_message(*id)).collect()
+    }
+    /// Whether the last failed [`Journal::apply`] left nothing applied,
+    /// so that the same writes can be applied again (a full disk). When
+    /// false, part of the group was applied and the rest is lost.
+    fn retryable(&self) -> bool {
+        true
+    }
+    /// Housekeeping between batches (checkpoints, giving space back);
+    /// whether it did anything.
+    fn maintain(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Whether the storage takes writes again (after a full disk was freed).
     /// It may flush.
     fn probe(&self) -> Result<(), StoreError>;
@@ -344,19 +363,91 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     fn compact(&self) -> Result<(u64, u64), StoreError>;
 }
 
-impl Journal for Store {
+/// The broker's storage: message bodies and queue indexes in the
+/// segment-file [`MessageStore`], definitions, administration records and
+/// delayed messages in sled ([`Store`]).
+///
+/// A group's message writes go to the log before its definition writes
+/// go to sled, and a flush syncs the log before sled: sled may write its
+/// buffer out at any time, so a record it holds never depends on a log
+/// write not yet made (a delayed message's removal after its copies were
+/// enqueued).
+#[derive(Debug)]
+pub struct DiskJournal {
+    /// Definitions and the rest.
+    pub defs: Arc<Store>,
+    /// Messages and queue indexes.
+    pub messages: MessageStore,
+    /// sled has writes not yet flushed.
+    defs_dirty: std::sync::atomic::AtomicBool,
+    /// The last failed apply wrote the messages but not the definitions.
+    partial: std::sync::atomic::AtomicBool,
+}
+
+impl DiskJournal {
+    /// Both stores, opened.
+    pub fn new(defs: Arc<Store>, messages: MessageStore) -> Self {
+        DiskJournal {
+            defs,
+            messages,
+            defs_dirty: std::sync::atomic::AtomicBool::new(false),
+            partial: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Journal for DiskJournal {
     fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
-        // Encoding here costs what encoding as ops arrive would: the
-        // thread holds message writes back until the batch is built
-        // anyway, to drop those of messages that died within it.
+        use std::sync::atomic::Ordering;
+        let now = wall_ms();
+        let mut ops: Vec<MessageOp<'_>> = Vec::with_capacity(writes.len());
         let mut batch = Batch::default();
         for w in writes {
             match w {
-                Write::PutMessage(id, m) => batch.put_message(*id, &stored(m)),
-                Write::DeleteMessage(id) => batch.delete_message(*id),
-                Write::Enqueue { queue, seq, msg } => batch.enqueue(*queue, *seq, *msg),
-                Write::Delivered { queue, seq, msg } => batch.mark_delivered(*queue, *seq, *msg),
-                Write::Dequeue { queue, seq, .. } => batch.dequeue(*queue, *seq),
+                Write::PutMessage(id, m) => ops.push(MessageOp::Put {
+                    id: *id,
+                    exchange: &m.exchange,
+                    routing_key: &m.routing_key,
+                    properties: &m.properties,
+                    body: &m.body,
+                }),
+                Write::DeleteMessage(id) => ops.push(MessageOp::Forget(*id)),
+                Write::Enqueue {
+                    queue,
+                    seq,
+                    msg,
+                    meta,
+                } => ops.push(MessageOp::Enqueue {
+                    queue: *queue,
+                    entry: IndexedMessage {
+                        seq: *seq,
+                        msg: *msg,
+                        bytes: meta.bytes,
+                        priority: meta.priority,
+                        expires_ms: meta
+                            .ttl_ms
+                            .map_or(0, |t| now.saturating_add(u64::from(t)).max(1)),
+                        delivery_count: 0,
+                    },
+                }),
+                Write::Delivered {
+                    queue, seq, count, ..
+                } => ops.push(MessageOp::Delivered {
+                    queue: *queue,
+                    seq: *seq,
+                    count: *count,
+                }),
+                Write::Dequeue { queue, seq, .. } => ops.push(MessageOp::Dequeue {
+                    queue: *queue,
+                    seq: *seq,
+                }),
                 Write::Delayed(d) => match &**d {
                     DelayedWrite::Put(k, m) => batch.put_delayed(&delayed_record(k, m)),
                     DelayedWrite::Delete(k) => {
@@ -376,31 +467,66 @@ impl Journal for Store {
                 },
             }
         }
-        Store::apply(self, batch)
+        self.partial.store(false, Ordering::Relaxed);
+        self.messages.apply(&ops)?;
+        if !batch.is_empty() {
+            self.defs_dirty.store(true, Ordering::Relaxed);
+            if let Err(e) = Store::apply(&self.defs, batch) {
+                self.partial.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        Store::flush(self).map(|_| ())
+        self.messages.flush()?;
+        if self
+            .defs_dirty
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+            && let Err(e) = Store::flush(&self.defs)
+        {
+            self.defs_dirty
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn purge_queue_index(&self, queue: u64) -> Result<Vec<u64>, StoreError> {
-        Store::purge_queue_index(self, queue)
+        self.messages.purge_queue(queue)
     }
 
     fn load_message(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
-        Store::load_message(self, id)
+        self.messages.load(id)
+    }
+
+    fn load_messages(&self, ids: &[u64]) -> Vec<Result<Option<StoredMessage>, StoreError>> {
+        self.messages.load_many(ids)
+    }
+
+    fn retryable(&self) -> bool {
+        !self.partial.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn maintain(&self) -> Result<bool, StoreError> {
+        self.messages.maintain()
     }
 
     fn probe(&self) -> Result<(), StoreError> {
-        Store::probe(self)
+        self.messages.probe()
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Store::size_on_disk(self)
+        let s = self.messages.stats();
+        Ok(Store::size_on_disk(&self.defs)? + s.segment_bytes + s.index_bytes)
     }
 
     fn compact(&self) -> Result<(u64, u64), StoreError> {
-        Store::compact(self)
+        // The message store gives space back as it goes ([`Journal::
+        // maintain`]); sled, holding definitions and delayed messages
+        // now, only when it has grown.
+        Store::compact(&self.defs)
     }
 }
 
@@ -441,7 +567,12 @@ impl Image {
             Write::DeleteMessage(id) => {
                 self.messages.remove(id);
             }
-            Write::Enqueue { queue, seq, msg } | Write::Delivered { queue, seq, msg } => {
+            Write::Enqueue {
+                queue, seq, msg, ..
+            }
+            | Write::Delivered {
+                queue, seq, msg, ..
+            } => {
                 let delivered = matches!(w, Write::Delivered { .. });
                 self.index.insert(
                     (*queue, *seq),
@@ -601,8 +732,12 @@ pub enum Event {
 /// A failure [`MemJournal::inject`] arms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// [`Journal::apply`] fails, applying nothing.
+    /// [`Journal::apply`] fails, applying nothing: the same writes can be
+    /// applied again (a full disk).
     Apply,
+    /// [`Journal::apply`] fails and its writes are lost: not retryable,
+    /// as when a store applied part of a group.
+    ApplyLost,
     /// [`Journal::flush`] fails; what was applied stays applied and the
     /// next successful flush makes it durable.
     Flush,
@@ -637,6 +772,8 @@ struct Inner {
     log: Vec<Event>,
     /// Per kind: how many more calls fail, and how many failed so far.
     faults: Vec<(Fault, u32, u32)>,
+    /// The last failed apply was [`Fault::ApplyLost`].
+    lost: bool,
 }
 
 impl Inner {
@@ -764,6 +901,11 @@ impl MemJournal {
 impl Journal for MemJournal {
     fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        inner.lost = false;
+        if let Err(e) = inner.trip(Fault::ApplyLost) {
+            inner.lost = true;
+            return Err(e);
+        }
         inner.trip(Fault::Apply)?;
         if writes.is_empty() {
             return Ok(());
@@ -773,6 +915,10 @@ impl Journal for MemJournal {
         }
         inner.log.push(Event::Apply(writes.to_vec()));
         Ok(())
+    }
+
+    fn retryable(&self) -> bool {
+        !self.lock().lost
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -822,9 +968,9 @@ mod tests {
     use super::*;
 
     /// A batch holds up to 16 Ki writes, nearly all about messages: they
-    /// stay as small as the thread's message writes were before.
+    /// stay six words at most.
     #[test]
     fn a_write_is_four_words() {
-        assert!(std::mem::size_of::<Write>() <= 32);
+        assert!(std::mem::size_of::<Write>() <= 48);
     }
 }

@@ -35,7 +35,9 @@ use dashmap::DashMap;
 use warren_core::broker::AlarmCause;
 use warren_core::persist::{Barrier, BindingTarget, LoadError, PersistOp, Persistence};
 use warren_core::{Broker, Message};
-use warren_store::{BindingRecord, Destination, ExchangeRecord, QueueRecord, StoreError};
+use warren_store::{
+    BindingRecord, Destination, ExchangeRecord, QueueRecord, StoreError, StoredMessage,
+};
 
 use crate::journal::{DefinitionWrite, DelayedWrite, Journal, Write};
 
@@ -90,18 +92,55 @@ impl Persistence for Persister {
         if let Some(m) = self.pending.get(&id) {
             return Ok(Some(Arc::clone(m.value())));
         }
-        match self.journal.load_message(id) {
-            Ok(Some(m)) => Ok(Some(Arc::new(Message {
-                exchange: m.exchange,
-                routing_key: m.routing_key,
-                properties: m.properties.into(),
-                body: m.body,
-                store_id: Some(id),
-                gauge: None,
-            }))),
-            Ok(None) => Ok(None),
-            Err(e) => Err(LoadError(e.to_string())),
-        }
+        loaded(id, self.journal.load_message(id))
+    }
+
+    fn load_many(&self, ids: &[u64]) -> Vec<Result<Option<Arc<Message>>, LoadError>> {
+        // Messages not yet written come from `pending`; the rest in one
+        // call, which merges reads of neighbouring records.
+        let out: Vec<Option<Result<Option<Arc<Message>>, LoadError>>> = ids
+            .iter()
+            .map(|id| {
+                self.pending
+                    .get(id)
+                    .map(|m| Ok(Some(Arc::clone(m.value()))))
+            })
+            .collect();
+        let missing: Vec<u64> = ids
+            .iter()
+            .zip(&out)
+            .filter(|(_, o)| o.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut read = missing
+            .iter()
+            .zip(self.journal.load_messages(&missing))
+            .map(|(id, r)| loaded(*id, r));
+        out.into_iter()
+            .map(|o| match o {
+                Some(r) => r,
+                None => read.next().unwrap_or(Ok(None)),
+            })
+            .collect()
+    }
+}
+
+/// A stored message as the broker holds it.
+fn loaded(
+    id: u64,
+    r: Result<Option<StoredMessage>, StoreError>,
+) -> Result<Option<Arc<Message>>, LoadError> {
+    match r {
+        Ok(Some(m)) => Ok(Some(Arc::new(Message {
+            exchange: m.exchange,
+            routing_key: m.routing_key,
+            properties: m.properties.into(),
+            body: m.body,
+            store_id: Some(id),
+            gauge: None,
+        }))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(LoadError(e.to_string())),
     }
 }
 
@@ -165,7 +204,7 @@ impl Persister {
     /// While a write failure holds the disk alarm publishers are blocked,
     /// so no write would ever show the disk is usable again: probe it
     /// instead.
-    fn retry_disk(&self) {
+    fn retry_disk(&self, retry: &mut Retry) {
         let raised = self
             .broker
             .get()
@@ -173,10 +212,48 @@ impl Persister {
             .is_some_and(|b| b.cause_raised(AlarmCause::StoreWriteFailed));
         // After lost writes the store may take writes again, but nothing
         // will be written before a restart: publishers stay blocked.
-        if raised && !self.lost.load(Ordering::Relaxed) && self.journal.probe().is_ok() {
-            tracing::info!("the store takes writes again");
-            self.disk_alarm(false);
+        if !raised || self.lost.load(Ordering::Relaxed) {
+            return;
         }
+        // The writes a full disk refused are the probe: once they are
+        // written and flushed, nothing is owed any more.
+        let written = if retry.writes.is_empty() {
+            self.journal.probe()
+        } else {
+            self.journal
+                .apply(&retry.writes)
+                .and_then(|()| self.journal.flush())
+        };
+        match written {
+            Ok(()) => {
+                for id in retry.written.drain(..) {
+                    self.pending.remove(&id);
+                }
+                retry.writes.clear();
+                tracing::info!("the store takes writes again");
+                self.disk_alarm(false);
+            }
+            Err(e) if !retry.writes.is_empty() && !self.journal.retryable() => {
+                self.lose(&e);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Writes were lost: from now on nothing is written or confirmed.
+    fn lose(&self, e: &StoreError) {
+        if !self.lost.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                error = %e,
+                "store writes lost: nothing more is written or confirmed before a restart"
+            );
+        }
+    }
+
+    /// Whether writes were lost (nothing is written or confirmed before a
+    /// restart).
+    pub fn writes_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// The storage the thread writes to.
@@ -201,8 +278,21 @@ enum Msg {
     Stop,
 }
 
-/// How often the thread considers compacting the store.
+/// How often the thread considers compacting sled and retries a full disk.
 const COMPACTION_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the message store's housekeeping runs (checkpoints, dead
+/// segments, compaction).
+const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Writes a failed batch left behind (the disk was full): applied again
+/// ahead of the next batch, or by the disk probe, so nothing the broker
+/// holds is missing from the store once the disk takes writes again.
+#[derive(Debug, Default)]
+struct Retry {
+    writes: Vec<Write>,
+    /// Message records among them (served from `pending` until written).
+    written: Vec<u64>,
+}
 /// Compact only when the files hold at least this much.
 const COMPACT_ABOVE: u64 = 16 << 20;
 
@@ -228,14 +318,20 @@ fn maybe_compact(p: &Persister, refs: &HashMap<u64, Refs>) {
 fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
     let mut ops = Vec::with_capacity(1024);
     let mut stopping = false;
+    let mut retry = Retry::default();
     let mut last_compaction_check = Instant::now();
+    let mut last_maintain = Instant::now();
     while !stopping {
         if last_compaction_check.elapsed() >= COMPACTION_CHECK {
             last_compaction_check = Instant::now();
-            p.retry_disk();
+            p.retry_disk(&mut retry);
             maybe_compact(p, &refs);
         }
-        match rx.recv_timeout(COMPACTION_CHECK) {
+        if last_maintain.elapsed() >= MAINTAIN_EVERY {
+            last_maintain = Instant::now();
+            maintain(p);
+        }
+        match rx.recv_timeout(MAINTAIN_EVERY) {
             Ok(Msg::Op(op)) => ops.push(op),
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -252,7 +348,7 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
         }
         let started = Instant::now();
         let n = ops.len();
-        let (result, barriers, written) = apply(p, &mut ops, &mut refs);
+        let (result, barriers, written) = apply(p, &mut ops, &mut refs, &mut retry);
         let ok = result.and_then(|()| p.journal.flush()).map_err(|e| {
             p.stats.failures.fetch_add(1, Ordering::Relaxed);
             p.failed.store(true, Ordering::Relaxed);
@@ -276,8 +372,33 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
         }
         tracing::trace!(ops = n, confirms, elapsed = ?started.elapsed(), "batch flushed");
     }
+    // What a full disk refused is tried once more before the thread ends.
+    if !retry.writes.is_empty() && !p.lost.load(Ordering::Relaxed) {
+        let _ = p
+            .journal
+            .apply(&retry.writes)
+            .and_then(|()| p.journal.flush());
+    }
     // Everything received before the stop has been applied and flushed.
     tracing::debug!("persistence thread stopped");
+}
+
+/// The message store's housekeeping; a failure is logged and tried again
+/// next time (nothing it does is needed for correctness).
+fn maintain(p: &Persister) {
+    if p.lost.load(Ordering::Relaxed) {
+        return;
+    }
+    for _ in 0..4 {
+        match p.journal.maintain() {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "message store housekeeping failed");
+                break;
+            }
+        }
+    }
 }
 
 /// The writes of one batch, held back until the batch is built so that a
@@ -308,8 +429,10 @@ impl Writes {
     }
 
     /// Applies the surviving writes as one atomic group and starts afresh.
-    /// A failure marks the persister's writes lost.
-    fn apply_to(&mut self, p: &Persister) -> Result<(), StoreError> {
+    /// A failure marks the persister's writes lost, unless `retry` may
+    /// take them and the journal applied none of them: then they are
+    /// kept there, to be applied again.
+    fn apply_to(&mut self, p: &Persister, retry: Option<&mut Retry>) -> Result<(), StoreError> {
         if !self.dead.is_empty() {
             let dead = &self.dead;
             self.writes
@@ -320,17 +443,17 @@ impl Writes {
         } else {
             p.writable().and_then(|()| p.journal.apply(&self.writes))
         };
-        if let Err(e) = &result
-            && !p.lost.swap(true, Ordering::Relaxed)
-        {
-            tracing::error!(
-                error = %e,
-                "store writes lost: nothing more is written or confirmed before a restart"
-            );
-        }
-        self.writes.clear();
         self.fresh.clear();
         self.dead.clear();
+        if let Err(e) = &result {
+            match retry {
+                Some(r) if p.journal.retryable() => {
+                    r.writes = std::mem::take(&mut self.writes);
+                }
+                _ => p.lose(e),
+            }
+        }
+        self.writes.clear();
         result
     }
 }
@@ -341,10 +464,18 @@ fn apply(
     p: &Persister,
     ops: &mut Vec<PersistOp>,
     refs: &mut HashMap<u64, Refs>,
+    retry: &mut Retry,
 ) -> (Result<(), StoreError>, Vec<Barrier>, Vec<u64>) {
     let mut w = Writes::default();
     let mut barriers = Vec::new();
-    let mut written = Vec::new();
+    // What a failed batch left comes first, in its order.
+    let mut written = std::mem::take(&mut retry.written);
+    w.writes = std::mem::take(&mut retry.writes);
+    for wr in &w.writes {
+        if let Write::PutMessage(id, _) = wr {
+            w.fresh.insert(*id);
+        }
+    }
     let mut result = Ok(());
     for op in ops.drain(..) {
         match op {
@@ -371,18 +502,36 @@ fn apply(
                     }
                 }
             }
-            PersistOp::Enqueue { queue, seq, msg } => {
+            PersistOp::Enqueue {
+                queue,
+                seq,
+                msg,
+                meta,
+            } => {
                 refs.entry(msg)
                     .or_insert(Refs {
                         count: 0,
                         routed: true,
                     })
                     .count += 1;
-                w.writes.push(Write::Enqueue { queue, seq, msg });
+                w.writes.push(Write::Enqueue {
+                    queue,
+                    seq,
+                    msg,
+                    meta,
+                });
             }
-            PersistOp::Delivered { queue, seq, msg } => {
-                w.writes.push(Write::Delivered { queue, seq, msg })
-            }
+            PersistOp::Delivered {
+                queue,
+                seq,
+                msg,
+                count,
+            } => w.writes.push(Write::Delivered {
+                queue,
+                seq,
+                msg,
+                count,
+            }),
             PersistOp::Dequeue { queue, seq, msg } => {
                 w.writes.push(Write::Dequeue { queue, seq, msg });
                 if release(refs, msg) {
@@ -436,7 +585,7 @@ fn apply(
                 w.define(DefinitionWrite::DeleteQueue { vhost, name });
                 // The queue's index entries must be gone with what came
                 // before them applied first.
-                if let Err(e) = w.apply_to(p) {
+                if let Err(e) = w.apply_to(p, None) {
                     result = Err(e);
                 }
                 // A failed purge removes nothing and releases nothing, so
@@ -484,7 +633,13 @@ fn apply(
             }
         }
     }
-    if let Err(e) = w.apply_to(p) {
+    let kept = result.is_ok();
+    if let Err(e) = w.apply_to(p, kept.then_some(&mut *retry)) {
+        if !retry.writes.is_empty() {
+            // Kept for later: still unwritten, still served from `pending`.
+            retry.written = written;
+            return (Err(e), barriers, Vec::new());
+        }
         result = Err(e);
     }
     (result, barriers, written)

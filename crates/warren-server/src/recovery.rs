@@ -23,7 +23,9 @@ use warren_core::persist::{
 };
 use warren_core::policy::Policy;
 use warren_core::queue::{QueueSpec, QueueType, Recovered};
-use warren_store::{Batch, Destination, Store, StoreError};
+use warren_store::{
+    Batch, Definitions, Destination, IndexedMessage, MessageOp, MessageStore, Store, StoreError,
+};
 
 use crate::journal;
 
@@ -70,23 +72,35 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
         seed(&store, config)?;
     }
     let defs = store.definitions()?;
-    let (max_msg, max_queue) = store.max_ids()?;
-
-    let mut indexes = Vec::with_capacity(defs.queues.len());
-    let mut refs: HashMap<u64, Refs> = HashMap::new();
-    for q in &defs.queues {
-        let index = store.queue_index(q.id)?;
-        for e in &index {
-            refs.entry(e.msg_id)
-                .or_insert(Refs {
-                    count: 0,
-                    routed: true,
-                })
-                .count += 1;
-        }
-        indexes.push(index);
+    let (messages, mut held) = MessageStore::open(&config.data_dir.join("messages"))?;
+    migrate_from_sled(&store, &messages, &defs, &mut held)?;
+    let (max_sled, mut max_queue) = store.max_ids()?;
+    let max_msg = max_sled.max(held.max_message);
+    max_queue = max_queue.max(held.queues.keys().next_back().copied().unwrap_or(0));
+    // Indexes of queues no definition names (deleted while a crash cut
+    // the purge short) go now.
+    let defined: std::collections::HashSet<u64> = defs.queues.iter().map(|q| q.id).collect();
+    let orphans: Vec<u64> = held
+        .queues
+        .keys()
+        .filter(|id| !defined.contains(id))
+        .copied()
+        .collect();
+    for id in orphans {
+        held.queues.remove(&id);
+        messages.purge_queue(id)?;
     }
-    let (persister, thread) = Persister::start(Arc::clone(&store), refs);
+    let mut refs: HashMap<u64, Refs> = HashMap::new();
+    for e in held.queues.values().flatten() {
+        refs.entry(e.msg)
+            .or_insert(Refs {
+                count: 0,
+                routed: true,
+            })
+            .count += 1;
+    }
+    let journal = Arc::new(journal::DiskJournal::new(Arc::clone(&store), messages));
+    let (persister, thread) = Persister::start(journal, refs);
     let store_handle: Arc<dyn Persistence> = persister.clone();
     let durability = Durability::new(store_handle, max_msg, max_queue);
     // Users, permissions and vhosts come from the store (the configuration
@@ -143,7 +157,10 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
             });
     }
     let mut messages = 0usize;
-    for (q, index) in defs.queues.into_iter().zip(indexes) {
+    let now_ms = journal::wall_ms();
+    let now = std::time::Instant::now();
+    for q in defs.queues {
+        let index = held.queues.remove(&q.id).unwrap_or_default();
         if !known(&q.vhost) {
             persister.submit(PersistOp::DeleteQueue {
                 vhost: q.vhost,
@@ -166,30 +183,19 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
             kind,
             store_id: Some(q.id),
         });
-        let priority_queue = queue.args().max_priority > 0;
         messages += index.len();
-        queue.recover(index.into_iter().map(|e| {
-            // Priority queues need each message's priority to place it;
-            // ordinary ones recover without reading a single body.
-            let priority = if priority_queue {
-                // A record that cannot be read here is read again on
-                // delivery; it is placed at priority 0 meanwhile.
-                persister
-                    .load(e.msg_id)
-                    .ok()
-                    .flatten()
-                    .and_then(|m| m.properties.priority)
-                    .unwrap_or(0)
-            } else {
-                0
-            };
-            Recovered {
-                seq: e.seq,
-                msg: e.msg_id,
-                delivered: e.delivered,
-                bytes: 0,
-                priority,
-            }
+        // The index holds each message's size, priority and deadline: no
+        // body is read here.
+        queue.recover(index.into_iter().map(|e| Recovered {
+            seq: e.seq,
+            msg: e.msg,
+            delivered: e.delivery_count > 0,
+            bytes: e.bytes,
+            priority: e.priority,
+            expires_at: (e.expires_ms != 0).then(|| {
+                now + std::time::Duration::from_millis(e.expires_ms.saturating_sub(now_ms))
+            }),
+            delivery_count: e.delivery_count,
         }));
     }
     for b in defs.bindings {
@@ -236,6 +242,76 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
         "recovered durable state"
     );
     Ok((broker, persister, thread))
+}
+
+/// A data directory from before the message store kept messages in
+/// segment files holds them in sled: move them over (written and synced
+/// there before they are deleted here), once.
+fn migrate_from_sled(
+    store: &Store,
+    messages: &MessageStore,
+    defs: &Definitions,
+    held: &mut warren_store::Recovered,
+) -> Result<(), StoreError> {
+    let mut moved = 0usize;
+    // A message several queues hold is moved once; sled's copies go only
+    // once every queue's entries are in the message store.
+    let mut put = std::collections::HashSet::new();
+    let mut batch = Batch::default();
+    for q in &defs.queues {
+        let index = store.queue_index(q.id)?;
+        if index.is_empty() {
+            continue;
+        }
+        for chunk in index.chunks(4096) {
+            let mut bodies = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                bodies.push(store.load_message(e.msg_id)?);
+            }
+            let mut ops = Vec::with_capacity(chunk.len() * 2);
+            for (e, m) in chunk.iter().zip(&bodies) {
+                let Some(m) = m else { continue };
+                if put.insert(e.msg_id) {
+                    ops.push(MessageOp::Put {
+                        id: e.msg_id,
+                        exchange: &m.exchange,
+                        routing_key: &m.routing_key,
+                        properties: &m.properties,
+                        body: &m.body,
+                    });
+                }
+                let entry = IndexedMessage {
+                    seq: e.seq,
+                    msg: e.msg_id,
+                    bytes: u32::try_from(m.body.len()).unwrap_or(u32::MAX),
+                    priority: m.properties.priority.unwrap_or(0),
+                    expires_ms: 0,
+                    delivery_count: u32::from(e.delivered),
+                };
+                ops.push(MessageOp::Enqueue { queue: q.id, entry });
+                held.queues.entry(q.id).or_default().push(entry);
+                held.max_message = held.max_message.max(e.msg_id);
+                moved += 1;
+            }
+            messages.apply(&ops)?;
+            for e in chunk {
+                batch.dequeue(q.id, e.seq);
+            }
+        }
+    }
+    if moved > 0 {
+        for id in put {
+            batch.delete_message(id);
+        }
+        messages.flush()?;
+        store.apply(batch)?;
+        store.flush()?;
+        tracing::info!(
+            entries = moved,
+            "moved stored messages from sled to the message store"
+        );
+    }
+    Ok(())
 }
 
 /// The setting that says the configuration's vhosts and users were stored.

@@ -48,10 +48,10 @@ use warren_core::broker::{Alarm, Broker};
 use warren_core::persist::{Awaited, Barrier, BindingTarget, PersistOp, Persistence, Waiter};
 use warren_server::Config;
 use warren_server::journal::{
-    DefinitionWrite, Event, Fault, Image, Journal, MemJournal, Write, stored,
+    DefinitionWrite, DiskJournal, Event, Fault, Image, Journal, MemJournal, Write, stored,
 };
 use warren_server::persistence::{Persister, Refs};
-use warren_store::{Store, StoredMessage};
+use warren_store::{IndexEntry, MessageStore, Store, StoredMessage};
 
 /// Bound on every wait for the persistence thread.
 const WAIT: Duration = Duration::from_secs(10);
@@ -251,8 +251,18 @@ impl Op {
                 message: message(id),
             },
             Op::Routed(id) => PersistOp::Routed { id },
-            Op::Enqueue { queue, seq, msg } => PersistOp::Enqueue { queue, seq, msg },
-            Op::Delivered { queue, seq, msg } => PersistOp::Delivered { queue, seq, msg },
+            Op::Enqueue { queue, seq, msg } => PersistOp::Enqueue {
+                queue,
+                seq,
+                msg,
+                meta: Default::default(),
+            },
+            Op::Delivered { queue, seq, msg } => PersistOp::Delivered {
+                queue,
+                seq,
+                msg,
+                count: 1,
+            },
             Op::Dequeue { queue, seq, msg } => PersistOp::Dequeue { queue, seq, msg },
             Op::DeclareQueue(id) => PersistOp::DeclareQueue {
                 vhost: VHOST.into(),
@@ -501,7 +511,9 @@ fn check_history(history: &[Event]) -> Result<(), String> {
                                 "step {i}: queue {queue} seq {seq} enqueued twice"
                             ));
                         }
-                        Write::Delivered { queue, seq, msg }
+                        Write::Delivered {
+                            queue, seq, msg, ..
+                        }
                         | Write::Dequeue { queue, seq, msg } => {
                             match image.index.get(&(*queue, *seq)) {
                                 Some(e) if e.msg_id == *msg => {}
@@ -807,6 +819,45 @@ fn a_failed_apply_nacks_every_confirm_in_its_batch_and_raises_the_disk_alarm() {
     assert!(acked.is_empty(), "{acked:?}");
 }
 
+/// A full disk: the batch it refused is nacked, its writes kept, and
+/// applied ahead of the next batch, whose confirms then cover them too;
+/// nothing the broker holds is missing from the store afterwards.
+#[test]
+fn writes_a_full_disk_refused_are_applied_with_the_next_batch() {
+    let mut h = Harness::mem();
+    let broker = Broker::new(Config::default().broker_config());
+    h.persister.attach(&broker);
+    h.batch([Op::DeclareQueue(1)]);
+    h.journal().inject(Fault::Apply, 1);
+    h.batch(publish(1, &[(1, 1)]));
+    assert!(!h.confirm(1).ok);
+    assert!(broker.alarm_raised(Alarm::Disk));
+    assert!(h.journal().applied().messages.is_empty());
+    // A publish straddling the failure: its record was refused, its
+    // enqueue comes after; the confirm comes once both are written.
+    h.journal().inject(Fault::Apply, 1);
+    h.batch([Op::Message(2)]);
+    h.batch([
+        Op::Enqueue {
+            queue: 1,
+            seq: 2,
+            msg: 2,
+        },
+        Op::Routed(2),
+        Op::Confirm(2),
+    ]);
+    assert!(h.confirm(2).ok);
+    assert!(!broker.alarm_raised(Alarm::Disk));
+    let image = h.journal().applied();
+    assert!(image.messages.contains_key(&1) && image.messages.contains_key(&2));
+    assert_eq!(image.queue_index(1).len(), 2);
+    h.batch(publish(3, &[(1, 3)]));
+    assert!(h.confirm(3).ok);
+    h.finish();
+    check_history(&h.journal().history()).unwrap();
+    check_crash_points(h.journal(), &h.subs, &h.rec.releases()).unwrap();
+}
+
 /// A publish whose ops straddle a failed batch: its record was lost with
 /// that batch, so the flush of the next one must not confirm it. (Before
 /// the persister stopped after lost writes, this confirm came back ok for
@@ -818,7 +869,7 @@ fn after_lost_writes_nothing_is_written_or_confirmed() {
     h.persister.attach(&broker);
     h.batch([Op::DeclareQueue(1)]);
     let steps = h.journal().events();
-    h.journal().inject(Fault::Apply, 1);
+    h.journal().inject(Fault::ApplyLost, 1);
     h.batch([Op::Message(1)]);
     h.batch([
         Op::Enqueue {
@@ -1462,10 +1513,13 @@ fn run_model(chunks: &[Chunk]) -> Result<(), String> {
         h.journal().inject(Fault::Flush, 0);
         let apply_failed = h.journal().failures(Fault::Apply) > failed.0;
         let flush_failed = h.journal().failures(Fault::Flush) > failed.1;
-        if apply_failed && lost_from.is_none() {
+        // A failed apply is retried with the next batch (a full disk),
+        // unless it cut a queue's deletion short: then writes are lost
+        // and nothing is confirmed any more.
+        if h.persister.writes_lost() && lost_from.is_none() {
             lost_from = Some(start);
         }
-        let expect = lost_from.is_none() && !flush_failed;
+        let expect = lost_from.is_none() && !flush_failed && !apply_failed;
         for s in &h.subs[first..] {
             if let Op::Confirm(m) = s.op {
                 let r = h.confirm(m);
@@ -1557,27 +1611,41 @@ fn sorted<T: std::fmt::Debug>(v: Vec<T>) -> Vec<String> {
     out
 }
 
-fn assert_same(store: &Store, image: &Image, queues: u64, messages: u64) {
-    let defs = store.definitions().unwrap();
+fn assert_same(journal: &DiskJournal, image: &Image, queues: u64, messages: u64) {
+    let defs = journal.defs.definitions().unwrap();
     let mine = image.definitions();
     assert_eq!(sorted(defs.exchanges), sorted(mine.exchanges));
     assert_eq!(sorted(defs.queues), sorted(mine.queues));
     assert_eq!(sorted(defs.bindings), sorted(mine.bindings));
-    for q in 1..=queues {
-        assert_eq!(
-            store.queue_index(q).unwrap(),
-            image.queue_index(q),
-            "queue {q}"
-        );
-    }
     for m in 1..=messages {
         assert_eq!(
-            store.load_message(m).unwrap().as_ref(),
+            journal.messages.load(m).unwrap().as_ref(),
             image.messages.get(&m),
             "message {m}"
         );
     }
-    assert_eq!(store.message_count().unwrap(), image.messages.len() as u64);
+    let _ = queues;
+}
+
+/// The queue indexes a reopened message store holds, as the memory
+/// journal keeps them.
+fn assert_same_indexes(held: &warren_store::Recovered, image: &Image, queues: u64) {
+    for q in 1..=queues {
+        let got: Vec<IndexEntry> = held
+            .queues
+            .get(&q)
+            .map(|v| {
+                v.iter()
+                    .map(|e| IndexEntry {
+                        seq: e.seq,
+                        msg_id: e.msg,
+                        delivered: e.delivery_count > 0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(got, image.queue_index(q), "queue {q}");
+    }
 }
 
 #[test]
@@ -1646,19 +1714,26 @@ fn sled_and_the_memory_journal_end_up_alike() {
     assert_eq!(image, h.journal().durable());
 
     let dir = TempDir::new("parity");
-    let store = Arc::new(Store::open(&dir.0).unwrap());
-    let mut s = Harness::start(Arc::clone(&store), None, HashMap::new());
+    let open = || {
+        let store = Arc::new(Store::open(&dir.0).unwrap());
+        let (messages, held) = MessageStore::open(&dir.0.join("messages")).unwrap();
+        (Arc::new(DiskJournal::new(store, messages)), held)
+    };
+    let (journal, _) = open();
+    let mut s = Harness::start(Arc::clone(&journal), None, HashMap::new());
     for c in &chunks {
         s.batch(c.ops.iter().cloned());
     }
     s.finish();
     for (c, w, r) in s.rec.releases() {
-        assert!(r.ok, "sled nacked {w:?} on channel {c}");
+        assert!(r.ok, "the disk journal nacked {w:?} on channel {c}");
     }
-    assert_same(&store, &image, queues, messages);
-    // What sled has on disk after a reopen is what the journal made durable.
+    assert_same(&journal, &image, queues, messages);
+    // What is on disk after a reopen is what the memory journal made
+    // durable.
     drop(s);
-    drop(store);
-    let store = Store::open(&dir.0).unwrap();
-    assert_same(&store, &image, queues, messages);
+    drop(journal);
+    let (journal, held) = open();
+    assert_same(&journal, &image, queues, messages);
+    assert_same_indexes(&held, &image, queues);
 }

@@ -33,7 +33,7 @@ use warren_codec::{FieldTable, FieldValue, ShortStr};
 
 use crate::mailbox::{Event, Mailbox};
 use crate::message::Message;
-use crate::persist::Persistence;
+use crate::persist::{LoadError, Persistence};
 use crate::policy::Policy;
 pub use state::Counters;
 use state::{ConsumerState, Effects, QueueState, Read};
@@ -505,6 +505,10 @@ pub struct Recovered {
     pub bytes: u32,
     /// Priority, if known.
     pub priority: u8,
+    /// When it expires (its deadline as stored at publish time).
+    pub expires_at: Option<std::time::Instant>,
+    /// Deliveries before the restart (0 if unknown).
+    pub delivery_count: u32,
 }
 
 /// Loads one op may run before it leaves the rest to the next op or tick.
@@ -636,7 +640,7 @@ impl Queue {
         };
         inner.loading = true;
         drop(inner);
-        let read = |id: u64| match store.load(id) {
+        let outcome = |id: u64, r: Result<Option<Arc<Message>>, LoadError>| match r {
             Ok(Some(m)) => Read::Found(m),
             Ok(None) => Read::Absent,
             Err(e) => {
@@ -644,10 +648,13 @@ impl Queue {
                 Read::Failed
             }
         };
+        let read = |id: u64| outcome(id, store.load(id));
+        let ids: Vec<u64> = request.head.iter().map(|(_, id)| *id).collect();
         let head: Vec<(u64, u64, Read)> = request
             .head
             .into_iter()
-            .map(|(seq, id)| (seq, id, read(id)))
+            .zip(store.load_many(&ids))
+            .map(|((seq, id), r)| (seq, id, outcome(id, r)))
             .collect();
         let dying: Vec<(state::Entry, DeathReason, Read)> = request
             .dying
@@ -784,7 +791,7 @@ impl Queue {
                 inner
             }
         };
-        if inner.st.message_ttl().is_some() {
+        if inner.st.message_ttl().is_some() || inner.st.any_expiry() {
             self.may_expire.store(true, Ordering::Relaxed);
         }
     }
@@ -1194,6 +1201,8 @@ mod tests {
             delivered: false,
             bytes: 2,
             priority: 0,
+            expires_at: None,
+            delivery_count: 0,
         }));
         (q, store)
     }

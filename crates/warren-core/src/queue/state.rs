@@ -26,7 +26,7 @@ use super::{
     FLOW_HIGH, FLOW_LOW, NO_ACK_WINDOW, Overflow, QueueArgs, READ_AHEAD, RESIDENT_LIMIT, Recovered,
 };
 use crate::message::{Message, QueuedMessage};
-use crate::persist::PersistOp;
+use crate::persist::{EnqueueMeta, PersistOp};
 
 /// A consumer as the state machine knows it: ids and counters, no
 /// connection.
@@ -454,6 +454,16 @@ impl QueueState {
         }
     }
 
+    /// Whether some ready message has a deadline (recovered ones keep
+    /// theirs).
+    pub(crate) fn any_expiry(&self) -> bool {
+        self.ready
+            .levels
+            .iter()
+            .flatten()
+            .any(|e| e.expires_at.is_some())
+    }
+
     /// The queue-wide message TTL in effect.
     pub(crate) fn message_ttl(&self) -> Option<std::time::Duration> {
         self.args.message_ttl
@@ -496,10 +506,10 @@ impl QueueState {
                     priority: r.priority,
                 },
                 redelivered: r.delivered,
-                expires_at: None,
-                // The store keeps no count: a message delivered before the
-                // restart has come back at least once.
-                delivery_count: u32::from(r.delivered),
+                expires_at: r.expires_at,
+                // Every delivery before the restart that was not acked
+                // came back (the last one by the restart).
+                delivery_count: r.delivery_count.max(u32::from(r.delivered)),
             });
         }
     }
@@ -583,7 +593,17 @@ impl QueueState {
         self.next_seq += 1;
         self.counters.publish += 1;
         if let Some(msg) = stored {
-            self.persist(fx, |queue| PersistOp::Enqueue { queue, seq, msg });
+            let meta = EnqueueMeta {
+                bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+                priority: message.properties.priority.unwrap_or(0),
+                ttl_ms: ttl.map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+            };
+            self.persist(fx, |queue| PersistOp::Enqueue {
+                queue,
+                seq,
+                msg,
+                meta,
+            });
         }
         let payload = match stored {
             Some(id) if self.ready.len >= RESIDENT_LIMIT => Payload::Paged {
@@ -792,9 +812,15 @@ impl QueueState {
             };
             if let Some(msg) = message.message.store_id {
                 let (seq, ack) = (message.seq, self.consumers[i].ack);
+                let count = message.delivery_count.saturating_add(1);
                 self.persist(fx, |queue| {
                     if ack {
-                        PersistOp::Delivered { queue, seq, msg }
+                        PersistOp::Delivered {
+                            queue,
+                            seq,
+                            msg,
+                            count,
+                        }
                     } else {
                         PersistOp::Dequeue { queue, seq, msg }
                     }
@@ -885,11 +911,17 @@ impl QueueState {
         let m = self.ready.pop_front().and_then(Entry::resident)?;
         if let Some(msg) = m.message.store_id {
             let seq = m.seq;
+            let count = m.delivery_count.saturating_add(1);
             self.persist(fx, |queue| {
                 if no_ack {
                     PersistOp::Dequeue { queue, seq, msg }
                 } else {
-                    PersistOp::Delivered { queue, seq, msg }
+                    PersistOp::Delivered {
+                        queue,
+                        seq,
+                        msg,
+                        count,
+                    }
                 }
             });
         }
