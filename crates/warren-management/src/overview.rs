@@ -128,6 +128,10 @@ async fn overview(State(m): State<Shared>, caller: Caller) -> Json<Value> {
         "statistics_db_event_queue": 0,
     });
     if caller.is_monitor() {
+        // Confirms are counted per channel, broker-wide, not per queue:
+        // only a user who sees every connection sees their total.
+        o["message_stats"]["confirm"] = b.message_totals().confirmed.into();
+        o["message_stats"]["confirm_details"] = details(m.rates.confirm());
         o["node"] = m.node.clone().into();
         o["listeners"] = m
             .listeners

@@ -74,6 +74,10 @@ struct ConnSample {
 struct Table {
     queues: HashMap<u64, (QueueSample, QueueRates)>,
     conns: HashMap<ConnId, (ConnSample, (f64, f64))>,
+    /// The broker's count of publisher confirms at the last sample, and
+    /// its rate since the one before.
+    confirmed: Option<(Instant, u64)>,
+    confirm_rate: f64,
 }
 
 /// The rates of everything, as of the last sample.
@@ -116,7 +120,13 @@ impl Rates {
                 )
             })
             .collect();
+        let confirmed = broker.message_totals().confirmed;
         let mut t = self.lock();
+        if let Some((at, before)) = t.confirmed {
+            let secs = now.saturating_duration_since(at).as_secs_f64();
+            t.confirm_rate = per_second(confirmed, before, secs).max(0.0);
+        }
+        t.confirmed = Some((now, confirmed));
         let mut next_q = HashMap::with_capacity(queues.len());
         for (id, s) in queues {
             let rates = t
@@ -164,6 +174,12 @@ impl Rates {
             .get(&id)
             .map(|(_, r)| *r)
             .unwrap_or_default()
+    }
+
+    /// Publisher confirms per second, broker-wide (zero before two
+    /// samples).
+    pub fn confirm(&self) -> f64 {
+        self.lock().confirm_rate
     }
 
     /// A connection's (receive, send) bytes per second.
