@@ -11,7 +11,8 @@
 //! - [`json`]: field tables and properties as JSON.
 //! - [`list`]: pagination, sorting, `columns` and `name` filters.
 //! - `overview`, `access`, `topology`, `live`, `policies`, `definitions`:
-//!   the routes.
+//!   the routes; `move_messages`: Warren's own queue-to-queue move.
+//! - [`ui`]: the web UI's embedded files, served at `/`.
 
 mod access;
 pub mod auth;
@@ -21,10 +22,12 @@ pub mod json;
 pub mod list;
 mod live;
 pub mod metrics;
+mod move_messages;
 mod overview;
 mod policies;
 pub mod rates;
 mod topology;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -101,7 +104,7 @@ impl Management {
 /// The shared state handlers get.
 pub type Shared = Arc<Management>;
 
-/// The whole API as a router (paths under `/api`).
+/// The whole API as a router (paths under `/api`), with the web UI at `/`.
 pub fn router(state: Shared) -> Router {
     let max_body = state.max_body;
     let api = Router::new()
@@ -111,14 +114,18 @@ pub fn router(state: Shared) -> Router {
         .merge(live::routes())
         .merge(definitions::routes())
         .merge(policies::routes())
+        .merge(move_messages::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
     // A trailing slash names the same resource (rabbit-hole asks for
-    // `users/`): strip it before routing.
+    // `users/`): strip it before routing. The web UI's files are at `/`
+    // and `/ui/...`; every other path is the API's.
     Router::new()
+        .merge(ui::routes())
         .fallback_service(api)
         .layer(middleware::from_fn(strip_trailing_slash))
+        .layer(middleware::from_fn(ui::quiet_challenge))
 }
 
 async fn strip_trailing_slash(mut req: Request, next: Next) -> Response {
