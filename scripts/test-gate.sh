@@ -7,6 +7,7 @@
 #   Rust tests  -> cargo test --workspace (codec, core scenarios, server, e2e)
 #   fuzz target -> built (not run) so it cannot rot
 #   interop     -> interop/run.sh: real client libraries against a real broker
+#   web UI      -> tests/web-ui/run.sh: the management UI in headless Chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -46,5 +47,8 @@ cargo build --locked --manifest-path fuzz/Cargo.toml --target-dir target/fuzz
 
 step "interop suite"
 bash interop/run.sh
+
+step "web UI in a browser"
+bash tests/web-ui/run.sh
 
 step "gate passed"
