@@ -30,12 +30,25 @@ export function history(key) {
   return histories.get(key) || [];
 }
 
-/** A round number at or above x: 1, 2, 5 x 10^n. */
-function niceCeil(x) {
-  if (x <= 0) return 1;
+/** A round tick step at or above x: 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6,
+ * 7.5 or 8 x 10^n, so four steps make round labels. */
+function niceStep(x) {
+  if (x <= 0) return 0.25;
   const p = Math.pow(10, Math.floor(Math.log10(x)));
-  for (const m of [1, 2, 5, 10]) if (m * p >= x) return m * p;
+  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7.5, 8, 10]) if (m * p >= x) return m * p;
   return 10 * p;
+}
+
+/** Time ticks: every 10 s up to a minute, every minute up to five,
+ * every two minutes beyond. */
+function tickStep(span) {
+  if (span <= 60_000) return 10_000;
+  if (span <= 5 * 60_000) return 60_000;
+  return 120_000;
+}
+
+function tickLabel(ms) {
+  return ms % 60_000 === 0 ? `-${ms / 60_000}m` : `-${ms / 1000}s`;
 }
 
 function shortNum(v) {
@@ -49,7 +62,7 @@ function shortNum(v) {
  * A chart. `series`: [{key, label}], up to six; `format(v)` for the
  * legend; `windowMs` the span shown. Call update(history) to redraw.
  */
-export function chart({title, series, format, windowMs = 5 * 60 * 1000, id}) {
+export function chart({title, series, format, windowMs = 5 * 60 * 1000, id, integer = false}) {
   const svg = h('svg', {viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title, preserveAspectRatio: 'none'});
   const legendValues = new Map();
   const legend = h('ul', {class: 'legend'}, series.map((s, i) => {
@@ -72,7 +85,9 @@ export function chart({title, series, format, windowMs = 5 * 60 * 1000, id}) {
       const v = p.v[s.key];
       if (typeof v === 'number' && v > max) max = v;
     }
-    const top = niceCeil(max);
+    // Four gridlines; whole numbers for counts.
+    const step = Math.max(niceStep(max / 4), integer ? 1 : 0);
+    const top = step * 4;
     const x = (t) => PAD.left + ((t - from) / span) * (W - PAD.left - PAD.right);
     const y = (v) => PAD.top + (1 - v / top) * (H - PAD.top - PAD.bottom);
     const parts = [];
@@ -81,11 +96,11 @@ export function chart({title, series, format, windowMs = 5 * 60 * 1000, id}) {
       parts.push(h('line', {class: 'gridline', x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v)}));
       parts.push(h('text', {class: 'axis', x: PAD.left - 6, y: y(v) + 4, 'text-anchor': 'end'}, shortNum(v)));
     }
-    const minutes = span / 60000;
-    for (let i = 0; i <= minutes; i++) {
-      const t = now - i * 60000;
-      parts.push(h('text', {class: 'axis', x: x(t), y: H - 6, 'text-anchor': i === 0 ? 'end' : 'middle'},
-        i === 0 ? 'now' : `-${i}m`));
+    const every = tickStep(span);
+    for (let ago = 0; ago <= span; ago += every) {
+      const anchor = ago === 0 ? 'end' : ago === span ? 'start' : 'middle';
+      parts.push(h('text', {class: 'axis', x: x(now - ago), y: H - 6, 'text-anchor': anchor},
+        ago === 0 ? 'now' : tickLabel(ago)));
     }
     series.forEach((s, i) => {
       let d = '';

@@ -78,6 +78,11 @@ export function bytes(b) {
   return (i === 0 ? v.toFixed(0) : v.toFixed(1)) + ' ' + units[i];
 }
 
+/** Bytes per second. */
+export function byteRate(r) {
+  return typeof r === 'number' && Number.isFinite(r) ? `${bytes(r)}/s` : '';
+}
+
 /** Milliseconds as "3d 4h", "5h 6m", "7m 8s". */
 export function duration(ms) {
   if (typeof ms !== 'number') return '';

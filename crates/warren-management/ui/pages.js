@@ -4,7 +4,7 @@
 // once and then every refresh interval; refresh only updates data, so
 // forms keep what the user typed.
 
-import {h, fill, enc, link, num, rate, bytes, duration, get, show, kvTable, debounce} from './dom.js';
+import {h, fill, enc, link, num, rate, bytes, byteRate, duration, get, show, kvTable, debounce} from './dom.js';
 import {api, apiGet, ApiError} from './api.js';
 import {chart, record, history} from './chart.js';
 
@@ -206,7 +206,7 @@ function rateValues(stats) {
 
 function chartPair(key, {ratesTitle, depthTitle}) {
   const rates = chart({title: ratesTitle, series: RATE_SERIES, format: rate, id: `${key}-rates`});
-  const depth = chart({title: depthTitle, series: DEPTH_SERIES, format: num, id: `${key}-depth`});
+  const depth = chart({title: depthTitle, series: DEPTH_SERIES, format: num, id: `${key}-depth`, integer: true});
   // A line breaks where samples are further apart than three of the
   // longest refresh intervals (the page was not shown, or refresh was off).
   const gap = () => 95_000;
@@ -321,8 +321,8 @@ export function connections() {
       col('TLS', 'ssl', {cell: (c) => (c.ssl ? c.ssl_protocol || 'yes' : 'no'), fields: ['ssl', 'ssl_protocol']}),
       col('Client', 'client_properties.product', {sort: false, cell: (c) => show(get(c, 'client_properties.product'))}),
       col('Channels', 'channels', {num: true}),
-      rateCol('From client', 'recv_oct_details.rate'),
-      rateCol('To client', 'send_oct_details.rate'),
+      col('From client', 'recv_oct_details.rate', {num: true, cell: (c) => byteRate(get(c, 'recv_oct_details.rate') || 0)}),
+      col('To client', 'send_oct_details.rate', {num: true, cell: (c) => byteRate(get(c, 'send_oct_details.rate') || 0)}),
     ],
   });
   return {title: 'Connections', el: page('Connections', null, table.el), refresh: table.refresh};
@@ -372,8 +372,8 @@ export function connection(ctx, name) {
       ['Authentication', c.auth_mechanism], ['Channels', num(c.channels)], ['Channel max', num(c.channel_max)],
       ['Frame max', num(c.frame_max)], ['Heartbeat', `${c.timeout}s`],
       ['Connected at', c.connected_at ? new Date(c.connected_at).toLocaleString() : ''],
-      ['From client', `${rate(get(c, 'recv_oct_details.rate') || 0)} bytes (${bytes(c.recv_oct)} in all)`],
-      ['To client', `${rate(get(c, 'send_oct_details.rate') || 0)} bytes (${bytes(c.send_oct)} in all)`],
+      ['From client', `${byteRate(get(c, 'recv_oct_details.rate') || 0)} (${bytes(c.recv_oct)} in all)`],
+      ['To client', `${byteRate(get(c, 'send_oct_details.rate') || 0)} (${bytes(c.send_oct)} in all)`],
     ];
     fill(info, h('div', {class: 'table-wrap'}, h('table', {class: 'kv'}, h('tbody', {},
       rows.map(([k, v]) => h('tr', {}, h('th', {scope: 'row'}, k), h('td', {}, v)))))));
