@@ -18,6 +18,7 @@ import tempfile
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from selenium import webdriver
@@ -301,9 +302,15 @@ def step_user():
     shot("06-management-user-overview")
     go("admin/users", "#not-allowed")
     assert "Only users tagged administrator" in text_of("#not-allowed")
-    # The API refuses too, and the page shows the refusal, not a crash.
     D.get(f"{URL}/#/admin/vhosts/%2F")
     wait(lambda d: els("#not-allowed"), "the refusal on a vhost page")
+    # Another user's connection: the API answers 401, and the page shows
+    # its reason as a message, not a crash.
+    other = api("GET", "/api/connections")[0]["name"]
+    D.get(f"{URL}/#/connections/{urllib.parse.quote(other, safe='')}")
+    wait(lambda d: "Not allowed: User not authorised to access object." in text_of(".page-error"),
+         "the API's refusal shown in the page")
+    assert el("#top").is_displayed() and el("#who").text == "viewer"
     go("connections", "#connections tbody tr")
     wait(lambda d: "No connections." in text_of("#connections tbody"), "no other user's connections")
     shot("07-management-user-denied")
