@@ -15,11 +15,12 @@
 //!
 //! A message's record is live while some queue's index holds it: the
 //! store keeps, per segment, how many bytes are live. A segment wholly
-//! before the checkpoint with nothing live is deleted; one less than half
-//! live is compacted (its live records copied to the head, synced, then
-//! the segment deleted). So under a backlog that never empties the files
-//! stay within about twice the live bytes plus the head and the
-//! segments since the checkpoint.
+//! before the checkpoint with nothing live is deleted; when the files
+//! hold more than twice the live bytes plus two segments, the emptiest
+//! segment under half live is compacted (its live records copied to the
+//! head, synced, then the segment deleted). So under a backlog that never
+//! empties the files stay within twice the live bytes plus a few segments
+//! (the head, those since the checkpoint, the slack).
 //!
 //! # Recovery
 //! Every segment is scanned (a torn or corrupt record ends its segment,
@@ -1124,10 +1125,16 @@ impl MessageStore {
         }
         let cp = w.checkpoint.0;
         let head = w.head;
-        // Whole segments before the checkpoint: dead ones go, the
-        // emptiest one under half live is compacted.
+        // Whole segments before the checkpoint: dead ones go; and when
+        // the files hold more than twice the live bytes plus two segments,
+        // the emptiest one under half live is compacted. (Compacting every
+        // segment under half live would copy, during an ordinary drain,
+        // the half of each segment that its consumer is about to ack.)
         let (dead, candidate) = {
             let sh = self.read_shared();
+            let total: u64 = sh.segs.values().map(|s| s.size).sum();
+            let live: u64 = sh.segs.values().map(|s| s.live).sum();
+            let crowded = total > 2 * live + 2 * self.tuning.segment_bytes;
             let mut dead = Vec::new();
             let mut candidate: Option<(u32, u64, u64)> = None;
             for (&n, s) in sh.segs.range(..cp) {
@@ -1136,7 +1143,8 @@ impl MessageStore {
                 }
                 if s.live == 0 {
                     dead.push(n);
-                } else if s.live * 2 < s.size
+                } else if crowded
+                    && s.live * 2 < s.size
                     && candidate.is_none_or(|(_, live, size)| s.live * size < live * s.size)
                 {
                     candidate = Some((n, s.live, s.size));
