@@ -196,6 +196,12 @@ pub struct DelayedRecordKey {
 pub trait Persistence: Send + Sync + std::fmt::Debug {
     /// Queues an op; never blocks.
     fn submit(&self, op: PersistOp);
+    /// Queues several ops, in order (one queue command's); never blocks.
+    fn submit_all(&self, ops: Vec<PersistOp>) {
+        for op in ops {
+            self.submit(op);
+        }
+    }
     /// Reads a stored message back (for messages paged out of memory):
     /// `Ok(None)` only when the store knows it does not hold the message;
     /// an error says nothing about whether it does. Called with no lock

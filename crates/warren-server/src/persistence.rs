@@ -25,11 +25,11 @@
 //! queue both releasing one entry). sled itself fails every write after
 //! its first I/O error, so with sled this only makes that explicit.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
+use warren_core::fxhash::FxHashMap;
 
 use dashmap::DashMap;
 use warren_core::broker::AlarmCause;
@@ -86,6 +86,15 @@ impl Persistence for Persister {
         // After shutdown the thread is gone and ops are dropped: nothing
         // is confirmed that was not written.
         let _ = self.tx.send(Msg::Op(op));
+    }
+
+    fn submit_all(&self, ops: Vec<PersistOp>) {
+        for op in &ops {
+            if let PersistOp::Message { id, message } = op {
+                self.pending.insert(*id, Arc::clone(message));
+            }
+        }
+        let _ = self.tx.send(Msg::Ops(ops));
     }
 
     fn load(&self, id: u64) -> Result<Option<Arc<Message>>, LoadError> {
@@ -150,7 +159,7 @@ impl Persister {
     /// counts of recovered messages.
     pub fn start<J: Journal + 'static>(
         journal: Arc<J>,
-        refs: HashMap<u64, Refs>,
+        refs: FxHashMap<u64, Refs>,
     ) -> (Arc<Persister>, std::thread::JoinHandle<()>) {
         // One virtual call per journal step; nothing per op.
         let journal: Arc<dyn Journal> = journal;
@@ -274,6 +283,8 @@ impl Drop for Persister {
 /// What the thread receives.
 enum Msg {
     Op(PersistOp),
+    /// Several, in order.
+    Ops(Vec<PersistOp>),
     /// Write and flush what came before, then exit.
     Stop,
 }
@@ -299,7 +310,7 @@ const COMPACT_ABOVE: u64 = 16 << 20;
 /// Gives disk space back once a backlog has been drained: when no message
 /// is stored any more but the files are still large, rewrite the (now
 /// tiny) store. sled reuses freed space but never returns it by itself.
-fn maybe_compact(p: &Persister, refs: &HashMap<u64, Refs>) {
+fn maybe_compact(p: &Persister, refs: &FxHashMap<u64, Refs>) {
     if !refs.is_empty() || !p.pending.is_empty() {
         return;
     }
@@ -315,7 +326,7 @@ fn maybe_compact(p: &Persister, refs: &HashMap<u64, Refs>) {
     }
 }
 
-fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
+fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: FxHashMap<u64, Refs>) {
     let mut ops = Vec::with_capacity(1024);
     let mut stopping = false;
     let mut retry = Retry::default();
@@ -333,12 +344,14 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: HashMap<u64, Refs>) {
         }
         match rx.recv_timeout(MAINTAIN_EVERY) {
             Ok(Msg::Op(op)) => ops.push(op),
+            Ok(Msg::Ops(mut more)) => ops.append(&mut more),
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         while ops.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Msg::Op(op)) => ops.push(op),
+                Ok(Msg::Ops(mut more)) => ops.append(&mut more),
                 Ok(Msg::Stop) => {
                     stopping = true;
                     break;
@@ -410,6 +423,11 @@ struct Writes {
     fresh: std::collections::HashSet<u64>,
     /// Fresh messages already gone again: none of their writes are needed.
     dead: std::collections::HashSet<u64>,
+    /// Where this batch marked an entry delivered, by (queue, seq).
+    delivered: FxHashMap<(u64, u64), usize>,
+    /// Writes made needless later in the batch (an entry marked delivered
+    /// and then dequeued: a consumer's ack arriving within one batch).
+    needless: Vec<usize>,
 }
 
 impl Writes {
@@ -433,6 +451,21 @@ impl Writes {
     /// take them and the journal applied none of them: then they are
     /// kept there, to be applied again.
     fn apply_to(&mut self, p: &Persister, retry: Option<&mut Retry>) -> Result<(), StoreError> {
+        if !self.needless.is_empty() {
+            self.needless.sort_unstable();
+            let mut at = 0;
+            let mut next = self.needless.iter().peekable();
+            self.writes.retain(|_| {
+                let skip = next.peek().is_some_and(|&&i| i == at);
+                if skip {
+                    next.next();
+                }
+                at += 1;
+                !skip
+            });
+            self.needless.clear();
+        }
+        self.delivered.clear();
         if !self.dead.is_empty() {
             let dead = &self.dead;
             self.writes
@@ -463,7 +496,7 @@ impl Writes {
 fn apply(
     p: &Persister,
     ops: &mut Vec<PersistOp>,
-    refs: &mut HashMap<u64, Refs>,
+    refs: &mut FxHashMap<u64, Refs>,
     retry: &mut Retry,
 ) -> (Result<(), StoreError>, Vec<Barrier>, Vec<u64>) {
     let mut w = Writes::default();
@@ -526,13 +559,19 @@ fn apply(
                 seq,
                 msg,
                 count,
-            } => w.writes.push(Write::Delivered {
-                queue,
-                seq,
-                msg,
-                count,
-            }),
+            } => {
+                w.delivered.insert((queue, seq), w.writes.len());
+                w.writes.push(Write::Delivered {
+                    queue,
+                    seq,
+                    msg,
+                    count,
+                });
+            }
             PersistOp::Dequeue { queue, seq, msg } => {
+                if let Some(i) = w.delivered.remove(&(queue, seq)) {
+                    w.needless.push(i);
+                }
                 w.writes.push(Write::Dequeue { queue, seq, msg });
                 if release(refs, msg) {
                     w.forget(msg);
@@ -657,7 +696,7 @@ pub struct Refs {
 }
 
 /// One queue let go of `msg`; true when it was the last (delete it).
-fn release(refs: &mut HashMap<u64, Refs>, msg: u64) -> bool {
+fn release(refs: &mut FxHashMap<u64, Refs>, msg: u64) -> bool {
     if let Some(r) = refs.get_mut(&msg) {
         r.count = r.count.saturating_sub(1);
         if r.count == 0 && r.routed {

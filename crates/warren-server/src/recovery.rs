@@ -8,9 +8,9 @@
 //! and exclusive queues were never stored. Message bodies stay on disk until
 //! delivered.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+use warren_core::fxhash::FxHashMap;
 
 use warren_codec::FieldValue;
 use warren_core::Broker;
@@ -90,7 +90,7 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
         held.queues.remove(&id);
         messages.purge_queue(id)?;
     }
-    let mut refs: HashMap<u64, Refs> = HashMap::new();
+    let mut refs: FxHashMap<u64, Refs> = FxHashMap::default();
     for e in held.queues.values().flatten() {
         refs.entry(e.msg)
             .or_insert(Refs {

@@ -45,6 +45,7 @@ use proptest::strategy::ValueTree;
 use warren_codec::{BasicProperties, FieldTable, ShortStr};
 use warren_core::Message;
 use warren_core::broker::{Alarm, Broker};
+use warren_core::fxhash::FxHashMap;
 use warren_core::persist::{Awaited, Barrier, BindingTarget, PersistOp, Persistence, Waiter};
 use warren_server::Config;
 use warren_server::journal::{
@@ -364,13 +365,13 @@ impl Harness {
     /// A persister over a fresh [`MemJournal`].
     fn mem() -> Harness {
         let mem = Arc::new(MemJournal::new());
-        Harness::start(Arc::clone(&mem), Some(mem), HashMap::new())
+        Harness::start(Arc::clone(&mem), Some(mem), Default::default())
     }
 
     fn start<J: Journal + 'static>(
         journal: Arc<J>,
         mem: Option<Arc<MemJournal>>,
-        refs: HashMap<u64, Refs>,
+        refs: FxHashMap<u64, Refs>,
     ) -> Harness {
         let (persister, thread) = Persister::start(journal, refs);
         let rec = Recorder::new(mem.clone());
@@ -448,8 +449,8 @@ impl Drop for Harness {
 
 /// Reference counts from the indexes of the defined queues, as recovery
 /// builds them.
-fn refs_like_recovery(image: &Image) -> HashMap<u64, Refs> {
-    let mut refs: HashMap<u64, Refs> = HashMap::new();
+fn refs_like_recovery(image: &Image) -> FxHashMap<u64, Refs> {
+    let mut refs: FxHashMap<u64, Refs> = FxHashMap::default();
     for q in image.queues.values() {
         for e in image.queue_index(q.id) {
             refs.entry(e.msg_id)
@@ -1720,7 +1721,7 @@ fn sled_and_the_memory_journal_end_up_alike() {
         (Arc::new(DiskJournal::new(store, messages)), held)
     };
     let (journal, _) = open();
-    let mut s = Harness::start(Arc::clone(&journal), None, HashMap::new());
+    let mut s = Harness::start(Arc::clone(&journal), None, Default::default());
     for c in &chunks {
         s.batch(c.ops.iter().cloned());
     }

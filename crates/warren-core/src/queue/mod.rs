@@ -567,7 +567,12 @@ impl Queue {
             ..
         } = inner;
         if let Some(store) = &self.store {
-            for op in fx.persist.drain(..) {
+            // One hand-over for a command's ops (an ack of many messages,
+            // a dispatch of many): the persistence thread takes them in
+            // one go.
+            if fx.persist.len() > 1 {
+                store.submit_all(std::mem::take(&mut fx.persist));
+            } else if let Some(op) = fx.persist.pop() {
                 store.submit(op);
             }
         } else {

@@ -267,10 +267,28 @@ impl Ready {
         out
     }
 
-    /// The entry at `seq`, wherever its priority put it.
+    /// The entry at `seq`, wherever its priority put it. Entries read
+    /// back are at the front: the search starts with the first
+    /// [`READ_AHEAD`] entries of each level (in cache), before a search of
+    /// a long backlog's whole deque (a cache miss a step).
     fn find_mut(&mut self, seq: u64) -> Option<&mut Entry> {
         self.levels.iter_mut().find_map(|q| {
-            let i = q.partition_point(|e| e.seq < seq);
+            let near = q.len().min(READ_AHEAD);
+            let i = match q.get(near.saturating_sub(1)) {
+                Some(last) if last.seq >= seq => {
+                    let (mut lo, mut hi) = (0, near);
+                    while lo < hi {
+                        let mid = (lo + hi) / 2;
+                        if q[mid].seq < seq {
+                            lo = mid + 1;
+                        } else {
+                            hi = mid;
+                        }
+                    }
+                    lo
+                }
+                _ => q.partition_point(|e| e.seq < seq),
+            };
             q.get_mut(i).filter(|e| e.seq == seq)
         })
     }
