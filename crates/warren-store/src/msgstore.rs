@@ -61,6 +61,11 @@ pub struct Tuning {
     pub segment_bytes: u64,
     /// A checkpoint is taken after this much log.
     pub checkpoint_bytes: u64,
+    /// Tests only: compaction stops with an error right after its copies
+    /// are written and synced, before the moved messages point at them
+    /// and the old segment is deleted (a crash in the middle of it).
+    #[doc(hidden)]
+    pub crash_after_compaction_copy: bool,
 }
 
 impl Default for Tuning {
@@ -68,6 +73,7 @@ impl Default for Tuning {
         Tuning {
             segment_bytes: SEGMENT_BYTES,
             checkpoint_bytes: SEGMENT_BYTES,
+            crash_after_compaction_copy: false,
         }
     }
 }
@@ -1224,6 +1230,11 @@ impl MessageStore {
         if let Err(e) = file.sync_data() {
             let _ = file.set_len(base);
             return Err(io("syncing copied records")(e));
+        }
+        if self.tuning.crash_after_compaction_copy {
+            return Err(StoreError::Io(
+                "crash injected after a compaction copy".into(),
+            ));
         }
         let mut sh = self.write_shared();
         if let Some(s) = sh.segs.get_mut(&head) {

@@ -52,6 +52,7 @@ impl Rng {
 const SMALL: Tuning = Tuning {
     segment_bytes: 8 << 10,
     checkpoint_bytes: 16 << 10,
+    crash_after_compaction_copy: false,
 };
 
 /// What the store should hold.
@@ -338,6 +339,7 @@ fn a_backlog_that_never_empties_keeps_the_files_within_twice_its_size() {
     let tuning = Tuning {
         segment_bytes: 64 << 10,
         checkpoint_bytes: 64 << 10,
+        crash_after_compaction_copy: false,
     };
     let (store, _) = MessageStore::open_tuned(&dir.0, tuning).unwrap();
     let body = vec![7u8; 1000];
@@ -407,4 +409,80 @@ fn a_backlog_that_never_empties_keeps_the_files_within_twice_its_size() {
         "files exceeded twice the live bytes by {worst} (fixed allowance {fixed}); last {s:?}"
     );
     assert!(s.index_bytes < 2 << 20, "{s:?}");
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_compaction_loses_nothing_and_serves_one_copy() {
+    let dir = TempDir::new("compaction-crash");
+    let crashing = Tuning {
+        crash_after_compaction_copy: true,
+        ..SMALL
+    };
+    let (store, _) = MessageStore::open_tuned(&dir.0, crashing).unwrap();
+    let mut m = Model::default();
+    let body = vec![3u8; 500];
+    // Fill several segments, then ack all but every tenth message: the
+    // files then hold far more than twice the live bytes.
+    let mut ops = Vec::new();
+    for id in 1..=200u64 {
+        ops.push(Owned::Put(id, body.clone()));
+        let e = IndexedMessage {
+            seq: id,
+            msg: id,
+            bytes: 500,
+            priority: 0,
+            expires_ms: 0,
+            delivery_count: 0,
+        };
+        ops.push(Owned::Enq(1, e));
+        if id % 10 == 0 {
+            m.bodies.insert(id, body.clone());
+            m.queues.entry(1).or_default().insert(id, e);
+        }
+        if ops.len() > 20 {
+            apply(&store, &ops);
+            ops.clear();
+        }
+    }
+    apply(&store, &ops);
+    let mut acks = Vec::new();
+    for id in 1..=200u64 {
+        if id % 10 != 0 {
+            acks.push(Owned::Deq(1, id));
+            acks.push(Owned::Forget(id));
+        }
+    }
+    apply(&store, &acks);
+    store.flush().unwrap();
+    // Checkpoints pass, then the compaction copies and "crashes".
+    let mut crashed = false;
+    for _ in 0..50 {
+        match store.maintain() {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                assert!(e.to_string().contains("crash injected"), "{e}");
+                crashed = true;
+                break;
+            }
+        }
+    }
+    assert!(crashed, "no compaction ran: {:?}", store.stats());
+    drop(store);
+    // Both copies of the moved messages are on disk now; each is served
+    // once, and the old segment's space comes back.
+    let (s, r) = MessageStore::open_tuned(&dir.0, SMALL).unwrap();
+    assert_eq!((r.dropped, r.cut), (0, 0));
+    check(&s, &m, Some(&r));
+    for _ in 0..50 {
+        if !s.maintain().unwrap() {
+            break;
+        }
+    }
+    let stats = s.stats();
+    assert_eq!(stats.messages, 20);
+    assert!(
+        stats.segment_bytes <= 2 * stats.live_bytes + 4 * SMALL.segment_bytes,
+        "{stats:?}"
+    );
 }
