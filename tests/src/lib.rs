@@ -117,6 +117,14 @@ pub async fn start_durable_broker() -> TestBroker {
     spawn_broker(test_config(), true).await
 }
 
+/// [`start_durable_broker`] after letting the caller adjust the
+/// configuration (its data directory among it).
+pub async fn start_durable_broker_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
+    let mut config = test_config();
+    adjust(&mut config);
+    spawn_broker(config, true).await
+}
+
 fn test_config() -> Config {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let data_dir = std::env::temp_dir().join(format!(

@@ -349,6 +349,11 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     fn retryable(&self) -> bool {
         true
     }
+    /// Whether a write to sled failed: sled 0.34 then retries its final
+    /// flush forever when dropped, so the store must be leaked instead.
+    fn poisoned(&self) -> bool {
+        false
+    }
     /// Housekeeping between batches (checkpoints, giving space back);
     /// whether it did anything.
     fn maintain(&self) -> Result<bool, StoreError> {
@@ -382,6 +387,8 @@ pub struct DiskJournal {
     defs_dirty: std::sync::atomic::AtomicBool,
     /// The last failed apply wrote the messages but not the definitions.
     partial: std::sync::atomic::AtomicBool,
+    /// A sled write or flush failed.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl DiskJournal {
@@ -392,6 +399,7 @@ impl DiskJournal {
             messages,
             defs_dirty: std::sync::atomic::AtomicBool::new(false),
             partial: std::sync::atomic::AtomicBool::new(false),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -473,6 +481,7 @@ impl Journal for DiskJournal {
             self.defs_dirty.store(true, Ordering::Relaxed);
             if let Err(e) = Store::apply(&self.defs, batch) {
                 self.partial.store(true, Ordering::Relaxed);
+                self.poisoned.store(true, Ordering::Relaxed);
                 return Err(e);
             }
         }
@@ -487,6 +496,8 @@ impl Journal for DiskJournal {
             && let Err(e) = Store::flush(&self.defs)
         {
             self.defs_dirty
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.poisoned
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(e);
         }
@@ -507,6 +518,10 @@ impl Journal for DiskJournal {
 
     fn retryable(&self) -> bool {
         !self.partial.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn poisoned(&self) -> bool {
+        self.poisoned.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn maintain(&self) -> Result<bool, StoreError> {

@@ -66,9 +66,6 @@ pub struct Persister {
     tx: mpsc::Sender<Msg>,
     journal: Arc<dyn Journal>,
     pending: DashMap<u64, Arc<Message>>,
-    /// A write failed at some point: sled 0.34 then retries its final
-    /// flush forever when dropped, so the store is leaked instead.
-    failed: std::sync::atomic::AtomicBool,
     /// An apply failed: nothing more is written or confirmed (see the
     /// module docs).
     lost: std::sync::atomic::AtomicBool,
@@ -169,7 +166,6 @@ impl Persister {
             journal,
             pending: DashMap::new(),
             broker: std::sync::OnceLock::new(),
-            failed: std::sync::atomic::AtomicBool::new(false),
             lost: std::sync::atomic::AtomicBool::new(false),
             stats: Stats::default(),
         });
@@ -273,8 +269,9 @@ impl Persister {
 
 impl Drop for Persister {
     fn drop(&mut self) {
-        if self.failed.load(Ordering::Relaxed) {
-            // Keep the store alive: its drop would hang (see `failed`).
+        if self.journal.poisoned() {
+            // Keep the store alive: its drop would hang (see
+            // `Journal::poisoned`).
             std::mem::forget(Arc::clone(&self.journal));
         }
     }
@@ -364,7 +361,6 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: FxHashMap<u64, Refs>) {
         let (result, barriers, written) = apply(p, &mut ops, &mut refs, &mut retry);
         let ok = result.and_then(|()| p.journal.flush()).map_err(|e| {
             p.stats.failures.fetch_add(1, Ordering::Relaxed);
-            p.failed.store(true, Ordering::Relaxed);
             tracing::error!(error = %e, ops = n, "store write failed: nacking the publishes in this batch");
         });
         // Once writes were lost, a flush no longer covers everything
