@@ -193,6 +193,10 @@ struct Writer {
     unsynced: BTreeSet<u32>,
     /// The messages directory gained or lost files since its last sync.
     dir_dirty: bool,
+    /// A sync failed: the next write starts a new segment, so that
+    /// nothing confirmed later sits behind pages the kernel may have
+    /// dropped.
+    roll_next: bool,
     checkpoint: (u32, u64),
     since_checkpoint: u64,
     queues: HashMap<u64, QueueIdx>,
@@ -668,6 +672,7 @@ impl MessageStore {
                 head,
                 unsynced: BTreeSet::new(),
                 dir_dirty: false,
+                roll_next: false,
                 checkpoint: (head, SEG_HEADER),
                 since_checkpoint: 0,
                 queues,
@@ -701,13 +706,15 @@ impl MessageStore {
         }
         let mut w = self.writer();
         let w = &mut *w;
-        if self
-            .read_shared()
-            .segs
-            .get(&w.head)
-            .is_some_and(|s| s.size >= self.tuning.segment_bytes)
+        if w.roll_next
+            || self
+                .read_shared()
+                .segs
+                .get(&w.head)
+                .is_some_and(|s| s.size >= self.tuning.segment_bytes)
         {
             self.roll(w)?;
+            w.roll_next = false;
         }
         let head = w.head;
         let (head_file, base) = {
@@ -988,7 +995,10 @@ impl MessageStore {
                 .collect()
         };
         for f in files {
-            f.sync_data().map_err(io("syncing the message log"))?;
+            if let Err(e) = f.sync_data() {
+                w.roll_next = true;
+                return Err(io("syncing the message log")(e));
+            }
         }
         w.unsynced.clear();
         if w.dir_dirty {
