@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use warren_core::fxhash::FxHashMap;
 
 use warren_codec::FieldValue;
 use warren_core::Broker;
@@ -30,7 +29,7 @@ use warren_store::{
 use crate::journal;
 
 use crate::config::Config;
-use crate::persistence::{Persister, Refs};
+use crate::persistence::{Persister, RefCounts};
 
 /// Why the broker cannot start from its data directory.
 #[derive(Debug)]
@@ -90,14 +89,9 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
         held.queues.remove(&id);
         messages.purge_queue(id)?;
     }
-    let mut refs: FxHashMap<u64, Refs> = FxHashMap::default();
+    let mut refs = RefCounts::default();
     for e in held.queues.values().flatten() {
-        refs.entry(e.msg)
-            .or_insert(Refs {
-                count: 0,
-                routed: true,
-            })
-            .count += 1;
+        refs.add(e.msg);
     }
     let journal = Arc::new(journal::DiskJournal::new(Arc::clone(&store), messages));
     let (persister, thread) = Persister::start(journal, refs);

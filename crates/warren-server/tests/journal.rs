@@ -45,13 +45,12 @@ use proptest::strategy::ValueTree;
 use warren_codec::{BasicProperties, FieldTable, ShortStr};
 use warren_core::Message;
 use warren_core::broker::{Alarm, Broker};
-use warren_core::fxhash::FxHashMap;
 use warren_core::persist::{Awaited, Barrier, BindingTarget, PersistOp, Persistence, Waiter};
 use warren_server::Config;
 use warren_server::journal::{
     DefinitionWrite, DiskJournal, Event, Fault, Image, Journal, MemJournal, Write, stored,
 };
-use warren_server::persistence::{Persister, Refs};
+use warren_server::persistence::{Persister, RefCounts};
 use warren_store::{IndexEntry, MessageStore, Store, StoredMessage};
 
 /// Bound on every wait for the persistence thread.
@@ -371,7 +370,7 @@ impl Harness {
     fn start<J: Journal + 'static>(
         journal: Arc<J>,
         mem: Option<Arc<MemJournal>>,
-        refs: FxHashMap<u64, Refs>,
+        refs: RefCounts,
     ) -> Harness {
         let (persister, thread) = Persister::start(journal, refs);
         let rec = Recorder::new(mem.clone());
@@ -449,16 +448,11 @@ impl Drop for Harness {
 
 /// Reference counts from the indexes of the defined queues, as recovery
 /// builds them.
-fn refs_like_recovery(image: &Image) -> FxHashMap<u64, Refs> {
-    let mut refs: FxHashMap<u64, Refs> = FxHashMap::default();
+fn refs_like_recovery(image: &Image) -> RefCounts {
+    let mut refs = RefCounts::default();
     for q in image.queues.values() {
         for e in image.queue_index(q.id) {
-            refs.entry(e.msg_id)
-                .or_insert(Refs {
-                    count: 0,
-                    routed: true,
-                })
-                .count += 1;
+            refs.add(e.msg_id);
         }
     }
     refs
