@@ -122,6 +122,11 @@ async fn metrics_follow_a_known_workload() {
         s["rabbitmq_global_messages_acknowledged_total{protocol=\"amqp091\"}"],
         4.0
     );
+    // Nothing was published mandatory and unroutable.
+    assert_eq!(
+        s["rabbitmq_global_messages_unroutable_returned_total{protocol=\"amqp091\"}"],
+        0.0
+    );
     assert!(s["rabbitmq_process_resident_memory_bytes"] > 1e6);
     assert_eq!(s["rabbitmq_alarms_memory_used_watermark"], 0.0);
     assert_eq!(types["rabbitmq_global_messages_received_total"], "counter");

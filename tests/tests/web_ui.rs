@@ -193,6 +193,54 @@ async fn the_overview_reports_confirms_to_monitors() {
     assert!(stats.get("confirm").is_none(), "{stats}");
 }
 
+/// Mandatory publishes returned unroutable are counted, as RabbitMQ's
+/// `return_unroutable`, for the web UI's return rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_counts_returned_messages() {
+    let b = start_broker().await;
+    let conn = warren_tests::lapin_util::connect(&b).await;
+    let ch = warren_tests::lapin_util::channel(&conn).await;
+    let mut returns = Vec::new();
+    for _ in 0..3 {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "nowhere".into(),
+                lapin::options::BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                b"lost",
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        returns.push(confirm);
+    }
+    // Routed, so not returned.
+    ch.basic_publish(
+        "".into(),
+        "nowhere".into(),
+        lapin::options::BasicPublishOptions::default(),
+        b"dropped",
+        lapin::BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    // A round trip: the publishes before it have been handled.
+    ch.queue_declare(
+        "sync".into(),
+        lapin::options::QueueDeclareOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let stats = guest(&b).get("/api/overview").await.json()["message_stats"].clone();
+    assert_eq!(stats["return_unroutable"], json!(3), "{stats}");
+    assert!(stats["return_unroutable_details"]["rate"].is_number());
+    let _ = conn.close(200, "bye".into()).await;
+}
+
 fn publish(payload: &str) -> String {
     json!({"properties": {"delivery_mode": 2, "headers": {"n": payload}}, "routing_key": "from",
         "payload": payload, "payload_encoding": "string"})

@@ -964,7 +964,8 @@ impl Channel {
                 let mut stored = false;
                 for p in tx.publishes {
                     stored |= p.message.store_id.is_some();
-                    let _ = Self::enqueue(self.id, ctx, p.message, &p.queues, p.mandatory);
+                    let _ =
+                        Self::enqueue(self.id, &self.entry, ctx, p.message, &p.queues, p.mandatory);
                 }
                 for a in tx.acks {
                     match a {
@@ -1141,7 +1142,14 @@ impl Channel {
             return Ok(());
         }
         let stored = message.store_id.is_some();
-        let accepted = Self::enqueue(self.id, ctx, message, queues, publish.mandatory);
+        let accepted = Self::enqueue(
+            self.id,
+            &self.entry,
+            ctx,
+            message,
+            queues,
+            publish.mandatory,
+        );
         self.book_confirm(ctx, stored, accepted);
         Ok(())
     }
@@ -1199,7 +1207,7 @@ impl Channel {
                 properties,
                 body,
             ));
-            Self::enqueue(self.id, ctx, message, &[], true);
+            Self::enqueue(self.id, &self.entry, ctx, message, &[], true);
         }
         // Held counts as accepted: the plugin confirms once it has it.
         self.book_confirm(ctx, stored, true);
@@ -1228,7 +1236,7 @@ impl Channel {
                 message,
             }),
             None => {
-                let _ = Self::enqueue(self.id, ctx, message, &[], publish.mandatory);
+                let _ = Self::enqueue(self.id, &self.entry, ctx, message, &[], publish.mandatory);
             }
         }
         if let Some(c) = &mut self.confirm {
@@ -1271,6 +1279,7 @@ impl Channel {
     /// `reject-publish` limit may not).
     fn enqueue(
         channel: u16,
+        entry: &ChannelEntry,
         ctx: &mut Ctx<'_>,
         message: Arc<Message>,
         queues: &[Arc<Queue>],
@@ -1278,6 +1287,7 @@ impl Channel {
     ) -> bool {
         if queues.is_empty() {
             if mandatory {
+                entry.returned.fetch_add(1, Ordering::Relaxed);
                 let ret = BasicReturn {
                     reply_code: ReplyCode::NoRoute.code(),
                     reply_text: ShortStr::from_static("NO_ROUTE"),

@@ -210,6 +210,8 @@ pub struct ChannelEntry {
     pub ack: AtomicU64,
     /// Publishes confirmed to the client (confirm mode).
     pub confirmed: AtomicU64,
+    /// Mandatory publishes returned unroutable (`basic.return`).
+    pub returned: AtomicU64,
 }
 
 /// Message counts since start, as RabbitMQ's `rabbitmq_global_messages_*`
@@ -224,6 +226,8 @@ pub struct MessageTotals {
     pub acknowledged: u64,
     /// Publishes confirmed to publishers.
     pub confirmed: u64,
+    /// Mandatory publishes returned unroutable.
+    pub returned: u64,
 }
 
 impl MessageTotals {
@@ -233,6 +237,7 @@ impl MessageTotals {
         self.delivered += o.delivered;
         self.acknowledged += o.acknowledged;
         self.confirmed += o.confirmed;
+        self.returned += o.returned;
     }
 }
 
@@ -244,6 +249,7 @@ pub struct Retired {
     delivered: AtomicU64,
     acknowledged: AtomicU64,
     confirmed: AtomicU64,
+    returned: AtomicU64,
 }
 
 impl Retired {
@@ -254,6 +260,7 @@ impl Retired {
         self.acknowledged
             .fetch_add(t.acknowledged, Ordering::Relaxed);
         self.confirmed.fetch_add(t.confirmed, Ordering::Relaxed);
+        self.returned.fetch_add(t.returned, Ordering::Relaxed);
     }
 
     /// The counts.
@@ -263,6 +270,7 @@ impl Retired {
             delivered: self.delivered.load(Ordering::Relaxed),
             acknowledged: self.acknowledged.load(Ordering::Relaxed),
             confirmed: self.confirmed.load(Ordering::Relaxed),
+            returned: self.returned.load(Ordering::Relaxed),
         }
     }
 }
@@ -275,6 +283,7 @@ impl ChannelEntry {
             delivered: self.deliver.load(Ordering::Relaxed),
             acknowledged: self.ack.load(Ordering::Relaxed),
             confirmed: self.confirmed.load(Ordering::Relaxed),
+            returned: self.returned.load(Ordering::Relaxed),
         }
     }
 

@@ -184,6 +184,11 @@ async fn metrics(State(m): State<Shared>, per_object: bool) -> impl IntoResponse
             "Total number of messages confirmed to publishers",
             totals.confirmed,
         ),
+        (
+            "rabbitmq_global_messages_unroutable_returned_total",
+            "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+            totals.returned,
+        ),
     ] {
         t.family(name, "counter", help);
         t.sample(name, proto, v as f64);

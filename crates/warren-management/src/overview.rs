@@ -128,10 +128,14 @@ async fn overview(State(m): State<Shared>, caller: Caller) -> Json<Value> {
         "statistics_db_event_queue": 0,
     });
     if caller.is_monitor() {
-        // Confirms are counted per channel, broker-wide, not per queue:
-        // only a user who sees every connection sees their total.
-        o["message_stats"]["confirm"] = b.message_totals().confirmed.into();
+        // Confirms and returns are counted per channel, broker-wide, not
+        // per queue: only a user who sees every connection sees their
+        // totals.
+        let totals = b.message_totals();
+        o["message_stats"]["confirm"] = totals.confirmed.into();
         o["message_stats"]["confirm_details"] = details(m.rates.confirm());
+        o["message_stats"]["return_unroutable"] = totals.returned.into();
+        o["message_stats"]["return_unroutable_details"] = details(m.rates.returned());
         o["node"] = m.node.clone().into();
         o["listeners"] = m
             .listeners

@@ -78,6 +78,9 @@ struct Table {
     /// its rate since the one before.
     confirmed: Option<(Instant, u64)>,
     confirm_rate: f64,
+    /// The same for mandatory publishes returned unroutable.
+    returned: Option<(Instant, u64)>,
+    return_rate: f64,
 }
 
 /// The rates of everything, as of the last sample.
@@ -120,13 +123,18 @@ impl Rates {
                 )
             })
             .collect();
-        let confirmed = broker.message_totals().confirmed;
+        let totals = broker.message_totals();
         let mut t = self.lock();
         if let Some((at, before)) = t.confirmed {
             let secs = now.saturating_duration_since(at).as_secs_f64();
-            t.confirm_rate = per_second(confirmed, before, secs).max(0.0);
+            t.confirm_rate = per_second(totals.confirmed, before, secs).max(0.0);
         }
-        t.confirmed = Some((now, confirmed));
+        t.confirmed = Some((now, totals.confirmed));
+        if let Some((at, before)) = t.returned {
+            let secs = now.saturating_duration_since(at).as_secs_f64();
+            t.return_rate = per_second(totals.returned, before, secs).max(0.0);
+        }
+        t.returned = Some((now, totals.returned));
         let mut next_q = HashMap::with_capacity(queues.len());
         for (id, s) in queues {
             let rates = t
@@ -180,6 +188,11 @@ impl Rates {
     /// samples).
     pub fn confirm(&self) -> f64 {
         self.lock().confirm_rate
+    }
+
+    /// Mandatory publishes returned unroutable per second, broker-wide.
+    pub fn returned(&self) -> f64 {
+        self.lock().return_rate
     }
 
     /// A connection's (receive, send) bytes per second.

@@ -169,7 +169,7 @@ const RATE_SERIES = [
   {key: 'deliver_get', label: 'Deliver / get'},
   {key: 'ack', label: 'Ack'},
   {key: 'redeliver', label: 'Redeliver'},
-  {key: 'return_unroutable', label: 'Return', missing: 'Warren does not count returned messages yet'},
+  {key: 'return_unroutable', label: 'Return', missing: 'return rates need the monitoring or administrator tag'},
 ];
 const DEPTH_SERIES = [
   {key: 'ready', label: 'Ready'},
