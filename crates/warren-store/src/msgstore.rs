@@ -193,6 +193,10 @@ struct Writer {
     unsynced: BTreeSet<u32>,
     /// The messages directory gained or lost files since its last sync.
     dir_dirty: bool,
+    /// Where the messages of each segment not yet hinted are, as hint
+    /// file entries (the head's among them); written out for sealed
+    /// segments at the next checkpoint, once they are synced.
+    hints: BTreeMap<u32, Vec<u8>>,
     /// A sync failed: the next write starts a new segment, so that
     /// nothing confirmed later sits behind pages the kernel may have
     /// dropped.
@@ -339,6 +343,81 @@ fn read_all(path: &Path) -> Result<Vec<u8>, StoreError> {
     Ok(data)
 }
 
+const HINT_MAGIC: &[u8; 8] = b"WRNHNT\0\x01";
+
+/// A hint file entry: a message id, its record's offset and length.
+type Hint = (u64, u32, u32);
+
+fn hint_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:010}.hint"))
+}
+
+fn push_hint(b: &mut Vec<u8>, id: u64, off: u32, len: u32) {
+    b.extend_from_slice(&id.to_le_bytes());
+    b.extend_from_slice(&off.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
+}
+
+/// Writes segment `n`'s hint file: where its message records are, for a
+/// segment of `size` bytes. Best effort: without one, recovery reads the
+/// segment.
+fn write_hints(dir: &Path, n: u32, size: u64, entries: &[u8]) {
+    let mut b = Vec::with_capacity(entries.len() + 20);
+    b.extend_from_slice(HINT_MAGIC);
+    b.extend_from_slice(&size.to_le_bytes());
+    b.extend_from_slice(entries);
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    let tmp = dir.join(format!("{n:010}.hint.tmp"));
+    let written = std::fs::write(&tmp, &b).and_then(|()| std::fs::rename(&tmp, hint_path(dir, n)));
+    if let Err(e) = written {
+        tracing::debug!(segment = n, error = %e, "no hint file written");
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Segment `n`'s hint file: the segment size it describes and its
+/// (id, offset, length) entries; `None` if missing or damaged.
+fn read_hints(dir: &Path, n: u32) -> Option<(u64, Vec<Hint>)> {
+    let b = std::fs::read(hint_path(dir, n)).ok()?;
+    let body = b.get(..b.len().checked_sub(4)?)?;
+    let crc = u32_at(&b, body.len())?;
+    if crc32fast::hash(body) != crc || body.get(..8)? != HINT_MAGIC {
+        return None;
+    }
+    let size = u64_at(body, 8)?;
+    let entries = body.get(16..)?;
+    if entries.len() % 16 != 0 {
+        return None;
+    }
+    let out = entries
+        .chunks_exact(16)
+        .filter_map(|c| Some((u64_at(c, 0)?, u32_at(c, 8)?, u32_at(c, 12)?)))
+        .collect();
+    Some((size, out))
+}
+
+/// Removes hint files whose segment is gone (and leftovers of writes).
+fn remove_stale_hints(dir: &Path, segs: &BTreeMap<u32, Seg>) {
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in list.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale = if name.ends_with(".hint.tmp") {
+            true
+        } else if let Some(n) = name.strip_suffix(".hint") {
+            n.parse::<u32>().map_or(true, |n| !segs.contains_key(&n))
+        } else {
+            false
+        };
+        if stale {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 const CHECKPOINT: &str = "checkpoint";
 
 fn read_checkpoint(dir: &Path) -> Option<(u32, u64)> {
@@ -406,8 +485,37 @@ impl MessageStore {
         numbers.sort_unstable();
         let mut shared = Shared::default();
         let mut replay: Vec<(u64, Option<IdxRecord>)> = Vec::new();
+        let mut hinted = 0usize;
+        let mut to_hint: Vec<(u32, Vec<u8>)> = Vec::new();
         for &n in &numbers {
             let path = seg_path(dir, n);
+            // A segment wholly before the checkpoint holds nothing to
+            // replay: its hint file (written once it was synced) says
+            // where its messages are without reading it.
+            if checkpoint.is_some_and(|c| n < c.0)
+                && let Some((size, hints)) = read_hints(dir, n)
+                && std::fs::metadata(&path).is_ok_and(|m| m.len() == size)
+            {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io(format!("opening {}", path.display())))?;
+                for (id, off, len) in hints {
+                    shared.locs.insert(id, Loc { seg: n, off, len });
+                }
+                shared.segs.insert(
+                    n,
+                    Seg {
+                        file: Arc::new(file),
+                        size,
+                        live: 0,
+                    },
+                );
+                hinted += 1;
+                continue;
+            }
+            let mut hints = Vec::new();
             let data = read_all(&path)?;
             if data.len() < SEG_HEADER as usize || &data[..SEG_HEADER as usize] != SEG_MAGIC {
                 return Err(StoreError::Corrupt {
@@ -428,6 +536,7 @@ impl MessageStore {
                                     len: r.len as u32,
                                 },
                             );
+                            push_hint(&mut hints, id, at as u32, r.len as u32);
                         }
                     }
                     PURGE if checkpoint.is_none_or(|c| pos >= c) => {
@@ -457,6 +566,9 @@ impl MessageStore {
                     .and_then(|()| file.sync_all())
                     .map_err(io(format!("cutting {}", path.display())))?;
             }
+            file.sync_data()
+                .map_err(io(format!("syncing {}", path.display())))?;
+            to_hint.push((n, hints));
             shared.segs.insert(
                 n,
                 Seg {
@@ -465,6 +577,17 @@ impl MessageStore {
                     live: 0,
                 },
             );
+        }
+        // Hint files for the segments read whole (synced just above), and
+        // none for segments that are gone.
+        for (n, hints) in &to_hint {
+            if let Some(s) = shared.segs.get(n) {
+                write_hints(dir, *n, s.size, hints);
+            }
+        }
+        remove_stale_hints(dir, &shared.segs);
+        if hinted > 0 {
+            tracing::debug!(segments = hinted, "message locations read from hint files");
         }
 
         // The index files, then the replay over them.
@@ -673,6 +796,7 @@ impl MessageStore {
                 unsynced: BTreeSet::new(),
                 dir_dirty: false,
                 roll_next: false,
+                hints: BTreeMap::new(),
                 checkpoint: (head, SEG_HEADER),
                 since_checkpoint: 0,
                 queues,
@@ -789,6 +913,10 @@ impl MessageStore {
         let mut sh = self.write_shared();
         if let Some(s) = sh.segs.get_mut(&head) {
             s.size = base + written;
+        }
+        let hints = w.hints.entry(head).or_default();
+        for &(id, off, len) in &puts {
+            push_hint(hints, id, off, len);
         }
         for (id, off, len) in puts {
             let old = sh.locs.insert(
@@ -1175,7 +1303,9 @@ impl MessageStore {
             }
             drop(sh);
             for n in &dead {
+                w.hints.remove(n);
                 let _ = std::fs::remove_file(seg_path(&self.dir, *n));
+                let _ = std::fs::remove_file(hint_path(&self.dir, *n));
             }
             w.dir_dirty = true;
             did = true;
@@ -1250,7 +1380,9 @@ impl MessageStore {
         if let Some(s) = sh.segs.get_mut(&head) {
             s.size = base + buf.len() as u64;
         }
+        let hints = w.hints.entry(head).or_default();
         for (id, off, len) in moved {
+            push_hint(hints, id, off, len);
             sh.locs.insert(
                 id,
                 Loc {
@@ -1266,7 +1398,9 @@ impl MessageStore {
         sh.segs.remove(&n);
         drop(sh);
         w.since_checkpoint += buf.len() as u64;
+        w.hints.remove(&n);
         let _ = std::fs::remove_file(seg_path(&self.dir, n));
+        let _ = std::fs::remove_file(hint_path(&self.dir, n));
         w.dir_dirty = true;
         tracing::debug!(
             segment = n,
@@ -1318,6 +1452,16 @@ impl MessageStore {
         write_checkpoint(&self.dir, at)?;
         w.checkpoint = at;
         w.since_checkpoint = 0;
+        // Every segment before the head is synced now: its hint file may
+        // be trusted from here on.
+        let sealed: Vec<u32> = w.hints.range(..w.head).map(|(n, _)| *n).collect();
+        for n in sealed {
+            if let Some(h) = w.hints.remove(&n)
+                && let Some(size) = self.read_shared().segs.get(&n).map(|s| s.size)
+            {
+                write_hints(&self.dir, n, size, &h);
+            }
+        }
         Ok(())
     }
 

@@ -216,6 +216,7 @@ fn random_batches_with_maintenance_and_reopens_match_the_model() {
         let (mut store, r) = MessageStore::open_tuned(&dir.0, SMALL).unwrap();
         assert!(r.queues.is_empty());
         let mut maintained = 0;
+        let mut hinted = 0;
         for step in 0..400 {
             let ops = batch(&mut rng, &mut m, &mut next_id);
             apply(&store, &ops);
@@ -254,6 +255,21 @@ fn random_batches_with_maintenance_and_reopens_match_the_model() {
                 // A reopen without a flush first: every write was made, as
                 // after kill -9.
                 drop(store);
+                // Hint files say where a sealed segment's messages are; a
+                // damaged one is not trusted (the segment is read instead).
+                let hints: Vec<PathBuf> = std::fs::read_dir(&dir.0)
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "hint"))
+                    .collect();
+                hinted += hints.len();
+                if let Some(h) = hints.get(rng.below(hints.len().max(1) as u64 * 2) as usize) {
+                    let mut b = std::fs::read(h).unwrap();
+                    let i = 20 + rng.below(b.len() as u64 - 24) as usize;
+                    b[i] ^= 0x40;
+                    std::fs::write(h, b).unwrap();
+                }
                 let (s, r) = MessageStore::open_tuned(&dir.0, SMALL).unwrap();
                 assert!(r.max_message < next_id);
                 assert_eq!((r.dropped, r.cut), (0, 0));
@@ -267,6 +283,7 @@ fn random_batches_with_maintenance_and_reopens_match_the_model() {
         // Space came back along the way: checkpoints, dead segments
         // deleted, live records moved.
         assert!(maintained > 20, "maintenance ran {maintained} times");
+        assert!(hinted > 0, "no hint file was ever written");
         let stats = store.stats();
         assert!(
             stats.segment_bytes <= 2 * stats.live_bytes + 6 * SMALL.segment_bytes,

@@ -185,6 +185,10 @@ impl Entry {
     }
 }
 
+/// A level's deque is shrunk when it holds a quarter of its capacity and
+/// that is above this many entries.
+const SHRINK_ABOVE: usize = 1 << 16;
+
 /// Ready messages, one FIFO per priority level (one level for an ordinary
 /// queue), each ordered by sequence number.
 #[derive(Debug, Default)]
@@ -234,7 +238,14 @@ impl Ready {
     }
 
     fn pop_front(&mut self) -> Option<Entry> {
-        let e = self.levels.iter_mut().rev().find_map(|q| q.pop_front())?;
+        let q = self.levels.iter_mut().rev().find(|q| !q.is_empty())?;
+        let e = q.pop_front()?;
+        // A drained backlog gives its memory back: the deque keeps the
+        // capacity of its longest moment otherwise (ten million entries
+        // are some 800 MB).
+        if q.capacity() > SHRINK_ABOVE && q.len() * 4 < q.capacity() {
+            q.shrink_to(q.len() * 2);
+        }
         Some(self.taken(e))
     }
 
