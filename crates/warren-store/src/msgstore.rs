@@ -809,6 +809,16 @@ impl MessageStore {
         Ok((store, rec))
     }
 
+    /// Segment `n`'s file and its length: where the next append goes.
+    fn end_of(&self, n: u32) -> Result<(Arc<File>, u64), StoreError> {
+        let sh = self.read_shared();
+        let s = sh
+            .segs
+            .get(&n)
+            .ok_or_else(|| StoreError::Io(format!("segment {n} is missing")))?;
+        Ok((Arc::clone(&s.file), s.size))
+    }
+
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -841,14 +851,7 @@ impl MessageStore {
             w.roll_next = false;
         }
         let head = w.head;
-        let (head_file, base) = {
-            let sh = self.read_shared();
-            let s = sh
-                .segs
-                .get(&head)
-                .ok_or_else(|| StoreError::Io("the head segment is missing".into()))?;
-            (Arc::clone(&s.file), s.size)
-        };
+        let (head_file, base) = self.end_of(head)?;
         // Encode the log records and the index records by file.
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
@@ -1157,14 +1160,7 @@ impl MessageStore {
         // The purge record goes to the log (and is synced) before the
         // files go.
         let head = w.head;
-        let (file, base) = {
-            let sh = self.read_shared();
-            let s = sh
-                .segs
-                .get(&head)
-                .ok_or_else(|| StoreError::Io("the head segment is missing".into()))?;
-            (Arc::clone(&s.file), s.size)
-        };
+        let (file, base) = self.end_of(head)?;
         let mut b = BytesMut::new();
         let start = begin(&mut b, PURGE);
         b.extend_from_slice(&queue.to_le_bytes());
@@ -1349,14 +1345,7 @@ impl MessageStore {
             self.roll(w)?;
         }
         let head = w.head;
-        let (file, base) = {
-            let sh = self.read_shared();
-            let s = sh
-                .segs
-                .get(&head)
-                .ok_or_else(|| StoreError::Io("the head segment is missing".into()))?;
-            (Arc::clone(&s.file), s.size)
-        };
+        let (file, base) = self.end_of(head)?;
         let mut buf = Vec::with_capacity(copies.iter().map(|c| c.2).sum());
         let mut moved = Vec::with_capacity(copies.len());
         for (id, at, len) in &copies {
