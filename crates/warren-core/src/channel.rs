@@ -1340,6 +1340,15 @@ impl Channel {
         self.entry
             .deliver
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        // Room for the whole batch at once: growing into it by doubling
+        // copies everything written so far each time (the buffer is split
+        // off whole after every write, so it starts from nothing; a
+        // reserve also takes back the last one once it has been sent).
+        let room: usize = messages
+            .iter()
+            .map(|m| m.message.body.len() + DELIVERY_OVERHEAD)
+            .sum();
+        out.reserve(room.min(MAX_RESERVE));
         let quorum = queue.spec.kind == QueueType::Quorum;
         for message in messages {
             let tag = self.next_tag;
@@ -1554,6 +1563,12 @@ fn write_content(out: &mut BytesMut, channel: u16, method: &Method, msg: &Messag
 
 /// A method with content: the method frame, the content header with
 /// `properties`, and `body` in frames of at most `frame_max`.
+/// Bytes of framing a delivery takes besides its body (method, header
+/// with common properties, frame ends), for reserving output room.
+const DELIVERY_OVERHEAD: usize = 160;
+/// The most output room reserved for one batch of deliveries.
+const MAX_RESERVE: usize = 4 << 20;
+
 fn write_frames(
     out: &mut BytesMut,
     channel: u16,
