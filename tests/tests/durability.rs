@@ -457,3 +457,89 @@ async fn recovered_messages_keep_their_deadlines_and_count_their_bytes() {
         .await
         .unwrap();
 }
+
+/// A quorum queue's delivery count survives a restart: a message returned
+/// twice before it comes back with `x-delivery-count` 2 after, as in
+/// RabbitMQ, where the count lives in the queue's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queues_delivery_count_survives_a_restart() {
+    use lapin::options::{BasicNackOptions, ConfirmSelectOptions};
+    use lapin::types::AMQPValue;
+    let broker = start_durable_broker().await;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(10));
+    let count = |m: &lapin::message::BasicGetMessage| -> Option<i64> {
+        let h = m.delivery.properties.headers().as_ref()?;
+        match h.inner().get("x-delivery-count")? {
+            AMQPValue::LongLongInt(n) => Some(*n),
+            AMQPValue::LongInt(n) => Some(i64::from(*n)),
+            AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+            other => panic!("x-delivery-count is {other:?}"),
+        }
+    };
+    {
+        let conn = connect(&broker).await;
+        let ch = channel(&conn).await;
+        within(
+            "queue.declare",
+            ch.queue_declare("qq".into(), durable(), args),
+        )
+        .await
+        .unwrap();
+        within(
+            "confirm.select",
+            ch.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await
+        .unwrap();
+        publish_expiring(&ch, "qq", b"poison", None).await;
+        for returned in 0..2 {
+            let m = within(
+                "basic.get",
+                ch.basic_get("qq".into(), BasicGetOptions { no_ack: false }),
+            )
+            .await
+            .unwrap()
+            .expect("the message");
+            assert_eq!(count(&m).unwrap_or(0), returned);
+            within(
+                "basic.nack",
+                m.delivery.acker.nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
+        }
+        // A round trip: the nacks have been handled (and stored).
+        within(
+            "queue.declare",
+            ch.queue_declare("qq".into(), passive(), FieldTable::default()),
+        )
+        .await
+        .unwrap();
+        within("connection.close", conn.close(200, "OK".into()))
+            .await
+            .unwrap();
+    }
+    let broker = broker.restart().await;
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    let m = within(
+        "basic.get",
+        ch.basic_get("qq".into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .unwrap()
+    .expect("the message survives");
+    assert!(m.delivery.redelivered);
+    assert_eq!(count(&m), Some(2), "the delivery count restarted");
+    within("connection.close", conn.close(200, "OK".into()))
+        .await
+        .unwrap();
+}
