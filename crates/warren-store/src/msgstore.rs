@@ -591,7 +591,10 @@ impl MessageStore {
         }
 
         // The index files, then the replay over them.
-        let mut entries: BTreeMap<u64, BTreeMap<u64, IndexedMessage>> = BTreeMap::new();
+        // Each queue's entries in a vector sorted by seq: removals leave a
+        // tombstone (message id 0; ids start at 1) until the end, so a
+        // backlog of millions is read without a map node per entry.
+        let mut entries: BTreeMap<u64, Vec<IndexedMessage>> = BTreeMap::new();
         let mut sizes: BTreeMap<(u64, u64), u64> = BTreeMap::new();
         for d in std::fs::read_dir(&qdir)
             .map_err(io(format!("listing {}", qdir.display())))?
@@ -620,6 +623,13 @@ impl MessageStore {
                 })
                 .collect();
             files.sort();
+            // Room for every enqueue the files can hold, at once.
+            let bytes: u64 = files
+                .iter()
+                .filter_map(|(_, p)| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum();
+            map.reserve((bytes / qindex::ENQ_RECORD) as usize);
             for (segno, path) in files {
                 let Some((records, good)) =
                     qindex::read(&path).map_err(io(format!("reading {}", path.display())))?
@@ -641,7 +651,7 @@ impl MessageStore {
                         .map_err(io(format!("cutting {}", path.display())))?;
                 }
                 for r in &records {
-                    qindex::apply(map, r);
+                    apply_sorted(map, r);
                 }
                 sizes.insert((queue, segno), good);
             }
@@ -658,24 +668,21 @@ impl MessageStore {
                 }
                 Some(r) => {
                     touched.insert((queue, r.seq() / qindex::SPAN));
-                    qindex::apply(entries.entry(queue).or_default(), &r);
+                    apply_sorted(entries.entry(queue).or_default(), &r);
                 }
             }
         }
         // Entries whose message never made it to the log go.
         for (queue, map) in entries.iter_mut() {
-            let before = map.len();
-            let mut lost = Vec::new();
-            for (seq, e) in map.iter() {
-                if shared.locs.get(e.msg).is_none() {
-                    lost.push(*seq);
+            for e in map.iter_mut() {
+                if e.msg != 0 && shared.locs.get(e.msg).is_none() {
+                    e.msg = 0;
+                    touched.insert((*queue, e.seq / qindex::SPAN));
+                    rec.dropped += 1;
                 }
             }
-            for seq in lost {
-                map.remove(&seq);
-                touched.insert((*queue, seq / qindex::SPAN));
-            }
-            rec.dropped += before - map.len();
+            map.retain(|e| e.msg != 0);
+            map.shrink_to_fit();
         }
         if rec.dropped > 0 {
             tracing::warn!(
@@ -685,16 +692,16 @@ impl MessageStore {
         }
 
         // Live bytes: every message some queue holds; the rest is dead.
-        let mut held: HashSet<u64> = HashSet::new();
-        for map in entries.values() {
-            held.extend(map.values().map(|e| e.msg));
-        }
+        let mut held: Vec<u64> = entries.values().flatten().map(|e| e.msg).collect();
+        held.sort_unstable();
+        held.dedup();
         let dead: Vec<u64> = shared
             .locs
             .iter()
-            .filter(|(id, _)| !held.contains(id))
+            .filter(|(id, _)| held.binary_search(id).is_err())
             .map(|(id, _)| id)
             .collect();
+        drop(held);
         rec.max_message = shared.locs.max_id();
         for id in dead {
             shared.locs.remove(id);
@@ -713,10 +720,7 @@ impl MessageStore {
         }
         for (&(queue, segno), &size) in &sizes {
             if !touched.contains(&(queue, segno)) && !purged.contains(&queue) {
-                let live = entries.get(&queue).map_or(0, |m| {
-                    m.range(segno * qindex::SPAN..(segno + 1) * qindex::SPAN)
-                        .count()
-                }) as u32;
+                let live = entries.get(&queue).map_or(0, |m| span(m, segno).len()) as u32;
                 queues.entry(queue).or_default().files.insert(
                     segno,
                     IdxFile {
@@ -729,16 +733,12 @@ impl MessageStore {
         }
         for &(queue, segno) in &touched {
             let path = qindex::file_path(&qdir, queue, segno);
-            let span = entries.get(&queue).map(|m| {
-                m.range(segno * qindex::SPAN..(segno + 1) * qindex::SPAN)
-                    .map(|(_, e)| e)
-                    .collect::<Vec<_>>()
-            });
-            match span {
+            let list = entries.get(&queue).map(|m| span(m, segno));
+            match list {
                 Some(list) if !list.is_empty() => {
                     std::fs::create_dir_all(qindex::queue_dir(&qdir, queue))
                         .map_err(io("creating a queue index directory"))?;
-                    let size = qindex::rewrite(&path, list.iter().copied())
+                    let size = qindex::rewrite(&path, list.iter())
                         .map_err(io(format!("rewriting {}", path.display())))?;
                     queues.entry(queue).or_default().files.insert(
                         segno,
@@ -782,11 +782,7 @@ impl MessageStore {
         sync_dir(dir)?;
         write_checkpoint(dir, (head, SEG_HEADER))?;
 
-        rec.queues = entries
-            .into_iter()
-            .filter(|(_, m)| !m.is_empty())
-            .map(|(q, m)| (q, m.into_values().collect()))
-            .collect();
+        rec.queues = entries.into_iter().filter(|(_, m)| !m.is_empty()).collect();
         let store = MessageStore {
             dir: dir.to_path_buf(),
             tuning,
@@ -1485,6 +1481,40 @@ impl MessageStore {
             messages: sh.locs.len(),
         }
     }
+}
+
+/// Applies an index record to a queue's entries sorted by seq, where a
+/// removed entry is a tombstone (message id 0) until they are swept.
+fn apply_sorted(v: &mut Vec<IndexedMessage>, r: &IdxRecord) {
+    let find = |v: &Vec<IndexedMessage>, seq: u64| v.binary_search_by_key(&seq, |e| e.seq);
+    match r {
+        IdxRecord::Enq(m) => match v.last() {
+            Some(last) if last.seq >= m.seq => match find(v, m.seq) {
+                Ok(i) => v[i] = *m,
+                Err(i) => v.insert(i, *m),
+            },
+            _ => v.push(*m),
+        },
+        IdxRecord::Deliv { seq, count } => {
+            if let Ok(i) = find(v, *seq)
+                && v[i].msg != 0
+            {
+                v[i].delivery_count = (*count).max(1);
+            }
+        }
+        IdxRecord::Deq { seq } => {
+            if let Ok(i) = find(v, *seq) {
+                v[i].msg = 0;
+            }
+        }
+    }
+}
+
+/// The entries (swept of tombstones) in index file `segno`'s span.
+fn span(v: &[IndexedMessage], segno: u64) -> &[IndexedMessage] {
+    let lo = v.partition_point(|e| e.seq < segno * qindex::SPAN);
+    let hi = v.partition_point(|e| e.seq < (segno + 1) * qindex::SPAN);
+    &v[lo..hi]
 }
 
 fn remove_queue_dir(qdir: &Path, queue: u64) -> Result<(), StoreError> {

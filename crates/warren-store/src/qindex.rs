@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 /// Sequence numbers per index file.
 pub(crate) const SPAN: u64 = 16_384;
 
+/// Bytes of an enqueue record (type, payload, checksum): a file holds at
+/// most its length over this many entries.
+pub(crate) const ENQ_RECORD: u64 = 1 + 33 + 4;
+
 const MAGIC: &[u8; 8] = b"WRNIDX\0\x01";
 
 pub(crate) const ENQ: u8 = 1;

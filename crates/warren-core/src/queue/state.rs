@@ -525,6 +525,12 @@ impl QueueState {
 
     /// Messages the store held at start-up, in order, bodies not read.
     pub(crate) fn recover(&mut self, entries: impl IntoIterator<Item = Recovered>) {
+        let entries = entries.into_iter();
+        // A backlog of millions: room for all of it at once, not grown into
+        // by doubling (which holds both copies at the switch).
+        if let [level] = &mut self.ready.levels[..] {
+            level.reserve(entries.size_hint().0);
+        }
         for r in entries {
             self.next_seq = self.next_seq.max(r.seq + 1);
             self.ready.push_back(Entry {
