@@ -301,20 +301,20 @@ struct Retry {
     /// Message records among them (served from `pending` until written).
     written: Vec<u64>,
 }
-/// Compact only when the files hold at least this much.
+/// Compact sled only when its files hold at least this much.
 const COMPACT_ABOVE: u64 = 16 << 20;
 
-/// Gives disk space back once a backlog has been drained: when no message
-/// is stored any more but the files are still large, rewrite the (now
-/// tiny) store. sled reuses freed space but never returns it by itself.
-fn maybe_compact(p: &Persister, refs: &RefCounts) {
-    if !refs.is_empty() || !p.pending.is_empty() {
-        return;
-    }
+/// Gives sled's disk space back: sled reuses freed space but never returns
+/// it, so once its files (definitions and delayed messages; message bodies
+/// live in the message store, which gives its space back as it goes) have
+/// grown past 16 MiB and twice their size after the last compaction, the
+/// live records are copied into fresh files. `last`: that size.
+fn maybe_compact(p: &Persister, last: &mut u64) {
     match p.journal.size_on_disk() {
-        Ok(size) if size > COMPACT_ABOVE => match p.journal.compact() {
+        Ok(size) if size > COMPACT_ABOVE.max(2 * *last) => match p.journal.compact() {
             Ok((before, after)) => {
-                tracing::info!(before, after, "store compacted after its messages drained")
+                *last = after;
+                tracing::info!(before, after, "definitions store compacted");
             }
             Err(e) => tracing::error!(error = %e, "store compaction failed"),
         },
@@ -328,12 +328,13 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: RefCounts) {
     let mut stopping = false;
     let mut retry = Retry::default();
     let mut last_compaction_check = Instant::now();
+    let mut compacted_size = 0;
     let mut last_maintain = Instant::now();
     while !stopping {
         if last_compaction_check.elapsed() >= COMPACTION_CHECK {
             last_compaction_check = Instant::now();
             p.retry_disk(&mut retry);
-            maybe_compact(p, &refs);
+            maybe_compact(p, &mut compacted_size);
         }
         if last_maintain.elapsed() >= MAINTAIN_EVERY {
             last_maintain = Instant::now();
