@@ -836,18 +836,13 @@ impl MessageStore {
         }
         let mut w = self.writer();
         let w = &mut *w;
-        if w.roll_next
-            || self
-                .read_shared()
-                .segs
-                .get(&w.head)
-                .is_some_and(|s| s.size >= self.tuning.segment_bytes)
-        {
+        let (mut head_file, mut base) = self.end_of(w.head)?;
+        if w.roll_next || base >= self.tuning.segment_bytes {
             self.roll(w)?;
             w.roll_next = false;
+            (head_file, base) = self.end_of(w.head)?;
         }
         let head = w.head;
-        let (head_file, base) = self.end_of(head)?;
         // Encode the log records and the index records by file.
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
@@ -1332,16 +1327,12 @@ impl MessageStore {
                 at += r.len;
             }
         }
-        if self
-            .read_shared()
-            .segs
-            .get(&w.head)
-            .is_some_and(|s| s.size >= self.tuning.segment_bytes)
-        {
+        let (mut file, mut base) = self.end_of(w.head)?;
+        if base >= self.tuning.segment_bytes {
             self.roll(w)?;
+            (file, base) = self.end_of(w.head)?;
         }
         let head = w.head;
-        let (file, base) = self.end_of(head)?;
         let mut buf = Vec::with_capacity(copies.iter().map(|c| c.2).sum());
         let mut moved = Vec::with_capacity(copies.len());
         for (id, at, len) in &copies {
