@@ -11,7 +11,7 @@ use lapin::options::{
     QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use warren_tests::lapin_util::{channel, connect, expect_amqp_error, within};
+use warren_tests::lapin_util::{channel, confirming_channel, connect, expect_amqp_error, within};
 use warren_tests::start_durable_broker;
 
 fn durable() -> QueueDeclareOptions {
@@ -31,6 +31,20 @@ fn passive() -> QueueDeclareOptions {
 /// Publishes with confirms on, waiting for the ack: once it arrives the
 /// message is on disk (a confirm waits for the flush that covers it).
 async fn publish_confirmed(ch: &lapin::Channel, exchange: &str, key: &str, body: &[u8], mode: u8) {
+    let props = BasicProperties::default()
+        .with_delivery_mode(mode)
+        .with_message_id("id-1".into());
+    publish_acked(ch, exchange, key, body, props).await;
+}
+
+/// Publishes with `props` and waits for the confirm, which must be an ack.
+async fn publish_acked(
+    ch: &lapin::Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) {
     let confirm = within(
         "basic.publish",
         ch.basic_publish(
@@ -38,9 +52,7 @@ async fn publish_confirmed(ch: &lapin::Channel, exchange: &str, key: &str, body:
             key.into(),
             BasicPublishOptions::default(),
             body,
-            BasicProperties::default()
-                .with_delivery_mode(mode)
-                .with_message_id("id-1".into()),
+            props,
         ),
     )
     .await
@@ -176,13 +188,7 @@ async fn durable_exchange_and_binding_survive_restart() {
     }
     let broker = broker.restart().await;
     let conn = connect(&broker).await;
-    let ch = channel(&conn).await;
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .unwrap();
+    let ch = confirming_channel(&conn).await;
     publish_confirmed(&ch, "orders", "eu.de.new", b"routed", 2).await;
     publish_confirmed(&ch, "orders", "us.new", b"not routed", 2).await;
     let m = within(
@@ -354,19 +360,7 @@ async fn publish_expiring(ch: &lapin::Channel, queue: &str, body: &[u8], expirat
     if let Some(e) = expiration {
         props = props.with_expiration(e.into());
     }
-    let confirm = within(
-        "basic.publish",
-        ch.basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        ),
-    )
-    .await
-    .unwrap();
-    assert!(within("confirm", confirm).await.unwrap().is_ack());
+    publish_acked(ch, "", queue, body, props).await;
 }
 
 /// A recovered message keeps the deadline it was published with (its
@@ -383,13 +377,7 @@ async fn recovered_messages_keep_their_deadlines_and_count_their_bytes() {
     let published;
     {
         let conn = connect(&broker).await;
-        let ch = channel(&conn).await;
-        within(
-            "confirm.select",
-            ch.confirm_select(ConfirmSelectOptions::default()),
-        )
-        .await
-        .unwrap();
+        let ch = confirming_channel(&conn).await;
         for (q, args) in [("ttl", FieldTable::default()), ("bytes", limited.clone())] {
             within("queue.declare", ch.queue_declare(q.into(), durable(), args))
                 .await
@@ -408,13 +396,7 @@ async fn recovered_messages_keep_their_deadlines_and_count_their_bytes() {
     }
     let broker = broker.restart().await;
     let conn = connect(&broker).await;
-    let ch = channel(&conn).await;
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .unwrap();
+    let ch = confirming_channel(&conn).await;
     // Two more bodies of 1000 bytes: with the recovered 2000 counted, the
     // limit of 3000 drops the oldest ("a") to take the fourth.
     for body in [b"c", b"d"] {
@@ -463,7 +445,7 @@ async fn recovered_messages_keep_their_deadlines_and_count_their_bytes() {
 /// RabbitMQ, where the count lives in the queue's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_queues_delivery_count_survives_a_restart() {
-    use lapin::options::{BasicNackOptions, ConfirmSelectOptions};
+    use lapin::options::BasicNackOptions;
     use lapin::types::AMQPValue;
     let broker = start_durable_broker().await;
     let mut args = FieldTable::default();
