@@ -19,11 +19,9 @@ WPORT=5681
 RPORT=5691
 mkdir -p "$OUT"
 
-if ! [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
-  # Keep the package from starting a system-wide node on 5672.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  apt-get update -qq && apt-get install -y -qq rabbitmq-server >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+ensure_rabbitmq
 
 RMQ_HOME=$(mktemp -d /tmp/warren-bench-rmq.XXXXXX)
 WDATA=$(mktemp -d /tmp/warren-bench-data.XXXXXX)
@@ -51,11 +49,7 @@ wait_port() {
   return 1
 }
 
-echo "[]." > "$RMQ_HOME/enabled_plugins"
-HOME=$RMQ_HOME RABBITMQ_NODE_PORT=$RPORT RABBITMQ_NODENAME=bench@localhost \
-  RABBITMQ_DIST_PORT=25691 RABBITMQ_MNESIA_BASE=$RMQ_HOME/mnesia RABBITMQ_LOG_BASE=$RMQ_HOME/log \
-  RABBITMQ_ENABLED_PLUGINS_FILE=$RMQ_HOME/enabled_plugins \
-  /usr/lib/rabbitmq/bin/rabbitmq-server >"$OUT/rabbitmq.log" 2>&1 &
+start_rabbitmq "$RMQ_HOME" "$RPORT" bench 25691 "$OUT/rabbitmq.log"
 R_PID=$!
 "$WARREN" --listen 127.0.0.1:$WPORT --management-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$WDATA" >"$OUT/warren.log" 2>&1 &
 W_PID=$!

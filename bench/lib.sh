@@ -35,3 +35,25 @@ stop_broker() {
 rss_mib() {
   awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
 }
+
+# ensure_rabbitmq: installs Debian's rabbitmq-server for a side-by-side
+# run (never a dependency of Warren), keeping the package from starting a
+# system-wide node on 5672.
+ensure_rabbitmq() {
+  if ! [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get update -qq && apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+}
+
+# start_rabbitmq HOME PORT NODE DIST_PORT LOG [CONFIG]: a throwaway node
+# with no plugins, all its state under HOME, in the background (the
+# caller finds its beam.smp by HOME's name).
+start_rabbitmq() {
+  local home=$1 port=$2 node=$3 dist=$4 log=$5 conf=${6:-}
+  echo "[]." > "$home/enabled_plugins"
+  HOME=$home RABBITMQ_NODE_PORT=$port RABBITMQ_NODENAME=$node@localhost \
+    RABBITMQ_DIST_PORT=$dist RABBITMQ_MNESIA_BASE=$home/mnesia RABBITMQ_LOG_BASE=$home/log \
+    RABBITMQ_ENABLED_PLUGINS_FILE=$home/enabled_plugins ${conf:+RABBITMQ_CONFIG_FILE=$conf} \
+    /usr/lib/rabbitmq/bin/rabbitmq-server >>"$log" 2>&1 &
+}

@@ -22,10 +22,9 @@ WPORT=5682
 RPORT=5692
 mkdir -p "$OUT"
 
-if ! [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  apt-get update -qq && apt-get install -y -qq rabbitmq-server >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+ensure_rabbitmq
 
 RMQ_HOME=$(mktemp -d /tmp/warren-store-rmq.XXXXXX)
 WDATA=$(mktemp -d /tmp/warren-store-data.XXXXXX)
@@ -43,7 +42,6 @@ cleanup() {
 trap cleanup EXIT
 
 log() { echo "$*" | tee -a "$OUT/store.txt"; }
-rss_mib() { awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 cpu_s() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
 wait_port() {
   for _ in $(seq 3000); do
@@ -61,11 +59,7 @@ start() { # broker -> sets PID (the process whose CPU and memory count)
     PID=$!
     PORT=$WPORT
   else
-    echo "[]." > "$RMQ_HOME/enabled_plugins"
-    HOME=$RMQ_HOME RABBITMQ_NODE_PORT=$RPORT RABBITMQ_NODENAME=store@localhost \
-      RABBITMQ_DIST_PORT=25692 RABBITMQ_MNESIA_BASE=$RMQ_HOME/mnesia RABBITMQ_LOG_BASE=$RMQ_HOME/log \
-      RABBITMQ_ENABLED_PLUGINS_FILE=$RMQ_HOME/enabled_plugins \
-      /usr/lib/rabbitmq/bin/rabbitmq-server >>"$OUT/rabbitmq.log" 2>&1 &
+    start_rabbitmq "$RMQ_HOME" "$RPORT" store 25692 "$OUT/rabbitmq.log"
     PORT=$RPORT
     for _ in $(seq 600); do
       PID=$(pgrep -f "beam.smp.*warren-store-rmq" | head -1 || true)

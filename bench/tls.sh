@@ -27,11 +27,9 @@ mkdir -p "$OUT"
 if ! command -v openssl >/dev/null; then
   apt-get update -qq && apt-get install -y -qq openssl >/dev/null
 fi
-if ! [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
-  # Keep the package from starting a system-wide node on 5672.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  apt-get update -qq && apt-get install -y -qq rabbitmq-server >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+ensure_rabbitmq
 
 RMQ_HOME=$(mktemp -d /tmp/warren-bench-tls-rmq.XXXXXX)
 WDATA=$(mktemp -d /tmp/warren-bench-tls-data.XXXXXX)
@@ -101,11 +99,7 @@ ssl_options.fail_if_no_peer_cert = false
 ssl_options.versions.1 = tlsv1.3
 ssl_options.versions.2 = tlsv1.2
 EOF
-echo "[]." > "$RMQ_HOME/enabled_plugins"
-HOME=$RMQ_HOME RABBITMQ_NODE_PORT=$RPORT RABBITMQ_NODENAME=benchtls@localhost \
-  RABBITMQ_DIST_PORT=25692 RABBITMQ_MNESIA_BASE=$RMQ_HOME/mnesia RABBITMQ_LOG_BASE=$RMQ_HOME/log \
-  RABBITMQ_ENABLED_PLUGINS_FILE=$RMQ_HOME/enabled_plugins RABBITMQ_CONFIG_FILE=$RMQ_HOME/rabbitmq.conf \
-  /usr/lib/rabbitmq/bin/rabbitmq-server >"$OUT/rabbitmq.log" 2>&1 &
+start_rabbitmq "$RMQ_HOME" "$RPORT" benchtls 25692 "$OUT/rabbitmq.log" "$RMQ_HOME/rabbitmq.conf"
 R_PID=$!
 "$WARREN" --listen 127.0.0.1:$WPORT --tls-listen 127.0.0.1:$WTLS \
   --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key" \
