@@ -15,8 +15,8 @@
 //! executor around it.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use warren_codec::ShortStr;
 
@@ -25,7 +25,7 @@ use super::{
     COMPACT_BODY, COMPACT_FROM, ConnId, ConsumeRefused, Credit, DeathReason, FLOW_ACTIVE,
     FLOW_HIGH, FLOW_LOW, NO_ACK_WINDOW, Overflow, QueueArgs, READ_AHEAD, RESIDENT_LIMIT, Recovered,
 };
-use crate::message::{Message, QueuedMessage};
+use crate::message::{Gauge, Message, Packed, QueuedMessage};
 use crate::persist::{EnqueueMeta, PersistOp};
 
 /// A consumer as the state machine knows it: ids and counters, no
@@ -129,7 +129,49 @@ impl Effects {
 #[derive(Debug)]
 pub(crate) enum Payload {
     Resident(Arc<Message>),
-    Paged { id: u64, bytes: u32, priority: u8 },
+    /// A small message of a long backlog, in one allocation (unstored:
+    /// a stored one there is paged out instead).
+    Packed(Packed),
+    Paged {
+        id: u64,
+        bytes: u32,
+        priority: u8,
+    },
+}
+
+/// A deadline in 8 bytes, where an `Option<Instant>` takes 16 and every
+/// queue entry has one: nanoseconds after a reference instant, plus one,
+/// 0 for none. The reference lies 2^32 seconds (136 years) before the
+/// first deadline the process converts, so any instant a clock passes in
+/// (a fake one in tests too) fits the 584 years a `u64` counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Deadline(u64);
+
+static REFERENCE: OnceLock<Instant> = OnceLock::new();
+
+impl Deadline {
+    pub(crate) fn new(at: Option<Instant>) -> Deadline {
+        let Some(at) = at else {
+            return Deadline(0);
+        };
+        let base =
+            *REFERENCE.get_or_init(|| at.checked_sub(Duration::from_secs(1 << 32)).unwrap_or(at));
+        let nanos = at.saturating_duration_since(base).as_nanos();
+        Deadline(
+            u64::try_from(nanos)
+                .unwrap_or(u64::MAX - 1)
+                .saturating_add(1),
+        )
+    }
+
+    pub(crate) fn get(self) -> Option<Instant> {
+        let nanos = self.0.checked_sub(1)?;
+        REFERENCE.get().map(|b| *b + Duration::from_nanos(nanos))
+    }
+
+    pub(crate) fn is_some(self) -> bool {
+        self.0 != 0
+    }
 }
 
 /// One ready message as the queue keeps it.
@@ -138,7 +180,7 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(crate) payload: Payload,
     pub(crate) redelivered: bool,
-    pub(crate) expires_at: Option<Instant>,
+    pub(crate) expires_at: Deadline,
     /// Returns after reaching a client (see [`QueuedMessage`]).
     pub(crate) delivery_count: u32,
 }
@@ -151,6 +193,7 @@ impl Entry {
     fn bytes(&self) -> u64 {
         match &self.payload {
             Payload::Resident(m) => m.body.len() as u64,
+            Payload::Packed(p) => p.body_len() as u64,
             Payload::Paged { bytes, .. } => u64::from(*bytes),
         }
     }
@@ -158,6 +201,7 @@ impl Entry {
     fn priority(&self) -> u8 {
         match &self.payload {
             Payload::Resident(m) => m.properties.priority.unwrap_or(0),
+            Payload::Packed(p) => p.priority(),
             Payload::Paged { priority, .. } => *priority,
         }
     }
@@ -165,23 +209,33 @@ impl Entry {
     pub(crate) fn store_id(&self) -> Option<u64> {
         match &self.payload {
             Payload::Resident(m) => m.store_id,
+            Payload::Packed(_) => None,
             Payload::Paged { id, .. } => Some(*id),
         }
     }
 
-    /// A resident entry as a delivery; `None` for a paged one (read it
-    /// back first).
-    fn resident(self) -> Option<QueuedMessage> {
-        match self.payload {
-            Payload::Resident(message) => Some(QueuedMessage {
-                seq: self.seq,
-                message,
-                redelivered: self.redelivered,
-                expires_at: self.expires_at,
-                delivery_count: self.delivery_count,
-            }),
-            Payload::Paged { .. } => None,
-        }
+    /// An entry in memory as a delivery (a packed one unpacked, its body
+    /// counted in `gauge` again); `None` for a paged one (read it back
+    /// first).
+    fn resident(self, gauge: Option<&'static Gauge>) -> Option<QueuedMessage> {
+        let message = match self.payload {
+            Payload::Resident(message) => message,
+            Payload::Packed(p) => {
+                let mut m = p.unpack();
+                if let Some(g) = gauge {
+                    g.track(&mut m);
+                }
+                Arc::new(m)
+            }
+            Payload::Paged { .. } => return None,
+        };
+        Some(QueuedMessage {
+            seq: self.seq,
+            message,
+            redelivered: self.redelivered,
+            expires_at: self.expires_at.get(),
+            delivery_count: self.delivery_count,
+        })
     }
 }
 
@@ -268,7 +322,7 @@ impl Ready {
             for e in q.iter().take(n - out.len()) {
                 match e.payload {
                     Payload::Paged { id, .. } => out.push((e.seq, id)),
-                    Payload::Resident(_) => break,
+                    Payload::Resident(_) | Payload::Packed(_) => break,
                 }
             }
             if out.len() == n {
@@ -407,6 +461,9 @@ pub(crate) struct QueueState {
     /// Paged-out messages that died and must be read before they can be
     /// dead-lettered.
     dead_paged: Vec<(Entry, DeathReason)>,
+    /// The memory gauge of the messages it packed, to count them again
+    /// when they are unpacked.
+    gauge: Option<&'static Gauge>,
     /// Dispatch stopped at a paged-out message: read the head back.
     pub(crate) need_load: bool,
     /// A read failed: only the broker's tick tries again (not every op).
@@ -443,6 +500,7 @@ impl QueueState {
             last_delivery: None,
             throttled: 0,
             dead_paged: Vec::new(),
+            gauge: None,
             need_load: false,
             retry_load: false,
             load_failures: 0,
@@ -478,7 +536,7 @@ impl QueueState {
             return;
         }
         self.dequeue_op(fx, e.seq, e.store_id());
-        if let Some(m) = e.resident() {
+        if let Some(m) = e.resident(self.gauge) {
             fx.dead.push((m, reason));
         }
     }
@@ -541,7 +599,7 @@ impl QueueState {
                     priority: r.priority,
                 },
                 redelivered: r.delivered,
-                expires_at: r.expires_at,
+                expires_at: Deadline::new(r.expires_at),
                 // Every delivery before the restart that was not acked
                 // came back (the last one by the restart).
                 delivery_count: r.delivery_count.max(u32::from(r.delivered)),
@@ -574,7 +632,7 @@ impl QueueState {
     pub(crate) fn publish(
         &mut self,
         fx: &mut Effects,
-        mut message: Arc<Message>,
+        message: Arc<Message>,
         ttl: Option<std::time::Duration>,
         now: Instant,
         publisher: bool,
@@ -646,21 +704,13 @@ impl QueueState {
                 bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
                 priority: message.properties.priority.unwrap_or(0),
             },
-            _ => {
-                if self.ready.len >= COMPACT_FROM
-                    && message.body.len() <= COMPACT_BODY
-                    && let Some(m) = Arc::get_mut(&mut message)
-                {
-                    m.body = bytes::Bytes::copy_from_slice(&m.body);
-                }
-                Payload::Resident(message)
-            }
+            _ => self.compact(message),
         };
         self.ready.push_back(Entry {
             seq,
             payload,
             redelivered: false,
-            expires_at: ttl.map(|t| now + t),
+            expires_at: Deadline::new(ttl.map(|t| now + t)),
             delivery_count: 0,
         });
         if let (Some(d), Some(key)) = (&mut self.dedup, id) {
@@ -679,6 +729,28 @@ impl QueueState {
             fx.throttle = true;
         }
         true
+    }
+
+    /// How a message that is not paged out is kept. In a backlog (beyond
+    /// [`COMPACT_FROM`] ready messages) a small one that no other queue
+    /// shares is packed into one allocation: it leaves the read buffer its
+    /// body was a slice of (a 64 KiB buffer kept alive by every message
+    /// in it) and the 160-byte shared message. A deduplicating queue keeps
+    /// its messages as they are (it reads their headers as they leave).
+    fn compact(&mut self, mut message: Arc<Message>) -> Payload {
+        if self.ready.len >= COMPACT_FROM
+            && message.body.len() <= COMPACT_BODY
+            && self.dedup.is_none()
+            && message.store_id.is_none()
+            && let Some(m) = Arc::get_mut(&mut message)
+            && let Some(packed) = Packed::pack(m)
+        {
+            if self.gauge.is_none() {
+                self.gauge = m.gauge;
+            }
+            return Payload::Packed(packed);
+        }
+        Payload::Resident(message)
     }
 
     fn over_limit(&self) -> bool {
@@ -801,7 +873,7 @@ impl QueueState {
                     seq: m.seq,
                     payload: Payload::Resident(m.message),
                     redelivered: m.redelivered,
-                    expires_at: m.expires_at,
+                    expires_at: Deadline::new(m.expires_at),
                     delivery_count: m.delivery_count,
                 });
                 any = true;
@@ -822,7 +894,7 @@ impl QueueState {
         while self
             .ready
             .front()
-            .is_some_and(|m| m.expires_at.is_some_and(|e| e < now))
+            .is_some_and(|m| m.expires_at.get().is_some_and(|e| e < now))
         {
             if let Some(e) = self.ready.pop_front() {
                 self.kill(fx, e, DeathReason::Expired);
@@ -842,7 +914,8 @@ impl QueueState {
                 break;
             }
             let Some(i) = self.pick() else { break };
-            let Some(message) = self.ready.pop_front().and_then(Entry::resident) else {
+            let gauge = self.gauge;
+            let Some(message) = self.ready.pop_front().and_then(|e| e.resident(gauge)) else {
                 break;
             };
             if let Some(msg) = message.message.store_id {
@@ -943,7 +1016,8 @@ impl QueueState {
         if self.ready.front().is_none_or(Entry::is_paged) {
             return None;
         }
-        let m = self.ready.pop_front().and_then(Entry::resident)?;
+        let gauge = self.gauge;
+        let m = self.ready.pop_front().and_then(|e| e.resident(gauge))?;
         if let Some(msg) = m.message.store_id {
             let seq = m.seq;
             let count = m.delivery_count.saturating_add(1);
@@ -1094,7 +1168,7 @@ impl QueueState {
                             seq,
                             message,
                             redelivered: e.redelivered,
-                            expires_at: e.expires_at,
+                            expires_at: e.expires_at.get(),
                             delivery_count: e.delivery_count,
                         },
                         why,
@@ -1403,5 +1477,130 @@ mod tests {
         let (a, b) = (run(), run());
         assert!(a.len() > 20, "{a:?}");
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_backlog_packs_small_messages_and_gives_them_back_whole() {
+        let t0 = Instant::now();
+        let gauge = Gauge::leak();
+        let args = FieldTable::new().with("x-max-priority", FieldValue::I64(2));
+        let mut st = state(args, false);
+        let mut fx = Effects::default();
+        let n = COMPACT_FROM as u64 + 50;
+        let props = |i: u64| {
+            Properties::from(warren_codec::BasicProperties {
+                priority: Some((i % 3) as u8),
+                message_id: i.is_multiple_of(2).then(|| ShortStr::from(format!("id-{i}"))),
+                headers: i.is_multiple_of(5)
+                    .then(|| FieldTable::new().with("n", FieldValue::I64(i as i64))),
+                ..Default::default()
+            })
+        };
+        let exchange = ShortStr::from("an-exchange-name-longer-than-thirty-bytes");
+        let mut expected_bytes = 0;
+        for i in 0..n {
+            let body = Bytes::from(format!("body {i}"));
+            expected_bytes += body.len() as u64;
+            let mut m = Message::new(exchange.clone(), format!("rk.{i}").into(), props(i), body);
+            gauge.track(&mut m);
+            let ttl = (i == n - 1).then_some(Duration::from_secs(5));
+            assert!(st.publish(&mut fx, Arc::new(m), ttl, t0, true));
+        }
+        let packed = st
+            .ready
+            .levels
+            .iter()
+            .flatten()
+            .filter(|e| matches!(e.payload, Payload::Packed(_)))
+            .count();
+        // Roughly everything past the first COMPACT_FROM (spread over
+        // three levels, each counted from the queue's length).
+        assert!((40..=50).contains(&packed), "{packed} packed");
+        assert_eq!(st.ready.bytes, expected_bytes);
+        // Packed bodies are no longer counted; unpacked ones are again.
+        let held = gauge.bytes();
+        assert!(held < expected_bytes, "{held} of {expected_bytes}");
+
+        let mut seen = Vec::new();
+        while let Some(m) = st.get(&mut fx, t0, None) {
+            let i: u64 = String::from_utf8_lossy(&m.message.body)[5..]
+                .parse()
+                .unwrap();
+            assert_eq!(m.message.exchange, exchange);
+            assert_eq!(m.message.routing_key, ShortStr::from(format!("rk.{i}")));
+            assert_eq!(*m.message.properties, *props(i), "message {i}");
+            assert_eq!(m.expires_at.is_some(), i == n - 1);
+            if i == n - 1 {
+                assert_eq!(m.expires_at, Some(t0 + Duration::from_secs(5)));
+            }
+            seen.push(i);
+        }
+        assert_eq!(seen.len() as u64, n);
+        assert_eq!(st.ready.bytes, 0);
+        // Highest priority first, in publish order within a priority.
+        let key = |i: &u64| (std::cmp::Reverse(i % 3), *i);
+        assert!(seen.is_sorted_by_key(key));
+        drop(fx);
+        assert_eq!(gauge.bytes(), 0);
+    }
+
+    #[test]
+    fn packed_messages_expire_and_dead_letter_whole() {
+        let t0 = Instant::now();
+        let args = FieldTable::new()
+            .with("x-message-ttl", FieldValue::I64(1000))
+            .with("x-dead-letter-exchange", FieldValue::LongStr("dlx".into()));
+        let mut st = state(args, false);
+        let mut fx = Effects::default();
+        let n = COMPACT_FROM + 3;
+        for i in 0..n {
+            let m = Message::new(
+                ShortStr::empty(),
+                "q".into(),
+                Properties::default(),
+                Bytes::from(i.to_string()),
+            );
+            st.publish(&mut fx, Arc::new(m), st.message_ttl(), t0, true);
+        }
+        assert!(matches!(
+            st.ready.levels[0].back().unwrap().payload,
+            Payload::Packed(_)
+        ));
+        st.tick(&mut fx, t0 + Duration::from_millis(1001), true);
+        let dead: Vec<String> = fx
+            .dead
+            .iter()
+            .map(|(m, why)| {
+                format!(
+                    "{} {}",
+                    String::from_utf8_lossy(&m.message.body),
+                    why.as_str()
+                )
+            })
+            .collect();
+        assert_eq!(dead.len(), n);
+        assert_eq!(dead[n - 1], format!("{} expired", n - 1));
+        assert_eq!(st.ready.len, 0);
+    }
+
+    #[test]
+    fn entries_stay_small() {
+        // 1M queued messages cost this each in the deque (S6).
+        assert!(std::mem::size_of::<Entry>() <= 48);
+        assert_eq!(std::mem::size_of::<Deadline>(), 8);
+    }
+
+    #[test]
+    fn deadlines_keep_their_instant() {
+        let t = Instant::now();
+        for at in [
+            t,
+            t + Duration::from_nanos(1),
+            t + Duration::from_secs(86_400 * 365),
+        ] {
+            assert_eq!(Deadline::new(Some(at)).get(), Some(at));
+        }
+        assert_eq!(Deadline::new(None).get(), None);
+        assert!(!Deadline::new(None).is_some());
     }
 }
