@@ -1490,8 +1490,11 @@ mod tests {
         let props = |i: u64| {
             Properties::from(warren_codec::BasicProperties {
                 priority: Some((i % 3) as u8),
-                message_id: i.is_multiple_of(2).then(|| ShortStr::from(format!("id-{i}"))),
-                headers: i.is_multiple_of(5)
+                message_id: i
+                    .is_multiple_of(2)
+                    .then(|| ShortStr::from(format!("id-{i}"))),
+                headers: i
+                    .is_multiple_of(5)
                     .then(|| FieldTable::new().with("n", FieldValue::I64(i as i64))),
                 ..Default::default()
             })
