@@ -24,6 +24,14 @@ pub struct BrokerStats {
     pub cpu_s: f64,
     /// `cpu_s` over wall time, in percent of one core.
     pub cpu_pct: f64,
+    /// Broker CPU microseconds per message: `cpu_s` over the run's
+    /// messages, the confirmed publishes with --confirm, else the
+    /// deliveries received (see [`cpu_us_per_msg`]); absent when there
+    /// were none. In backlog mode it is over the whole run (both phases,
+    /// the consumers' start between them included) and the messages
+    /// confirmed, or drained with --producers 0; the report's backlog
+    /// section splits it by phase.
+    pub cpu_us_per_msg: Option<f64>,
     /// Peak resident memory during the run, MiB: `VmHWM` when it rose during
     /// the run (exact), else the largest 100 ms sample of `VmRSS`.
     pub peak_rss_mib: f64,
@@ -31,6 +39,20 @@ pub struct BrokerStats {
     pub vm_hwm_mib: f64,
     /// `VmRSS` at the end, MiB.
     pub rss_end_mib: f64,
+}
+
+/// CPU microseconds per message: `cpu_s` seconds over `messages`, `None`
+/// for no messages (a rate of nothing is no figure).
+pub fn cpu_us_per_msg(cpu_s: f64, messages: u64) -> Option<f64> {
+    (messages > 0).then(|| cpu_s * 1e6 / messages as f64)
+}
+
+impl BrokerStats {
+    /// Sets [`BrokerStats::cpu_us_per_msg`] for a run of `messages`.
+    pub(crate) fn per_message(mut self, messages: u64) -> BrokerStats {
+        self.cpu_us_per_msg = cpu_us_per_msg(self.cpu_s, messages);
+        self
+    }
 }
 
 /// Reads utime + stime of `pid`, in seconds.
@@ -111,6 +133,12 @@ impl Sampler {
         })
     }
 
+    /// CPU seconds the process used since the sampler started (for the
+    /// backlog's phases); `None` if it cannot be read.
+    pub(crate) fn cpu_so_far(&self) -> Option<f64> {
+        cpu_seconds(self.pid).ok().map(|now| now - self.cpu_start)
+    }
+
     /// Current `VmRSS` in MiB (for "RSS while holding the backlog").
     pub(crate) fn rss_now_mib(&self) -> Option<f64> {
         memory_kib(self.pid).ok().map(|(_, rss)| mib(rss))
@@ -132,6 +160,7 @@ impl Sampler {
             } else {
                 0.0
             },
+            cpu_us_per_msg: None,
             peak_rss_mib: mib(peak),
             vm_hwm_mib: mib(hwm),
             rss_end_mib: mib(rss),
@@ -149,5 +178,26 @@ mod tests {
         assert!(cpu_seconds(pid).expect("stat") >= 0.0);
         let (hwm, rss) = memory_kib(pid).expect("status");
         assert!(hwm >= rss && rss > 0);
+    }
+
+    #[test]
+    fn cpu_per_message_is_microseconds_over_messages() {
+        assert_eq!(cpu_us_per_msg(2.0, 1_000_000), Some(2.0));
+        assert_eq!(cpu_us_per_msg(0.5, 100_000), Some(5.0));
+        assert_eq!(cpu_us_per_msg(0.0, 10), Some(0.0));
+        assert_eq!(cpu_us_per_msg(1.0, 0), None);
+        let stats = BrokerStats {
+            pid: 1,
+            cpu_s: 1.5,
+            cpu_pct: 30.0,
+            cpu_us_per_msg: None,
+            peak_rss_mib: 0.0,
+            vm_hwm_mib: 0.0,
+            rss_end_mib: 0.0,
+        };
+        let s = stats.per_message(300_000);
+        assert!((s.cpu_us_per_msg.expect("a figure") - 5.0).abs() < 1e-9);
+        let json = serde_json::to_value(&s).expect("json");
+        assert!((json["cpu_us_per_msg"].as_f64().expect("a number") - 5.0).abs() < 1e-9);
     }
 }

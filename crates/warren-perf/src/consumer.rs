@@ -1,8 +1,15 @@
 //! A consumer: one connection, one task, reading deliveries, timing them by
 //! the timestamp in their body, and acking (singly, every N with
-//! `multiple`, or not at all with no-ack). Acks produced by one read are
-//! written together.
+//! `multiple`, or not at all with no-ack).
+//!
+//! [`run`] is the same for every client style (--client); the [`Session`]
+//! enum is the seam, and [`Recorder`] (latency) and [`AckPolicy`] (when to
+//! ack) are shared by all. The codec styles read as much as the socket
+//! holds and decode every whole frame; pipelined, the acks produced by one
+//! read are written together, single, each ack frame is a write of its
+//! own. The lapin style lives in `lapin_client`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,7 +23,8 @@ use warren_codec::{
 
 use crate::client::{CHANNEL, ClientError, Conn, Result, close_error};
 use crate::histogram::Histogram;
-use crate::options::Options;
+use crate::lapin_client;
+use crate::options::{Client, Options};
 use crate::shared::{Counters, Go, now_ns, run_id, wait_go};
 
 /// What one consumer consumes.
@@ -27,6 +35,13 @@ pub(crate) struct Plan {
     pub(crate) queues: Vec<u32>,
     /// Declare (and bind) these queues on this connection: exclusive ones.
     pub(crate) declare: bool,
+}
+
+impl Plan {
+    /// The consumer tag for queue `q`.
+    pub(crate) fn tag(&self, q: u32) -> String {
+        format!("warren-perf-{}-{}", self.id, q)
+    }
 }
 
 /// Connects, declares exclusive queues and sets qos if asked, says ready,
@@ -43,47 +58,93 @@ pub(crate) async fn run(
     record_for: Option<Duration>,
 ) -> Histogram {
     let who = format!("consumer {}", plan.id);
-    let mut hist = Histogram::default();
-    let conn = match setup(&opts, &plan).await {
-        Ok(conn) => {
+    let session = match Session::open(&opts, &plan).await {
+        Ok(session) => {
             let _ = ready.send(true).await;
-            conn
+            session
         }
         Err(e) => {
             counters.error(&who, e);
             let _ = ready.send(false).await;
-            return hist;
+            return Histogram::default();
         }
     };
     let Some(start) = wait_go(&mut go).await else {
-        conn.close().await;
-        return hist;
+        session.close().await;
+        return Histogram::default();
     };
-    let mut c = Consumer {
-        opts: &opts,
-        counters: &counters,
-        conn,
-        wbuf: BytesMut::with_capacity(64 * 1024),
-        hist: &mut hist,
-        state: State::Method,
-        unacked: 0,
-        ack_every: match (opts.multi_ack, opts.prefetch) {
-            (0, _) => 1,
-            // Waiting for more than the prefetch allows would stall.
-            (n, 0) => n,
-            (n, p) => n.min(u64::from(p)),
-        },
-        run_id: run_id().to_be_bytes(),
-        record_until: record_for.map(|d| start + d),
-    };
-    match c.consume(&plan, &mut stop).await {
-        Ok(()) => c.conn.close().await,
-        Err(e) => counters.error(&who, e),
+    let mut recorder = Recorder::new(record_for.map(|d| start + d));
+    if let Err(e) = session
+        .consume(&opts, &plan, &counters, &mut recorder, &mut stop)
+        .await
+    {
+        counters.error(&who, e);
     }
-    hist
+    recorder.hist
 }
 
-async fn setup(opts: &Options, plan: &Plan) -> Result<Conn> {
+/// One consumer's connection, in the style --client asks for.
+enum Session {
+    /// warren-perf's codec connection (pipelined or single ack writes).
+    Codec(Conn),
+    /// A lapin connection and channel (boxed: lapin's types are large).
+    Lapin(Box<lapin_client::Session>),
+}
+
+impl Session {
+    /// Connects, declares exclusive queues, sets the prefetch.
+    async fn open(opts: &Options, plan: &Plan) -> std::result::Result<Session, String> {
+        match opts.client {
+            Client::Pipelined | Client::Single => codec_setup(opts, plan)
+                .await
+                .map(Session::Codec)
+                .map_err(|e| e.to_string()),
+            Client::Lapin => {
+                let session = lapin_client::Session::open(opts, false).await?;
+                session.consumer_setup(opts, plan).await?;
+                Ok(Session::Lapin(Box::new(session)))
+            }
+        }
+    }
+
+    /// Consumes until `stop`, then closes.
+    async fn consume(
+        self,
+        opts: &Options,
+        plan: &Plan,
+        counters: &Counters,
+        recorder: &mut Recorder,
+        stop: &mut watch::Receiver<bool>,
+    ) -> std::result::Result<(), String> {
+        match self {
+            Session::Codec(conn) => {
+                let mut c = Consumer {
+                    opts,
+                    counters,
+                    conn,
+                    wbuf: BytesMut::with_capacity(64 * 1024),
+                    writes: VecDeque::new(),
+                    recorder,
+                    state: State::Method,
+                    acks: AckPolicy::new(opts),
+                };
+                c.consume(plan, stop).await.map_err(|e| e.to_string())?;
+                c.conn.close().await;
+                Ok(())
+            }
+            Session::Lapin(session) => session.consume(opts, plan, counters, recorder, stop).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Session::Codec(conn) => conn.close().await,
+            Session::Lapin(session) => session.close().await,
+        }
+    }
+}
+
+async fn codec_setup(opts: &Options, plan: &Plan) -> Result<Conn> {
     let mut conn = Conn::open(opts).await?;
     if plan.declare {
         for &q in &plan.queues {
@@ -106,6 +167,80 @@ async fn setup(opts: &Options, plan: &Plan) -> Result<Conn> {
     Ok(conn)
 }
 
+/// Consumer-side latency, for every client style: the time from the
+/// timestamp in a body's first 8 bytes to its arrival, for this run's
+/// messages only (bytes 8..16 hold the run id).
+pub(crate) struct Recorder {
+    pub(crate) hist: Histogram,
+    run_id: [u8; 8],
+    /// Record only until then (the timed window), or always.
+    record_until: Option<Instant>,
+}
+
+impl Recorder {
+    pub(crate) fn new(record_until: Option<Instant>) -> Recorder {
+        Recorder {
+            hist: Histogram::default(),
+            run_id: run_id().to_be_bytes(),
+            record_until,
+        }
+    }
+
+    /// Whether messages arriving at `now` are timed.
+    pub(crate) fn recording(&self, now: Instant) -> bool {
+        self.record_until.is_none_or(|t| now < t)
+    }
+
+    /// Times a body that arrived at `now_ns` (since the epoch), given its
+    /// first bytes, if it is this run's.
+    pub(crate) fn record(&mut self, body: &[u8], now_ns: u64) {
+        if body.len() >= 16 && body[8..16] == self.run_id {
+            let mut ts = [0u8; 8];
+            ts.copy_from_slice(&body[..8]);
+            self.hist
+                .record(now_ns.saturating_sub(u64::from_be_bytes(ts)));
+        }
+    }
+}
+
+/// When to ack, for every client style: never with no-ack, each message,
+/// or every N with `multiple` (never waiting for more than the prefetch
+/// lets the broker send).
+pub(crate) struct AckPolicy {
+    autoack: bool,
+    every: u64,
+    unacked: u64,
+}
+
+impl AckPolicy {
+    pub(crate) fn new(opts: &Options) -> AckPolicy {
+        AckPolicy {
+            autoack: opts.autoack,
+            every: match (opts.multi_ack, opts.prefetch) {
+                (0, _) => 1,
+                // Waiting for more than the prefetch allows would stall.
+                (n, 0) => n,
+                (n, p) => n.min(u64::from(p)),
+            },
+            unacked: 0,
+        }
+    }
+
+    /// Notes a completed delivery; returns the ack to send now, if any, as
+    /// (delivery tag, multiple).
+    pub(crate) fn delivered(&mut self, tag: u64) -> Option<(u64, bool)> {
+        if self.autoack {
+            return None;
+        }
+        self.unacked += 1;
+        if self.unacked < self.every {
+            return None;
+        }
+        self.unacked = 0;
+        Some((tag, self.every > 1))
+    }
+}
+
 /// Where the consumer is in the delivery it is reading.
 enum State {
     /// Expecting a method.
@@ -121,17 +256,20 @@ enum State {
     },
 }
 
+/// The codec styles' reading loop.
 struct Consumer<'a> {
     opts: &'a Options,
     counters: &'a Counters,
     conn: Conn,
+    /// Bytes to write: consumes, acks, a close-ok.
     wbuf: BytesMut,
-    hist: &'a mut Histogram,
+    /// Single style: the sizes of the frames in `wbuf`, each written with a
+    /// write of its own (what is left of the first, once partly written).
+    /// Empty when pipelined: `wbuf` goes in as few writes as it takes.
+    writes: VecDeque<usize>,
+    recorder: &'a mut Recorder,
     state: State,
-    unacked: u64,
-    ack_every: u64,
-    run_id: [u8; 8],
-    record_until: Option<Instant>,
+    acks: AckPolicy,
 }
 
 impl Consumer<'_> {
@@ -139,24 +277,17 @@ impl Consumer<'_> {
         for &q in &plan.queues {
             let consume = BasicConsume {
                 queue: ShortStr::from(self.opts.queue_name(q)),
-                consumer_tag: ShortStr::from(format!("warren-perf-{}-{}", plan.id, q)),
+                consumer_tag: ShortStr::from(plan.tag(q)),
                 no_ack: self.opts.autoack,
                 ..Default::default()
             };
-            encode_method(&mut self.wbuf, CHANNEL, &consume.into());
+            self.queue_method(&consume.into());
         }
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
-            let mut write_blocked = false;
-            if !self.wbuf.is_empty() {
-                match self.conn.stream.try_write(&self.wbuf) {
-                    Ok(n) => self.wbuf.advance(n),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => write_blocked = true,
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            let write_blocked = self.write_some()?;
             self.conn.rbuf.reserve(64 * 1024);
             let read_some = match self.conn.stream.try_read_buf(&mut self.conn.rbuf) {
                 Ok(0) => return Err(ClientError::Eof("")),
@@ -183,11 +314,46 @@ impl Consumer<'_> {
         }
     }
 
+    /// Appends a method frame to the bytes to write (a write of its own in
+    /// the single style).
+    fn queue_method(&mut self, method: &Method) {
+        let before = self.wbuf.len();
+        encode_method(&mut self.wbuf, CHANNEL, method);
+        if self.opts.client == Client::Single {
+            self.writes.push_back(self.wbuf.len() - before);
+        }
+    }
+
+    /// Writes what `wbuf` holds until done or the socket is full: all at
+    /// once when pipelined, frame by frame when single. True if the socket
+    /// would block.
+    fn write_some(&mut self) -> Result<bool> {
+        while !self.wbuf.is_empty() {
+            let len = match self.writes.front() {
+                Some(&len) => len,
+                None => self.wbuf.len(),
+            };
+            match self.conn.stream.try_write(&self.wbuf[..len]) {
+                Ok(n) => {
+                    self.wbuf.advance(n);
+                    if let Some(front) = self.writes.front_mut() {
+                        *front -= n;
+                        if *front == 0 {
+                            self.writes.pop_front();
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
     /// Decodes every whole frame read so far.
     fn handle_incoming(&mut self) -> Result<()> {
-        let now = Instant::now();
         let now_ns = now_ns();
-        let record = self.record_until.is_none_or(|t| now < t);
+        let record = self.recorder.recording(Instant::now());
         let mut received = 0;
         while let Some(frame) = self.conn.decoder.decode(&mut self.conn.rbuf)? {
             match (frame, &mut self.state) {
@@ -236,11 +402,8 @@ impl Consumer<'_> {
                 ) => {
                     let tag = *tag;
                     // The first body frame holds the timestamp and run id.
-                    if *first && record && payload.len() >= 16 && payload[8..16] == self.run_id {
-                        let mut ts = [0u8; 8];
-                        ts.copy_from_slice(&payload[..8]);
-                        self.hist
-                            .record(now_ns.saturating_sub(u64::from_be_bytes(ts)));
+                    if *first && record {
+                        self.recorder.record(&payload, now_ns);
                     }
                     *first = false;
                     *remaining = remaining.saturating_sub(payload.len() as u64);
@@ -266,17 +429,67 @@ impl Consumer<'_> {
 
     /// Acks a completed delivery as the options say.
     fn delivered(&mut self, tag: u64) {
-        if self.opts.autoack {
-            return;
-        }
-        self.unacked += 1;
-        if self.unacked >= self.ack_every {
+        if let Some((delivery_tag, multiple)) = self.acks.delivered(tag) {
             let ack = BasicAck {
-                delivery_tag: tag,
-                multiple: self.ack_every > 1,
+                delivery_tag,
+                multiple,
             };
-            encode_method(&mut self.wbuf, CHANNEL, &ack.into());
-            self.unacked = 0;
+            self.queue_method(&ack.into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn opts(args: &[&str]) -> Options {
+        let mut all = vec!["warren-perf"];
+        all.extend_from_slice(args);
+        Options::parse_from(all)
+    }
+
+    #[test]
+    fn ack_policy_acks_each_every_n_or_never() {
+        let mut each = AckPolicy::new(&opts(&[]));
+        assert_eq!(each.delivered(1), Some((1, false)));
+        assert_eq!(each.delivered(2), Some((2, false)));
+        let mut every3 = AckPolicy::new(&opts(&["--multi-ack", "3"]));
+        let acks: Vec<_> = (1..=7).map(|t| every3.delivered(t)).collect();
+        assert_eq!(
+            acks,
+            [
+                None,
+                None,
+                Some((3, true)),
+                None,
+                None,
+                Some((6, true)),
+                None
+            ]
+        );
+        // Never more than the prefetch lets the broker send.
+        let mut capped = AckPolicy::new(&opts(&["--multi-ack", "50", "--prefetch", "2"]));
+        assert_eq!(capped.delivered(1), None);
+        assert_eq!(capped.delivered(2), Some((2, true)));
+        let mut none = AckPolicy::new(&opts(&["--autoack"]));
+        assert_eq!(none.delivered(1), None);
+    }
+
+    #[test]
+    fn recorder_times_only_this_runs_bodies() {
+        let mut r = Recorder::new(None);
+        let mut body = vec![0u8; 16];
+        body[..8].copy_from_slice(&1_000u64.to_be_bytes());
+        body[8..].copy_from_slice(&run_id().to_be_bytes());
+        r.record(&body, 5_000);
+        body[8..].copy_from_slice(&(run_id() ^ 1).to_be_bytes());
+        r.record(&body, 5_000);
+        r.record(&body[..10], 5_000);
+        assert_eq!(r.hist.count(), 1);
+        assert_eq!(r.hist.max(), 4_000);
+        let past = Recorder::new(Some(Instant::now()));
+        assert!(!past.recording(Instant::now() + Duration::from_millis(1)));
     }
 }

@@ -2,16 +2,18 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use crate::tls::TlsClient;
 
 /// A PerfTest-style AMQP 0-9-1 load generator.
 ///
-/// Each producer and consumer is its own connection and task. Publishes are
-/// pipelined: many frames are encoded into one buffer and written at once.
-/// Message bodies carry a send timestamp for consumer-side latency.
+/// Each producer and consumer is its own connection and task. How they
+/// write is --client: pipelined (many publishes per write, the default),
+/// single (one write per publish and per ack, as most client libraries do)
+/// or lapin (the lapin client library). Message bodies carry a send
+/// timestamp for consumer-side latency.
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "warren-perf", version, about)]
 pub struct Options {
@@ -47,6 +49,9 @@ pub struct Options {
     #[arg(long, default_value = "guest")]
     #[serde(skip)]
     pub password: String,
+    /// How producers and consumers talk to the broker; see [`Client`].
+    #[arg(long, value_enum, default_value_t = Client::Pipelined)]
+    pub client: Client,
     /// Number of producers, one connection each.
     #[arg(long, default_value_t = 1)]
     pub producers: u32,
@@ -127,6 +132,27 @@ pub struct Options {
     pub probe: bool,
 }
 
+/// How the producers and consumers write, from the broker's point of view
+/// the difference between a load generator and a real application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// warren-perf's own codec connection; a producer encodes as many
+    /// publishes as it may send into one buffer and writes them with one
+    /// syscall, a consumer writes the acks of one read together. The
+    /// cheapest load for the broker per message.
+    Pipelined,
+    /// The same codec connection, but each publish (method, header and
+    /// body frames) is its own write, completed before the next is encoded,
+    /// and each ack frame is its own write, as pika and amqprs do.
+    Single,
+    /// The lapin client library (one connection and channel per producer
+    /// and consumer): `basic_publish` awaited per message, confirms through
+    /// its `PublisherConfirm` futures, `basic_consume` and `basic_ack` per
+    /// message (or per --multi-ack N). No TLS, no --sink.
+    Lapin,
+}
+
 impl Options {
     /// Checks combinations the run cannot honour, and applies the implied
     /// settings (--fanout fixes the queue and consumer counts, --sink drops
@@ -172,6 +198,20 @@ impl Options {
         }
         if self.duration == 0 {
             return Err("--duration must be at least 1".into());
+        }
+        if self.client == Client::Lapin {
+            if self.tls {
+                return Err(
+                    "--client lapin speaks plain TCP only (warren-perf builds lapin without TLS): drop --tls"
+                        .into(),
+                );
+            }
+            if self.sink {
+                return Err(
+                    "--sink measures warren-perf's own encoder, not lapin: use --client pipelined or single"
+                        .into(),
+                );
+            }
         }
         if self.tls {
             if self.sink {
@@ -261,6 +301,25 @@ mod tests {
         let mut o = Options::parse_from(["warren-perf", "--tls", "--tls-ca", "/nonexistent.pem"]);
         let err = o.normalize().expect_err("a missing CA file");
         assert!(err.contains("/nonexistent.pem"), "{err}");
+    }
+
+    #[test]
+    fn client_styles_parse_and_lapin_refuses_tls_and_the_sink() {
+        assert_eq!(opts(&[]).client, Client::Pipelined);
+        assert_eq!(opts(&["--client", "single"]).client, Client::Single);
+        assert_eq!(opts(&["--client", "lapin"]).client, Client::Lapin);
+        assert!(Options::try_parse_from(["warren-perf", "--client", "pika"]).is_err());
+        for extra in [["--tls", "--tls-insecure"], ["--sink", "--quiet"]] {
+            let mut o = Options::parse_from(
+                ["warren-perf", "--client", "lapin"]
+                    .into_iter()
+                    .chain(extra),
+            );
+            let err = o.normalize().expect_err("lapin cannot do this");
+            assert!(err.contains("lapin"), "{err}");
+        }
+        let json = serde_json::to_value(opts(&["--client", "single"])).expect("json");
+        assert_eq!(json["client"], "single");
     }
 
     #[test]

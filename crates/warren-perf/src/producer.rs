@@ -1,12 +1,16 @@
 //! A producer: one connection, one task, publishing as fast as the socket,
 //! the confirm window and the rate limit allow.
 //!
-//! Every message is a copy of a pre-encoded template (method, header and
-//! body frames, built once with the codec's encoders) with the send
-//! timestamp patched into the body; a batch of them is written with one
-//! `try_write`. The loop drives the socket with `try_read`/`try_write` and
-//! only waits when it can do nothing else, so confirms are read as they
-//! arrive without a second task.
+//! [`run`] is the same for every client style (--client); the [`Session`]
+//! enum is the seam. The codec styles share [`Publisher`]: every message is
+//! a copy of a pre-encoded template (method, header and body frames, built
+//! once with the codec's encoders) with the send timestamp patched into the
+//! body. Pipelined, a batch of them is written with one `try_write`;
+//! single, each message is one write, finished before the next is
+//! encoded. The loop drives the socket with `try_read`/`try_write` and only
+//! waits when it can do nothing else, so confirms are read as they arrive
+//! without a second task. The lapin style lives in `lapin_client`. Every
+//! style paces itself with [`Pacing`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,7 +26,8 @@ use warren_codec::{
 
 use crate::client::{CHANNEL, ClientError, Conn, Result, close_error};
 use crate::confirms::ConfirmTracker;
-use crate::options::Options;
+use crate::lapin_client;
+use crate::options::{Client, Options};
 use crate::shared::{Counters, Go, nanos_at, run_id, wait_go};
 
 /// Bytes encoded per write: big enough that syscalls are a small share of
@@ -31,6 +36,10 @@ const BATCH_BYTES: usize = 128 * 1024;
 
 /// How long the last batch may take to write once time is up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a producer waits, once time is up, for the confirms of what it
+/// published, so the settle figures account for every publish.
+pub(crate) const CONFIRM_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What one producer publishes.
 pub(crate) struct Plan {
@@ -52,6 +61,14 @@ pub(crate) struct Template {
     pub(crate) ts_offset: usize,
 }
 
+/// A `--size`-byte body: bytes 0..8 are left for the timestamp, 8..16
+/// carry the run id.
+pub(crate) fn body(opts: &Options) -> Vec<u8> {
+    let mut body = vec![0u8; opts.size];
+    body[8..16].copy_from_slice(&run_id().to_be_bytes());
+    body
+}
+
 /// Encodes a publish of a `size`-byte body to `exchange`/`routing_key`:
 /// bytes 0..8 of the body are left for the timestamp, 8..16 carry the run id.
 pub(crate) fn template(
@@ -70,8 +87,7 @@ pub(crate) fn template(
         delivery_mode: opts.persistent.then_some(2),
         ..Default::default()
     };
-    let mut body = vec![0u8; opts.size];
-    body[8..16].copy_from_slice(&run_id().to_be_bytes());
+    let body = body(opts);
     let mut head = BytesMut::new();
     encode_method(&mut head, CHANNEL, &publish);
     encode_content_header(&mut head, CHANNEL, 60, body.len() as u64, &props);
@@ -103,10 +119,10 @@ pub(crate) async fn run(
     mut go: Go,
 ) {
     let who = format!("producer {}", plan.id);
-    let conn = match setup(&opts).await {
-        Ok(conn) => {
+    let session = match Session::open(&opts).await {
+        Ok(session) => {
             let _ = ready.send(true).await;
-            conn
+            session
         }
         Err(e) => {
             counters.error(&who, e);
@@ -115,21 +131,68 @@ pub(crate) async fn run(
         }
     };
     let Some(start) = wait_go(&mut go).await else {
-        conn.close().await;
+        session.close().await;
         return;
     };
-    let mut p = Publisher::new(&opts, &plan, conn, &counters, start);
-    match p.publish().await {
-        Ok(()) => {
-            if plan.graceful_close {
-                p.conn.close().await;
-            }
-        }
-        Err(e) => counters.error(&who, e),
+    if let Err(e) = session.publish(&opts, &plan, &counters, start).await {
+        counters.error(&who, e);
     }
 }
 
-async fn setup(opts: &Options) -> Result<Conn> {
+/// One producer's connection, in the style --client asks for.
+enum Session {
+    /// warren-perf's codec connection (pipelined or single writes).
+    Codec(Conn),
+    /// A lapin connection and channel (boxed: lapin's types are large).
+    Lapin(Box<lapin_client::Session>),
+}
+
+impl Session {
+    /// Connects and enters confirm mode if asked.
+    async fn open(opts: &Options) -> std::result::Result<Session, String> {
+        match opts.client {
+            Client::Pipelined | Client::Single => codec_setup(opts)
+                .await
+                .map(Session::Codec)
+                .map_err(|e| e.to_string()),
+            Client::Lapin => lapin_client::Session::open(opts, opts.confirm > 0)
+                .await
+                .map(|s| Session::Lapin(Box::new(s))),
+        }
+    }
+
+    /// Publishes until the plan is done, then closes (politely unless the
+    /// plan says not to).
+    async fn publish(
+        self,
+        opts: &Options,
+        plan: &Plan,
+        counters: &Arc<Counters>,
+        start: Instant,
+    ) -> std::result::Result<(), String> {
+        match self {
+            Session::Codec(conn) => {
+                let mut p = Publisher::new(opts, plan, conn, counters, start);
+                p.publish().await.map_err(|e| e.to_string())?;
+                if plan.graceful_close {
+                    p.drain_confirms().await.map_err(|e| e.to_string())?;
+                    p.conn.close().await;
+                }
+                Ok(())
+            }
+            Session::Lapin(session) => session.publish(opts, plan, counters, start).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Session::Codec(conn) => conn.close().await,
+            Session::Lapin(session) => session.close().await,
+        }
+    }
+}
+
+async fn codec_setup(opts: &Options) -> Result<Conn> {
     let mut conn = Conn::open(opts).await?;
     if opts.confirm > 0 {
         match conn.rpc(ConfirmSelect::default().into()).await? {
@@ -140,6 +203,69 @@ async fn setup(opts: &Options) -> Result<Conn> {
     Ok(conn)
 }
 
+/// What a producer may publish now, for every client style: the confirm
+/// window (--confirm), the backlog's limit and the rate limit (--rate).
+pub(crate) struct Pacing {
+    /// Outstanding publishes allowed; 0 = no confirm mode.
+    confirm: u64,
+    /// msg/s; 0 = unlimited.
+    rate: f64,
+    /// Stop after this many (backlog mode).
+    limit: Option<u64>,
+    /// When publishing started (the rate counts from here).
+    start: Instant,
+    /// Published so far.
+    pub(crate) sent: u64,
+}
+
+impl Pacing {
+    pub(crate) fn new(opts: &Options, limit: Option<u64>, start: Instant) -> Pacing {
+        Pacing {
+            confirm: opts.confirm,
+            rate: opts.rate,
+            limit,
+            start,
+            sent: 0,
+        }
+    }
+
+    /// How many messages may be sent at `now`, at most `batch`, with
+    /// `outstanding` publishes unconfirmed.
+    pub(crate) fn allowance(&self, now: Instant, batch: u64, outstanding: u64) -> u64 {
+        let mut n = batch;
+        if self.confirm > 0 {
+            n = n.min(self.confirm.saturating_sub(outstanding));
+        }
+        if let Some(limit) = self.limit {
+            n = n.min(limit.saturating_sub(self.sent));
+        }
+        if self.rate > 0.0 {
+            let due = ((now - self.start).as_secs_f64() * self.rate) as u64 + 1;
+            n = n.min(due.saturating_sub(self.sent));
+        }
+        n
+    }
+
+    /// When the rate limit next allows a message, if there is a rate limit
+    /// and the limit is not reached.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        (self.rate > 0.0 && !self.limit_reached())
+            .then(|| self.start + Duration::from_secs_f64(self.sent as f64 / self.rate))
+    }
+
+    /// Whether the backlog's limit is reached (never without one).
+    pub(crate) fn limit_reached(&self) -> bool {
+        self.limit.is_some_and(|l| self.sent >= l)
+    }
+
+    /// Whether there is a limit at all (backlog mode).
+    pub(crate) fn has_limit(&self) -> bool {
+        self.limit.is_some()
+    }
+}
+
+/// The codec styles' publishing loop: pipelined (a batch per write) or
+/// single (one message per write).
 struct Publisher<'a> {
     opts: &'a Options,
     counters: &'a Counters,
@@ -148,11 +274,10 @@ struct Publisher<'a> {
     next_template: usize,
     wbuf: BytesMut,
     tracker: ConfirmTracker,
-    /// Messages per batch when nothing else limits it.
+    /// Messages encoded per write when nothing else limits it: as many as
+    /// fill [`BATCH_BYTES`] pipelined, 1 single.
     batch: u64,
-    sent: u64,
-    limit: Option<u64>,
-    start: Instant,
+    pacing: Pacing,
     deadline: Instant,
     /// channel.flow from the broker: publishing paused while false.
     flow_active: bool,
@@ -172,18 +297,20 @@ impl<'a> Publisher<'a> {
             .map(|(x, rk)| template(opts, x, rk, conn.frame_max))
             .collect();
         let per_message = templates.first().map_or(64, |t| t.bytes.len());
+        let batch = match opts.client {
+            Client::Single => 1,
+            Client::Pipelined | Client::Lapin => (BATCH_BYTES / per_message).max(1) as u64,
+        };
         Publisher {
             opts,
             counters,
             conn,
-            batch: (BATCH_BYTES / per_message).max(1) as u64,
+            batch,
             templates,
             next_template: 0,
             wbuf: BytesMut::with_capacity(BATCH_BYTES * 2),
             tracker: ConfirmTracker::new(),
-            sent: 0,
-            limit: plan.limit,
-            start,
+            pacing: Pacing::new(opts, plan.limit, start),
             deadline: start + plan.duration,
             flow_active: true,
         }
@@ -194,23 +321,8 @@ impl<'a> Publisher<'a> {
         if !self.flow_active {
             return 0;
         }
-        let mut n = self.batch;
-        if self.opts.confirm > 0 {
-            n = n.min(self.opts.confirm.saturating_sub(self.tracker.outstanding()));
-        }
-        if let Some(limit) = self.limit {
-            n = n.min(limit - self.sent);
-        }
-        if self.opts.rate > 0.0 {
-            let due = ((now - self.start).as_secs_f64() * self.opts.rate) as u64 + 1;
-            n = n.min(due.saturating_sub(self.sent));
-        }
-        n
-    }
-
-    /// When the rate limit next allows a message.
-    fn next_due(&self) -> Instant {
-        self.start + Duration::from_secs_f64(self.sent as f64 / self.opts.rate)
+        self.pacing
+            .allowance(now, self.batch, self.tracker.outstanding())
     }
 
     fn fill(&mut self, n: u64, now: Instant) {
@@ -225,7 +337,7 @@ impl<'a> Publisher<'a> {
             self.wbuf.extend_from_slice(&t.bytes);
             self.wbuf[at..at + 8].copy_from_slice(&ts);
         }
-        self.sent += n;
+        self.pacing.sent += n;
         if self.opts.confirm > 0 {
             self.tracker.published(n);
         }
@@ -236,12 +348,10 @@ impl<'a> Publisher<'a> {
         if now >= self.deadline {
             return true;
         }
-        match self.limit {
-            Some(limit) => {
-                self.sent >= limit && self.wbuf.is_empty() && self.tracker.outstanding() == 0
-            }
-            None => false,
-        }
+        self.pacing.has_limit()
+            && self.pacing.limit_reached()
+            && self.wbuf.is_empty()
+            && self.tracker.outstanding() == 0
     }
 
     async fn publish(&mut self) -> Result<()> {
@@ -258,12 +368,17 @@ impl<'a> Publisher<'a> {
             }
             let mut write_blocked = false;
             if !self.wbuf.is_empty() {
+                // Single style: wbuf holds one message (and perhaps a
+                // flow-ok), so this is one write per publish; the next is
+                // encoded only once this one is fully written.
                 match self.conn.stream.try_write(&self.wbuf) {
                     Ok(n) => self.wbuf.advance(n),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => write_blocked = true,
                     Err(e) => return Err(e.into()),
                 }
             }
+            // No syscall unless the socket was last seen readable: tokio
+            // answers WouldBlock from its readiness cache.
             self.conn.rbuf.reserve(16 * 1024);
             match self.conn.stream.try_read_buf(&mut self.conn.rbuf) {
                 Ok(0) => return Err(ClientError::Eof("")),
@@ -284,20 +399,39 @@ impl<'a> Publisher<'a> {
             } else {
                 Interest::READABLE | Interest::WRITABLE
             };
-            let rate_wait = self.opts.rate > 0.0
-                && self.wbuf.is_empty()
-                && self.flow_active
-                && self.limit.is_none_or(|l| self.sent < l);
-            let wake = if rate_wait {
-                self.next_due().min(self.deadline)
-            } else {
-                self.deadline
+            let rate_wait = self.wbuf.is_empty() && self.flow_active;
+            let wake = match self.pacing.next_due() {
+                Some(due) if rate_wait => due.min(self.deadline),
+                _ => self.deadline,
             };
             tokio::select! {
                 r = self.conn.stream.ready(interest) => { r?; }
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
+    }
+
+    /// Once time is up: reads the confirms still outstanding, for at most
+    /// [`CONFIRM_DRAIN_TIMEOUT`], so the settle figures count them. Not
+    /// getting them all is no error: the report shows the difference.
+    async fn drain_confirms(&mut self) -> Result<()> {
+        let limit = Instant::now() + CONFIRM_DRAIN_TIMEOUT;
+        while self.tracker.outstanding() > 0 {
+            self.conn.rbuf.reserve(16 * 1024);
+            let read = tokio::time::timeout_at(
+                limit.into(),
+                self.conn.stream.read_buf(&mut self.conn.rbuf),
+            );
+            match read.await {
+                Err(_) => return Ok(()),
+                Ok(Ok(0)) => return Err(ClientError::Eof("")),
+                Ok(Ok(_)) => self.handle_incoming()?,
+                Ok(Err(e)) => return Err(e.into()),
+            }
+            // A flow-ok answered while draining.
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     /// Writes what is left of the last batch, so every message counted as

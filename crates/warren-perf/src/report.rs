@@ -58,6 +58,12 @@ pub struct Backlog {
     pub drain_s: f64,
     /// Deliveries per second over `drain_s`.
     pub drain_rate: f64,
+    /// Broker CPU microseconds per confirmed publish in the publish phase
+    /// (with --broker-pid and producers).
+    pub publish_cpu_us_per_msg: Option<f64>,
+    /// Broker CPU microseconds per delivery in the drain phase, the
+    /// consumers' setup included (with --broker-pid and consumers).
+    pub drain_cpu_us_per_msg: Option<f64>,
 }
 
 /// What happened after the timed window, while consumers caught up.
@@ -67,6 +73,9 @@ pub struct Settle {
     pub sent_total: u64,
     /// Deliveries expected (sent x fanout queues).
     pub expected: u64,
+    /// Publishes confirmed in the whole run: the window, and the confirms
+    /// the producers waited for (briefly) after it.
+    pub confirmed_total: u64,
     /// Deliveries received in the whole run, settle included.
     pub received_total: u64,
     /// Seconds spent waiting.
@@ -173,8 +182,9 @@ impl Report {
 
     /// The summary line, PerfTest-like:
     /// `sent X msg/s, confirmed Y msg/s, received Z msg/s, latency
-    /// p50/p95/p99 = a/b/c ms, errors E, broker cpu C s (P%), broker peak
-    /// rss R MiB`, preceded by mode-specific lines where there are any.
+    /// p50/p95/p99 = a/b/c ms, errors E, broker cpu C s (P%, U us/msg),
+    /// broker peak rss R MiB`, preceded by mode-specific lines where there
+    /// are any.
     pub fn human(&self) -> String {
         let mut out = String::new();
         if let Some(t) = &self.tls {
@@ -194,6 +204,14 @@ impl Report {
                     .map(|r| format!(", broker rss with backlog {r:.0} MiB"))
                     .unwrap_or_default(),
             ));
+            if b.publish_cpu_us_per_msg.is_some() || b.drain_cpu_us_per_msg.is_some() {
+                let us = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+                out.push_str(&format!(
+                    "backlog broker cpu: publish {} us/msg, drain {} us/msg\n",
+                    us(b.publish_cpu_us_per_msg),
+                    us(b.drain_cpu_us_per_msg)
+                ));
+            }
         }
         if let Some(s) = &self.sink {
             out.push_str(&format!(
@@ -203,8 +221,8 @@ impl Report {
         }
         if let Some(s) = &self.settle {
             out.push_str(&format!(
-                "after settle ({:.1} s): sent {}, received {} of {} expected\n",
-                s.settle_s, s.sent_total, s.received_total, s.expected
+                "after settle ({:.1} s): sent {}, confirmed {}, received {} of {} expected\n",
+                s.settle_s, s.sent_total, s.confirmed_total, s.received_total, s.expected
             ));
         }
         if let Some(p) = &self.probe {
@@ -221,8 +239,12 @@ impl Report {
         }
         let broker = match &self.broker {
             Some(b) => format!(
-                "broker cpu {:.2} s ({:.0}%), broker peak rss {:.0} MiB",
-                b.cpu_s, b.cpu_pct, b.peak_rss_mib
+                "broker cpu {:.2} s ({:.0}%, {} us/msg), broker peak rss {:.0} MiB",
+                b.cpu_s,
+                b.cpu_pct,
+                b.cpu_us_per_msg
+                    .map_or("n/a".to_string(), |us| format!("{us:.2}")),
+                b.peak_rss_mib
             ),
             None => "broker cpu n/a, broker peak rss n/a".to_string(),
         };

@@ -123,6 +123,16 @@ fn copies(opts: &Options) -> u64 {
     u64::from(opts.fanout.max(1))
 }
 
+/// The messages a run's broker CPU is divided by: the confirmed publishes
+/// when producers publish with confirms, else the deliveries received.
+fn run_messages(opts: &Options, counts: &Snapshot) -> u64 {
+    if opts.confirm > 0 && opts.producers > 0 {
+        counts.confirmed
+    } else {
+        counts.received
+    }
+}
+
 /// Waits for `n` tasks to report their setup; false if one failed or the
 /// bound passed.
 async fn all_ready(rx: &mut mpsc::Receiver<bool>, n: u32) -> bool {
@@ -309,6 +319,7 @@ async fn timed(opts: &Arc<Options>, counters: &Arc<Counters>) -> Result<Report, 
         Some(Settle {
             sent_total,
             expected,
+            confirmed_total: counters.snapshot().confirmed,
             received_total: counters.snapshot().received,
             settle_s: settle_start.elapsed().as_secs_f64(),
         })
@@ -331,7 +342,7 @@ async fn timed(opts: &Arc<Options>, counters: &Arc<Counters>) -> Result<Report, 
     r.confirmed_rate = window.confirmed as f64 / secs;
     r.received_rate = window.received as f64 / secs;
     r.latency = Latency::from_histogram(&merged(&hists));
-    r.broker = broker;
+    r.broker = broker.map(|b| b.per_message(run_messages(opts, &window)));
     r.settle = settle;
     Ok(r)
 }
@@ -354,6 +365,7 @@ async fn backlog(
     };
 
     let mut published = Snapshot::default();
+    let mut publish_cpu = None;
     if opts.producers > 0 {
         let go: Go = watch::channel(None);
         let (producers, mut p_ready) = spawn_producers(opts, counters, &go, Some(opts.backlog));
@@ -369,6 +381,9 @@ async fn backlog(
         published = counters.snapshot();
         b.publish_rate = published.confirmed as f64 / b.publish_s;
         b.rss_with_backlog_mib = sampler.as_ref().and_then(Sampler::rss_now_mib);
+        publish_cpu = sampler.as_ref().and_then(Sampler::cpu_so_far);
+        b.publish_cpu_us_per_msg =
+            publish_cpu.and_then(|cpu| broker::cpu_us_per_msg(cpu, published.confirmed));
         if published.confirmed < opts.backlog {
             counters.error(
                 "backlog",
@@ -406,9 +421,25 @@ async fn backlog(
         b.drain_rate = b.drained as f64 / b.drain_s;
     }
     let broker = finish_sampler(sampler, counters);
+    if opts.consumers > 0
+        && let Some(total) = broker.as_ref().map(|s| s.cpu_s)
+    {
+        // With producers, the drain is what came after the publish phase.
+        let drain_cpu = match (opts.producers > 0, publish_cpu) {
+            (false, _) => Some(total),
+            (true, Some(publish)) => Some(total - publish),
+            (true, None) => None,
+        };
+        b.drain_cpu_us_per_msg = drain_cpu.and_then(|cpu| broker::cpu_us_per_msg(cpu, b.drained));
+    }
     let _ = stop_tx.send(true);
     let hists = join_all(consumers, counters, Instant::now() + JOIN_TIMEOUT).await;
     printer.abort();
+    let messages = if opts.producers > 0 {
+        published.confirmed
+    } else {
+        b.drained
+    };
 
     let mut r = Report::new("backlog", (**opts).clone());
     r.duration_s = b.publish_s + b.drain_s;
@@ -423,7 +454,7 @@ async fn backlog(
     }
     r.received_rate = b.drain_rate;
     r.latency = Latency::from_histogram(&merged(&hists));
-    r.broker = broker;
+    r.broker = broker.map(|s| s.per_message(messages));
     r.backlog = Some(b);
     Ok(r)
 }
@@ -463,4 +494,27 @@ async fn probe(opts: Options) -> Result<Report, String> {
         queues,
     });
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn broker_cpu_is_per_confirm_with_confirms_else_per_delivery() {
+        let counts = Snapshot {
+            sent: 1_000,
+            confirmed: 900,
+            received: 800,
+            ..Default::default()
+        };
+        let confirming = Options::parse_from(["warren-perf", "--confirm", "10"]);
+        assert_eq!(run_messages(&confirming, &counts), 900);
+        let plain = Options::parse_from(["warren-perf"]);
+        assert_eq!(run_messages(&plain, &counts), 800);
+        // Only consumers: confirms cannot count.
+        let drain = Options::parse_from(["warren-perf", "--confirm", "10", "--producers", "0"]);
+        assert_eq!(run_messages(&drain, &counts), 800);
+    }
 }
