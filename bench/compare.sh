@@ -5,7 +5,11 @@
 #
 #   bench/compare.sh [S1 S2 ...]     (default S1-S6)
 #
-# Environment: REPEAT [3], DURATION [5] seconds per run, OUT [bench/results/compare-<time>].
+# Environment: REPEAT [3], DURATION [5] seconds per run, OUT [bench/results/compare-<clients>-<time>],
+# CLIENT [pipelined]: warren-perf's --client style (pipelined, single, lapin),
+# CLIENTS: several styles, e.g. "pipelined single lapin": every scenario once
+# per style against the same two brokers, one table per style.
+# Results are OUT/<scenario>.<client>.<broker>.<run>.json; OUT/summary.md.
 # Needs: cargo build --release -p warren-server -p warren-perf; python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +18,8 @@ WARREN=${WARREN:-target/release/warren}
 PERF=${PERF:-target/release/warren-perf}
 REPEAT=${REPEAT:-3}
 DURATION=${DURATION:-5}
-OUT=${OUT:-bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ)}
+CLIENTS=${CLIENTS:-${CLIENT:-pipelined}}
+OUT=${OUT:-bench/results/compare-${CLIENTS// /+}-$(date -u +%Y%m%dT%H%M%SZ)}
 WPORT=5681
 RPORT=5691
 mkdir -p "$OUT"
@@ -70,26 +75,28 @@ declare -A ARGS=(
 scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(S1 S2 S3 S4 S5 S6)
 
-for s in "${scenarios[@]}"; do
-  args=${ARGS[$s]:?unknown scenario $s}
-  d=$DURATION
-  [ "$s" = S6 ] && d=120
-  for i in $(seq "$REPEAT"); do
-    for b in warren rabbitmq; do
-      if [ $b = warren ]; then port=$WPORT pid=$W_PID; else port=$RPORT pid=$R_BEAM; fi
-      # shellcheck disable=SC2086
-      timeout 300 "$PERF" --port $port --duration "$d" --broker-pid "$pid" --queue-prefix "bench-$s" $args --json \
-        >"$OUT/$s.$b.$i.json" 2>"$OUT/$s.$b.$i.err" || echo "$s $b run $i failed" >&2
+for c in $CLIENTS; do
+  for s in "${scenarios[@]}"; do
+    args=${ARGS[$s]:?unknown scenario $s}
+    d=$DURATION
+    [ "$s" = S6 ] && d=120
+    for i in $(seq "$REPEAT"); do
+      for b in warren rabbitmq; do
+        if [ $b = warren ]; then port=$WPORT pid=$W_PID; else port=$RPORT pid=$R_BEAM; fi
+        # shellcheck disable=SC2086
+        timeout 300 "$PERF" --client "$c" --port $port --duration "$d" --broker-pid "$pid" --queue-prefix "bench-$s" $args --json \
+          >"$OUT/$s.$c.$b.$i.json" 2>"$OUT/$s.$c.$b.$i.err" || echo "$s $c $b run $i failed" >&2
+      done
     done
   done
 done
 
-python3 - "$OUT" "$RMQ_VERSION" "${scenarios[@]}" <<'PY'
+python3 - "$OUT" "$RMQ_VERSION" "$CLIENTS" "${scenarios[@]}" <<'PY'
 import json, statistics, sys, glob, os
-out, version, scenarios = sys.argv[1], sys.argv[2], sys.argv[3:]
-def load(s, b):
+out, version, clients, scenarios = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4:]
+def load(s, c, b):
     rows = []
-    for f in sorted(glob.glob(f"{out}/{s}.{b}.*.json")):
+    for f in sorted(glob.glob(f"{out}/{s}.{c}.{b}.*.json")):
         try:
             rows.append(json.loads(open(f).read().strip().splitlines()[-1]))
         except Exception:
@@ -108,29 +115,37 @@ metrics = [
     ("received msg/s", lambda r: r["received_rate"]),
     ("p99 latency ms", lambda r: r["latency"]["p99_ms"] if r["latency"]["count"] else None),
     ("broker CPU %", lambda r: r["broker"]["cpu_pct"]),
+    # Broker CPU over the messages of the run (confirmed if confirms, else
+    # received; a backlog run's over both phases): what one message costs.
+    ("broker CPU us/msg", lambda r: r["broker"].get("cpu_us_per_msg")),
     ("broker peak RSS MiB", lambda r: r["broker"]["peak_rss_mib"]),
 ]
-lines = [f"RabbitMQ {version} vs Warren, medians of {{n}} alternating runs each", ""]
-lines.append("| scenario | metric | Warren | RabbitMQ | Warren/RabbitMQ |")
-lines.append("|---|---|---|---|---|")
-n = 0
-for s in scenarios:
-    w, r = load(s, "warren"), load(s, "rabbitmq")
-    n = max(n, len(w), len(r))
-    ms = list(metrics)
-    if s == "S6":
-        ms = [
-            ("publish msg/s", lambda x: (x.get("backlog") or {}).get("publish_rate")),
-            ("drain msg/s", lambda x: (x.get("backlog") or {}).get("drain_rate")),
-        ] + metrics[3:]
-    for name, key in ms:
-        a, b = med(w, key), med(r, key)
-        ratio = f"{a / b:.2f}" if a is not None and b else "-"
-        fa = f"{a:,.1f}" if a is not None else "-"
-        fb = f"{b:,.1f}" if b is not None else "-"
-        lines.append(f"| {s} | {name} | {fa} | {fb} | {ratio} |")
-lines[0] = lines[0].format(n=n)
-text = "\n".join(lines)
+def fmt(v):
+    if v is None:
+        return "-"
+    return f"{v:,.2f}" if abs(v) < 10 else f"{v:,.1f}"
+tables = []
+for c in clients:
+    lines = [f"RabbitMQ {version} vs Warren, client {c}, medians of {{n}} alternating runs each", ""]
+    lines.append("| scenario | metric | Warren | RabbitMQ | Warren/RabbitMQ |")
+    lines.append("|---|---|---|---|---|")
+    n = 0
+    for s in scenarios:
+        w, r = load(s, c, "warren"), load(s, c, "rabbitmq")
+        n = max(n, len(w), len(r))
+        ms = list(metrics)
+        if s == "S6":
+            ms = [
+                ("publish msg/s", lambda x: (x.get("backlog") or {}).get("publish_rate")),
+                ("drain msg/s", lambda x: (x.get("backlog") or {}).get("drain_rate")),
+            ] + metrics[3:]
+        for name, key in ms:
+            a, b = med(w, key), med(r, key)
+            ratio = f"{a / b:.2f}" if a is not None and b else "-"
+            lines.append(f"| {s} | {name} | {fmt(a)} | {fmt(b)} | {ratio} |")
+    lines[0] = lines[0].format(n=n)
+    tables.append("\n".join(lines))
+text = "\n\n".join(tables)
 open(os.path.join(out, "summary.md"), "w").write(text + "\n")
 print(text)
 PY
