@@ -422,6 +422,15 @@ where
     let mut pending = BytesMut::new();
     let mut stopping = false;
     let mut unflushed = false;
+    // One timer for the connection's life. It is set to fire no later
+    // than the connection's next deadline; a deadline that moved later
+    // (every write moves the heartbeat's) leaves it as it is, so it may
+    // fire early, find nothing due, and be set again. Setting it anew on
+    // every pass cost two timer-wheel operations (under its lock) per
+    // message at low rates.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         if conn.has_output() {
             pending.unsplit(conn.take_output());
@@ -439,7 +448,14 @@ where
             .await;
             return Ok(());
         }
-        let deadline = conn.poll_timeout().map(Instant::from_std);
+        match (conn.poll_timeout().map(Instant::from_std), armed) {
+            (Some(d), Some(at)) if at <= d => {}
+            (Some(d), _) => {
+                timer.as_mut().reset(d);
+                armed = Some(d);
+            }
+            (None, _) => armed = None,
+        }
         let room = pending.len() < WRITE_HIGH_WATER;
         if rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(READ_CHUNK);
@@ -487,7 +503,8 @@ where
                     conn.handle_events(now);
                 }
             }
-            _ = sleep_until(deadline) => {
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
                 conn.handle_timeout(std::time::Instant::now());
             }
         }
@@ -505,11 +522,4 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
         return Ok(None);
     }
     wr.write(pending).await.map(Some)
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
