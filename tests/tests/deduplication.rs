@@ -14,11 +14,12 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
+use warren_tests::http::Http;
 use warren_tests::lapin_util::{
     bind, channel, confirming_channel, connect, consume, declare_queue_with, drain_bodies,
     expect_amqp_error, next_delivery, within,
 };
-use warren_tests::{start_broker, start_durable_broker};
+use warren_tests::{TestBroker, start_broker, start_durable_broker};
 
 const DEDUP: &str = "x-message-deduplication";
 
@@ -319,13 +320,170 @@ async fn declarations_and_queued_ids_survive_a_restart() {
             .is_ack()
     );
     assert_eq!(drain(&ch, "dq").await, ["kept", "new"]);
-    // The exchange deduplicates after the restart. Its cache is kept in
-    // memory (a documented gap for `disk`): an id seen before the restart
-    // is routed again.
+    // The exchange's disk cache came back: an id seen before the restart
+    // is not routed again, a new one is, once.
     for body in ["x1", "y1", "y1-again"] {
         let id = if body == "x1" { "x1" } else { "y1" };
         publish(&ch, "dx", "", body, with_id(id, None), false).await;
     }
-    assert_eq!(drain(&ch, "fan").await, ["x1", "x1", "y1"]);
+    assert_eq!(drain(&ch, "fan").await, ["x1", "y1"]);
     within("close", conn.close(200, "OK".into())).await.unwrap();
+}
+
+/// How many messages `queue` holds (a passive declare).
+async fn count(ch: &Channel, queue: &str) -> u32 {
+    within(
+        "queue.declare passive",
+        ch.queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
+/// A transient message with this id: its queue copy does not survive a
+/// restart, so only the exchange's cache can tell the id again.
+fn transient_with_id(id: &str) -> BasicProperties {
+    with_id(id, None).with_delivery_mode(1)
+}
+
+/// Declares the durable exchange `name` (with `arguments`) bound to the
+/// durable queue `queue`.
+async fn dedup_topology(ch: &Channel, name: &str, queue: &str, arguments: FieldTable) {
+    declare_dedup_exchange(ch, name, true, arguments)
+        .await
+        .unwrap();
+    declare_queue_with(ch, queue, true, FieldTable::default()).await;
+    bind(ch, queue, name, "").await.unwrap();
+}
+
+/// After a restart: `id` is not routed through `exchange` (mandatory: it
+/// comes back NO_ROUTE, and `queue` stays as it was), another id is.
+async fn assert_known_after_restart(ch: &Channel, exchange: &str, queue: &str, id: &str) {
+    let before = count(ch, queue).await;
+    let c = publish(ch, exchange, "", "again", transient_with_id(id), true).await;
+    assert!(c.is_ack(), "{c:?}");
+    let returned = c.take_message().expect("the known id comes back");
+    assert_eq!(returned.reply_code, 312);
+    assert_eq!(count(ch, queue).await, before);
+    let c = publish(ch, exchange, "", "other", transient_with_id("other"), true).await;
+    assert!(c.take_message().is_none(), "a new id is routed");
+    assert_eq!(count(ch, queue).await, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_cache_keeps_its_ids_across_a_restart_and_a_memory_cache_does_not() {
+    let broker = start_durable_broker().await;
+    let args = |persistence: &str| {
+        table(&[
+            size(10),
+            ("x-cache-ttl", AMQPValue::LongInt(600_000)),
+            ("x-cache-persistence", text(persistence)),
+        ])
+    };
+    {
+        let conn = connect(&broker).await;
+        let ch = confirming_channel(&conn).await;
+        dedup_topology(&ch, "disk", "disk-q", args("disk")).await;
+        dedup_topology(&ch, "mem", "mem-q", args("memory")).await;
+        for ex in ["disk", "mem"] {
+            // Confirmed: for the disk cache, after the flush that holds
+            // the id (the message itself is transient).
+            let c = publish(&ch, ex, "", "first", transient_with_id("a"), true).await;
+            assert!(c.is_ack() && c.take_message().is_none());
+        }
+        within("close", conn.close(200, "OK".into())).await.unwrap();
+    }
+    let broker = broker.restart().await;
+    let conn = connect(&broker).await;
+    let ch = confirming_channel(&conn).await;
+    // The transient copies are gone with the restart.
+    assert_eq!(count(&ch, "disk-q").await, 0);
+    assert_known_after_restart(&ch, "disk", "disk-q", "a").await;
+    // The memory cache forgot its ids: "a" is routed again.
+    let c = publish(&ch, "mem", "", "again", transient_with_id("a"), true).await;
+    assert!(c.take_message().is_none());
+    assert_eq!(count(&ch, "mem-q").await, 1);
+    // Deleting the exchange deletes its ids: one declared again with the
+    // same name starts empty, after another restart too.
+    within(
+        "exchange.delete",
+        ch.exchange_delete("disk".into(), Default::default()),
+    )
+    .await
+    .unwrap();
+    dedup_topology(&ch, "disk", "disk-q", args("disk")).await;
+    within("close", conn.close(200, "OK".into())).await.unwrap();
+    let broker = broker.restart().await;
+    let conn = connect(&broker).await;
+    let ch = confirming_channel(&conn).await;
+    let c = publish(&ch, "disk", "", "fresh", transient_with_id("a"), true).await;
+    assert!(
+        c.take_message().is_none(),
+        "the deleted exchange's ids are gone"
+    );
+    within("close", conn.close(200, "OK".into())).await.unwrap();
+    broker.stop().await;
+}
+
+fn guest(b: &TestBroker) -> Http {
+    Http::new(b.http, "guest", "guest")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_set_the_plugins_keys_and_win_over_arguments() {
+    let broker = start_durable_broker().await;
+    let api = guest(&broker);
+    // The plugin's validation, with its words.
+    let r = api
+        .put(
+            "/api/policies/%2F/bad",
+            r#"{"pattern":".*","definition":{"x-cache-size":"100"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["reason"],
+        "Validation failed\n\n'x-cache-size' must be an integer greater than 0, got <<\"100\">>\n"
+    );
+    // An exchange declared with a memory cache of 10 ids...
+    {
+        let conn = connect(&broker).await;
+        let ch = confirming_channel(&conn).await;
+        dedup_topology(&ch, "px", "pq", table(&[size(10)])).await;
+        within("close", conn.close(200, "OK".into())).await.unwrap();
+    }
+    // ... runs with the policy's disk cache of 2 ids.
+    let r = api
+        .put(
+            "/api/policies/%2F/dedup",
+            r#"{"pattern":"^px$","apply-to":"exchanges","definition":{"x-cache-size":2,"x-cache-persistence":"disk"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    {
+        let conn = connect(&broker).await;
+        let ch = confirming_channel(&conn).await;
+        for id in ["a", "b", "c"] {
+            publish(&ch, "px", "", id, transient_with_id(id), false).await;
+        }
+        // "a" was evicted by the policy's size; "c" is known.
+        let c = publish(&ch, "px", "", "c", transient_with_id("c"), true).await;
+        assert!(c.take_message().is_some());
+        within("close", conn.close(200, "OK".into())).await.unwrap();
+    }
+    let broker = broker.restart().await;
+    let conn = connect(&broker).await;
+    let ch = confirming_channel(&conn).await;
+    // The policy's disk cache came back with "b" and "c" ("a" was evicted).
+    assert_known_after_restart(&ch, "px", "pq", "c").await;
+    within("close", conn.close(200, "OK".into())).await.unwrap();
+    broker.stop().await;
 }

@@ -547,8 +547,9 @@ impl Broker {
     /// (used in `x-death` headers).
     pub fn tick(&self, now: Instant, unix_secs: u64) {
         self.wall_clock.store(unix_secs, Ordering::Relaxed);
+        let now_ms = self.wall_ms(now);
         for vh in self.vhosts() {
-            vh.sweep(now);
+            vh.sweep(now, now_ms);
         }
         self.check_memory();
     }

@@ -115,6 +115,8 @@ struct TxPublish {
     message: Arc<Message>,
     queues: Vec<Arc<Queue>>,
     mandatory: bool,
+    /// Routing it stored a deduplication id: commit-ok waits for a flush.
+    stored_id: bool,
 }
 
 #[derive(Debug)]
@@ -963,7 +965,7 @@ impl Channel {
                 };
                 let mut stored = false;
                 for p in tx.publishes {
-                    stored |= p.message.store_id.is_some();
+                    stored |= p.stored_id || p.message.store_id.is_some();
                     let _ =
                         Self::enqueue(self.id, &self.entry, ctx, p.message, &p.queues, p.mandatory);
                 }
@@ -1133,15 +1135,22 @@ impl Channel {
             Message::new(publish.exchange, publish.routing_key, properties, body),
             queues,
         );
+        // A deduplication exchange with a disk cache stored the message's
+        // id while routing it: the confirm waits for the flush of that too.
+        let stored_id = self
+            .route
+            .as_ref()
+            .is_some_and(|r| r.exchange.stores_dedup_ids());
         if let Some(tx) = &mut self.tx {
             tx.publishes.push(TxPublish {
                 message,
                 queues: queues.to_vec(),
                 mandatory: publish.mandatory,
+                stored_id,
             });
             return Ok(());
         }
-        let stored = message.store_id.is_some();
+        let stored = stored_id || message.store_id.is_some();
         let accepted = Self::enqueue(
             self.id,
             &self.entry,

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use warren_codec::{BasicProperties, FieldTable, FieldValue, ShortStr};
 
 use crate::error::Refusal;
-use crate::queue::dedup::{self, DedupCache, DedupKey};
+use crate::persist::{DedupRecordKey, Durability, PersistOp};
+use crate::queue::dedup::{self, CacheChange, DedupCache, DedupKey, StoredId};
 
 /// What binding rules return.
 type Result<T, E = Refusal> = std::result::Result<T, E>;
@@ -736,8 +737,102 @@ pub struct Exchange {
     seed: RandomState,
     // A Mutex: every publish to an `x-message-deduplication` exchange
     // checks and inserts in one step, briefly, and takes no other lock
-    // while holding it. `None` for every other type.
-    dedup: Option<Mutex<DedupCache>>,
+    // while holding it (its store ops are submitted under it, so the store
+    // sees a cache's changes in their order). `None` for every other type.
+    dedup: Option<Mutex<Dedup>>,
+}
+
+/// Where a durable `x-message-deduplication` exchange's ids are stored
+/// when its `x-cache-persistence` is `disk`: the broker's store and the
+/// exchange's vhost.
+#[derive(Debug, Clone)]
+pub struct DedupStore {
+    /// The store.
+    pub durability: Arc<Durability>,
+    /// The exchange's vhost.
+    pub vhost: String,
+}
+
+/// An `x-message-deduplication` exchange's cache, the options in effect
+/// (its arguments, or the applying policy's, which win as in the plugin),
+/// and where the cache is stored.
+#[derive(Debug)]
+struct Dedup {
+    cache: DedupCache,
+    /// Set (by the vhost) for a durable exchange of a broker that stores
+    /// durable state.
+    store: Option<DedupStore>,
+    /// `x-cache-persistence` in effect is `disk`.
+    disk: bool,
+}
+
+/// The options an `x-message-deduplication` exchange runs with: its
+/// arguments, each overridden by the policy's key if it sets one (the
+/// plugin's `policy_changed` resets the cache to the arguments, then
+/// applies the policy's keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DedupOptions {
+    size: u64,
+    ttl: Option<std::time::Duration>,
+    disk: bool,
+}
+
+impl DedupOptions {
+    fn of(arguments: &FieldTable, policy: Option<&FieldTable>) -> Self {
+        let number = |name: &str| {
+            policy
+                .and_then(|p| p.get(name))
+                .and_then(FieldValue::as_i64)
+                .or_else(|| dedup_number(arguments, name))
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|&n| n > 0)
+        };
+        let persistence = policy
+            .and_then(|p| string_arg(p, CACHE_PERSISTENCE))
+            .or_else(|| string_arg(arguments, CACHE_PERSISTENCE));
+        DedupOptions {
+            size: number(CACHE_SIZE).unwrap_or(1),
+            ttl: number(dedup::CACHE_TTL).map(std::time::Duration::from_millis),
+            disk: persistence.is_some_and(|p| p == b"disk"),
+        }
+    }
+}
+
+impl Dedup {
+    /// Whether the cache's changes go to the store.
+    fn stored(&self) -> bool {
+        self.disk && self.store.is_some()
+    }
+}
+
+/// Turns cache changes into store ops for `exchange` (nothing when
+/// `store` is `None`: a cache kept in memory).
+fn dedup_sink<'a>(
+    store: Option<&'a DedupStore>,
+    exchange: &'a ShortStr,
+) -> impl FnMut(CacheChange<'_>) + 'a {
+    move |change| {
+        let Some(s) = store else {
+            return;
+        };
+        let key = |id: &DedupKey| DedupRecordKey {
+            vhost: s.vhost.clone(),
+            exchange: exchange.clone(),
+            id: id.to_bytes(),
+        };
+        s.durability.submit(match change {
+            CacheChange::Added {
+                key: id,
+                expires_ms,
+                order,
+            } => PersistOp::DedupPut {
+                key: key(id),
+                expires_ms,
+                order,
+            },
+            CacheChange::Removed { key: id } => PersistOp::DedupRemove { key: key(id) },
+        });
+    }
 }
 
 fn split_words(key: &ShortStr) -> Vec<ShortStr> {
@@ -809,11 +904,12 @@ impl Exchange {
         let ring = (routing == ExchangeKind::ConsistentHash).then(HashRing::default);
         let hash_on = HashOn::of(&spec);
         let dedup = (spec.kind == ExchangeKind::Deduplication).then(|| {
-            let size = dedup_number(&spec.arguments, CACHE_SIZE).unwrap_or(1);
-            let ttl = dedup_number(&spec.arguments, dedup::CACHE_TTL)
-                .and_then(|ms| u64::try_from(ms).ok())
-                .map(std::time::Duration::from_millis);
-            Mutex::new(DedupCache::new(u64::try_from(size).unwrap_or(1), ttl))
+            let o = DedupOptions::of(&spec.arguments, None);
+            Mutex::new(Dedup {
+                cache: DedupCache::new(o.size, o.ttl),
+                store: None,
+                disk: o.disk,
+            })
         });
         Arc::new(Exchange {
             spec,
@@ -833,9 +929,91 @@ impl Exchange {
         })
     }
 
-    /// Sets the policy applying to the exchange (or none).
+    /// Sets the policy applying to the exchange (or none). An
+    /// `x-message-deduplication` exchange's cache follows it at once, as
+    /// the plugin's `policy_changed` has it: a smaller `x-cache-size`
+    /// evicts the oldest ids, a new `x-cache-ttl` holds for ids cached
+    /// from now on, and `x-cache-persistence` starts or stops storing the
+    /// ids (which stay cached).
     pub fn set_policy(&self, policy: Option<Arc<crate::policy::Policy>>) {
+        if let Some(d) = &self.dedup {
+            let o = DedupOptions::of(&self.spec.arguments, policy.as_ref().map(|p| &p.definition));
+            let mut guard = d.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let d = &mut *guard;
+            let was_stored = d.stored();
+            d.disk = o.disk;
+            let stored = d.stored();
+            let name = &self.spec.name;
+            if was_stored && !stored {
+                let mut sink = dedup_sink(d.store.as_ref(), name);
+                d.cache
+                    .for_each_id(|key, _, _| sink(CacheChange::Removed { key }));
+            }
+            if stored && !was_stored {
+                let mut sink = dedup_sink(d.store.as_ref(), name);
+                d.cache.for_each_id(|key, expires_ms, order| {
+                    sink(CacheChange::Added {
+                        key,
+                        expires_ms,
+                        order,
+                    })
+                });
+            }
+            let mut sink = dedup_sink(d.store.as_ref().filter(|_| stored), name);
+            d.cache.resize(o.size, &mut sink);
+            d.cache.set_default_ttl(o.ttl);
+        }
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    /// Tells a durable `x-message-deduplication` exchange where its ids
+    /// are stored (when its `x-cache-persistence` is, or becomes, `disk`).
+    /// Set once, before it is published to; other exchanges ignore it.
+    pub fn set_dedup_store(&self, store: DedupStore) {
+        if let Some(d) = &self.dedup {
+            d.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .store = Some(store);
+        }
+    }
+
+    /// Whether the exchange stores the ids it caches (durable, in a broker
+    /// that stores durable state, with `disk` persistence in effect): a
+    /// publish's confirm then waits for the store's flush.
+    pub fn stores_dedup_ids(&self) -> bool {
+        self.dedup.as_ref().is_some_and(|d| {
+            d.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .stored()
+        })
+    }
+
+    /// Puts back the ids a stored cache held, read at start-up at
+    /// wall-clock time `now_ms` (expired ones are removed from the store).
+    /// False if the exchange does not store its ids (its records are
+    /// stale: the caller removes them).
+    pub fn restore_dedup(&self, ids: Vec<StoredId>, now_ms: u64) -> bool {
+        let Some(d) = &self.dedup else {
+            return false;
+        };
+        let mut guard = d.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let d = &mut *guard;
+        if !d.stored() {
+            return false;
+        }
+        let mut sink = dedup_sink(d.store.as_ref(), &self.spec.name);
+        d.cache.restore(ids, now_ms, &mut sink);
+        true
+    }
+
+    /// The exchange is deleted: a stored cache's records go.
+    pub fn forget_dedup_ids(&self) {
+        if let Some(d) = &self.dedup {
+            let mut guard = d.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let d = &mut *guard;
+            let mut sink = dedup_sink(d.store.as_ref().filter(|_| d.disk), &self.spec.name);
+            d.cache.clear(&mut sink);
+        }
     }
 
     /// The policy applying now.
@@ -1061,20 +1239,25 @@ impl Exchange {
             return false;
         };
         let ttl = dedup::message_ttl(headers);
-        cache
+        let mut guard = cache
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .check_and_insert(key, ttl)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let d = &mut *guard;
+        let mut sink = dedup_sink(d.store.as_ref().filter(|_| d.disk), &self.spec.name);
+        d.cache.check_and_insert(key, ttl, &mut sink)
     }
 
-    /// The broker's tick: an `x-message-deduplication` exchange learns the
-    /// time (its ids' times to live run by it) and drops expired ids.
-    pub fn tick(&self, now: std::time::Instant) {
+    /// The broker's tick at wall-clock time `now_ms` (Unix milliseconds):
+    /// an `x-message-deduplication` exchange learns the time (its ids'
+    /// times to live run by it) and drops expired ids.
+    pub fn tick(&self, now_ms: u64) {
         if let Some(cache) = &self.dedup {
-            cache
+            let mut guard = cache
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .tick(now);
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let d = &mut *guard;
+            let mut sink = dedup_sink(d.store.as_ref().filter(|_| d.disk), &self.spec.name);
+            d.cache.tick(now_ms, &mut sink);
         }
     }
 
@@ -1084,6 +1267,7 @@ impl Exchange {
         self.dedup.as_ref().map(|c| {
             c.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .cache
                 .len()
         })
     }
@@ -1636,8 +1820,8 @@ mod tests {
 
     #[test]
     fn dedup_ids_expire_by_the_ticks_clock() {
-        let t0 = std::time::Instant::now();
-        let ms = std::time::Duration::from_millis;
+        let t0 = 1_700_000_000_000u64;
+        let ms = |n: u64| n;
         let ex = dedup_exchange(
             FieldTable::new()
                 .with("x-cache-size", FieldValue::I64(10))
@@ -1647,14 +1831,63 @@ mod tests {
         assert_eq!(routed(&ex, "", Some(&with_id("a"))).len(), 2);
         let short = with_id("s").with("x-cache-ttl", FieldValue::I64(100));
         assert_eq!(routed(&ex, "", Some(&short)).len(), 2);
-        ex.tick(t0 + ms(99));
-        assert!(routed(&ex, "", Some(&short)).is_empty());
+        // Times to live run from the next tick.
+        ex.tick(t0 + ms(1));
         ex.tick(t0 + ms(100));
+        assert!(routed(&ex, "", Some(&short)).is_empty());
+        ex.tick(t0 + ms(101));
         assert_eq!(routed(&ex, "", Some(&short)).len(), 2);
-        ex.tick(t0 + ms(999));
-        assert!(routed(&ex, "", Some(&with_id("a"))).is_empty());
         ex.tick(t0 + ms(1000));
+        assert!(routed(&ex, "", Some(&with_id("a"))).is_empty());
+        ex.tick(t0 + ms(1001));
         assert_eq!(routed(&ex, "", Some(&with_id("a"))).len(), 2);
+    }
+
+    #[test]
+    fn a_policy_overrides_a_dedup_exchanges_arguments_and_follows_changes() {
+        let ex = dedup_exchange(
+            FieldTable::new()
+                .with("x-cache-size", FieldValue::I64(10))
+                .with("x-cache-ttl", FieldValue::I64(1000)),
+        );
+        let t0 = 1_700_000_000_000u64;
+        ex.tick(t0);
+        for id in ["a", "b", "c"] {
+            assert_eq!(routed(&ex, "", Some(&with_id(id))).len(), 2);
+        }
+        let policy = |pairs: &[(&str, FieldValue)]| {
+            let mut def = FieldTable::new();
+            for (k, v) in pairs {
+                def.insert(*k, v.clone());
+            }
+            Some(Arc::new(
+                crate::policy::Policy::new("/", "p", ".*", "exchanges", 0, def, false).unwrap(),
+            ))
+        };
+        // A smaller size evicts the oldest ids at once.
+        ex.set_policy(policy(&[
+            ("x-cache-size", FieldValue::I64(2)),
+            ("x-cache-ttl", FieldValue::I64(50)),
+        ]));
+        assert_eq!(ex.dedup_cache_len(), Some(2));
+        assert_eq!(routed(&ex, "", Some(&with_id("a"))).len(), 2);
+        assert!(routed(&ex, "", Some(&with_id("a"))).is_empty());
+        // The policy's ttl holds for ids cached from now on ("a" was).
+        ex.tick(t0 + 1);
+        ex.tick(t0 + 51);
+        assert_eq!(routed(&ex, "", Some(&with_id("a"))).len(), 2);
+        // Cleared, the arguments hold again.
+        ex.set_policy(None);
+        for id in ["d", "e", "f"] {
+            assert_eq!(routed(&ex, "", Some(&with_id(id))).len(), 2);
+        }
+        assert_eq!(ex.dedup_cache_len(), Some(5));
+        // Without a store, disk persistence changes nothing here.
+        ex.set_policy(policy(&[(
+            "x-cache-persistence",
+            crate::policy::text("disk"),
+        )]));
+        assert!(!ex.stores_dedup_ids());
     }
 
     #[test]

@@ -91,6 +91,25 @@ pub enum PersistOp {
         /// Where it was held, and its place there.
         key: DelayedRecordKey,
     },
+    /// A durable `x-message-deduplication` exchange with
+    /// `x-cache-persistence: disk` cached an id (or cached it anew). Its
+    /// publisher's confirm waits for the flush that covers this.
+    DedupPut {
+        /// The exchange and the id.
+        key: DedupRecordKey,
+        /// When the id expires, in wall-clock milliseconds since the Unix
+        /// epoch; `None`: never (it stays until evicted).
+        expires_ms: Option<u64>,
+        /// Its insertion number, which orders the cache's ids for its
+        /// size bound after a restart.
+        order: u64,
+    },
+    /// A stored id left its cache (evicted, expired, the exchange
+    /// deleted, or its cache no longer stored).
+    DedupRemove {
+        /// The exchange and the id.
+        key: DedupRecordKey,
+    },
     /// A durable exchange was declared.
     DeclareExchange {
         /// Vhost.
@@ -190,6 +209,17 @@ pub struct DelayedRecordKey {
     pub deadline: u64,
     /// Unique within the exchange.
     pub seq: u64,
+}
+
+/// A stored deduplication id: the key of its record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DedupRecordKey {
+    /// Vhost.
+    pub vhost: String,
+    /// The `x-message-deduplication` exchange.
+    pub exchange: ShortStr,
+    /// The id, as `DedupKey::to_bytes` writes it (opaque to the store).
+    pub id: bytes::Bytes,
 }
 
 /// The durable store as the broker sees it.

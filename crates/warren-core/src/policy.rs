@@ -10,7 +10,10 @@
 //! `expires`, `max-length`, `max-length-bytes`, `delivery-limit` and
 //! `consumer-timeout`; the argument wins for `overflow`,
 //! `dead-letter-exchange`, `dead-letter-routing-key`,
-//! `dead-letter-strategy`, `queue-mode` and `alternate-exchange`.
+//! `dead-letter-strategy`, `queue-mode` and `alternate-exchange`; the
+//! policy wins for the deduplication plugin's keys
+//! (`x-message-deduplication`, `x-cache-size`, `x-cache-ttl`,
+//! `x-cache-persistence`), as the plugin reads them.
 
 use regex::Regex;
 use warren_codec::{FieldTable, FieldValue, LongStr, ShortStr};
@@ -125,6 +128,12 @@ const POLICY_KEYS: &[(&str, Check)] = &[
         "ha-promote-on-failure",
         Check::OneOf(&["always", "when-synced"]),
     ),
+    // The deduplication plugin's keys (v0.6.x registers them as policy
+    // validators), with its own texts.
+    ("x-message-deduplication", Check::Plugin),
+    ("x-cache-size", Check::Plugin),
+    ("x-cache-ttl", Check::Plugin),
+    ("x-cache-persistence", Check::Plugin),
 ];
 
 /// Keys an operator policy may set.
@@ -145,6 +154,37 @@ enum Check {
     Text,
     OneOf(&'static [&'static str]),
     Any,
+    /// Checked as the deduplication plugin checks it ([`plugin_check`]).
+    Plugin,
+}
+
+/// The deduplication plugin's check of one of its policy keys, with its
+/// text: `x-message-deduplication` a boolean, `x-cache-size` and
+/// `x-cache-ttl` integers above 0 (not numeric strings, which its
+/// exchange arguments take), `x-cache-persistence` `disk` or `memory`.
+fn plugin_check(key: &str, v: &FieldValue) -> Result<(), String> {
+    let (ok, must) = match key {
+        "x-message-deduplication" => (matches!(v, FieldValue::Bool(_)), "must be a boolean"),
+        "x-cache-size" | "x-cache-ttl" => (
+            v.as_i64().is_some_and(|n| n > 0),
+            "must be an integer greater than 0",
+        ),
+        _ => (
+            matches!(v, FieldValue::LongStr(s) if matches!(s.as_bytes(), b"disk" | b"memory")),
+            "must be either 'disk' or 'memory'",
+        ),
+    };
+    if ok {
+        return Ok(());
+    }
+    // The value as Erlang's `~p` prints it.
+    let shown = match v {
+        FieldValue::LongStr(s) => format!("<<\"{}\">>", s.to_lossy()),
+        other => other.to_string(),
+    };
+    Err(format!(
+        "Validation failed\n\n'{key}' {must}, got {shown}\n"
+    ))
 }
 
 fn check_value(key: &str, check: Check, v: &FieldValue) -> Result<(), String> {
@@ -157,6 +197,7 @@ fn check_value(key: &str, check: Check, v: &FieldValue) -> Result<(), String> {
             _ => false,
         },
         Check::Any => true,
+        Check::Plugin => return plugin_check(key, v),
     };
     if ok {
         Ok(())
@@ -260,6 +301,16 @@ const LOWER_WINS: &[&str] = &[
     "max-in-memory-bytes",
 ];
 
+/// Keys whose policy value wins over the declare argument: the
+/// deduplication plugin reads a queue's policy before its arguments, and
+/// applies an exchange's policy over its arguments.
+const POLICY_WINS: &[&str] = &[
+    "x-message-deduplication",
+    "x-cache-size",
+    "x-cache-ttl",
+    "x-cache-persistence",
+];
+
 /// The effective definition of a user policy and an operator policy on one
 /// object: the operator's value where only it sets a key, the lower number
 /// where both do.
@@ -285,21 +336,25 @@ pub fn effective_definition(user: Option<&Policy>, op: Option<&Policy>) -> Field
 
 /// A queue's (or exchange's) declare arguments with an effective policy
 /// definition merged in, as `x-` arguments, by RabbitMQ's rule per key:
-/// the lower number wins for limits and TTLs; the argument wins for the
-/// rest.
+/// the lower number wins for limits and TTLs; the deduplication plugin's
+/// keys (already named `x-...`) take the policy's value; the argument
+/// wins for the rest.
 pub fn merge(arguments: &FieldTable, definition: &FieldTable) -> FieldTable {
     let mut out = arguments.clone();
     for (k, v) in &definition.0 {
         let key = k.to_lossy();
-        let arg = if key == "alternate-exchange" {
-            "alternate-exchange".to_string()
+        let arg = if key == "alternate-exchange" || key.starts_with("x-") {
+            // The deduplication plugin's keys are named as its arguments.
+            key.to_string()
         } else {
             format!("x-{key}")
         };
         let arg_key = ShortStr::truncating(&arg);
         match out.0.iter_mut().find(|(ok, _)| *ok == arg_key) {
             Some((_, existing)) => {
-                if LOWER_WINS.contains(&key.as_ref())
+                if POLICY_WINS.contains(&key.as_ref()) {
+                    *existing = v.clone();
+                } else if LOWER_WINS.contains(&key.as_ref())
                     && let (Some(a), Some(b)) = (existing.as_i64(), v.as_i64())
                     && b < a
                 {
@@ -418,6 +473,58 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_deduplication_plugins_keys_are_checked_with_its_words() {
+        let new = |k: &str, v: FieldValue| {
+            Policy::new("/", "p", ".*", "all", 0, def(&[(k, v)]), false).map(|_| ())
+        };
+        assert!(new("x-message-deduplication", FieldValue::Bool(true)).is_ok());
+        assert!(new("x-message-deduplication", FieldValue::Bool(false)).is_ok());
+        assert_eq!(
+            new("x-message-deduplication", text("true")).unwrap_err(),
+            "Validation failed\n\n'x-message-deduplication' must be a boolean, got <<\"true\">>\n"
+        );
+        assert!(new("x-cache-size", FieldValue::I64(100)).is_ok());
+        assert_eq!(
+            new("x-cache-size", FieldValue::I64(0)).unwrap_err(),
+            "Validation failed\n\n'x-cache-size' must be an integer greater than 0, got 0\n"
+        );
+        // Unlike its exchange arguments, a numeric string is refused.
+        assert!(new("x-cache-size", text("100")).is_err());
+        assert!(new("x-cache-ttl", FieldValue::I64(100)).is_ok());
+        assert!(new("x-cache-ttl", FieldValue::I64(-1)).is_err());
+        assert!(new("x-cache-persistence", text("disk")).is_ok());
+        assert!(new("x-cache-persistence", text("memory")).is_ok());
+        assert_eq!(
+            new("x-cache-persistence", text("true")).unwrap_err(),
+            "Validation failed\n\n'x-cache-persistence' must be either 'disk' or 'memory', got <<\"true\">>\n"
+        );
+        // Not operator policy keys.
+        assert!(
+            Policy::new(
+                "/",
+                "p",
+                ".*",
+                "all",
+                0,
+                def(&[("x-cache-size", FieldValue::I64(5))]),
+                true
+            )
+            .is_err()
+        );
+        // Merged under their own names, the policy's value winning.
+        let args = def(&[("x-message-deduplication", FieldValue::Bool(true))]);
+        let m = merge(
+            &args,
+            &def(&[("x-message-deduplication", FieldValue::Bool(false))]),
+        );
+        assert_eq!(
+            m.get("x-message-deduplication"),
+            Some(&FieldValue::Bool(false))
+        );
+        assert_eq!(m.0.len(), 1);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct VHost {
     meta: std::sync::Mutex<VhostMeta>,
     /// Wall-clock seconds, kept by the broker's tick (for `x-death` times).
     wall_clock: Arc<AtomicU64>,
+    /// Wall-clock Unix milliseconds at the last tick (0 before one): a new
+    /// deduplication exchange's clock.
+    tick_ms: AtomicU64,
     durability: Option<Arc<Durability>>,
     gauge: &'static Gauge,
     // DashMaps: looked up on every publish from many connection tasks.
@@ -161,6 +164,7 @@ impl VHost {
                 ..VhostMeta::default()
             }),
             wall_clock,
+            tick_ms: AtomicU64::new(0),
             durability,
             gauge,
             exchanges: DashMap::new(),
@@ -539,12 +543,34 @@ impl VHost {
         let ex = Arc::clone(
             self.exchanges
                 .entry(name.clone())
-                .or_insert_with(|| Exchange::new(spec))
+                .or_insert_with(|| self.new_exchange(spec))
                 .value(),
         );
         self.apply_policies_to_exchange(&ex);
         self.changed();
         Ok(())
+    }
+
+    /// A new exchange of this vhost: a durable one learns where its
+    /// deduplication ids are stored (if its type caches any), and a
+    /// deduplication cache the time of the last tick, so its first ids
+    /// get their expiry.
+    fn new_exchange(&self, spec: ExchangeSpec) -> Arc<Exchange> {
+        let durable = spec.durable;
+        let ex = Exchange::new(spec);
+        if let Some(d) = &self.durability
+            && durable
+        {
+            ex.set_dedup_store(crate::exchange::DedupStore {
+                durability: Arc::clone(d),
+                vhost: self.name.clone(),
+            });
+        }
+        let ms = self.tick_ms.load(Ordering::Relaxed);
+        if ms != 0 {
+            ex.tick(ms);
+        }
+        ex
     }
 
     /// Whether a binding's destination survives restarts.
@@ -599,7 +625,7 @@ impl VHost {
         let ex = Arc::clone(
             self.exchanges
                 .entry(spec.name.clone())
-                .or_insert_with(|| Exchange::new(spec))
+                .or_insert_with(|| self.new_exchange(spec))
                 .value(),
         );
         self.apply_policies_to_exchange(&ex);
@@ -765,6 +791,8 @@ impl VHost {
             self.changed();
             // Its held messages go with it (the plugin would still route
             // them, through the bindings the deleted exchange no longer has).
+            // A stored deduplication cache's records go with it.
+            ex.forget_dedup_ids();
             let held = ex.delayed().map(|mut d| d.drain()).unwrap_or_default();
             if let Some(d) = &self.durability {
                 for (key, _) in held.into_iter().filter(|(_, m)| m.stored) {
@@ -1570,8 +1598,24 @@ impl VHost {
         routed
     }
 
-    /// Expires messages and unused queues; called by the broker's tick.
-    pub fn sweep(&self, now: Instant) {
+    /// Puts back the ids a durable `x-message-deduplication` exchange with
+    /// a disk cache had stored, read at start-up at wall-clock time
+    /// `now_ms`. False if there is no such exchange here (the records are
+    /// stale: the caller removes them).
+    pub fn restore_dedup(
+        &self,
+        exchange: &ShortStr,
+        ids: Vec<crate::queue::dedup::StoredId>,
+        now_ms: u64,
+    ) -> bool {
+        self.exchange(exchange.as_bytes())
+            .is_some_and(|ex| ex.restore_dedup(ids, now_ms))
+    }
+
+    /// Expires messages and unused queues; called by the broker's tick
+    /// with the monotonic time and the wall-clock Unix milliseconds.
+    pub fn sweep(&self, now: Instant, now_ms: u64) {
+        self.tick_ms.store(now_ms, Ordering::Relaxed);
         for q in self.queues() {
             let (unused, dead) = q.expire(now);
             self.dead_letter(&q, dead);
@@ -1583,7 +1627,7 @@ impl VHost {
         // `x-message-deduplication` exchanges run their ids' times to live
         // by this clock.
         for ex in self.exchanges() {
-            ex.tick(now);
+            ex.tick(now_ms);
         }
     }
 

@@ -17,11 +17,11 @@ use warren_codec::ShortStr;
 use warren_core::Message;
 use warren_core::access::VhostMeta;
 use warren_core::access::{PermissionSpec, TopicPermissionSpec};
-use warren_core::persist::{AdminOp, DelayedRecordKey, EnqueueMeta};
+use warren_core::persist::{AdminOp, DedupRecordKey, DelayedRecordKey, EnqueueMeta};
 use warren_store::{
-    Batch, BindingRecord, Definitions, DelayedRecord, ExchangeRecord, IndexEntry, IndexedMessage,
-    MessageOp, MessageStore, PermissionRecord, PolicyRecord, QueueRecord, Store, StoreError,
-    StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
+    Batch, BindingRecord, DedupRecord, Definitions, DelayedRecord, ExchangeRecord, IndexEntry,
+    IndexedMessage, MessageOp, MessageStore, PermissionRecord, PolicyRecord, QueueRecord, Store,
+    StoreError, StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
 };
 
 /// One write in an atomic group. Later writes to the same record replace
@@ -70,6 +70,19 @@ pub enum Write {
     /// A message held by a delayed exchange, stored or removed; boxed for
     /// the same reason.
     Delayed(Box<DelayedWrite>),
+    /// An id cached by a deduplication exchange with a disk cache, stored
+    /// or removed; boxed for the same reason.
+    Dedup(Box<DedupWrite>),
+}
+
+/// A write to the deduplication ids.
+#[derive(Debug, Clone)]
+pub enum DedupWrite {
+    /// Store an id with its expiry (wall-clock ms; `None`: never) and
+    /// insertion number.
+    Put(DedupRecordKey, Option<u64>, u64),
+    /// Remove it (evicted, expired, or its exchange deleted).
+    Delete(DedupRecordKey),
 }
 
 /// A write to the delayed messages.
@@ -119,7 +132,7 @@ impl Write {
             Write::Enqueue { msg, .. }
             | Write::Delivered { msg, .. }
             | Write::Dequeue { msg, .. } => Some(*msg),
-            Write::Definition(_) | Write::Delayed(_) => None,
+            Write::Definition(_) | Write::Delayed(_) | Write::Dedup(_) => None,
         }
     }
 }
@@ -142,6 +155,17 @@ pub fn delayed_record(k: &DelayedRecordKey, m: &Message) -> DelayedRecord {
         deadline: k.deadline,
         seq: k.seq,
         message: stored(m),
+    }
+}
+
+/// A stored deduplication id as the store keeps it.
+pub fn dedup_record(k: &DedupRecordKey, expires_ms: Option<u64>, order: u64) -> DedupRecord {
+    DedupRecord {
+        vhost: k.vhost.clone(),
+        exchange: k.exchange.clone(),
+        id: k.id.clone(),
+        expires_ms,
+        order,
     }
 }
 
@@ -462,6 +486,12 @@ impl Journal for DiskJournal {
                         batch.delete_delayed(&k.vhost, &k.exchange, k.deadline, k.seq)
                     }
                 },
+                Write::Dedup(d) => match &**d {
+                    DedupWrite::Put(k, expires_ms, order) => {
+                        batch.put_dedup(&dedup_record(k, *expires_ms, *order))
+                    }
+                    DedupWrite::Delete(k) => batch.delete_dedup(&k.vhost, &k.exchange, &k.id),
+                },
                 Write::Definition(d) => match &**d {
                     DefinitionWrite::PutExchange(r) => batch.put_exchange(r),
                     DefinitionWrite::DeleteExchange { vhost, name } => {
@@ -568,6 +598,9 @@ pub struct Image {
     pub policies: BTreeMap<(String, String, bool), PolicyRecord>,
     /// Messages held by delayed exchanges, by key.
     pub delayed: BTreeMap<DelayedRecordKey, StoredMessage>,
+    /// Ids cached by deduplication exchanges with a disk cache: (expiry,
+    /// insertion number) by key.
+    pub dedup: BTreeMap<DedupRecordKey, (Option<u64>, u64)>,
 }
 
 impl Image {
@@ -606,6 +639,14 @@ impl Image {
                 }
                 DelayedWrite::Delete(k) => {
                     self.delayed.remove(k);
+                }
+            },
+            Write::Dedup(d) => match &**d {
+                DedupWrite::Put(k, expires_ms, order) => {
+                    self.dedup.insert(k.clone(), (*expires_ms, *order));
+                }
+                DedupWrite::Delete(k) => {
+                    self.dedup.remove(k);
                 }
             },
         }

@@ -39,7 +39,7 @@ use warren_store::{
     BindingRecord, Destination, ExchangeRecord, QueueRecord, StoreError, StoredMessage,
 };
 
-use crate::journal::{DefinitionWrite, DelayedWrite, Journal, Write};
+use crate::journal::{DedupWrite, DefinitionWrite, DelayedWrite, Journal, Write};
 
 /// Most ops applied in one batch; bounds the latency one flush adds.
 const MAX_BATCH: usize = 16 * 1024;
@@ -578,6 +578,16 @@ fn apply(
             PersistOp::DelayedRemove { key } => w
                 .writes
                 .push(Write::Delayed(Box::new(DelayedWrite::Delete(key)))),
+            PersistOp::DedupPut {
+                key,
+                expires_ms,
+                order,
+            } => w.writes.push(Write::Dedup(Box::new(DedupWrite::Put(
+                key, expires_ms, order,
+            )))),
+            PersistOp::DedupRemove { key } => w
+                .writes
+                .push(Write::Dedup(Box::new(DedupWrite::Delete(key)))),
             PersistOp::DeclareExchange {
                 vhost,
                 name,

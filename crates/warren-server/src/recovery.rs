@@ -11,16 +11,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use warren_codec::FieldValue;
+use warren_codec::{FieldValue, ShortStr};
 use warren_core::Broker;
 use warren_core::access::VhostMeta;
 use warren_core::access::{Account, PermissionSpec, TopicPermissionSpec};
 use warren_core::exchange::{ExchangeKind, ExchangeSpec};
 use warren_core::password::Password;
 use warren_core::persist::{
-    AdminOp, BindingTarget, DelayedRecordKey, Durability, PersistOp, Persistence,
+    AdminOp, BindingTarget, DedupRecordKey, DelayedRecordKey, Durability, PersistOp, Persistence,
 };
 use warren_core::policy::Policy;
+use warren_core::queue::dedup::{DedupKey, StoredId};
 use warren_core::queue::{QueueSpec, QueueType, Recovered};
 use warren_store::{
     Batch, Definitions, Destination, IndexedMessage, MessageOp, MessageStore, Store, StoreError,
@@ -228,10 +229,55 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
             persister.submit(PersistOp::DelayedRemove { key });
         }
     }
+    // Ids cached by deduplication exchanges with a disk cache come back
+    // with their wall-clock expiries and insertion order; expired ones,
+    // and those of an exchange that no longer stores them, are removed.
+    let mut ids: std::collections::BTreeMap<(String, ShortStr), Vec<StoredId>> =
+        std::collections::BTreeMap::new();
+    let mut stale = Vec::new();
+    for r in store.dedup_ids()? {
+        let key = DedupRecordKey {
+            vhost: r.vhost,
+            exchange: r.exchange,
+            id: r.id,
+        };
+        match DedupKey::from_bytes(&key.id) {
+            Some(id) => ids
+                .entry((key.vhost, key.exchange))
+                .or_default()
+                .push(StoredId {
+                    key: id,
+                    expires_ms: r.expires_ms,
+                    order: r.order,
+                }),
+            None => stale.push(key),
+        }
+    }
+    let mut dedup_ids = 0usize;
+    for ((vhost, exchange), list) in ids {
+        let n = list.len();
+        let keys: Vec<bytes::Bytes> = list.iter().map(|s| s.key.to_bytes()).collect();
+        let restored = broker
+            .vhost(&vhost)
+            .is_some_and(|vh| vh.restore_dedup(&exchange, list, now_ms));
+        if restored {
+            dedup_ids += n;
+        } else {
+            stale.extend(keys.into_iter().map(|id| DedupRecordKey {
+                vhost: vhost.clone(),
+                exchange: exchange.clone(),
+                id,
+            }));
+        }
+    }
+    for key in stale {
+        persister.submit(PersistOp::DedupRemove { key });
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         messages,
         delayed,
+        dedup_ids,
         elapsed = ?started.elapsed(),
         "recovered durable state"
     );

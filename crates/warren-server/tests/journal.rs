@@ -45,7 +45,9 @@ use proptest::strategy::ValueTree;
 use warren_codec::{BasicProperties, FieldTable, ShortStr};
 use warren_core::Message;
 use warren_core::broker::{Alarm, Broker};
-use warren_core::persist::{Awaited, Barrier, BindingTarget, PersistOp, Persistence, Waiter};
+use warren_core::persist::{
+    Awaited, Barrier, BindingTarget, DedupRecordKey, PersistOp, Persistence, Waiter,
+};
 use warren_server::Config;
 use warren_server::journal::{
     DefinitionWrite, DiskJournal, Event, Fault, Image, Journal, MemJournal, Write, stored,
@@ -206,6 +208,10 @@ enum Op {
         queue: u64,
         key: &'static str,
     },
+    /// A deduplication exchange's disk cache stored the id (order 0).
+    DedupPut(&'static str),
+    /// ... and removed it.
+    DedupRemove(&'static str),
     /// A publisher confirm for publish `seq` on channel 1.
     Confirm(u64),
     /// A gate barrier (see [`Recorder`]).
@@ -230,6 +236,15 @@ fn message(id: u64) -> Arc<Message> {
         store_id: Some(id),
         gauge: None,
     })
+}
+
+/// The record key of id `id` cached by the exchange `dx`.
+fn dedup_key(id: &str) -> DedupRecordKey {
+    DedupRecordKey {
+        vhost: VHOST.into(),
+        exchange: ShortStr::from("dx"),
+        id: Bytes::copy_from_slice(id.as_bytes()),
+    }
 }
 
 fn record(id: u64) -> StoredMessage {
@@ -310,6 +325,12 @@ impl Op {
                 routing_key: ShortStr::from(key),
                 arguments: FieldTable::new(),
             },
+            Op::DedupPut(id) => PersistOp::DedupPut {
+                key: dedup_key(id),
+                expires_ms: Some(1_000),
+                order: 0,
+            },
+            Op::DedupRemove(id) => PersistOp::DedupRemove { key: dedup_key(id) },
             Op::Confirm(seq) => barrier(1, Awaited::Confirm(seq)),
             Op::Gate(n) => barrier(GATE, Awaited::Confirm(n)),
         }
@@ -778,6 +799,24 @@ fn a_confirm_is_released_only_after_the_flush_covering_it() {
     h.finish();
     check_history(&h.journal().history()).unwrap();
     check_crash_points(h.journal(), &h.subs, &h.rec.releases()).unwrap();
+}
+
+#[test]
+fn a_confirmed_deduplication_id_survives_a_crash_and_its_removal_too() {
+    let mut h = Harness::mem();
+    // A transient message routed by a disk-cached deduplication exchange:
+    // no message record, only the id, then the confirm.
+    h.batch([Op::DedupPut("a"), Op::Confirm(1)]);
+    let r = h.confirm(1);
+    assert!(r.ok);
+    // A crash right at the release keeps the id.
+    let image = h.journal().image_after(r.at, 0);
+    assert_eq!(image.dedup.get(&dedup_key("a")), Some(&(Some(1_000), 0)));
+    h.batch([Op::DedupRemove("a"), Op::Confirm(2)]);
+    let r = h.confirm(2);
+    assert!(h.journal().image_after(r.at, 0).dedup.is_empty());
+    h.finish();
+    check_history(&h.journal().history()).unwrap();
 }
 
 #[test]

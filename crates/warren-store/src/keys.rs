@@ -21,6 +21,7 @@
 //! | `M` + msg id u64 | a message |
 //! | `Q` + queue id u64 + seq u64 | an index entry: msg id u64, flags u8 |
 //! | `X` + u32 len + vhost + u8 len + exchange + deadline u64 + seq u64 | a delayed message (encoded as an `M` value) |
+//! | `I` + u32 len + vhost + u8 len + exchange + id | a deduplication exchange's cached id: expiry u64 (0: never), insertion number u64 |
 //!
 //! Permissions, topic permissions and policies put the vhost first, like
 //! exchanges and queues, so that everything of one vhost is one prefix scan
@@ -48,6 +49,8 @@ pub(crate) const MESSAGE: u8 = b'M';
 pub(crate) const INDEX: u8 = b'Q';
 /// First byte of every delayed-message key.
 pub(crate) const DELAYED: u8 = b'X';
+/// First byte of every deduplication id key.
+pub(crate) const DEDUP: u8 = b'I';
 /// First byte of every setting key.
 pub(crate) const SETTING: u8 = b'S';
 
@@ -254,6 +257,29 @@ pub(crate) fn parse_delayed(k: &[u8]) -> Option<(String, ShortStr, u64, u64)> {
         return None;
     }
     Some((vhost, exchange, be_u64(&tail[..8]), be_u64(&tail[8..])))
+}
+
+/// The key of the id `id` cached by the deduplication exchange
+/// `exchange` of `vhost` (the id last: the rest is its length).
+pub(crate) fn dedup(vhost: &str, exchange: &ShortStr, id: &[u8]) -> BytesMut {
+    let mut k = BytesMut::with_capacity(6 + vhost.len() + exchange.len() + id.len());
+    k.put_u8(DEDUP);
+    put_u32_prefixed(&mut k, vhost.as_bytes());
+    put_short(&mut k, exchange);
+    k.put_slice(id);
+    k
+}
+
+/// Splits a deduplication id key into (vhost, exchange, id); `None` when
+/// it is not one.
+pub(crate) fn parse_dedup(k: &[u8]) -> Option<(String, ShortStr, &[u8])> {
+    let rest = k.strip_prefix(&[DEDUP])?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let vhost = String::from_utf8(rest.get(4..4 + len)?.to_vec()).ok()?;
+    let rest = rest.get(4 + len..)?;
+    let xlen = *rest.first()? as usize;
+    let exchange = ShortStr::from_slice(rest.get(1..1 + xlen)?)?;
+    Some((vhost, exchange, rest.get(1 + xlen..)?))
 }
 
 /// Reads a big-endian u64 from exactly eight bytes (callers check the length).

@@ -26,6 +26,8 @@
 //! A message held by a durable delayed exchange is its own record
 //! (`X` + vhost + exchange + deadline + seq, [`DelayedRecord`]); routing
 //! it stores the message again as an `M` record for the queues it reaches.
+//! An id cached by a durable deduplication exchange with a disk cache is
+//! its own record too (`I` + vhost + exchange + id, [`DedupRecord`]).
 //!
 //! **Architecture Invariant:** this crate knows nothing of channels,
 //! connections, tokio or `warren-core`; it depends on `warren-codec` only.
@@ -48,9 +50,9 @@ pub use error::StoreError;
 pub use msgstore::{MessageOp, MessageStore, Recovered, SEGMENT_BYTES, StoreStats, Tuning};
 pub use qindex::IndexedMessage;
 pub use records::{
-    BindingRecord, Definitions, DelayedRecord, Destination, ExchangeRecord, IndexEntry,
-    PermissionRecord, PolicyRecord, QueueRecord, StoredMessage, TopicPermissionRecord, UserRecord,
-    VhostRecord,
+    BindingRecord, DedupRecord, Definitions, DelayedRecord, Destination, ExchangeRecord,
+    IndexEntry, PermissionRecord, PolicyRecord, QueueRecord, StoredMessage, TopicPermissionRecord,
+    UserRecord, VhostRecord,
 };
 pub use store::{Batch, Store};
 

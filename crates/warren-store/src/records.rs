@@ -51,6 +51,24 @@ pub struct DelayedRecord {
     pub message: StoredMessage,
 }
 
+/// An id cached by a durable `x-message-deduplication` exchange whose
+/// `x-cache-persistence` is `disk`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupRecord {
+    /// The vhost.
+    pub vhost: String,
+    /// The exchange caching it.
+    pub exchange: ShortStr,
+    /// The id, as the broker encodes it (opaque here).
+    pub id: Bytes,
+    /// When it expires, in wall-clock milliseconds since the Unix epoch;
+    /// `None`: never (it stays until evicted).
+    pub expires_ms: Option<u64>,
+    /// Its insertion number: the order of the cache's ids for its size
+    /// bound.
+    pub order: u64,
+}
+
 /// A durable queue's definition (transient queues are never stored).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueRecord {
@@ -372,6 +390,23 @@ pub(crate) fn decode_message(value: &Bytes) -> Result<StoredMessage, Failure> {
         properties,
         body,
     })
+}
+
+/// A deduplication id's value: expiry (0: never) and insertion number.
+pub(crate) fn encode_dedup(expires_ms: Option<u64>, order: u64) -> [u8; 17] {
+    let mut b = [0u8; 17];
+    b[0] = FORMAT_VERSION;
+    b[1..9].copy_from_slice(&expires_ms.unwrap_or(0).to_be_bytes());
+    b[9..].copy_from_slice(&order.to_be_bytes());
+    b
+}
+
+pub(crate) fn decode_dedup(value: &Bytes) -> Result<(Option<u64>, u64), Failure> {
+    let mut r = open(value)?;
+    let expires = r.u64()?;
+    let order = r.u64()?;
+    r.finish()?;
+    Ok(((expires != 0).then_some(expires), order))
 }
 
 pub(crate) fn encode_index(msg_id: u64, delivered: bool) -> [u8; 10] {

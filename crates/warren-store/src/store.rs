@@ -10,9 +10,9 @@ use warren_codec::ShortStr;
 
 use crate::error::{StoreError, sled_error};
 use crate::records::{
-    self, BindingRecord, Definitions, DelayedRecord, ExchangeRecord, Failure, IndexEntry,
-    PermissionRecord, PolicyRecord, QueueRecord, StoredMessage, TopicPermissionRecord, UserRecord,
-    VhostRecord,
+    self, BindingRecord, DedupRecord, Definitions, DelayedRecord, ExchangeRecord, Failure,
+    IndexEntry, PermissionRecord, PolicyRecord, QueueRecord, StoredMessage, TopicPermissionRecord,
+    UserRecord, VhostRecord,
 };
 use crate::{FORMAT_VERSION, keys};
 
@@ -102,6 +102,20 @@ impl Batch {
     /// Deletes a delayed message's record.
     pub fn delete_delayed(&mut self, vhost: &str, exchange: &ShortStr, deadline: u64, seq: u64) {
         self.remove(&keys::delayed(vhost, exchange, deadline, seq));
+    }
+
+    /// Stores an id cached by a deduplication exchange (replacing any
+    /// record of it).
+    pub fn put_dedup(&mut self, r: &DedupRecord) {
+        self.put(
+            &keys::dedup(&r.vhost, &r.exchange, &r.id),
+            &records::encode_dedup(r.expires_ms, r.order),
+        );
+    }
+
+    /// Deletes a cached id's record.
+    pub fn delete_dedup(&mut self, vhost: &str, exchange: &ShortStr, id: &[u8]) {
+        self.remove(&keys::dedup(vhost, exchange, id));
     }
 
     /// Removes position `seq` from queue `queue` (acked, or dropped).
@@ -623,6 +637,29 @@ impl Store {
         Ok(out)
     }
 
+    /// Every id cached by a deduplication exchange with a disk cache, by
+    /// vhost and exchange.
+    pub fn dedup_ids(&self) -> Result<Vec<DedupRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db().scan_prefix([keys::DEDUP]) {
+            let (k, v) = item.map_err(sled_error(|| "reading deduplication ids".to_owned()))?;
+            let Some((vhost, exchange, id)) = keys::parse_dedup(&k) else {
+                return Err(StoreError::Corrupt {
+                    what: format!("{}: not a deduplication id key", keys::describe(&k)),
+                });
+            };
+            let (expires_ms, order) = records::decode_dedup(&bytes(&v)).map_err(failure(&k))?;
+            out.push(DedupRecord {
+                vhost,
+                exchange,
+                id: Bytes::copy_from_slice(id),
+                expires_ms,
+                order,
+            });
+        }
+        Ok(out)
+    }
+
     /// Reads message `id`, if it is stored.
     pub fn load_message(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
         let k = keys::message(id);
@@ -1084,6 +1121,47 @@ mod delayed_tests {
             vec![rec(1_000, 1, b"early"), rec(2_000, 0, b"late")]
         );
         assert_eq!(store.message_count().unwrap(), 0, "no M record");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod dedup_tests {
+    use super::*;
+
+    #[test]
+    fn deduplication_ids_round_trip_and_are_removed_one_by_one() {
+        let dir =
+            std::env::temp_dir().join(format!("warren-store-unit-{}-dedup", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let rec = |exchange: &str, id: &'static [u8], expires_ms, order| DedupRecord {
+            vhost: "/".into(),
+            exchange: ShortStr::from(exchange),
+            id: Bytes::from_static(id),
+            expires_ms,
+            order,
+        };
+        let mut b = Batch::default();
+        b.put_dedup(&rec("dx", b"ba", Some(1_000), 0));
+        b.put_dedup(&rec("dx", b"bb", None, 1));
+        // An exchange whose name is the other's plus the id's first byte
+        // does not share its keys.
+        b.put_dedup(&rec("dxb", b"a", None, 0));
+        store.apply(b).unwrap();
+        let mut b = Batch::default();
+        b.delete_dedup("/", &ShortStr::from("dx"), b"ba");
+        b.put_dedup(&rec("dx", b"bb", Some(5), 2));
+        store.apply(b).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(
+            store.dedup_ids().unwrap(),
+            vec![rec("dx", b"bb", Some(5), 2), rec("dxb", b"a", None, 0)]
+        );
+        assert!(store.definitions().unwrap().exchanges.is_empty());
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
