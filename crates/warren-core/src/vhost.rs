@@ -794,8 +794,10 @@ impl VHost {
             // A stored deduplication cache's records go with it.
             ex.forget_dedup_ids();
             let held = ex.delayed().map(|mut d| d.drain()).unwrap_or_default();
-            if let Some(d) = &self.durability {
-                for (key, _) in held.into_iter().filter(|(_, m)| m.stored) {
+            if let Some(d) = &self.durability
+                && ex.spec.durable
+            {
+                for (key, _) in held {
                     d.submit(PersistOp::DelayedRemove {
                         key: self.delayed_key(&ex, key),
                     });
@@ -1465,16 +1467,6 @@ impl VHost {
         now_ms: u64,
     ) -> (u64, bool) {
         let deadline = now_ms.saturating_add(u64::from(delay));
-        // A copy of the body: the slice of the read buffer would pin all
-        // 64 KiB of it for as long as the message waits.
-        let mut message = Message::new(
-            ex.name().clone(),
-            routing_key,
-            properties,
-            bytes::Bytes::copy_from_slice(body),
-        );
-        self.gauge.track(&mut message);
-        let message = Arc::new(message);
         // Every message a durable delayed exchange holds is stored, transient
         // ones too, as the plugin keeps all it holds on disk; routed, a
         // transient one is then as transient as any other.
@@ -1482,18 +1474,24 @@ impl VHost {
         let Some(mut held) = ex.delayed() else {
             return (deadline, false);
         };
-        let (deadline, seq) = held.insert(
-            deadline,
-            crate::delayed::DelayedMessage {
-                message: Arc::clone(&message),
-                delay,
-                stored,
-            },
-        );
+        // Held packed in one allocation (a copy: the slice of the read
+        // buffer would pin all 64 KiB of it while it waits), uncounted by
+        // the memory gauge until it routes, as a packed queue entry is.
+        let body = bytes::Bytes::copy_from_slice(body);
+        let record = stored.then(|| {
+            Arc::new(Message::new(
+                ex.name().clone(),
+                routing_key.clone(),
+                properties.clone(),
+                body.clone(),
+            ))
+        });
+        let message = Message::new(ex.name().clone(), routing_key, properties, body);
+        let (deadline, seq) = held.insert(deadline, crate::delayed::DelayedMessage::new(message));
         // Submitted under the exchange's lock, so its removal (by the
         // timer, which takes the message out under the same lock) always
         // comes after it.
-        if stored && let Some(d) = &self.durability {
+        if let (Some(message), Some(d)) = (record, &self.durability) {
             d.submit(PersistOp::DelayedAdd {
                 key: self.delayed_key(ex, (deadline, seq)),
                 message,
@@ -1520,17 +1518,7 @@ impl VHost {
         let Some(mut held) = ex.delayed() else {
             return false;
         };
-        let delay = crate::delayed::delay_of(message.properties.headers.as_ref()).unwrap_or(0);
-        let mut message = message;
-        self.gauge.track(&mut message);
-        held.restore(
-            key,
-            crate::delayed::DelayedMessage {
-                message: Arc::new(message),
-                delay,
-                stored: true,
-            },
-        );
+        held.restore(key, crate::delayed::DelayedMessage::new(message));
         true
     }
 
@@ -1566,29 +1554,21 @@ impl VHost {
                 None => continue,
             };
             routed += due.len();
+            let stored = ex.spec.durable;
             for (key, held) in due {
-                let m = &held.message;
-                let properties = crate::delayed::routed_properties(&m.properties, held.delay);
+                let mut m = held.into_message();
+                let delay = crate::delayed::DelayedMessage::delay(&m);
+                m.properties = crate::delayed::routed_properties(&m.properties, delay);
                 queues.clear();
                 self.route(
                     &ex,
                     std::slice::from_ref(&m.routing_key),
-                    &*properties,
+                    &*m.properties,
                     &mut queues,
                 );
-                let message = self.prepare(
-                    Message::new(
-                        m.exchange.clone(),
-                        m.routing_key.clone(),
-                        properties,
-                        m.body.clone(),
-                    ),
-                    &queues,
-                );
+                let message = self.prepare(m, &queues);
                 self.enqueue(message, &queues, now, None);
-                if held.stored
-                    && let Some(d) = &self.durability
-                {
+                if stored && let Some(d) = &self.durability {
                     d.submit(PersistOp::DelayedRemove {
                         key: self.delayed_key(&ex, key),
                     });
