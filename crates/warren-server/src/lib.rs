@@ -18,6 +18,7 @@
 //! Tests start a broker with [`run`] on `127.0.0.1:0` in-process.
 
 pub mod config;
+mod inbox;
 pub mod journal;
 pub mod management;
 pub mod persistence;

@@ -27,7 +27,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::Instant;
 use warren_core::fxhash::FxHashMap;
 
@@ -39,10 +38,8 @@ use warren_store::{
     BindingRecord, Destination, ExchangeRecord, QueueRecord, StoreError, StoredMessage,
 };
 
+use crate::inbox::Inbox;
 use crate::journal::{DedupWrite, DefinitionWrite, DelayedWrite, Journal, Write};
-
-/// Most ops applied in one batch; bounds the latency one flush adds.
-const MAX_BATCH: usize = 16 * 1024;
 
 /// Counters for reports and tests.
 #[derive(Debug, Default)]
@@ -61,9 +58,8 @@ pub struct Stats {
 /// messages back.
 #[derive(Debug)]
 pub struct Persister {
-    // An mpsc Sender is Sync: publishers on every connection task send
-    // without a lock, so the persistent publish path has no global mutex.
-    tx: mpsc::Sender<Msg>,
+    /// What connections hand the thread, in order (see [`Inbox`]).
+    inbox: Arc<Inbox<Msg>>,
     journal: Arc<dyn Journal>,
     pending: DashMap<u64, Arc<Message>>,
     /// An apply failed: nothing more is written or confirmed (see the
@@ -82,7 +78,8 @@ impl Persistence for Persister {
         }
         // After shutdown the thread is gone and ops are dropped: nothing
         // is confirmed that was not written.
-        let _ = self.tx.send(Msg::Op(op));
+        let urgent = !lazy(&op);
+        self.inbox.send(Msg::Op(op), urgent);
     }
 
     fn submit_all(&self, ops: Vec<PersistOp>) {
@@ -91,7 +88,8 @@ impl Persistence for Persister {
                 self.pending.insert(*id, Arc::clone(message));
             }
         }
-        let _ = self.tx.send(Msg::Ops(ops));
+        let urgent = !ops.iter().all(lazy);
+        self.inbox.send(Msg::Ops(ops), urgent);
     }
 
     fn load(&self, id: u64) -> Result<Option<Arc<Message>>, LoadError> {
@@ -160,9 +158,9 @@ impl Persister {
     ) -> (Arc<Persister>, std::thread::JoinHandle<()>) {
         // One virtual call per journal step; nothing per op.
         let journal: Arc<dyn Journal> = journal;
-        let (tx, rx) = mpsc::channel();
+        let inbox = Arc::new(Inbox::default());
         let persister = Arc::new(Persister {
-            tx,
+            inbox: Arc::clone(&inbox),
             journal,
             pending: DashMap::new(),
             broker: std::sync::OnceLock::new(),
@@ -172,7 +170,7 @@ impl Persister {
         let p = Arc::clone(&persister);
         let handle = std::thread::Builder::new()
             .name("warren-persist".into())
-            .spawn(move || run(&p, rx, refs))
+            .spawn(move || run(&p, &inbox, refs))
             .unwrap_or_else(|e| panic!("cannot start the persistence thread: {e}"));
         (persister, handle)
     }
@@ -180,7 +178,7 @@ impl Persister {
     /// Stops accepting ops; the thread writes and flushes what it has, then
     /// exits.
     pub fn close(&self) {
-        let _ = self.tx.send(Msg::Stop);
+        self.inbox.close(Msg::Stop);
     }
 
     /// Connects the broker whose disk alarm failed writes raise.
@@ -278,6 +276,17 @@ impl Drop for Persister {
 }
 
 /// What the thread receives.
+/// Whether nobody waits for `op`: a delivery's mark or an ack's dequeue.
+/// Those wait in the inbox for the next op someone waits for (or the
+/// thread's next periodic wake-up, at most [`MAINTAIN_EVERY`] later):
+/// after a crash in between, an acked message comes back (marked
+/// redelivered if its mark was written), as RabbitMQ's queue index, which
+/// writes acks lazily too, allows.
+fn lazy(op: &PersistOp) -> bool {
+    matches!(op, PersistOp::Delivered { .. } | PersistOp::Dequeue { .. })
+}
+
+#[derive(Debug)]
 enum Msg {
     Op(PersistOp),
     /// Several, in order.
@@ -323,8 +332,9 @@ fn maybe_compact(p: &Persister, last: &mut u64) {
     }
 }
 
-fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: RefCounts) {
+fn run(p: &Persister, inbox: &Inbox<Msg>, mut refs: RefCounts) {
     let mut ops = Vec::with_capacity(1024);
+    let mut msgs = Vec::with_capacity(1024);
     let mut stopping = false;
     let mut retry = Retry::default();
     let mut last_compaction_check = Instant::now();
@@ -340,22 +350,21 @@ fn run(p: &Persister, rx: mpsc::Receiver<Msg>, mut refs: RefCounts) {
             last_maintain = Instant::now();
             maintain(p);
         }
-        match rx.recv_timeout(MAINTAIN_EVERY) {
-            Ok(Msg::Op(op)) => ops.push(op),
-            Ok(Msg::Ops(mut more)) => ops.append(&mut more),
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        while ops.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Op(op)) => ops.push(op),
-                Ok(Msg::Ops(mut more)) => ops.append(&mut more),
-                Ok(Msg::Stop) => {
+        // Lazy ops (marks and dequeues) that arrived while the thread
+        // slept come with the next urgent one, or with this timeout.
+        inbox.wait(MAINTAIN_EVERY, &mut msgs);
+        for m in msgs.drain(..) {
+            match m {
+                Msg::Op(op) => ops.push(op),
+                Msg::Ops(mut more) => ops.append(&mut more),
+                Msg::Stop => {
                     stopping = true;
                     break;
                 }
-                Err(_) => break,
             }
+        }
+        if ops.is_empty() {
+            continue;
         }
         let started = Instant::now();
         let n = ops.len();
