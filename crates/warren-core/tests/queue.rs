@@ -889,6 +889,31 @@ fn a_deduplicating_queue_refuses_an_id_it_holds_until_the_message_leaves() {
 }
 
 #[test]
+fn a_policy_turns_deduplication_on_and_off_and_wins_over_the_argument() {
+    let policy = |on: bool| {
+        let def = FieldTable::new().with("x-message-deduplication", FieldValue::Bool(on));
+        Some(Arc::new(
+            warren_core::policy::Policy::new("/", "dedup", "^q$", "queues", 0, def, false).unwrap(),
+        ))
+    };
+    let mut h = Harness::new(&[], None);
+    assert!(h.publish("a", with_id("1", None), None));
+    assert!(h.publish("a", with_id("1", None), None));
+    h.q.apply_policies(policy(true), None);
+    assert!(h.publish("b", with_id("2", None), None));
+    assert!(!h.publish("b-again", with_id("2", None), None));
+    // Off by policy, though the queue was declared with it on.
+    let mut h = Harness::new(&[dedup_on()], None);
+    h.q.apply_policies(policy(false), None);
+    assert!(h.publish("c", with_id("3", None), None));
+    assert!(h.publish("c-again", with_id("3", None), None));
+    // The policy cleared: the argument stands again.
+    h.q.apply_policies(None, None);
+    assert!(h.publish("d", with_id("4", None), None));
+    assert!(!h.publish("d-again", with_id("4", None), None));
+}
+
+#[test]
 fn a_deduplicating_queue_frees_ids_on_expiry_dead_letters_gets_and_purge() {
     let mut h = Harness::new(&[dedup_on(), dlx()], None);
     // Expiry.

@@ -734,7 +734,6 @@ impl Queue {
         let declared = QueueArgs::from_table(&self.spec.arguments);
         args.max_priority = declared.max_priority;
         args.single_active_consumer = declared.single_active_consumer;
-        args.deduplicate = declared.deduplicate && self.spec.kind == QueueType::Classic;
         if args.message_ttl.is_some() || args.expires.is_some() {
             self.may_expire.store(true, Ordering::Relaxed);
         }
