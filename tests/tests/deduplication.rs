@@ -479,6 +479,21 @@ async fn policies_set_the_plugins_keys_and_win_over_arguments() {
         assert!(c.take_message().is_some());
         within("close", conn.close(200, "OK".into())).await.unwrap();
     }
+    // The plugin's `cache_info` in the exchange's API object.
+    let x = api.get("/api/exchanges/%2F/px").await.json();
+    let info = &x["cache_info"];
+    assert_eq!(info["entries"], 2, "{x}");
+    assert_eq!(info["size"], 2, "{x}");
+    assert!(info["bytes"].as_u64().is_some_and(|b| b > 0), "{x}");
+    assert_eq!(info["nodes"].as_array().map(Vec::len), Some(1), "{x}");
+    let listed = api.get("/api/exchanges/%2F").await.json();
+    let plain = listed
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["name"] == "amq.direct"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(plain["type"], "direct", "{listed}");
+    assert!(plain.get("cache_info").is_none(), "{plain}");
     let broker = broker.restart().await;
     let conn = connect(&broker).await;
     let ch = confirming_channel(&conn).await;

@@ -1261,6 +1261,16 @@ impl Exchange {
         }
     }
 
+    /// An `x-message-deduplication` exchange's cache as the plugin's
+    /// `cache_info` reports it: (ids held, bytes of memory, the size
+    /// bound); `None` for other types.
+    pub fn dedup_cache_info(&self) -> Option<(usize, usize, usize)> {
+        self.dedup.as_ref().map(|c| {
+            let d = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (d.cache.len(), d.cache.memory(), d.cache.size())
+        })
+    }
+
     /// How many ids an `x-message-deduplication` exchange holds (`None`
     /// for other types).
     pub fn dedup_cache_len(&self) -> Option<usize> {

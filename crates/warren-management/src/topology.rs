@@ -420,11 +420,21 @@ async fn get_messages(
 
 // ---------------------------------------------------------------- exchanges
 
-fn exchange_json(vh: &VHost, e: &Exchange) -> Value {
+fn exchange_json(node: &str, vh: &VHost, e: &Exchange) -> Value {
     let mut v = exchange_fields(vh, e);
-    // The delayed-message plugin's `info` adds how many it holds.
-    if let (Some(n), Some(obj)) = (e.messages_delayed(), v.as_object_mut()) {
-        obj.insert("messages_delayed".into(), json!(n));
+    if let Some(obj) = v.as_object_mut() {
+        // The delayed-message plugin's `info` adds how many it holds.
+        if let Some(n) = e.messages_delayed() {
+            obj.insert("messages_delayed".into(), json!(n));
+        }
+        // The deduplication plugin's adds its cache (v0.6: entries, bytes,
+        // the nodes holding it, the size bound).
+        if let Some((entries, bytes, size)) = e.dedup_cache_info() {
+            obj.insert(
+                "cache_info".into(),
+                json!({"entries": entries, "bytes": bytes, "nodes": [node], "size": size}),
+            );
+        }
     }
     v
 }
@@ -444,11 +454,11 @@ fn exchange_fields(vh: &VHost, e: &Exchange) -> Value {
     })
 }
 
-fn exchanges_of(vhosts: &[Arc<VHost>]) -> Vec<Value> {
+fn exchanges_of(node: &str, vhosts: &[Arc<VHost>]) -> Vec<Value> {
     let mut out = Vec::new();
     for vh in vhosts {
         for e in vh.exchanges() {
-            out.push(exchange_json(vh, &e));
+            out.push(exchange_json(node, vh, &e));
         }
     }
     out
@@ -460,7 +470,7 @@ async fn all_exchanges(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     respond(
-        exchanges_of(&caller.visible_vhosts(&m)),
+        exchanges_of(&m.node, &caller.visible_vhosts(&m)),
         &q,
         &["vhost", "name"],
     )
@@ -473,7 +483,7 @@ async fn vhost_exchanges(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let vh = caller.vhost(&m, &vhost)?;
-    respond(exchanges_of(&[vh]), &q, &["vhost", "name"])
+    respond(exchanges_of(&m.node, &[vh]), &q, &["vhost", "name"])
 }
 
 fn find_exchange(vh: &VHost, name: &str) -> Result<Arc<Exchange>, ApiError> {
@@ -488,7 +498,7 @@ async fn one_exchange(
 ) -> Result<Json<Value>, ApiError> {
     let vh = caller.vhost(&m, &vhost)?;
     let e = find_exchange(&vh, &name)?;
-    Ok(Json(exchange_json(&vh, &e)))
+    Ok(Json(exchange_json(&m.node, &vh, &e)))
 }
 
 async fn put_exchange(

@@ -246,6 +246,14 @@ impl DedupCache {
         self.size
     }
 
+    /// About how many bytes of memory the cache takes: its map and its
+    /// order queue as allocated (the plugin reports its table's memory).
+    pub fn memory(&self) -> usize {
+        use std::mem::size_of;
+        self.entries.capacity() * (size_of::<(DedupKey, (Expiry, u64))>() + 1)
+            + self.order.capacity() * size_of::<(DedupKey, u64)>()
+    }
+
     fn live(&self, e: Expiry) -> bool {
         match (e, self.clock) {
             (Expiry::At(t), Some(now)) => t > now,
