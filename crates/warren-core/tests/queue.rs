@@ -899,16 +899,16 @@ fn a_policy_turns_deduplication_on_and_off_and_wins_over_the_argument() {
     let mut h = Harness::new(&[], None);
     assert!(h.publish("a", with_id("1", None), None));
     assert!(h.publish("a", with_id("1", None), None));
-    h.q.apply_policies(policy(true), None);
+    assert!(h.q.apply_policies(policy(true), None).is_empty());
     assert!(h.publish("b", with_id("2", None), None));
     assert!(!h.publish("b-again", with_id("2", None), None));
     // Off by policy, though the queue was declared with it on.
     let mut h = Harness::new(&[dedup_on()], None);
-    h.q.apply_policies(policy(false), None);
+    assert!(h.q.apply_policies(policy(false), None).is_empty());
     assert!(h.publish("c", with_id("3", None), None));
     assert!(h.publish("c-again", with_id("3", None), None));
     // The policy cleared: the argument stands again.
-    h.q.apply_policies(None, None);
+    assert!(h.q.apply_policies(None, None).is_empty());
     assert!(h.publish("d", with_id("4", None), None));
     assert!(!h.publish("d-again", with_id("4", None), None));
 }
