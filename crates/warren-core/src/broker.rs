@@ -159,14 +159,15 @@ pub struct Broker {
     connections: DashMap<ConnId, Arc<ConnectionEntry>>,
     /// Message counts of connections that closed.
     retired: crate::registry::Retired,
-    /// Delayed messages: the clock and the timer's wake-up.
-    delayed: DelayedTimer,
+    /// Delayed messages: the clock and the timer's wake-up (shared with
+    /// the vhosts, which hold dead letters sent to a delayed exchange).
+    delayed: Arc<DelayedTimer>,
 }
 
 /// What the broker knows of time for delayed messages, and how it wakes
 /// the server's timer.
 #[derive(Default)]
-struct DelayedTimer {
+pub(crate) struct DelayedTimer {
     // A Mutex: set by the server's timer, read once per delayed publish;
     // never held across anything else.
     /// An instant and the wall-clock Unix milliseconds at it, so that a
@@ -176,6 +177,40 @@ struct DelayedTimer {
     waker: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// The deadline the timer sleeps toward (`u64::MAX`: none).
     next: AtomicU64,
+}
+
+impl DelayedTimer {
+    fn new() -> Arc<Self> {
+        Arc::new(DelayedTimer {
+            next: AtomicU64::new(u64::MAX),
+            ..DelayedTimer::default()
+        })
+    }
+
+    /// The wall-clock Unix milliseconds at the monotonic instant `now`, by
+    /// the last clock sync (or `fallback_secs` before one).
+    pub(crate) fn wall_ms(&self, now: Instant, fallback_secs: u64) -> u64 {
+        let anchor = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        match anchor {
+            Some((at, ms)) if now >= at => ms.saturating_add(
+                u64::try_from(now.duration_since(at).as_millis()).unwrap_or(u64::MAX),
+            ),
+            Some((at, ms)) => ms.saturating_sub(
+                u64::try_from(at.duration_since(now).as_millis()).unwrap_or(u64::MAX),
+            ),
+            None => fallback_secs.saturating_mul(1000),
+        }
+    }
+
+    /// A message is now held until `deadline`: wakes the timer if it
+    /// sleeps toward a later one.
+    pub(crate) fn added(&self, deadline: u64) {
+        if self.next.fetch_min(deadline, Ordering::AcqRel) > deadline
+            && let Some(wake) = self.waker.get()
+        {
+            wake();
+        }
+    }
 }
 
 impl std::fmt::Debug for DelayedTimer {
@@ -269,11 +304,18 @@ impl Broker {
     pub fn with_durability(config: BrokerConfig, durability: Option<Arc<Durability>>) -> Arc<Self> {
         let vhosts = DashMap::new();
         let wall_clock = Arc::new(AtomicU64::new(0));
+        let delayed = DelayedTimer::new();
         let gauge = Gauge::leak();
         for v in &config.vhosts {
             vhosts.insert(
                 v.clone(),
-                VHost::new(v, Arc::clone(&wall_clock), durability.clone(), gauge),
+                VHost::new(
+                    v,
+                    Arc::clone(&wall_clock),
+                    Arc::clone(&delayed),
+                    durability.clone(),
+                    gauge,
+                ),
             );
         }
         let access = AccessControl::default();
@@ -318,10 +360,7 @@ impl Broker {
             resources,
             connections: DashMap::new(),
             retired: crate::registry::Retired::default(),
-            delayed: DelayedTimer {
-                next: AtomicU64::new(u64::MAX),
-                ..DelayedTimer::default()
-            },
+            delayed,
         })
     }
 
@@ -564,16 +603,7 @@ impl Broker {
     /// The wall-clock Unix milliseconds at the monotonic instant `now`, by
     /// the last [`Broker::sync_clock`] (or the tick's seconds before one).
     pub fn wall_ms(&self, now: Instant) -> u64 {
-        let anchor = *self.delayed.clock.lock().unwrap_or_else(|e| e.into_inner());
-        match anchor {
-            Some((at, ms)) if now >= at => ms.saturating_add(
-                u64::try_from(now.duration_since(at).as_millis()).unwrap_or(u64::MAX),
-            ),
-            Some((at, ms)) => ms.saturating_sub(
-                u64::try_from(at.duration_since(now).as_millis()).unwrap_or(u64::MAX),
-            ),
-            None => self.wall_clock_secs().saturating_mul(1000),
-        }
+        self.delayed.wall_ms(now, self.wall_clock_secs())
     }
 
     /// Sets how the server's delayed-message timer is woken when a message
@@ -586,11 +616,7 @@ impl Broker {
     /// A message is now held until `deadline`: wakes the timer if it
     /// sleeps toward a later one.
     pub(crate) fn delayed_added(&self, deadline: u64) {
-        if self.delayed.next.fetch_min(deadline, Ordering::AcqRel) > deadline
-            && let Some(wake) = self.delayed.waker.get()
-        {
-            wake();
-        }
+        self.delayed.added(deadline);
     }
 
     /// The earliest deadline of any held delayed message, in wall-clock
@@ -637,6 +663,7 @@ impl Broker {
             VHost::new(
                 name,
                 Arc::clone(&self.wall_clock),
+                Arc::clone(&self.delayed),
                 self.durability.clone(),
                 self.gauge,
             )

@@ -9,6 +9,7 @@ use dashmap::DashMap;
 use warren_codec::{FieldTable, FieldValue, ShortStr};
 
 use crate::access::VhostMeta;
+use crate::broker::DelayedTimer;
 use crate::error::{Kind, Mismatch, Refusal};
 
 /// What the vhost's rules return: a [`Refusal`] when they refuse.
@@ -31,6 +32,9 @@ pub struct VHost {
     /// Wall-clock Unix milliseconds at the last tick (0 before one): a new
     /// deduplication exchange's clock.
     tick_ms: AtomicU64,
+    /// The broker's clock and wake-up for delayed messages (dead letters
+    /// sent to an `x-delayed-message` exchange are held there).
+    delayed_timer: Arc<DelayedTimer>,
     durability: Option<Arc<Durability>>,
     gauge: &'static Gauge,
     // DashMaps: looked up on every publish from many connection tasks.
@@ -142,18 +146,26 @@ fn bool_text(b: bool) -> &'static str {
 
 impl VHost {
     /// A virtual host with the default and `amq.*` exchanges.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         wall_clock: Arc<AtomicU64>,
+        delayed_timer: Arc<DelayedTimer>,
         durability: Option<Arc<Durability>>,
         gauge: &'static Gauge,
     ) -> Arc<Self> {
-        Arc::new(Self::build(name, wall_clock, durability, gauge))
+        Arc::new(Self::build(
+            name,
+            wall_clock,
+            delayed_timer,
+            durability,
+            gauge,
+        ))
     }
 
     fn build(
         name: &str,
         wall_clock: Arc<AtomicU64>,
+        delayed_timer: Arc<DelayedTimer>,
         durability: Option<Arc<Durability>>,
         gauge: &'static Gauge,
     ) -> Self {
@@ -164,6 +176,7 @@ impl VHost {
                 ..VhostMeta::default()
             }),
             wall_clock,
+            delayed_timer,
             tick_ms: AtomicU64::new(0),
             durability,
             gauge,
@@ -1737,6 +1750,24 @@ impl VHost {
                 None => original_keys.clone(),
             };
             let routing_key = keys[0].clone();
+            // A delayed exchange as the dead-letter exchange holds a
+            // message that asks for a delay, as the plugin does (it is
+            // called for every routing through its exchange); it is
+            // routed at its time by the exchange's inner type.
+            if dlx.spec.kind == ExchangeKind::DelayedMessage
+                && let Some(delay) = crate::delayed::delay_of(Some(&headers))
+            {
+                headers.insert("x-death", FieldValue::Array(deaths));
+                props.headers = Some(headers);
+                props.expiration = None;
+                let now_ms = self
+                    .delayed_timer
+                    .wall_ms(now, self.wall_clock.load(Ordering::Relaxed));
+                let (deadline, _) =
+                    self.delay(&dlx, (routing_key, props.into(), &old.body), delay, now_ms);
+                self.delayed_timer.added(deadline);
+                continue;
+            }
             targets.clear();
             self.route(
                 &dlx,

@@ -4337,6 +4337,80 @@ fn a_delayed_message_is_routed_at_its_time_to_the_bindings_of_then() {
 }
 
 #[test]
+fn a_delayed_exchange_as_dead_letter_exchange_holds_what_asks_for_a_delay() {
+    let b = broker();
+    let mut c = Client::open(&b);
+    b.sync_clock(c.now, T0);
+    delayed_setup(&mut c, "direct", "k");
+    c.send(
+        1,
+        QueueDeclare {
+            queue: "work".into(),
+            arguments: FieldTable::new()
+                .with("x-dead-letter-exchange", FieldValue::LongStr("dx".into()))
+                .with("x-dead-letter-routing-key", FieldValue::LongStr("k".into())),
+            ..Default::default()
+        },
+    );
+    c.method();
+    let reject = |c: &mut Client| {
+        c.send(
+            1,
+            BasicGet {
+                queue: "work".into(),
+                ..Default::default()
+            },
+        );
+        let t = c.delivery_tag();
+        c.send(
+            1,
+            BasicReject {
+                delivery_tag: t,
+                requeue: false,
+            },
+        );
+    };
+    // A retry that asks for 300 ms waits in the delayed exchange.
+    c.publish_props(
+        1,
+        "",
+        "work",
+        b"retry",
+        delay_header(FieldValue::I32(300)),
+        false,
+    );
+    reject(&mut c);
+    let dx = b.vhost("/").unwrap().exchange(b"dx").unwrap();
+    assert_eq!(dx.messages_delayed(), Some(1));
+    assert_eq!(get(&mut c, "q"), None, "held, not routed");
+    assert_eq!(b.next_delayed_deadline(), Some(T0 + 300));
+    // One without x-delay goes through at once, by the inner type.
+    c.publish(1, "", "work", b"now");
+    reject(&mut c);
+    assert_eq!(get(&mut c, "q").unwrap().0, Bytes::from_static(b"now"));
+    let start = c.now;
+    assert_eq!(
+        b.route_delayed(start + Duration::from_millis(300), T0 + 300, 100),
+        None
+    );
+    let (body, headers) = get(&mut c, "q").expect("routed at its time");
+    assert_eq!(&body[..], b"retry");
+    let headers = headers.unwrap();
+    assert_eq!(headers.get("x-delay"), Some(&FieldValue::I32(-300)));
+    let Some(FieldValue::Array(deaths)) = headers.get("x-death") else {
+        panic!("no x-death: {headers:?}")
+    };
+    let Some(FieldValue::Table(death)) = deaths.first() else {
+        panic!("{deaths:?}")
+    };
+    assert_eq!(
+        death.get("reason"),
+        Some(&FieldValue::LongStr("rejected".into()))
+    );
+    assert_eq!(dx.messages_delayed(), Some(0));
+}
+
+#[test]
 fn no_positive_delay_routes_at_once_with_the_header_unchanged() {
     let b = broker();
     let mut c = Client::open(&b);
