@@ -9,6 +9,7 @@ use dashmap::DashMap;
 use warren_codec::ShortStr;
 
 use crate::access::{AccessControl, Account, PermissionSpec};
+use crate::delayed::DelayedTimer;
 use crate::mailbox::Event;
 use crate::message::Gauge;
 use crate::password::Password;
@@ -162,63 +163,6 @@ pub struct Broker {
     /// Delayed messages: the clock and the timer's wake-up (shared with
     /// the vhosts, which hold dead letters sent to a delayed exchange).
     delayed: Arc<DelayedTimer>,
-}
-
-/// What the broker knows of time for delayed messages, and how it wakes
-/// the server's timer.
-#[derive(Default)]
-pub(crate) struct DelayedTimer {
-    // A Mutex: set by the server's timer, read once per delayed publish;
-    // never held across anything else.
-    /// An instant and the wall-clock Unix milliseconds at it, so that a
-    /// handler's monotonic `now` gives a wall-clock deadline.
-    clock: std::sync::Mutex<Option<(Instant, u64)>>,
-    /// Wakes the server's timer (set once, by the server).
-    waker: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
-    /// The deadline the timer sleeps toward (`u64::MAX`: none).
-    next: AtomicU64,
-}
-
-impl DelayedTimer {
-    fn new() -> Arc<Self> {
-        Arc::new(DelayedTimer {
-            next: AtomicU64::new(u64::MAX),
-            ..DelayedTimer::default()
-        })
-    }
-
-    /// The wall-clock Unix milliseconds at the monotonic instant `now`, by
-    /// the last clock sync (or `fallback_secs` before one).
-    pub(crate) fn wall_ms(&self, now: Instant, fallback_secs: u64) -> u64 {
-        let anchor = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
-        match anchor {
-            Some((at, ms)) if now >= at => ms.saturating_add(
-                u64::try_from(now.duration_since(at).as_millis()).unwrap_or(u64::MAX),
-            ),
-            Some((at, ms)) => ms.saturating_sub(
-                u64::try_from(at.duration_since(now).as_millis()).unwrap_or(u64::MAX),
-            ),
-            None => fallback_secs.saturating_mul(1000),
-        }
-    }
-
-    /// A message is now held until `deadline`: wakes the timer if it
-    /// sleeps toward a later one.
-    pub(crate) fn added(&self, deadline: u64) {
-        if self.next.fetch_min(deadline, Ordering::AcqRel) > deadline
-            && let Some(wake) = self.waker.get()
-        {
-            wake();
-        }
-    }
-}
-
-impl std::fmt::Debug for DelayedTimer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DelayedTimer")
-            .field("next", &self.next.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
-    }
 }
 
 /// A resource alarm that blocks publishers, as RabbitMQ's memory and disk
@@ -597,7 +541,7 @@ impl Broker {
     /// monotonic instant `now`; the server calls this before routing
     /// delayed messages, so deadlines follow the wall clock.
     pub fn sync_clock(&self, now: Instant, unix_ms: u64) {
-        *self.delayed.clock.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, unix_ms));
+        self.delayed.sync(now, unix_ms);
     }
 
     /// The wall-clock Unix milliseconds at the monotonic instant `now`, by
@@ -610,7 +554,7 @@ impl Broker {
     /// is held until earlier than the timer's deadline (once; later calls
     /// are ignored).
     pub fn set_delayed_waker(&self, wake: Box<dyn Fn() + Send + Sync>) {
-        let _ = self.delayed.waker.set(wake);
+        self.delayed.set_waker(wake);
     }
 
     /// A message is now held until `deadline`: wakes the timer if it
@@ -643,9 +587,7 @@ impl Broker {
         let next = self.next_delayed_deadline();
         // Published after the scan above: their `delayed_added` saw this
         // or a later value, and wakes the timer again.
-        self.delayed
-            .next
-            .store(next.unwrap_or(u64::MAX), Ordering::Release);
+        self.delayed.sleeps_toward(next);
         // A publish between the scan and the store may hold an earlier
         // message than `next`: scan once more so it is not missed.
         self.next_delayed_deadline()

@@ -15,10 +15,13 @@
 //! across a restart. Each exchange keeps its messages in a map ordered by
 //! (deadline, sequence number): the earliest is its first entry, and
 //! taking the due ones never looks at the rest. A held message is one
-//! packed allocation beside its map entry (about 140 bytes beyond its
+//! packed allocation beside its map entry (about 100 bytes beyond its
 //! body for a small message), unpacked only when it is routed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use warren_codec::{FieldTable, FieldValue};
 
@@ -185,6 +188,79 @@ impl Delayed {
     /// Whether none is held.
     pub fn is_empty(&self) -> bool {
         self.by_time.is_empty()
+    }
+}
+
+/// What the broker knows of time for delayed messages, and how it wakes
+/// the server's timer.
+#[derive(Default)]
+pub(crate) struct DelayedTimer {
+    // A Mutex: set by the server's timer, read once per delayed publish;
+    // never held across anything else.
+    /// An instant and the wall-clock Unix milliseconds at it, so that a
+    /// handler's monotonic `now` gives a wall-clock deadline.
+    clock: std::sync::Mutex<Option<(Instant, u64)>>,
+    /// Wakes the server's timer (set once, by the server).
+    waker: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// The deadline the timer sleeps toward (`u64::MAX`: none).
+    next: AtomicU64,
+}
+
+impl DelayedTimer {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(DelayedTimer {
+            next: AtomicU64::new(u64::MAX),
+            ..DelayedTimer::default()
+        })
+    }
+
+    /// The wall-clock Unix milliseconds at the monotonic instant `now`, by
+    /// the last clock sync (or `fallback_secs` before one).
+    pub(crate) fn wall_ms(&self, now: Instant, fallback_secs: u64) -> u64 {
+        let anchor = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        match anchor {
+            Some((at, ms)) if now >= at => ms.saturating_add(
+                u64::try_from(now.duration_since(at).as_millis()).unwrap_or(u64::MAX),
+            ),
+            Some((at, ms)) => ms.saturating_sub(
+                u64::try_from(at.duration_since(now).as_millis()).unwrap_or(u64::MAX),
+            ),
+            None => fallback_secs.saturating_mul(1000),
+        }
+    }
+
+    /// Sets the wall-clock Unix milliseconds at the instant `now`.
+    pub(crate) fn sync(&self, now: Instant, unix_ms: u64) {
+        *self.clock.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, unix_ms));
+    }
+
+    /// Sets how the server's timer is woken (once; later calls are
+    /// ignored).
+    pub(crate) fn set_waker(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.waker.set(wake);
+    }
+
+    /// The timer now sleeps toward `next` (`None`: nothing is held).
+    pub(crate) fn sleeps_toward(&self, next: Option<u64>) {
+        self.next.store(next.unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    /// A message is now held until `deadline`: wakes the timer if it
+    /// sleeps toward a later one.
+    pub(crate) fn added(&self, deadline: u64) {
+        if self.next.fetch_min(deadline, Ordering::AcqRel) > deadline
+            && let Some(wake) = self.waker.get()
+        {
+            wake();
+        }
+    }
+}
+
+impl std::fmt::Debug for DelayedTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelayedTimer")
+            .field("next", &self.next.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 

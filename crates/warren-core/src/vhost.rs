@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use warren_codec::{FieldTable, FieldValue, ShortStr};
 
 use crate::access::VhostMeta;
-use crate::broker::DelayedTimer;
+use crate::delayed::DelayedTimer;
 use crate::error::{Kind, Mismatch, Refusal};
 
 /// What the vhost's rules return: a [`Refusal`] when they refuse.
