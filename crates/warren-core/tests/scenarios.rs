@@ -291,6 +291,26 @@ impl Client {
         );
     }
 
+    /// `basic.get` (with ack) from `queue` on channel 1, then
+    /// `basic.reject` of what came, without requeue.
+    fn reject_one(&mut self, queue: &str) {
+        self.send(
+            1,
+            BasicGet {
+                queue: queue.into(),
+                ..Default::default()
+            },
+        );
+        let t = self.delivery_tag();
+        self.send(
+            1,
+            BasicReject {
+                delivery_tag: t,
+                requeue: false,
+            },
+        );
+    }
+
     fn delivery_tag(&mut self) -> u64 {
         let (m, _, _) = self.content();
         match m {
@@ -2059,21 +2079,7 @@ fn reject_without_requeue_dead_letters_with_x_death() {
     );
     c.method();
     c.publish(1, "", "work", b"bad");
-    c.send(
-        1,
-        BasicGet {
-            queue: "work".into(),
-            ..Default::default()
-        },
-    );
-    let t = c.delivery_tag();
-    c.send(
-        1,
-        BasicReject {
-            delivery_tag: t,
-            requeue: false,
-        },
-    );
+    c.reject_one("work");
     c.send(
         1,
         BasicGet {
@@ -3395,21 +3401,7 @@ fn dead_letters_keep_their_cc_keys_unless_a_dead_letter_key_is_set() {
         c.method();
         c.publish_props(1, "", "work", b"m", cc_bcc(&["side"], &[]), false);
         assert!(c.get("side").is_some());
-        c.send(
-            1,
-            BasicGet {
-                queue: "work".into(),
-                ..Default::default()
-            },
-        );
-        let t = c.delivery_tag();
-        c.send(
-            1,
-            BasicReject {
-                delivery_tag: t,
-                requeue: false,
-            },
-        );
+        c.reject_one("work");
         match dlrk {
             None => {
                 let (props, _) = c.get("dl-w").expect("dead-lettered by its key");
@@ -4353,23 +4345,6 @@ fn a_delayed_exchange_as_dead_letter_exchange_holds_what_asks_for_a_delay() {
         },
     );
     c.method();
-    let reject = |c: &mut Client| {
-        c.send(
-            1,
-            BasicGet {
-                queue: "work".into(),
-                ..Default::default()
-            },
-        );
-        let t = c.delivery_tag();
-        c.send(
-            1,
-            BasicReject {
-                delivery_tag: t,
-                requeue: false,
-            },
-        );
-    };
     // A retry that asks for 300 ms waits in the delayed exchange.
     c.publish_props(
         1,
@@ -4379,14 +4354,14 @@ fn a_delayed_exchange_as_dead_letter_exchange_holds_what_asks_for_a_delay() {
         delay_header(FieldValue::I32(300)),
         false,
     );
-    reject(&mut c);
+    c.reject_one("work");
     let dx = b.vhost("/").unwrap().exchange(b"dx").unwrap();
     assert_eq!(dx.messages_delayed(), Some(1));
     assert_eq!(get(&mut c, "q"), None, "held, not routed");
     assert_eq!(b.next_delayed_deadline(), Some(T0 + 300));
     // One without x-delay goes through at once, by the inner type.
     c.publish(1, "", "work", b"now");
-    reject(&mut c);
+    c.reject_one("work");
     assert_eq!(get(&mut c, "q").unwrap().0, Bytes::from_static(b"now"));
     let start = c.now;
     assert_eq!(
