@@ -11,7 +11,10 @@ use lapin::options::{
     QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use warren_tests::lapin_util::{channel, confirming_channel, connect, expect_amqp_error, within};
+use warren_tests::lapin_util::{
+    channel, confirming_channel, connect, declare_queue_with, drain_bodies, expect_amqp_error,
+    within,
+};
 use warren_tests::start_durable_broker;
 
 fn durable() -> QueueDeclareOptions {
@@ -379,9 +382,7 @@ async fn recovered_messages_keep_their_deadlines_and_count_their_bytes() {
         let conn = connect(&broker).await;
         let ch = confirming_channel(&conn).await;
         for (q, args) in [("ttl", FieldTable::default()), ("bytes", limited.clone())] {
-            within("queue.declare", ch.queue_declare(q.into(), durable(), args))
-                .await
-                .unwrap();
+            declare_queue_with(&ch, q, true, args).await;
         }
         publish_expiring(&ch, "ttl", b"short", Some("1500")).await;
         // The broker stamped the deadline before it confirmed.
@@ -402,19 +403,11 @@ async fn recovered_messages_keep_their_deadlines_and_count_their_bytes() {
     for body in [b"c", b"d"] {
         publish_expiring(&ch, "bytes", &body.repeat(1000), None).await;
     }
-    let mut left = Vec::new();
-    for _ in 0..5 {
-        match within(
-            "basic.get",
-            ch.basic_get("bytes".into(), BasicGetOptions { no_ack: true }),
-        )
+    let left: Vec<u8> = drain_bodies(&ch, "bytes", 5)
         .await
-        .unwrap()
-        {
-            Some(m) => left.push(m.delivery.data[0]),
-            None => break,
-        }
-    }
+        .iter()
+        .map(|b| b.as_bytes()[0])
+        .collect();
     assert_eq!(
         left, b"bcd",
         "the byte limit did not count recovered bodies"
@@ -465,19 +458,8 @@ async fn a_quorum_queues_delivery_count_survives_a_restart() {
     };
     {
         let conn = connect(&broker).await;
-        let ch = channel(&conn).await;
-        within(
-            "queue.declare",
-            ch.queue_declare("qq".into(), durable(), args),
-        )
-        .await
-        .unwrap();
-        within(
-            "confirm.select",
-            ch.confirm_select(ConfirmSelectOptions::default()),
-        )
-        .await
-        .unwrap();
+        let ch = confirming_channel(&conn).await;
+        declare_queue_with(&ch, "qq", true, args).await;
         publish_expiring(&ch, "qq", b"poison", None).await;
         for returned in 0..2 {
             let m = within(
