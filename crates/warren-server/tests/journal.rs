@@ -1614,26 +1614,20 @@ proptest! {
 // ---------------------------------------------------------------------------
 // Sled.
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(std::path::PathBuf);
+/// A path for a store's files (`.0`, not created: the store makes it)
+/// inside a fresh temporary directory, removed with it on drop.
+struct TempDir(
+    std::path::PathBuf,
+    #[expect(dead_code, reason = "held: removed on drop")] tempfile::TempDir,
+);
 
 impl TempDir {
     fn new(name: &str) -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!(
-            "warren-journal-test-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("warren-journal-test-{name}-"))
+            .tempdir()
+            .expect("a temporary directory");
+        TempDir(dir.path().join("data"), dir)
     }
 }
 

@@ -5,20 +5,10 @@
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use warren_codec::{BasicProperties, FieldTable, ShortStr};
 use warren_server::Config;
 use warren_store::{Batch, QueueRecord, Store, StoredMessage};
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn open(config: &Config) -> (std::sync::Arc<warren_core::Broker>, u64) {
     let (broker, persister, thread) = warren_server::recovery::open(config).unwrap();
@@ -31,11 +21,13 @@ fn open(config: &Config) -> (std::sync::Arc<warren_core::Broker>, u64) {
 
 #[test]
 fn messages_stored_in_sled_move_to_the_message_store_at_start_up() {
-    let dir = TempDir(std::env::temp_dir().join(format!("warren-migrate-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("warren-migrate-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
     {
-        let store = Store::open(&dir.0).unwrap();
+        let store = Store::open(&dir).unwrap();
         let mut b = Batch::default();
         b.put_queue(&QueueRecord {
             id: 7,
@@ -61,7 +53,7 @@ fn messages_stored_in_sled_move_to_the_message_store_at_start_up() {
         store.flush().unwrap();
     }
     let config = Config {
-        data_dir: dir.0.clone(),
+        data_dir: dir.clone(),
         ..Config::default()
     };
     let (broker, bytes) = open(&config);
@@ -71,7 +63,7 @@ fn messages_stored_in_sled_move_to_the_message_store_at_start_up() {
     assert_eq!(bytes, 600);
     drop(q);
     drop(broker);
-    assert_eq!(Store::open(&dir.0).unwrap().message_count().unwrap(), 0);
+    assert_eq!(Store::open(&dir).unwrap().message_count().unwrap(), 0);
     // A second start finds them in the message store.
     let (broker, bytes) = open(&config);
     assert_eq!(

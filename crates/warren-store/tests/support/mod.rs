@@ -5,27 +5,20 @@
 
 use std::path::PathBuf;
 
-/// A directory under the system temp dir, removed on drop.
-pub(crate) struct TempDir(pub(crate) PathBuf);
+/// A path for a store's files (`.0`, not created: the store makes it)
+/// inside a fresh temporary directory, removed with it on drop.
+pub(crate) struct TempDir(
+    pub(crate) PathBuf,
+    #[expect(dead_code, reason = "held: removed on drop")] tempfile::TempDir,
+);
 
 impl TempDir {
-    /// A fresh, empty directory path (not created) named after `name`.
     pub(crate) fn new(name: &str) -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!(
-            "warren-store-test-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("warren-store-test-{name}-"))
+            .tempdir()
+            .expect("a temporary directory");
+        TempDir(dir.path().join("data"), dir)
     }
 }
 
