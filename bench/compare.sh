@@ -34,25 +34,12 @@ W_PID= R_PID=
 cleanup() {
   [ -n "$W_PID" ] && kill "$W_PID" 2>/dev/null || true
   [ -n "$R_PID" ] && kill "$R_PID" 2>/dev/null || true
-  pkill -f "beam.smp.*warren-bench-rmq" 2>/dev/null || true
-  # Bounded wait for both to exit before removing their directories.
-  for _ in $(seq 100); do
-    pgrep -f "beam.smp.*warren-bench-rmq" >/dev/null || break
-    sleep 0.1
-  done
+  stop_rabbitmq warren-bench-rmq
   wait 2>/dev/null || true
   rm -rf "$RMQ_HOME" "$WDATA" 2>/dev/null || true
 }
 trap cleanup EXIT
 
-wait_port() {
-  for _ in $(seq 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
 
 start_rabbitmq "$RMQ_HOME" "$RPORT" bench 25691 "$OUT/rabbitmq.log"
 R_PID=$!

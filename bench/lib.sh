@@ -57,3 +57,23 @@ start_rabbitmq() {
     RABBITMQ_ENABLED_PLUGINS_FILE=$home/enabled_plugins ${conf:+RABBITMQ_CONFIG_FILE=$conf} \
     /usr/lib/rabbitmq/bin/rabbitmq-server >>"$log" 2>&1 &
 }
+
+# stop_rabbitmq PATTERN [SIGNAL]: signals the beam.smp whose command line
+# matches PATTERN (a node's HOME) and waits, bounded, for it to exit.
+stop_rabbitmq() {
+  pkill "-${2:-TERM}" -f "beam.smp.*$1" 2>/dev/null || true
+  for _ in $(seq 100); do
+    pgrep -f "beam.smp.*$1" >/dev/null || return 0
+    sleep 0.1
+  done
+}
+
+# wait_port PORT: until something accepts on 127.0.0.1:PORT (at most 60 s).
+wait_port() {
+  for _ in $(seq 6000); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.01
+  done
+  echo "port $1 did not open" >&2
+  return 1
+}

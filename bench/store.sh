@@ -31,11 +31,7 @@ WDATA=$(mktemp -d /tmp/warren-store-data.XXXXXX)
 PID=
 cleanup() {
   [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null || true
-  pkill -KILL -f "beam.smp.*warren-store-rmq" 2>/dev/null || true
-  for _ in $(seq 100); do
-    pgrep -f "beam.smp.*warren-store-rmq" >/dev/null || break
-    sleep 0.1
-  done
+  stop_rabbitmq warren-store-rmq KILL
   wait 2>/dev/null || true
   rm -rf "$RMQ_HOME" "$WDATA" 2>/dev/null || true
 }
@@ -43,14 +39,6 @@ trap cleanup EXIT
 
 log() { echo "$*" | tee -a "$OUT/store.txt"; }
 cpu_s() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
-wait_port() {
-  for _ in $(seq 3000); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.01
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
 
 start() { # broker -> sets PID (the process whose CPU and memory count)
   if [ "$1" = warren ]; then

@@ -49,14 +49,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() {
-  for _ in $(seq 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
 
 # idle PID: waits (at most 120 s) until the broker uses under 10% of a core
 # over a second. Both brokers are waited for before every run: after S1
