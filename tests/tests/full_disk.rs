@@ -14,11 +14,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
 use warren_core::broker::Alarm;
 use warren_server::resources::ByteSize;
-use warren_tests::lapin_util::{confirming_channel, connect, within};
+use warren_tests::lapin_util::{confirming_channel, connect, declare_queue_with, within};
 use warren_tests::start_durable_broker_with;
 
 /// A tmpfs of `size` bytes, unmounted on drop.
@@ -103,16 +103,7 @@ async fn a_full_disk_nacks_and_alarms_then_resumes_without_a_restart_and_loses_n
 
     let conn = connect(&broker).await;
     let ch = confirming_channel(&conn).await;
-    ch.queue_declare(
-        "full".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_queue_with(&ch, "full", true, FieldTable::default()).await;
     let body = vec![7u8; 64 << 10];
     let mut confirmed = Vec::new();
     let mut nacked = None;
