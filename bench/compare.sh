@@ -6,7 +6,7 @@
 #   bench/compare.sh [S1 S2 ...]     (default S1-S6)
 #
 # Environment: REPEAT [3], DURATION [5] seconds per run, OUT [bench/results/compare-<clients>-<time>],
-# CLIENT [pipelined]: warren-perf's --client style (pipelined, single, lapin),
+# CLIENT [pipelined]: warren-perf's --client style (pipelined, single, lapin, amqprs),
 # CLIENTS: several styles, e.g. "pipelined single lapin": every scenario once
 # per style against the same two brokers, one table per style.
 # Results are OUT/<scenario>.<client>.<broker>.<run>.json; OUT/summary.md.

@@ -23,9 +23,9 @@ use warren_codec::{
 
 use crate::client::{CHANNEL, ClientError, Conn, Result, close_error};
 use crate::histogram::Histogram;
-use crate::lapin_client;
 use crate::options::{Client, Options};
 use crate::shared::{Counters, Go, now_ns, run_id, wait_go};
+use crate::{amqprs_client, lapin_client};
 
 /// What one consumer consumes.
 pub(crate) struct Plan {
@@ -89,6 +89,8 @@ enum Session {
     Codec(Conn),
     /// A lapin connection and channel (boxed: lapin's types are large).
     Lapin(Box<lapin_client::Session>),
+    /// An amqprs connection and channel.
+    Amqprs(Box<amqprs_client::Session>),
 }
 
 impl Session {
@@ -103,6 +105,11 @@ impl Session {
                 let session = lapin_client::Session::open(opts, false).await?;
                 session.consumer_setup(opts, plan).await?;
                 Ok(Session::Lapin(Box::new(session)))
+            }
+            Client::Amqprs => {
+                let session = amqprs_client::Session::open(opts, None).await?;
+                session.consumer_setup(opts, plan).await?;
+                Ok(Session::Amqprs(Box::new(session)))
             }
         }
     }
@@ -133,6 +140,7 @@ impl Session {
                 Ok(())
             }
             Session::Lapin(session) => session.consume(opts, plan, counters, recorder, stop).await,
+            Session::Amqprs(session) => session.consume(opts, plan, counters, recorder, stop).await,
         }
     }
 
@@ -140,6 +148,7 @@ impl Session {
         match self {
             Session::Codec(conn) => conn.close().await,
             Session::Lapin(session) => session.close().await,
+            Session::Amqprs(session) => session.close().await,
         }
     }
 }

@@ -12,7 +12,7 @@
 //! The topology is declared as in the other styles, on warren-perf's own
 //! setup connection; only exclusive queues are declared here, by their
 //! consumer. Pacing, latency and ack decisions are the shared
-//! [`Pacing`], [`Recorder`] and [`AckPolicy`].
+//! [`producer::LibraryLoop`], [`Recorder`] and [`AckPolicy`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,8 +32,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::consumer::{self, AckPolicy, Recorder};
 use crate::options::Options;
-use crate::producer::{self, CONFIRM_DRAIN_TIMEOUT, Pacing};
-use crate::shared::{Counters, nanos_at, now_ns};
+use crate::producer;
+use crate::shared::{Counters, now_ns};
 
 /// How long a connection may take to open, and a close to be answered.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,52 +141,27 @@ impl Session {
         counters: &Arc<Counters>,
         start: Instant,
     ) -> Result<(), String> {
-        let deadline = start + plan.duration;
-        let mut pacing = Pacing::new(opts, plan.limit, start);
-        let mut body = producer::body(opts);
         let mut props = BasicProperties::default();
         if opts.persistent {
             props = props.with_delivery_mode(2);
         }
         let confirms = (opts.confirm > 0).then(|| Confirms::start(opts.confirm, counters));
-        let mut next_target = 0;
+        let window = confirms.as_ref().map(|c| &*c.window);
+        let mut lp = producer::LibraryLoop::new(opts, plan, start);
         let result = async {
-            while !pacing.limit_reached() {
-                if let Some(due) = pacing.next_due()
-                    && due > Instant::now()
-                {
-                    tokio::time::sleep_until(due.min(deadline).into()).await;
-                }
-                if Instant::now() >= deadline {
-                    return Ok(());
-                }
-                if let Some(c) = &confirms {
-                    let Ok(permit) =
-                        tokio::time::timeout_at(deadline.into(), c.window.acquire()).await
-                    else {
-                        return Ok(());
-                    };
-                    // Given back by the collector when the confirm comes.
-                    permit.map_err(|e| e.to_string())?.forget();
-                }
-                body[..8].copy_from_slice(&nanos_at(Instant::now()).to_be_bytes());
-                let Some((exchange, key)) = plan.targets.get(next_target) else {
-                    return Err("a producer with nothing to publish to".to_string());
-                };
-                next_target = (next_target + 1) % plan.targets.len();
+            while let Some((exchange, key, body)) = lp.next(window).await? {
                 let confirm = self
                     .channel
                     .basic_publish(
-                        exchange.as_str().into(),
-                        key.as_str().into(),
+                        exchange.into(),
+                        key.into(),
                         BasicPublishOptions::default(),
-                        &body,
+                        body,
                         props.clone(),
                     )
                     .await
                     .map_err(failed("basic.publish"))?;
-                pacing.sent += 1;
-                counters.sent.fetch_add(1, Ordering::Relaxed);
+                lp.sent(counters);
                 match &confirms {
                     Some(c) => c.track(confirm)?,
                     // Resolves at once (NotRequested); awaiting it keeps
@@ -200,14 +175,7 @@ impl Session {
         }
         .await;
         if let Some(c) = confirms {
-            // Backlog mode waits for every confirm within --duration; a timed
-            // run briefly, for the settle figures.
-            let until = if plan.limit.is_some() {
-                deadline
-            } else {
-                Instant::now() + CONFIRM_DRAIN_TIMEOUT
-            };
-            c.finish(until).await;
+            c.finish(producer::confirms_until(plan, start)).await;
         }
         if plan.graceful_close {
             self.close().await;

@@ -13,8 +13,8 @@
 //!   style --client asks for ([`options::Client`]): pipelined (many
 //!   pre-encoded publishes per write; acks of one read together), single
 //!   (one write per publish and per ack) on the codec connection, driving
-//!   the socket with `try_read`/`try_write`; or `lapin_client`, the same
-//!   through the lapin library. The pacing (confirm window, rate, backlog
+//!   the socket with `try_read`/`try_write`; or `lapin_client` and
+//!   `amqprs_client`, the same through the lapin and amqprs libraries. The pacing (confirm window, rate, backlog
 //!   limit), the latency recorder and the ack policy are shared.
 //! - `confirms`: the unconfirmed window; `histogram`: latency buckets.
 //! - [`broker`]: CPU and RSS of the broker process from `/proc`.
@@ -26,6 +26,7 @@
 //! Every message body starts with the send time (ns since a process-wide
 //! instant) and this run's id, so consumers time only this run's messages.
 
+mod amqprs_client;
 pub mod broker;
 mod client;
 mod confirms;

@@ -151,6 +151,22 @@ pub enum Client {
     /// its `PublisherConfirm` futures, `basic_consume` and `basic_ack` per
     /// message (or per --multi-ack N). No TLS, no --sink.
     Lapin,
+    /// The amqprs client library, which issue 19's first figures were
+    /// measured with: each publish one write from its writer task,
+    /// confirms counted in its channel callback, `basic_consume_rx` and
+    /// `basic_ack` per message (or per --multi-ack N). No TLS, no --sink.
+    Amqprs,
+}
+
+impl Client {
+    /// The third-party library this style drives, if it is one.
+    pub fn library(self) -> Option<&'static str> {
+        match self {
+            Client::Pipelined | Client::Single => None,
+            Client::Lapin => Some("lapin"),
+            Client::Amqprs => Some("amqprs"),
+        }
+    }
 }
 
 impl Options {
@@ -199,18 +215,16 @@ impl Options {
         if self.duration == 0 {
             return Err("--duration must be at least 1".into());
         }
-        if self.client == Client::Lapin {
+        if let Some(lib) = self.client.library() {
             if self.tls {
-                return Err(
-                    "--client lapin speaks plain TCP only (warren-perf builds lapin without TLS): drop --tls"
-                        .into(),
-                );
+                return Err(format!(
+                    "--client {lib} speaks plain TCP only (warren-perf builds {lib} without TLS): drop --tls"
+                ));
             }
             if self.sink {
-                return Err(
-                    "--sink measures warren-perf's own encoder, not lapin: use --client pipelined or single"
-                        .into(),
-                );
+                return Err(format!(
+                    "--sink measures warren-perf's own encoder, not {lib}: use --client pipelined or single"
+                ));
             }
         }
         if self.tls {
@@ -304,19 +318,19 @@ mod tests {
     }
 
     #[test]
-    fn client_styles_parse_and_lapin_refuses_tls_and_the_sink() {
+    fn client_styles_parse_and_the_libraries_refuse_tls_and_the_sink() {
         assert_eq!(opts(&[]).client, Client::Pipelined);
         assert_eq!(opts(&["--client", "single"]).client, Client::Single);
         assert_eq!(opts(&["--client", "lapin"]).client, Client::Lapin);
+        assert_eq!(opts(&["--client", "amqprs"]).client, Client::Amqprs);
         assert!(Options::try_parse_from(["warren-perf", "--client", "pika"]).is_err());
-        for extra in [["--tls", "--tls-insecure"], ["--sink", "--quiet"]] {
-            let mut o = Options::parse_from(
-                ["warren-perf", "--client", "lapin"]
-                    .into_iter()
-                    .chain(extra),
-            );
-            let err = o.normalize().expect_err("lapin cannot do this");
-            assert!(err.contains("lapin"), "{err}");
+        for lib in ["lapin", "amqprs"] {
+            for extra in [["--tls", "--tls-insecure"], ["--sink", "--quiet"]] {
+                let mut o =
+                    Options::parse_from(["warren-perf", "--client", lib].into_iter().chain(extra));
+                let err = o.normalize().expect_err("the library cannot do this");
+                assert!(err.contains(lib), "{err}");
+            }
         }
         let json = serde_json::to_value(opts(&["--client", "single"])).expect("json");
         assert_eq!(json["client"], "single");

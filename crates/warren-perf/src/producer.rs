@@ -26,9 +26,9 @@ use warren_codec::{
 
 use crate::client::{CHANNEL, ClientError, Conn, Result, close_error};
 use crate::confirms::ConfirmTracker;
-use crate::lapin_client;
 use crate::options::{Client, Options};
 use crate::shared::{Counters, Go, nanos_at, run_id, wait_go};
+use crate::{amqprs_client, lapin_client};
 
 /// Bytes encoded per write: big enough that syscalls are a small share of
 /// the work, small enough to stay in L2.
@@ -67,6 +67,89 @@ pub(crate) fn body(opts: &Options) -> Vec<u8> {
     let mut body = vec![0u8; opts.size];
     body[8..16].copy_from_slice(&run_id().to_be_bytes());
     body
+}
+
+/// The publish loop of the library styles (lapin, amqprs): paced as
+/// --rate and the backlog's limit say, each publish first taking a permit
+/// of the confirm window (the style gives permits back as confirms come),
+/// its body stamped with the send time, the plan's targets in turn.
+///
+/// ```text
+/// while let Some((exchange, key, body)) = lp.next(window).await? {
+///     publish ...;
+///     lp.sent(counters);
+/// }
+/// ```
+pub(crate) struct LibraryLoop<'a> {
+    plan: &'a Plan,
+    deadline: Instant,
+    pacing: Pacing,
+    body: Vec<u8>,
+    next_target: usize,
+}
+
+impl<'a> LibraryLoop<'a> {
+    pub(crate) fn new(opts: &Options, plan: &'a Plan, start: Instant) -> Self {
+        LibraryLoop {
+            plan,
+            deadline: start + plan.duration,
+            pacing: Pacing::new(opts, plan.limit, start),
+            body: body(opts),
+            next_target: 0,
+        }
+    }
+
+    /// Waits until the next publish is due and has its permit of `window`;
+    /// its (exchange, routing key, body), or `None` at the deadline or the
+    /// limit.
+    pub(crate) async fn next(
+        &mut self,
+        window: Option<&tokio::sync::Semaphore>,
+    ) -> std::result::Result<Option<(&'a str, &'a str, &[u8])>, String> {
+        if self.pacing.limit_reached() {
+            return Ok(None);
+        }
+        if let Some(due) = self.pacing.next_due()
+            && due > Instant::now()
+        {
+            tokio::time::sleep_until(due.min(self.deadline).into()).await;
+        }
+        if Instant::now() >= self.deadline {
+            return Ok(None);
+        }
+        if let Some(window) = window {
+            let Ok(permit) = tokio::time::timeout_at(self.deadline.into(), window.acquire()).await
+            else {
+                return Ok(None);
+            };
+            // Given back by the style when the confirm comes.
+            permit.map_err(|e| e.to_string())?.forget();
+        }
+        self.body[..8].copy_from_slice(&nanos_at(Instant::now()).to_be_bytes());
+        let plan = self.plan;
+        let Some((exchange, key)) = plan.targets.get(self.next_target) else {
+            return Err("a producer with nothing to publish to".to_string());
+        };
+        self.next_target = (self.next_target + 1) % plan.targets.len();
+        Ok(Some((exchange.as_str(), key.as_str(), &self.body)))
+    }
+
+    /// The message [`LibraryLoop::next`] gave was published.
+    pub(crate) fn sent(&mut self, counters: &Counters) {
+        self.pacing.sent += 1;
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Until when a library style waits for its outstanding confirms after
+/// its [`LibraryLoop`]: a backlog run to its deadline (every publish must be
+/// confirmed), a timed run briefly, for the settle figures.
+pub(crate) fn confirms_until(plan: &Plan, start: Instant) -> Instant {
+    if plan.limit.is_some() {
+        start + plan.duration
+    } else {
+        Instant::now() + CONFIRM_DRAIN_TIMEOUT
+    }
 }
 
 /// Encodes a publish of a `size`-byte body to `exchange`/`routing_key`:
@@ -119,7 +202,7 @@ pub(crate) async fn run(
     mut go: Go,
 ) {
     let who = format!("producer {}", plan.id);
-    let session = match Session::open(&opts).await {
+    let session = match Session::open(&opts, &counters).await {
         Ok(session) => {
             let _ = ready.send(true).await;
             session
@@ -145,11 +228,16 @@ enum Session {
     Codec(Conn),
     /// A lapin connection and channel (boxed: lapin's types are large).
     Lapin(Box<lapin_client::Session>),
+    /// An amqprs connection and channel.
+    Amqprs(Box<amqprs_client::Session>),
 }
 
 impl Session {
     /// Connects and enters confirm mode if asked.
-    async fn open(opts: &Options) -> std::result::Result<Session, String> {
+    async fn open(
+        opts: &Options,
+        counters: &Arc<Counters>,
+    ) -> std::result::Result<Session, String> {
         match opts.client {
             Client::Pipelined | Client::Single => codec_setup(opts)
                 .await
@@ -158,6 +246,11 @@ impl Session {
             Client::Lapin => lapin_client::Session::open(opts, opts.confirm > 0)
                 .await
                 .map(|s| Session::Lapin(Box::new(s))),
+            Client::Amqprs => {
+                amqprs_client::Session::open(opts, (opts.confirm > 0).then_some(counters))
+                    .await
+                    .map(|s| Session::Amqprs(Box::new(s)))
+            }
         }
     }
 
@@ -181,6 +274,7 @@ impl Session {
                 Ok(())
             }
             Session::Lapin(session) => session.publish(opts, plan, counters, start).await,
+            Session::Amqprs(session) => session.publish(opts, plan, counters, start).await,
         }
     }
 
@@ -188,6 +282,7 @@ impl Session {
         match self {
             Session::Codec(conn) => conn.close().await,
             Session::Lapin(session) => session.close().await,
+            Session::Amqprs(session) => session.close().await,
         }
     }
 }
@@ -299,7 +394,9 @@ impl<'a> Publisher<'a> {
         let per_message = templates.first().map_or(64, |t| t.bytes.len());
         let batch = match opts.client {
             Client::Single => 1,
-            Client::Pipelined | Client::Lapin => (BATCH_BYTES / per_message).max(1) as u64,
+            Client::Pipelined | Client::Lapin | Client::Amqprs => {
+                (BATCH_BYTES / per_message).max(1) as u64
+            }
         };
         Publisher {
             opts,

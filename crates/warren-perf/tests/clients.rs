@@ -1,4 +1,4 @@
-//! Every client style (--client pipelined, single, lapin) against a real
+//! Every client style (--client pipelined, single, lapin, amqprs) against a real
 //! Warren broker: a short confirmed, persistent run with a consumer must
 //! account for every message (published == confirmed == received), and
 //! with --broker-pid the report must carry the broker's CPU per message.
@@ -114,7 +114,7 @@ fn perf(args: &[String]) -> serde_json::Value {
 #[test]
 fn every_client_style_accounts_for_every_message_and_reports_broker_cpu_per_message() {
     let broker = Broker::start();
-    for style in ["pipelined", "single", "lapin"] {
+    for style in ["pipelined", "single", "lapin", "amqprs"] {
         let args: Vec<String> = [
             "--port",
             &broker.port.to_string(),
