@@ -137,6 +137,21 @@ def go(hash_path, ready_css):
     wait(lambda d: els(ready_css), f"{ready_css} on #/{hash_path}")
 
 
+def click(css, what=None):
+    """Clicks the first element matching css. The lists refresh on a
+    timer: one that replaces the element between finding and clicking it
+    makes the click stale, and wait() tries again with the new one."""
+
+    def attempt(d):
+        found = els(css)
+        if not found:
+            return False
+        found[0].click()
+        return True
+
+    wait(attempt, what or css)
+
+
 def type_into(css, value):
     box = el(css)
     box.clear()
@@ -222,7 +237,7 @@ def step_filter_queues():
     wait(lambda d: "Page 1 of" in text_of("#queues .pager"), "the pager")
     total = text_of("#queues-count")
     assert re.search(r"1–20 of \d+ queues", total), total
-    el("#queues-next").click()
+    click("#queues-next")
     wait(lambda d: "Page 2 of" in text_of("#queues .pager"), "page 2")
     type_into("#queues-filter", "orders.pend")
     wait(
@@ -246,7 +261,7 @@ def step_publish_and_get():
     go("queues", "#queues-filter")
     type_into("#queues-filter", "orders.pending")
     wait(lambda d: [a.text for a in els("#queues tbody td a")] == ["orders.pending"], "the queue link")
-    els("#queues tbody td a")[0].click()
+    click("#queues tbody td a", "the queue link")
     wait(lambda d: els("#qpub-form") and queue_count("#queue-total") is not None, "the queue page")
     payload = "hello from the browser ✓"
     type_into("#qpub-payload", payload)
@@ -342,7 +357,7 @@ def step_import_definitions():
     go("queues", "#queues-filter")
     type_into("#queues-filter", "imported")
     wait(lambda d: [a.text for a in els("#queues tbody td a")] == ["imported-from-file"], "the imported queue")
-    els("#queues tbody td a")[0].click()
+    click("#queues tbody td a", "the queue link")
     wait(lambda d: "imported.x" in text_of("#queue-bindings"), "the imported binding")
     go("admin/policies", "#policies-list table")
     assert "orders-ttl" in text_of("#policies-list")
@@ -357,7 +372,7 @@ def step_close_connection():
     before = len(api("GET", "/api/connections"))
     assert before >= 1
     shot("11-connections")
-    els("#connections tbody td a")[0].click()
+    click("#connections tbody td a", "the connection link")
     wait(lambda d: "product" in text_of("#client-properties"), "the client properties")
     name = re.sub(r"^Connection\s*", "", el("h1").text)
     shot("12-connection-detail")
