@@ -15,7 +15,7 @@
 //! The topology is declared as in the other styles, on warren-perf's own
 //! setup connection; only exclusive queues are declared here, by their
 //! consumer. Pacing, latency and ack decisions are the shared
-//! [`producer::LibraryLoop`], [`Recorder`] and [`AckPolicy`].
+//! [`producer::LibraryLoop`] and [`consumer::LibraryDeliveries`].
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -31,10 +31,10 @@ use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
-use crate::consumer::{self, AckPolicy, Recorder};
+use crate::consumer::{self, Recorder};
 use crate::options::Options;
 use crate::producer;
-use crate::shared::{Counters, now_ns};
+use crate::shared::Counters;
 
 /// How long a connection may take to open, and a close to be answered.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -203,19 +203,10 @@ impl Session {
             }));
         }
         drop(tx);
-        let mut acks = AckPolicy::new(opts);
+        let mut deliveries = consumer::LibraryDeliveries::new(opts, counters, recorder);
         let result = loop {
-            if *stop.borrow() {
+            let Some(next) = consumer::unless_stopped(stop, rx.recv()).await else {
                 break Ok(());
-            }
-            let next = tokio::select! {
-                m = rx.recv() => m,
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        break Ok(());
-                    }
-                    continue;
-                }
             };
             let Some(message) = next else {
                 break Err("amqprs: the broker cancelled the consumer".to_string());
@@ -223,11 +214,7 @@ impl Session {
             let (Some(deliver), Some(content)) = (message.deliver, message.content) else {
                 break Err("amqprs: a delivery without its method or body".to_string());
             };
-            if recorder.recording(Instant::now()) {
-                recorder.record(&content, now_ns());
-            }
-            counters.received.fetch_add(1, Ordering::Relaxed);
-            if let Some((tag, multiple)) = acks.delivered(deliver.delivery_tag())
+            if let Some((tag, multiple)) = deliveries.delivered(&content, deliver.delivery_tag())
                 && let Err(e) = self
                     .channel
                     .basic_ack(BasicAckArguments::new(tag, multiple))

@@ -176,6 +176,55 @@ async fn codec_setup(opts: &Options, plan: &Plan) -> Result<Conn> {
     Ok(conn)
 }
 
+/// What the library styles (lapin, amqprs) do with each delivery: time
+/// it, count it, and say which ack the --multi-ack policy wants sent.
+pub(crate) struct LibraryDeliveries<'a> {
+    counters: &'a Counters,
+    recorder: &'a mut Recorder,
+    acks: AckPolicy,
+}
+
+impl<'a> LibraryDeliveries<'a> {
+    pub(crate) fn new(opts: &Options, counters: &'a Counters, recorder: &'a mut Recorder) -> Self {
+        LibraryDeliveries {
+            counters,
+            recorder,
+            acks: AckPolicy::new(opts),
+        }
+    }
+
+    /// A delivery of `body` with `tag` arrived: the (tag, multiple) to ack
+    /// now, if any.
+    pub(crate) fn delivered(&mut self, body: &[u8], tag: u64) -> Option<(u64, bool)> {
+        if self.recorder.recording(Instant::now()) {
+            self.recorder.record(body, now_ns());
+        }
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.acks.delivered(tag)
+    }
+}
+
+/// What `next` yields, or `None` once `stop` is true (or its sender gone).
+pub(crate) async fn unless_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    next: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(next);
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        tokio::select! {
+            v = &mut next => return Some(v),
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Consumer-side latency, for every client style: the time from the
 /// timestamp in a body's first 8 bytes to its arrival, for this run's
 /// messages only (bytes 8..16 hold the run id).

@@ -12,7 +12,7 @@
 //! The topology is declared as in the other styles, on warren-perf's own
 //! setup connection; only exclusive queues are declared here, by their
 //! consumer. Pacing, latency and ack decisions are the shared
-//! [`producer::LibraryLoop`], [`Recorder`] and [`AckPolicy`].
+//! [`producer::LibraryLoop`] and [`consumer::LibraryDeliveries`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,10 +30,10 @@ use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserIn
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::consumer::{self, AckPolicy, Recorder};
+use crate::consumer::{self, Recorder};
 use crate::options::Options;
 use crate::producer;
-use crate::shared::{Counters, now_ns};
+use crate::shared::Counters;
 
 /// How long a connection may take to open, and a close to be answered.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -210,31 +210,20 @@ impl Session {
                 .map_err(failed("basic.consume"))?;
             consumers.push(c);
         }
-        let mut acks = AckPolicy::new(opts);
+        let mut deliveries = consumer::LibraryDeliveries::new(opts, counters, recorder);
         let mut first = 0;
         let result = loop {
-            if *stop.borrow() {
+            let next = next_delivery(&mut consumers, &mut first);
+            let Some(next) = consumer::unless_stopped(stop, next).await else {
                 break Ok(());
-            }
-            let next = tokio::select! {
-                d = next_delivery(&mut consumers, &mut first) => d,
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        break Ok(());
-                    }
-                    continue;
-                }
             };
             let delivery = match next {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => break Err(failed("consumer")(e)),
                 None => break Err("lapin: the broker cancelled the consumer".to_string()),
             };
-            if recorder.recording(Instant::now()) {
-                recorder.record(&delivery.data, now_ns());
-            }
-            counters.received.fetch_add(1, Ordering::Relaxed);
-            if let Some((tag, multiple)) = acks.delivered(delivery.delivery_tag)
+            if let Some((tag, multiple)) =
+                deliveries.delivered(&delivery.data, delivery.delivery_tag)
                 && let Err(e) = self
                     .channel
                     .basic_ack(tag, BasicAckOptions { multiple })
