@@ -106,12 +106,17 @@ enum Held {
 }
 
 impl DelayedMessage {
-    /// Holds `message` (its gauge, if any, stops counting it: a held
+    /// Holds a copy of `message` (not counted by a memory gauge: a held
     /// message is counted again when it is routed).
-    pub fn new(message: Message) -> Self {
-        match Packed::pack(&message) {
+    pub fn new(message: &Message) -> Self {
+        match Packed::pack(message) {
             Some(p) => DelayedMessage(Held::Packed(p)),
-            None => DelayedMessage(Held::Whole(Box::new(message))),
+            None => DelayedMessage(Held::Whole(Box::new(Message::new(
+                message.exchange.clone(),
+                message.routing_key.clone(),
+                message.properties.clone(),
+                message.body.clone(),
+            )))),
         }
     }
 
@@ -298,7 +303,7 @@ mod tests {
     #[test]
     fn due_messages_come_out_in_time_order() {
         let m = |delay: i32| {
-            DelayedMessage::new(Message::new(
+            DelayedMessage::new(&Message::new(
                 "x".into(),
                 "k".into(),
                 Properties::from(warren_codec::BasicProperties {
@@ -335,7 +340,7 @@ mod tests {
             ..Default::default()
         };
         let body = bytes::Bytes::from_static(b"0123456789abcdef");
-        let held = DelayedMessage::new(Message::new(
+        let held = DelayedMessage::new(&Message::new(
             "dx".into(),
             "rk".into(),
             Properties::from(props.clone()),
@@ -354,7 +359,7 @@ mod tests {
             ))),
             ..Default::default()
         };
-        let m = DelayedMessage::new(Message::new(
+        let m = DelayedMessage::new(&Message::new(
             "dx".into(),
             "".into(),
             Properties::from(big.clone()),

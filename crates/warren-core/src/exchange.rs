@@ -803,6 +803,17 @@ impl Dedup {
     fn stored(&self) -> bool {
         self.disk && self.store.is_some()
     }
+
+    /// Runs `f` on the cache with where its changes go: store ops for
+    /// `exchange` when the ids are stored, nowhere otherwise.
+    fn with_sink<R>(
+        &mut self,
+        exchange: &ShortStr,
+        f: impl FnOnce(&mut DedupCache, &mut dyn FnMut(CacheChange<'_>)) -> R,
+    ) -> R {
+        let mut sink = dedup_sink(self.store.as_ref().filter(|_| self.disk), exchange);
+        f(&mut self.cache, &mut sink)
+    }
 }
 
 /// Turns cache changes into store ops for `exchange` (nothing when
@@ -936,31 +947,28 @@ impl Exchange {
     /// from now on, and `x-cache-persistence` starts or stops storing the
     /// ids (which stay cached).
     pub fn set_policy(&self, policy: Option<Arc<crate::policy::Policy>>) {
-        if let Some(d) = &self.dedup {
+        if let Some(mut d) = self.dedup() {
             let o = DedupOptions::of(&self.spec.arguments, policy.as_ref().map(|p| &p.definition));
-            let mut guard = d.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let d = &mut *guard;
             let was_stored = d.stored();
             d.disk = o.disk;
             let stored = d.stored();
             let name = &self.spec.name;
-            if was_stored && !stored {
-                let mut sink = dedup_sink(d.store.as_ref(), name);
-                d.cache
-                    .for_each_id(|key, _, _| sink(CacheChange::Removed { key }));
-            }
-            if stored && !was_stored {
+            if stored != was_stored {
+                // Storing starts with every id held, or stops without any.
                 let mut sink = dedup_sink(d.store.as_ref(), name);
                 d.cache.for_each_id(|key, expires_ms, order| {
-                    sink(CacheChange::Added {
-                        key,
-                        expires_ms,
-                        order,
-                    })
+                    sink(if stored {
+                        CacheChange::Added {
+                            key,
+                            expires_ms,
+                            order,
+                        }
+                    } else {
+                        CacheChange::Removed { key }
+                    });
                 });
             }
-            let mut sink = dedup_sink(d.store.as_ref().filter(|_| stored), name);
-            d.cache.resize(o.size, &mut sink);
+            d.with_sink(name, |cache, sink| cache.resize(o.size, sink));
             d.cache.set_default_ttl(o.ttl);
         }
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
@@ -970,10 +978,8 @@ impl Exchange {
     /// are stored (when its `x-cache-persistence` is, or becomes, `disk`).
     /// Set once, before it is published to; other exchanges ignore it.
     pub fn set_dedup_store(&self, store: DedupStore) {
-        if let Some(d) = &self.dedup {
-            d.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .store = Some(store);
+        if let Some(mut d) = self.dedup() {
+            d.store = Some(store);
         }
     }
 
@@ -981,11 +987,7 @@ impl Exchange {
     /// that stores durable state, with `disk` persistence in effect): a
     /// publish's confirm then waits for the store's flush.
     pub fn stores_dedup_ids(&self) -> bool {
-        self.dedup.as_ref().is_some_and(|d| {
-            d.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .stored()
-        })
+        self.dedup().is_some_and(|d| d.stored())
     }
 
     /// Puts back the ids a stored cache held, read at start-up at
@@ -993,26 +995,19 @@ impl Exchange {
     /// False if the exchange does not store its ids (its records are
     /// stale: the caller removes them).
     pub fn restore_dedup(&self, ids: Vec<StoredId>, now_ms: u64) -> bool {
-        let Some(d) = &self.dedup else {
+        let Some(mut d) = self.dedup().filter(|d| d.stored()) else {
             return false;
         };
-        let mut guard = d.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let d = &mut *guard;
-        if !d.stored() {
-            return false;
-        }
-        let mut sink = dedup_sink(d.store.as_ref(), &self.spec.name);
-        d.cache.restore(ids, now_ms, &mut sink);
+        d.with_sink(&self.spec.name, |cache, sink| {
+            cache.restore(ids, now_ms, sink);
+        });
         true
     }
 
     /// The exchange is deleted: a stored cache's records go.
     pub fn forget_dedup_ids(&self) {
-        if let Some(d) = &self.dedup {
-            let mut guard = d.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let d = &mut *guard;
-            let mut sink = dedup_sink(d.store.as_ref().filter(|_| d.disk), &self.spec.name);
-            d.cache.clear(&mut sink);
+        if let Some(mut d) = self.dedup() {
+            d.with_sink(&self.spec.name, |cache, sink| cache.clear(sink));
         }
     }
 
@@ -1231,55 +1226,50 @@ impl Exchange {
     /// (its id cached and alive); if not, its id is cached from now on.
     /// A message without the header is never one.
     fn is_duplicate(&self, message: MessageView<'_>) -> bool {
-        let Some(cache) = &self.dedup else {
+        if self.dedup.is_none() {
             return false;
-        };
+        }
         let headers = message.headers();
         let Some(key) = DedupKey::from_headers(headers) else {
             return false;
         };
         let ttl = dedup::message_ttl(headers);
-        let mut guard = cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let d = &mut *guard;
-        let mut sink = dedup_sink(d.store.as_ref().filter(|_| d.disk), &self.spec.name);
-        d.cache.check_and_insert(key, ttl, &mut sink)
+        self.dedup().is_some_and(|mut d| {
+            d.with_sink(&self.spec.name, |cache, sink| {
+                cache.check_and_insert(key, ttl, sink)
+            })
+        })
     }
 
     /// The broker's tick at wall-clock time `now_ms` (Unix milliseconds):
     /// an `x-message-deduplication` exchange learns the time (its ids'
     /// times to live run by it) and drops expired ids.
     pub fn tick(&self, now_ms: u64) {
-        if let Some(cache) = &self.dedup {
-            let mut guard = cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let d = &mut *guard;
-            let mut sink = dedup_sink(d.store.as_ref().filter(|_| d.disk), &self.spec.name);
-            d.cache.tick(now_ms, &mut sink);
+        if let Some(mut d) = self.dedup() {
+            d.with_sink(&self.spec.name, |cache, sink| cache.tick(now_ms, sink));
         }
+    }
+
+    /// An `x-message-deduplication` exchange's cache, locked; `None` for
+    /// other types.
+    fn dedup(&self) -> Option<std::sync::MutexGuard<'_, Dedup>> {
+        self.dedup
+            .as_ref()
+            .map(|d| d.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// An `x-message-deduplication` exchange's cache as the plugin's
     /// `cache_info` reports it: (ids held, bytes of memory, the size
     /// bound); `None` for other types.
     pub fn dedup_cache_info(&self) -> Option<(usize, usize, usize)> {
-        self.dedup.as_ref().map(|c| {
-            let d = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (d.cache.len(), d.cache.memory(), d.cache.size())
-        })
+        self.dedup()
+            .map(|d| (d.cache.len(), d.cache.memory(), d.cache.size()))
     }
 
     /// How many ids an `x-message-deduplication` exchange holds (`None`
     /// for other types).
     pub fn dedup_cache_len(&self) -> Option<usize> {
-        self.dedup.as_ref().map(|c| {
-            c.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .cache
-                .len()
-        })
+        self.dedup().map(|d| d.cache.len())
     }
 
     /// The hash an `x-consistent-hash` exchange routes this message by.

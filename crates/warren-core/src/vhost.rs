@@ -1490,24 +1490,20 @@ impl VHost {
         // Held packed in one allocation (a copy: the slice of the read
         // buffer would pin all 64 KiB of it while it waits), uncounted by
         // the memory gauge until it routes, as a packed queue entry is.
-        let body = bytes::Bytes::copy_from_slice(body);
-        let record = stored.then(|| {
-            Arc::new(Message::new(
-                ex.name().clone(),
-                routing_key.clone(),
-                properties.clone(),
-                body.clone(),
-            ))
-        });
-        let message = Message::new(ex.name().clone(), routing_key, properties, body);
-        let (deadline, seq) = held.insert(deadline, crate::delayed::DelayedMessage::new(message));
+        let message = Message::new(
+            ex.name().clone(),
+            routing_key,
+            properties,
+            bytes::Bytes::copy_from_slice(body),
+        );
+        let (deadline, seq) = held.insert(deadline, crate::delayed::DelayedMessage::new(&message));
         // Submitted under the exchange's lock, so its removal (by the
         // timer, which takes the message out under the same lock) always
         // comes after it.
-        if let (Some(message), Some(d)) = (record, &self.durability) {
+        if stored && let Some(d) = &self.durability {
             d.submit(PersistOp::DelayedAdd {
                 key: self.delayed_key(ex, (deadline, seq)),
-                message,
+                message: Arc::new(message),
             });
         }
         (deadline, stored)
@@ -1531,7 +1527,7 @@ impl VHost {
         let Some(mut held) = ex.delayed() else {
             return false;
         };
-        held.restore(key, crate::delayed::DelayedMessage::new(message));
+        held.restore(key, crate::delayed::DelayedMessage::new(&message));
         true
     }
 

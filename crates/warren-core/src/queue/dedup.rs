@@ -209,9 +209,6 @@ pub struct DedupCache {
     clock: Option<u64>,
 }
 
-/// A sink that ignores every change (a cache kept in memory only).
-pub fn no_store(_: CacheChange<'_>) {}
-
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -525,6 +522,9 @@ mod tests {
                 .collect()
         }
     }
+
+    /// A sink that ignores every change (a cache kept in memory only).
+    fn no_store(_: CacheChange<'_>) {}
 
     fn insert(c: &mut DedupCache, id: &str) -> bool {
         c.check_and_insert(key(id), None, &mut no_store)
