@@ -275,7 +275,6 @@ impl Drop for Persister {
     }
 }
 
-/// What the thread receives.
 /// Whether nobody waits for `op`: a delivery's mark or an ack's dequeue.
 /// Those wait in the inbox for the next op someone waits for (or the
 /// thread's next periodic wake-up, at most [`MAINTAIN_EVERY`] later):
@@ -286,6 +285,7 @@ fn lazy(op: &PersistOp) -> bool {
     matches!(op, PersistOp::Delivered { .. } | PersistOp::Dequeue { .. })
 }
 
+/// What the thread receives.
 #[derive(Debug)]
 enum Msg {
     Op(PersistOp),

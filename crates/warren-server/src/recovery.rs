@@ -232,38 +232,39 @@ pub fn open(config: &Config) -> Result<Opened, RecoveryError> {
     // Ids cached by deduplication exchanges with a disk cache come back
     // with their wall-clock expiries and insertion order; expired ones,
     // and those of an exchange that no longer stores them, are removed.
-    let mut ids: std::collections::BTreeMap<(String, ShortStr), Vec<StoredId>> =
+    // Each id with its record's key bytes, to remove it by if its
+    // exchange does not take it back.
+    let mut ids: std::collections::BTreeMap<(String, ShortStr), Vec<(bytes::Bytes, StoredId)>> =
         std::collections::BTreeMap::new();
     let mut stale = Vec::new();
     for r in store.dedup_ids()? {
-        let key = DedupRecordKey {
-            vhost: r.vhost,
-            exchange: r.exchange,
-            id: r.id,
-        };
-        match DedupKey::from_bytes(&key.id) {
-            Some(id) => ids
-                .entry((key.vhost, key.exchange))
-                .or_default()
-                .push(StoredId {
-                    key: id,
+        match DedupKey::from_bytes(&r.id) {
+            Some(key) => ids.entry((r.vhost, r.exchange)).or_default().push((
+                r.id,
+                StoredId {
+                    key,
                     expires_ms: r.expires_ms,
                     order: r.order,
-                }),
-            None => stale.push(key),
+                },
+            )),
+            None => stale.push(DedupRecordKey {
+                vhost: r.vhost,
+                exchange: r.exchange,
+                id: r.id,
+            }),
         }
     }
     let mut dedup_ids = 0usize;
     for ((vhost, exchange), list) in ids {
         let n = list.len();
-        let keys: Vec<bytes::Bytes> = list.iter().map(|s| s.key.to_bytes()).collect();
+        let (raw, list): (Vec<bytes::Bytes>, Vec<StoredId>) = list.into_iter().unzip();
         let restored = broker
             .vhost(&vhost)
             .is_some_and(|vh| vh.restore_dedup(&exchange, list, now_ms));
         if restored {
             dedup_ids += n;
         } else {
-            stale.extend(keys.into_iter().map(|id| DedupRecordKey {
+            stale.extend(raw.into_iter().map(|id| DedupRecordKey {
                 vhost: vhost.clone(),
                 exchange: exchange.clone(),
                 id,

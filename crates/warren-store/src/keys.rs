@@ -246,13 +246,7 @@ pub(crate) fn delayed(vhost: &str, exchange: &ShortStr, deadline: u64, seq: u64)
 /// Splits a delayed-message key into (vhost, exchange, deadline, seq);
 /// `None` when it is not one.
 pub(crate) fn parse_delayed(k: &[u8]) -> Option<(String, ShortStr, u64, u64)> {
-    let rest = k.strip_prefix(&[DELAYED])?;
-    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let vhost = String::from_utf8(rest.get(4..4 + len)?.to_vec()).ok()?;
-    let rest = rest.get(4 + len..)?;
-    let xlen = *rest.first()? as usize;
-    let exchange = ShortStr::from_slice(rest.get(1..1 + xlen)?)?;
-    let tail = rest.get(1 + xlen..)?;
+    let (vhost, exchange, tail) = parse_vhost_exchange(k.strip_prefix(&[DELAYED])?)?;
     if tail.len() != 16 {
         return None;
     }
@@ -273,10 +267,16 @@ pub(crate) fn dedup(vhost: &str, exchange: &ShortStr, id: &[u8]) -> BytesMut {
 /// Splits a deduplication id key into (vhost, exchange, id); `None` when
 /// it is not one.
 pub(crate) fn parse_dedup(k: &[u8]) -> Option<(String, ShortStr, &[u8])> {
-    let rest = k.strip_prefix(&[DEDUP])?;
-    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let vhost = String::from_utf8(rest.get(4..4 + len)?.to_vec()).ok()?;
-    let rest = rest.get(4 + len..)?;
+    parse_vhost_exchange(k.strip_prefix(&[DEDUP])?)
+}
+
+/// Reads the vhost and exchange a key starts with (after its first byte,
+/// as [`put_u32_prefixed`] and [`put_short`] wrote them): (vhost,
+/// exchange, the rest).
+fn parse_vhost_exchange(k: &[u8]) -> Option<(String, ShortStr, &[u8])> {
+    let len = u32::from_be_bytes(k.get(..4)?.try_into().ok()?) as usize;
+    let vhost = String::from_utf8(k.get(4..4 + len)?.to_vec()).ok()?;
+    let rest = k.get(4 + len..)?;
     let xlen = *rest.first()? as usize;
     let exchange = ShortStr::from_slice(rest.get(1..1 + xlen)?)?;
     Some((vhost, exchange, rest.get(1 + xlen..)?))

@@ -1075,18 +1075,11 @@ mod tests {
         let err = Store::open(&dir.0).unwrap_err();
         assert!(matches!(err, StoreError::Io(_)), "{err}");
     }
-}
-
-#[cfg(test)]
-mod delayed_tests {
-    use super::*;
 
     #[test]
     fn delayed_messages_round_trip_in_deadline_order() {
-        let dir =
-            std::env::temp_dir().join(format!("warren-store-unit-{}-delayed", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir).unwrap();
+        let dir = TempDir::new("delayed");
+        let store = Store::open(&dir.0).unwrap();
         let rec = |deadline, seq, body: &'static [u8]| DelayedRecord {
             vhost: "/".into(),
             exchange: ShortStr::from("dx"),
@@ -1109,27 +1102,18 @@ mod delayed_tests {
         store.apply(b).unwrap();
         store.flush().unwrap();
         drop(store);
-        let store = Store::open(&dir).unwrap();
+        let store = Store::open(&dir.0).unwrap();
         assert_eq!(
             store.delayed_messages().unwrap(),
             vec![rec(1_000, 1, b"early"), rec(2_000, 0, b"late")]
         );
         assert_eq!(store.message_count().unwrap(), 0, "no M record");
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-#[cfg(test)]
-mod dedup_tests {
-    use super::*;
 
     #[test]
     fn deduplication_ids_round_trip_and_are_removed_one_by_one() {
-        let dir =
-            std::env::temp_dir().join(format!("warren-store-unit-{}-dedup", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir).unwrap();
+        let dir = TempDir::new("dedup");
+        let store = Store::open(&dir.0).unwrap();
         let rec = |exchange: &str, id: &'static [u8], expires_ms, order| DedupRecord {
             vhost: "/".into(),
             exchange: ShortStr::from(exchange),
@@ -1150,13 +1134,11 @@ mod dedup_tests {
         store.apply(b).unwrap();
         store.flush().unwrap();
         drop(store);
-        let store = Store::open(&dir).unwrap();
+        let store = Store::open(&dir.0).unwrap();
         assert_eq!(
             store.dedup_ids().unwrap(),
             vec![rec("dx", b"bb", Some(5), 2), rec("dxb", b"a", None, 0)]
         );
         assert!(store.definitions().unwrap().exchanges.is_empty());
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
