@@ -45,6 +45,11 @@ fn base64(raw: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
+/// A client for `b`'s API as the default user, guest.
+pub fn guest(b: &crate::TestBroker) -> Http {
+    Http::new(b.http, "guest", "guest")
+}
+
 /// A client for one broker's API, as one user.
 #[derive(Debug, Clone)]
 pub struct Http {

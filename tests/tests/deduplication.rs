@@ -14,12 +14,12 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
-use warren_tests::http::Http;
+use warren_tests::http::guest;
 use warren_tests::lapin_util::{
     bind, channel, confirming_channel, connect, consume, declare_queue_with, drain_bodies,
     expect_amqp_error, next_delivery, within,
 };
-use warren_tests::{TestBroker, start_broker, start_durable_broker};
+use warren_tests::{start_broker, start_durable_broker};
 
 const DEDUP: &str = "x-message-deduplication";
 
@@ -431,10 +431,6 @@ async fn a_disk_cache_keeps_its_ids_across_a_restart_and_a_memory_cache_does_not
     );
     within("close", conn.close(200, "OK".into())).await.unwrap();
     broker.stop().await;
-}
-
-fn guest(b: &TestBroker) -> Http {
-    Http::new(b.http, "guest", "guest")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

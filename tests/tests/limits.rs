@@ -15,15 +15,11 @@ use warren_cli::config::Env;
 use warren_codec::{
     BasicConsume, FieldTable, FieldValue, Frame, Method, PROTOCOL_HEADER, ShortStr,
 };
-use warren_tests::http::Http;
+use warren_tests::http::{Http, guest};
 use warren_tests::lapin_util::within;
 use warren_tests::{
     CloseInfo, RawClient, TestBroker, start_broker, start_broker_with, start_durable_broker,
 };
-
-fn guest(b: &TestBroker) -> Http {
-    Http::new(b.http, "guest", "guest")
-}
 
 /// Logs in as `user` and sends `connection.open` of `/`; the answer to the
 /// open is left to the caller.

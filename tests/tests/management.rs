@@ -6,13 +6,9 @@
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
-use warren_tests::http::Http;
+use warren_tests::http::{Http, guest};
 use warren_tests::lapin_util::{channel, connect, connect_url, within};
 use warren_tests::{start_broker, start_durable_broker};
-
-fn guest(b: &warren_tests::TestBroker) -> Http {
-    Http::new(b.http, "guest", "guest")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_as_rabbitmq_answers_it() {

@@ -16,13 +16,9 @@ use std::time::Duration;
 
 use lapin::options::BasicConsumeOptions;
 use serde_json::{Value, json};
-use warren_tests::http::{Http, Reply};
+use warren_tests::http::{Http, Reply, guest};
 use warren_tests::lapin_util::{channel, connect, connect_url, consume, declare, within};
 use warren_tests::{RawClient, TestBroker, start_broker, start_broker_with};
-
-fn guest(b: &TestBroker) -> Http {
-    Http::new(b.http, "guest", "guest")
-}
 
 /// Status and body, for assertion messages.
 fn show(r: &Reply) -> String {

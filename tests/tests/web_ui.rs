@@ -7,12 +7,8 @@
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 use serde_json::{Value, json};
-use warren_tests::http::{Http, Reply};
+use warren_tests::http::{Http, Reply, guest};
 use warren_tests::start_broker;
-
-fn guest(b: &warren_tests::TestBroker) -> Http {
-    Http::new(b.http, "guest", "guest")
-}
 
 fn text(r: &Reply) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
